@@ -1,0 +1,26 @@
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// The agent's one error type; each variant names the file, key or topic at fault.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Config { path: String, message: String },
+    #[error("{path}:{line}: {message}")]
+    Csv {
+        path: String,
+        line: u64,
+        message: String,
+    },
+    #[error("mqtt: {0}")]
+    Mqtt(String),
+    #[error("embedded broker on {listen}: {message}")]
+    Broker { listen: String, message: String },
+}

@@ -1,0 +1,28 @@
+//! The Lookout agent.
+//!
+//! Data flows one way: sample → preprocess → score → decide → publish.
+//!
+//! Layout:
+//! - [`config`]: the TOML config, parsed strictly, `--set` overrides, validation.
+//! - [`frame`]: one tick's samples, the hand-off from samplers to models.
+//! - [`sampler`]: one file per `/proc` source (cpu, memory, disk, load, network).
+//! - [`simulate`]: simulated hosts with injected anomalies and their ground truth.
+//! - [`scorer`]: the lagged k-means scorer (preprocess, k-means, model, training thread).
+//! - [`alarm`]: hysteresis that turns anomalous ticks into firing/resolved alarms.
+//! - [`link`]: the MQTT side: client with reconnect and the embedded broker.
+//! - [`run`]: the `run` command, wiring the above into ticks.
+//! - [`replay`]: the `replay` command, a CSV streamed through one model offline.
+//! - [`error`]: the crate's error type.
+
+pub mod alarm;
+pub mod config;
+pub mod error;
+pub mod frame;
+pub mod link;
+pub mod replay;
+pub mod run;
+pub mod sampler;
+pub mod scorer;
+pub mod simulate;
+
+pub use error::Error;

@@ -1,0 +1,17 @@
+//! Types both Lookout binaries agree on.
+//!
+//! Layout:
+//! - [`topics`]: the MQTT topic scheme (`<prefix>/<host>/...`), built and parsed in one place.
+//! - [`payload`]: the JSON documents published on those topics; their field names are a
+//!   public contract documented in `docs/topics.md`.
+//! - [`codec`]: JSON on the wire for users, postcard where compactness matters.
+//! - [`duration`]: `"1s"`/`"5m"` durations in config files.
+//! - [`error`]: the crate's one error type.
+
+pub mod codec;
+pub mod duration;
+pub mod error;
+pub mod payload;
+pub mod topics;
+
+pub use error::Error;

@@ -1,0 +1,89 @@
+//! JSON documents on Lookout's topics. Field names are part of the public contract
+//! (`docs/topics.md`); every time is Unix milliseconds (simulated time when simulating).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Labels attached to a host or an alarm (`ip`, ...). A BTreeMap keeps the JSON key order
+/// stable, which makes payloads diffable and tests deterministic.
+pub type Labels = BTreeMap<String, String>;
+
+/// `<prefix>/<host>/metrics`: one per tick, values grouped by chart then dimension,
+/// like Netdata's `system.cpu` → `user`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub ts: i64,
+    pub host: String,
+    pub metrics: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+/// `<prefix>/<host>/scores/<model>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    pub ts: i64,
+    pub host: String,
+    pub model: String,
+    /// Normalised anomaly score: 0 ≈ the closest training vector, 1 ≈ the farthest,
+    /// capped at the model's `anomaly_score_cap`.
+    pub score: f64,
+    pub anomalous: bool,
+    pub threshold: f64,
+    /// True when the alarm of this model is firing (after the `for` hysteresis).
+    pub alarm: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlarmState {
+    Firing,
+    Resolved,
+}
+
+impl AlarmState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmState::Firing => "firing",
+            AlarmState::Resolved => "resolved",
+        }
+    }
+}
+
+/// `<prefix>/<host>/alarms/<source>`, retained at QoS 1 so a newcomer sees the current
+/// state of every alarm.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Alarm {
+    /// Stable for one episode, from firing to resolved: `<host>:<source>:<started_at>`.
+    /// Receivers deduplicate on `(id, state, severity)`.
+    pub id: String,
+    pub host: String,
+    pub source: String,
+    pub state: AlarmState,
+    /// 1 (lowest) to 4.
+    pub severity: u8,
+    pub ts: i64,
+    pub started_at: i64,
+    /// The score that fired the alarm, or the last score when resolving.
+    pub score: f64,
+    pub threshold: f64,
+    pub summary: String,
+    #[serde(default)]
+    pub labels: Labels,
+}
+
+impl Alarm {
+    pub fn episode_id(host: &str, source: &str, started_at: i64) -> String {
+        format!("{host}:{source}:{started_at}")
+    }
+}
+
+/// `<prefix>/<host>/sim/truth`: an anomaly the simulator injected, the ground truth that
+/// tests and users compare alarms against.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SimTruth {
+    pub host: String,
+    pub metric: String,
+    pub kind: String,
+    pub start: i64,
+    pub end: i64,
+}
