@@ -1,1 +1,322 @@
-//! e2e
+//! End-to-end: the real `lookout-agent` binary against real brokers (the embedded rumqttd
+//! and mosquitto), observed by an ordinary MQTT client, as a user would.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const SIM_MODELS: [&str; 5] = [
+    "cpu_util",
+    "mem_util",
+    "disk_util",
+    "net_err_util",
+    "system_load1",
+];
+
+fn is_status(m: &Msg, host: &str, state: &str) -> bool {
+    m.topic == format!("lookout/{host}/status") && m.text() == state
+}
+
+/// Retained `online` for every simulated host, a score for every model of every host, and
+/// a firing alarm that matches an injected anomaly of the published ground truth, then
+/// that alarm's resolution.
+async fn simulated_story(sub: &mut Subscriber) {
+    let wait = Duration::from_secs(30);
+    for host in ["sim-1", "sim-2"] {
+        sub.wait_for(&format!("{host} online"), wait, |m| {
+            is_status(m, host, "online")
+        })
+        .await;
+    }
+    for host in ["sim-1", "sim-2"] {
+        for model in SIM_MODELS {
+            let topic = format!("lookout/{host}/scores/{model}");
+            let m = sub
+                .wait_for(&topic, Duration::from_secs(60), |m| m.topic == topic)
+                .await;
+            let v = m.json();
+            assert_eq!(v["host"], host);
+            assert_eq!(v["model"], model);
+            assert!(v["score"].as_f64().is_some_and(f64::is_finite), "{v}");
+            assert!(
+                v["ts"].as_i64().is_some_and(|t| t > 1_600_000_000_000),
+                "ts in Unix ms: {v}"
+            );
+            assert!(
+                v["anomalous"].is_boolean() && v["threshold"].is_number(),
+                "{v}"
+            );
+        }
+    }
+
+    // A firing alarm whose host and metric match a truth record and whose start lies in
+    // the injected window (with slack for smoothing and the `for` hysteresis).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut checked = BTreeSet::new();
+    let (alarm, truth) = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = sub
+            .wait_for("a firing alarm matching the ground truth", left, |m| {
+                m.topic.contains("/alarms/")
+                    && !m.payload.is_empty()
+                    && m.json()["state"] == "firing"
+                    && !checked.contains(&m.json()["id"].to_string())
+            })
+            .await;
+        let alarm = m.json();
+        checked.insert(alarm["id"].to_string());
+        let truths: Vec<Value> = sub
+            .seen
+            .iter()
+            .filter(|t| t.topic.ends_with("/sim/truth"))
+            .map(Msg::json)
+            .collect();
+        if let Some(t) = truths.into_iter().find(|t| {
+            let started = alarm["started_at"].as_i64().unwrap();
+            t["host"] == alarm["host"]
+                && t["metric"] == alarm["source"]
+                && started >= t["start"].as_i64().unwrap() - 10_000
+                && started <= t["end"].as_i64().unwrap() + 60_000
+        }) {
+            break (alarm, t);
+        }
+    };
+    assert!(
+        sub.seen.iter().any(|m| m.topic
+            == format!(
+                "lookout/{}/alarms/{}",
+                alarm["host"].as_str().unwrap(),
+                alarm["source"].as_str().unwrap()
+            )),
+        "alarm published on its own topic"
+    );
+    for key in [
+        "id",
+        "host",
+        "source",
+        "state",
+        "severity",
+        "ts",
+        "started_at",
+        "score",
+        "threshold",
+        "summary",
+        "labels",
+    ] {
+        assert!(alarm.get(key).is_some(), "alarm lacks {key}: {alarm}");
+    }
+    assert!(
+        (1..=4).contains(&alarm["severity"].as_u64().unwrap()),
+        "{alarm}"
+    );
+    assert!(
+        alarm["labels"]["ip"].is_string(),
+        "host labels travel with the alarm: {alarm}"
+    );
+    assert!(
+        ["spike", "level_shift", "drop", "stuck"].contains(&truth["kind"].as_str().unwrap()),
+        "{truth}"
+    );
+
+    let id = alarm["id"].clone();
+    let resolved = sub
+        .wait_for(
+            "the matching alarm's resolution",
+            Duration::from_secs(60),
+            |m| {
+                m.topic.contains("/alarms/")
+                    && !m.payload.is_empty()
+                    && m.json()["id"] == id
+                    && m.json()["state"] == "resolved"
+            },
+        )
+        .await
+        .json();
+    assert!(
+        resolved["ts"].as_i64() >= alarm["ts"].as_i64(),
+        "{resolved}"
+    );
+    assert_eq!(resolved["started_at"], alarm["started_at"]);
+}
+
+fn sim_args(port: u16, broker_enabled: bool) -> Vec<String> {
+    vec![
+        "run".into(),
+        "--config".into(),
+        "configs/agent.toml".into(),
+        "--simulate".into(),
+        "2".into(),
+        "--speed".into(),
+        "300".into(),
+        "--set".into(),
+        format!("broker.enabled={broker_enabled}"),
+        "--set".into(),
+        format!("broker.listen=127.0.0.1:{port}"),
+        "--set".into(),
+        format!("mqtt.url=mqtt://127.0.0.1:{port}"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_hosts_on_mosquitto_alarm_on_injected_anomalies_and_go_offline_when_killed() {
+    let dir = scratch("e2e-mosquitto");
+    let port = free_port();
+    let _broker = mosquitto(port, dir.path());
+    let mut sub = Subscriber::connect(port, &["lookout/#"]).await;
+    let args = sim_args(port, false);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut agent = agent(&args, dir.path());
+
+    simulated_story(&mut sub).await;
+
+    // kill -9: no goodbye from the agent, so `offline` must come from its last will.
+    agent.kill();
+    for host in ["sim-1", "sim-2"] {
+        let m = sub
+            .wait_for(
+                &format!("{host} offline (last will)"),
+                Duration::from_secs(20),
+                |m| is_status(m, host, "offline"),
+            )
+            .await;
+        assert!(!m.payload.is_empty());
+    }
+    // And it is retained: a newcomer sees it.
+    let mut late = Subscriber::connect(port, &["lookout/+/status"]).await;
+    let m = late
+        .wait_for("retained offline", Duration::from_secs(10), |m| {
+            is_status(m, "sim-1", "offline")
+        })
+        .await;
+    assert!(m.retain, "status is retained");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_broker_serves_ordinary_clients_and_says_offline_on_sigterm() {
+    let dir = scratch("e2e-embedded");
+    let port = free_port();
+    let args = sim_args(port, true);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut agent = agent(&args, dir.path());
+    wait_for_port(port, Duration::from_secs(20));
+    let mut sub = Subscriber::connect(port, &["lookout/#"]).await;
+
+    simulated_story(&mut sub).await;
+
+    // A newcomer sees the retained state of alarms.
+    let mut late = Subscriber::connect(port, &["lookout/+/alarms/#"]).await;
+    let m = late
+        .wait_for("a retained alarm", Duration::from_secs(10), |m| m.retain)
+        .await;
+    assert!(m.json()["state"].is_string());
+
+    let code = agent.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0), "SIGTERM exits 0; log:\n{}", agent.log_text());
+    for host in ["sim-1", "sim-2"] {
+        sub.wait_for(&format!("{host} offline"), Duration::from_secs(5), |m| {
+            is_status(m, host, "offline")
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_host_publishes_its_metrics_and_scores() {
+    let dir = scratch("e2e-host");
+    let port = free_port();
+    let _broker = mosquitto(port, dir.path());
+    let mut sub = Subscriber::connect(port, &["lookout/#"]).await;
+    let url = format!("mqtt.url=mqtt://127.0.0.1:{port}");
+    let _agent = agent(
+        &[
+            "run",
+            "--config",
+            "configs/agent.toml",
+            "--set",
+            "broker.enabled=false",
+            "--set",
+            &url,
+            "--set",
+            "agent.host=e2e-box",
+            "--set",
+            "agent.interval=50ms",
+            "--set",
+            "detector.train_data_size=20",
+            "--set",
+            "detector.train_every_n=20",
+        ],
+        dir.path(),
+    );
+    sub.wait_for("online", Duration::from_secs(20), |m| {
+        is_status(m, "e2e-box", "online")
+    })
+    .await;
+    let m = sub
+        .wait_for("metrics with cpu", Duration::from_secs(20), |m| {
+            m.topic == "lookout/e2e-box/metrics"
+                && m.json()["metrics"]["system.cpu"]["user"].is_number()
+        })
+        .await
+        .json();
+    assert_eq!(m["host"], "e2e-box");
+    let load = &m["metrics"]["system.load"]["load1"];
+    assert!(load.as_f64().is_some_and(|v| v >= 0.0), "{m}");
+    let ram = m["metrics"]["system.ram"]["used_pct"].as_f64().unwrap();
+    assert!((0.0..=100.0).contains(&ram), "{m}");
+    let cpu: f64 = m["metrics"]["system.cpu"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(Value::as_f64)
+        .sum();
+    assert!(
+        (99.0..=101.0).contains(&cpu),
+        "cpu modes add up to 100 %: {m}"
+    );
+    for model in ["cpu", "memory", "load"] {
+        let topic = format!("lookout/e2e-box/scores/{model}");
+        sub.wait_for(&topic, Duration::from_secs(30), |m| m.topic == topic)
+            .await;
+    }
+}
+
+#[test]
+fn check_config_accepts_the_shipped_config_and_rejects_bad_ones_with_exit_2() {
+    let out = std::process::Command::new(agent_bin())
+        .args(["check-config", "--config", "configs/agent.toml"])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+
+    let dir = scratch("bad-config");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[agent]\ninterval = \"1s\"\n\n[models.cpu]\nmetrics = { \"system.cpu\" = [\"user\"] }\nthreshold = \"high\"\n").unwrap();
+    let out = std::process::Command::new(agent_bin())
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml") && err.contains("line 6") && err.contains("threshold"),
+        "{err}"
+    );
+
+    let out = std::process::Command::new(agent_bin())
+        .args(["check-config", "--config", "/nonexistent/agent.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/agent.toml"));
+}

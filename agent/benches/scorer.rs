@@ -1,1 +1,127 @@
-fn main() {}
+//! Scorer benchmarks: the cost of one scored tick, of a k-means fit on the shared bench
+//! vectors (the same files `bench/kmeans_sklearn.py` times scikit-learn on), and replay
+//! throughput. Results and the exact commands are in BENCHMARKS.md.
+
+use std::hint::black_box;
+use std::io::BufReader;
+use std::path::Path;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use lookout_agent::config::{DetectorRaw, Source};
+use lookout_agent::scorer::kmeans::{self, KMeansParams, Workspace};
+use lookout_agent::scorer::{Model, ModelParams};
+
+fn seed_model() -> ModelParams {
+    // The seed notebook's model: system.cpu user + system, n_lags 3 -> 8-value vectors, k = 2.
+    ModelParams {
+        diffs: true,
+        n_smoothing: 3,
+        n_lags: 3,
+        n_clusters: 2,
+        train_data_size: 1440,
+        train_every_n: 1_000_000_000,
+        anomaly_score_cap: 5.0,
+        n_init: 10,
+        max_iter: 300,
+        seed: 0,
+    }
+}
+
+fn cpu_like(i: usize) -> [f64; 2] {
+    let t = i as f64;
+    [
+        12.0 + (t * 0.05).sin() * 4.0 + ((i * 7919) % 13) as f64 * 0.1,
+        4.0 + (t * 0.021).cos() + ((i * 104_729) % 7) as f64 * 0.05,
+    ]
+}
+
+fn scored_tick(c: &mut Criterion) {
+    let mut m = Model::new(seed_model(), 2);
+    let mut ws = m.workspace();
+    for i in 0..1441 {
+        if m.ingest(&cpu_like(i)).unwrap() {
+            m.fit_now(&mut ws);
+        }
+    }
+    m.fit_now(&mut ws);
+    assert!(m.score().is_some());
+    let inputs: Vec<[f64; 2]> = (0..4096).map(|i| cpu_like(i + 5000)).collect();
+    let mut i = 0usize;
+    c.bench_function("scored_tick/seed_model_8d_k2", |b| {
+        b.iter(|| {
+            let v = &inputs[i & 4095];
+            i = i.wrapping_add(1);
+            let _ = m.ingest(black_box(v));
+            black_box(m.score())
+        })
+    });
+}
+
+fn load_vectors(name: &str) -> (Vec<f64>, usize) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../bench/data")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut data = Vec::new();
+    let mut rows = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        data.extend(line.split(',').map(|f| f.trim().parse::<f64>().unwrap()));
+        rows += 1;
+    }
+    assert_eq!(data.len(), rows * 8);
+    (data, rows)
+}
+
+fn kmeans_fit(c: &mut Criterion) {
+    let mut g = c.benchmark_group("kmeans_fit_k2_n_init10");
+    g.sample_size(30);
+    for file in ["vectors_1440x8.csv", "vectors_21600x8.csv"] {
+        let (data, rows) = load_vectors(file);
+        let mut ws = Workspace::new(rows, 8, 2);
+        let mut out = vec![0.0; 16];
+        let p = KMeansParams::default();
+        let inertia = kmeans::fit(&p, &data, rows, 8, &mut ws, &mut out).unwrap();
+        eprintln!("{file}: inertia {inertia}");
+        g.bench_with_input(BenchmarkId::from_parameter(rows), &rows, |b, &rows| {
+            b.iter(|| kmeans::fit(&p, black_box(&data), rows, 8, &mut ws, &mut out))
+        });
+    }
+    g.finish();
+}
+
+fn replay_throughput(c: &mut Criterion) {
+    // A NAB-like CSV of 200,000 rows through the built-in default detector.
+    let mut csv = String::from("timestamp,value\n");
+    for i in 0..200_000usize {
+        let v = cpu_like(i)[0];
+        csv.push_str(&format!(
+            "2014-02-14 14:{:02}:{:02},{v:.3}\n",
+            (i / 60) % 60,
+            i % 60
+        ));
+    }
+    let src = Source::empty();
+    let detector = src
+        .resolve_detector("detector", &DetectorRaw::builtin())
+        .unwrap();
+    let mut g = c.benchmark_group("replay");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(200_000));
+    g.bench_function("default_detector_200k_rows", |b| {
+        b.iter(|| {
+            let mut out = Vec::with_capacity(csv.len() * 2);
+            lookout_agent::replay::replay(
+                BufReader::new(csv.as_bytes()),
+                &mut out,
+                &detector,
+                "bench",
+                None,
+            )
+            .unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, scored_tick, kmeans_fit, replay_throughput);
+criterion_main!(benches);

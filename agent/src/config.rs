@@ -1,1 +1,690 @@
-//! placeholder, being written
+//! The agent's TOML config: parsed strictly (unknown keys are errors), `--set` overrides
+//! applied to the raw document, then validated and resolved in one step into the
+//! [`Settings`] the agent runs on. Nothing at run time reads raw config.
+//!
+//! Every key is documented in `docs/config.md`; the shipped `configs/agent.toml` sets the
+//! same defaults as [`DetectorRaw::builtin`], which is also what `replay` runs without a
+//! config (a test keeps the two equal).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use lookout_shared::duration::HumanDuration;
+use lookout_shared::payload::Labels;
+use serde::Deserialize;
+
+use crate::Error;
+use crate::scorer::ModelParams;
+use crate::simulate::SimParams;
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Raw {
+    #[serde(default)]
+    pub agent: AgentRaw,
+    #[serde(default)]
+    pub mqtt: MqttRaw,
+    #[serde(default)]
+    pub broker: BrokerRaw,
+    #[serde(default)]
+    pub detector: DetectorRaw,
+    #[serde(default)]
+    pub models: BTreeMap<String, DetectorRaw>,
+    #[serde(default)]
+    pub sim_models: BTreeMap<String, DetectorRaw>,
+    #[serde(default)]
+    pub simulate: SimParams,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentRaw {
+    /// Empty: the machine's host name.
+    pub host: String,
+    pub interval: HumanDuration,
+    pub labels: Labels,
+}
+
+impl Default for AgentRaw {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            interval: HumanDuration::from_secs(1),
+            labels: Labels::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttRaw {
+    pub url: String,
+    pub prefix: String,
+    pub client_id: String,
+    pub keep_alive: HumanDuration,
+    /// Messages held for the broker before lossy ones (metrics, scores) are dropped.
+    pub queue: usize,
+    pub reconnect_min: HumanDuration,
+    pub reconnect_max: HumanDuration,
+}
+
+impl Default for MqttRaw {
+    fn default() -> Self {
+        Self {
+            url: "mqtt://127.0.0.1:1883".into(),
+            prefix: lookout_shared::topics::DEFAULT_PREFIX.into(),
+            client_id: String::new(),
+            keep_alive: HumanDuration::from_secs(30),
+            queue: 1024,
+            reconnect_min: HumanDuration::from_millis(250),
+            reconnect_max: HumanDuration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerRaw {
+    pub enabled: bool,
+    pub listen: String,
+    pub max_connections: usize,
+    pub max_payload_size: usize,
+}
+
+impl Default for BrokerRaw {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: "127.0.0.1:1883".into(),
+            max_connections: 64,
+            max_payload_size: 256 * 1024,
+        }
+    }
+}
+
+/// Detector parameters. `[detector]` sets them for every model; a model's table may set
+/// any of them again for itself. All optional so that "not set here" can fall through.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorRaw {
+    /// Only in a model's table: `{ "system.cpu" = ["user", "system"] }`.
+    pub metrics: Option<BTreeMap<String, Vec<String>>>,
+    pub diffs: Option<bool>,
+    pub n_smoothing: Option<usize>,
+    pub n_lags: Option<usize>,
+    pub n_clusters: Option<usize>,
+    pub train_data_size: Option<usize>,
+    pub train_every_n: Option<usize>,
+    pub anomaly_score_cap: Option<f64>,
+    pub threshold: Option<f64>,
+    #[serde(rename = "for")]
+    pub for_ticks: Option<u32>,
+    pub resolve_after: Option<u32>,
+    pub n_init: Option<usize>,
+    pub max_iter: Option<usize>,
+    pub seed: Option<u64>,
+}
+
+impl DetectorRaw {
+    /// The built-in default detector: what `replay` runs without `--config`, and what the
+    /// shipped `configs/agent.toml` writes out in its `[detector]` table.
+    pub fn builtin() -> Self {
+        Self {
+            metrics: None,
+            diffs: Some(true),
+            n_smoothing: Some(3),
+            n_lags: Some(5),
+            n_clusters: Some(2),
+            train_data_size: Some(1440),
+            train_every_n: Some(360),
+            anomaly_score_cap: Some(5.0),
+            threshold: Some(2.0),
+            for_ticks: Some(2),
+            resolve_after: Some(5),
+            n_init: Some(10),
+            max_iter: Some(300),
+            seed: Some(0),
+        }
+    }
+
+    /// This table over the built-in default.
+    pub fn or_builtin(&self) -> Self {
+        self.or(&Self::builtin())
+    }
+
+    /// `self` where set, else `base`.
+    pub fn or(&self, base: &Self) -> Self {
+        Self {
+            metrics: self.metrics.clone().or_else(|| base.metrics.clone()),
+            diffs: self.diffs.or(base.diffs),
+            n_smoothing: self.n_smoothing.or(base.n_smoothing),
+            n_lags: self.n_lags.or(base.n_lags),
+            n_clusters: self.n_clusters.or(base.n_clusters),
+            train_data_size: self.train_data_size.or(base.train_data_size),
+            train_every_n: self.train_every_n.or(base.train_every_n),
+            anomaly_score_cap: self.anomaly_score_cap.or(base.anomaly_score_cap),
+            threshold: self.threshold.or(base.threshold),
+            for_ticks: self.for_ticks.or(base.for_ticks),
+            resolve_after: self.resolve_after.or(base.resolve_after),
+            n_init: self.n_init.or(base.n_init),
+            max_iter: self.max_iter.or(base.max_iter),
+            seed: self.seed.or(base.seed),
+        }
+    }
+}
+
+/// When an anomalous score becomes an alarm and when it ends.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AlarmParams {
+    pub threshold: f64,
+    /// Consecutive anomalous ticks before firing.
+    pub for_ticks: u32,
+    /// Consecutive normal ticks before resolving.
+    pub resolve_after: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Detector {
+    pub params: ModelParams,
+    pub alarm: AlarmParams,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSpec {
+    pub name: String,
+    /// (chart, dimension) in the order they form the feature vector.
+    pub metrics: Vec<(String, String)>,
+    pub detector: Detector,
+}
+
+#[derive(Clone, Debug)]
+pub struct MqttSettings {
+    pub host: String,
+    pub port: u16,
+    pub prefix: String,
+    pub client_id: String,
+    pub keep_alive: Duration,
+    pub queue: usize,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct BrokerSettings {
+    pub listen: SocketAddr,
+    pub max_connections: usize,
+    pub max_payload_size: usize,
+}
+
+/// The validated config the agent runs on.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub host: String,
+    pub labels: Labels,
+    pub interval: Duration,
+    pub mqtt: MqttSettings,
+    pub broker: Option<BrokerSettings>,
+    pub models: Vec<ModelSpec>,
+    pub sim_models: Vec<ModelSpec>,
+    pub simulate: SimParams,
+}
+
+/// A config document as read, with where it came from (for error messages).
+pub struct Source {
+    pub origin: String,
+    pub text: String,
+}
+
+impl Source {
+    pub fn read(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            origin: path.display().to_string(),
+            text,
+        })
+    }
+
+    /// No file: built-in defaults.
+    pub fn empty() -> Self {
+        Self {
+            origin: "(built-in defaults)".into(),
+            text: String::new(),
+        }
+    }
+
+    fn err(&self, key: &str, message: impl std::fmt::Display) -> Error {
+        let at = match find_line(&self.text, key) {
+            Some(line) => format!("{}:{line}", self.origin),
+            None => self.origin.clone(),
+        };
+        Error::Config {
+            path: at,
+            message: format!("{key}: {message}"),
+        }
+    }
+
+    /// Parses, applies `KEY=VALUE` overrides, and returns the raw document.
+    pub fn parse(&self, overrides: &[String]) -> Result<Raw, Error> {
+        if overrides.is_empty() {
+            // Straight from text so that toml's errors carry line and column.
+            return toml::from_str(&self.text).map_err(|e| Error::Config {
+                path: self.origin.clone(),
+                message: e.to_string().trim_end().to_owned(),
+            });
+        }
+        let mut doc: toml::Table = toml::from_str(&self.text).map_err(|e| Error::Config {
+            path: self.origin.clone(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        for o in overrides {
+            apply_override(&mut doc, o).map_err(|message| Error::Config {
+                path: format!("--set {o}"),
+                message,
+            })?;
+        }
+        Raw::deserialize(toml::Value::Table(doc)).map_err(|e| Error::Config {
+            path: format!("{} with --set overrides", self.origin),
+            message: e.to_string().trim_end().to_owned(),
+        })
+    }
+
+    /// Parses and validates into runnable settings.
+    pub fn load(&self, overrides: &[String]) -> Result<Settings, Error> {
+        let raw = self.parse(overrides)?;
+        self.resolve(raw)
+    }
+
+    pub fn resolve(&self, raw: Raw) -> Result<Settings, Error> {
+        if raw.detector.metrics.is_some() {
+            return Err(self.err(
+                "detector.metrics",
+                "metrics belong in a model's table, [models.NAME]",
+            ));
+        }
+        let base = raw.detector.or(&DetectorRaw::builtin());
+        let interval = raw.agent.interval.0;
+        if interval.is_zero() {
+            return Err(self.err("agent.interval", "must be longer than 0s"));
+        }
+        let (host, port) = parse_mqtt_url(&raw.mqtt.url).map_err(|m| self.err("mqtt.url", m))?;
+        if raw.mqtt.prefix.is_empty() || raw.mqtt.prefix.contains(['+', '#']) {
+            return Err(self.err(
+                "mqtt.prefix",
+                "must be non-empty and free of MQTT wildcards",
+            ));
+        }
+        if raw.mqtt.queue == 0 {
+            return Err(self.err("mqtt.queue", "must be at least 1"));
+        }
+        let agent_host = if raw.agent.host.is_empty() {
+            detect_hostname()
+        } else {
+            raw.agent.host.clone()
+        };
+        let agent_host = lookout_shared::topics::sanitize_level(&agent_host);
+        let broker = if raw.broker.enabled {
+            let listen: SocketAddr = raw.broker.listen.parse().map_err(|e| {
+                self.err(
+                    "broker.listen",
+                    format!("{:?} is not IP:PORT ({e})", raw.broker.listen),
+                )
+            })?;
+            Some(BrokerSettings {
+                listen,
+                max_connections: raw.broker.max_connections.max(1),
+                max_payload_size: raw.broker.max_payload_size.max(1024),
+            })
+        } else {
+            None
+        };
+        let simulate = raw.simulate.clone();
+        simulate.validate().map_err(|m| self.err("simulate", m))?;
+        let models = self.resolve_models("models", &raw.models, &base)?;
+        let sim_models = self.resolve_models("sim_models", &raw.sim_models, &base)?;
+        Ok(Settings {
+            host: agent_host.clone(),
+            labels: raw.agent.labels.clone(),
+            interval,
+            mqtt: MqttSettings {
+                host,
+                port,
+                prefix: raw.mqtt.prefix.clone(),
+                client_id: if raw.mqtt.client_id.is_empty() {
+                    format!("lookout-agent-{agent_host}")
+                } else {
+                    raw.mqtt.client_id.clone()
+                },
+                keep_alive: raw.mqtt.keep_alive.0.max(Duration::from_secs(5)),
+                queue: raw.mqtt.queue,
+                reconnect_min: raw.mqtt.reconnect_min.0.max(Duration::from_millis(10)),
+                reconnect_max: raw.mqtt.reconnect_max.0.max(raw.mqtt.reconnect_min.0),
+            },
+            broker,
+            models,
+            sim_models,
+            simulate,
+        })
+    }
+
+    fn resolve_models(
+        &self,
+        table: &str,
+        models: &BTreeMap<String, DetectorRaw>,
+        base: &DetectorRaw,
+    ) -> Result<Vec<ModelSpec>, Error> {
+        let mut out = Vec::with_capacity(models.len());
+        for (name, raw) in models {
+            let key = format!("{table}.{name}");
+            if name.is_empty() || name.contains(['/', '+', '#']) {
+                return Err(self.err(
+                    &key,
+                    "a model name becomes a topic level: no '/', '+' or '#'",
+                ));
+            }
+            let metrics: Vec<(String, String)> = raw
+                .metrics
+                .iter()
+                .flatten()
+                .flat_map(|(chart, dims)| dims.iter().map(move |d| (chart.clone(), d.clone())))
+                .collect();
+            if metrics.is_empty() {
+                return Err(self.err(
+                    &format!("{key}.metrics"),
+                    "list at least one chart and dimension, e.g. metrics = { \"system.cpu\" = [\"user\"] }",
+                ));
+            }
+            let detector = self.resolve_detector(&key, &raw.or(base))?;
+            out.push(ModelSpec {
+                name: name.clone(),
+                metrics,
+                detector,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Checks a fully merged detector table; `key` names its table in errors.
+    pub fn resolve_detector(&self, key: &str, d: &DetectorRaw) -> Result<Detector, Error> {
+        let b = DetectorRaw::builtin();
+        let d = d.or(&b);
+        // All fields are set after merging with the built-in default.
+        let get = |v: Option<usize>| v.unwrap_or_default();
+        let params = ModelParams {
+            diffs: d.diffs.unwrap_or(true),
+            n_smoothing: get(d.n_smoothing),
+            n_lags: get(d.n_lags),
+            n_clusters: get(d.n_clusters),
+            train_data_size: get(d.train_data_size),
+            train_every_n: get(d.train_every_n),
+            anomaly_score_cap: d.anomaly_score_cap.unwrap_or(5.0),
+            n_init: get(d.n_init),
+            max_iter: get(d.max_iter),
+            seed: d.seed.unwrap_or(0),
+        };
+        let alarm = AlarmParams {
+            threshold: d.threshold.unwrap_or(f64::NAN),
+            for_ticks: d.for_ticks.unwrap_or(1),
+            resolve_after: d.resolve_after.unwrap_or(1),
+        };
+        let checks: [(&str, bool, &str); 10] = [
+            (
+                "n_smoothing",
+                (1..=1000).contains(&params.n_smoothing),
+                "must be 1 to 1000",
+            ),
+            ("n_lags", params.n_lags <= 100, "must be 0 to 100"),
+            (
+                "n_clusters",
+                (1..=64).contains(&params.n_clusters),
+                "must be 1 to 64",
+            ),
+            (
+                "train_data_size",
+                params.train_data_size >= params.n_clusters && params.train_data_size <= 1_000_000,
+                "must be at least n_clusters and at most 1000000",
+            ),
+            (
+                "train_every_n",
+                params.train_every_n >= 1,
+                "must be at least 1",
+            ),
+            (
+                "anomaly_score_cap",
+                params.anomaly_score_cap.is_finite() && params.anomaly_score_cap > 0.0,
+                "must be a number above 0",
+            ),
+            (
+                "threshold",
+                alarm.threshold.is_finite(),
+                "must be a finite number",
+            ),
+            ("for", alarm.for_ticks >= 1, "must be at least 1 tick"),
+            (
+                "resolve_after",
+                alarm.resolve_after >= 1,
+                "must be at least 1 tick",
+            ),
+            (
+                "n_init",
+                (1..=100).contains(&params.n_init) && params.max_iter >= 1,
+                "must be 1 to 100 (and max_iter at least 1)",
+            ),
+        ];
+        for (field, ok, why) in checks {
+            if !ok {
+                return Err(self.err(&format!("{key}.{field}"), why));
+            }
+        }
+        Ok(Detector { params, alarm })
+    }
+}
+
+/// `mqtt://host:port` (or `tcp://`); the port defaults to 1883.
+pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .ok_or_else(|| {
+            format!("{url:?} must start with mqtt:// (TLS, mqtts://, is not supported yet)")
+        })?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            let port = p
+                .parse::<u16>()
+                .map_err(|_| format!("{url:?}: port {p:?} is not a number 1-65535"))?;
+            (h, port)
+        }
+        _ => (rest, 1883),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok((host.to_owned(), port))
+}
+
+fn detect_hostname() -> String {
+    let from_proc = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
+    from_proc
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Sets `a.b.c = VALUE` in the document; VALUE is read as a TOML value when it parses as
+/// one (`3`, `true`, `"x"`, `[1, 2]`) and as a plain string otherwise.
+fn apply_override(doc: &mut toml::Table, spec: &str) -> Result<(), String> {
+    let (key, value) = spec.split_once('=').ok_or_else(|| {
+        "expected KEY=VALUE, e.g. --set mqtt.url=mqtt://127.0.0.1:1883".to_string()
+    })?;
+    let key = key.trim();
+    let value = value.trim();
+    let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(format!("{key:?} is not a dotted key path"));
+    }
+    let (last, tables) = parts.split_last().ok_or("empty key")?;
+    let mut cur = doc;
+    for p in tables {
+        let entry = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("{p:?} in {key:?} is a value, not a table"))?;
+    }
+    cur.insert(last.to_string(), parsed);
+    Ok(())
+}
+
+/// Best-effort line of `a.b.key` in a TOML text: the line of `key =` inside `[a.b]`, else
+/// the table header. Used to point error messages at the right line.
+fn find_line(text: &str, dotted: &str) -> Option<usize> {
+    let (table, key) = match dotted.rsplit_once('.') {
+        Some((t, k)) => (t, k),
+        None => ("", dotted),
+    };
+    let mut current = String::new();
+    let mut header_line = None;
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if let Some(h) = l.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            current = h.trim().trim_matches(['[', ']']).replace(['"', ' '], "");
+            if current == table.replace('"', "") {
+                header_line = Some(i + 1);
+            }
+            continue;
+        }
+        if current == table
+            && let Some((k, _)) = l.split_once('=')
+            && k.trim().trim_matches('"') == key
+        {
+            return Some(i + 1);
+        }
+    }
+    header_line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(text: &str) -> Source {
+        Source {
+            origin: "test.toml".into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn shipped_config_loads_and_its_detector_is_the_builtin_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/agent.toml");
+        let source = Source::read(&path).unwrap();
+        let s = source.load(&[]).unwrap();
+        assert!(!s.models.is_empty() && !s.sim_models.is_empty());
+        let raw = source.parse(&[]).unwrap();
+        assert_eq!(
+            raw.detector,
+            DetectorRaw::builtin(),
+            "configs/agent.toml [detector] must equal the built-in default"
+        );
+        assert!(s.broker.is_some());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_file_and_line() {
+        let err = src("[mqtt]\nurl = \"mqtt://h:1\"\nbogus = 1\n")
+            .load(&[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("test.toml") && err.contains("bogus") && err.contains("line 3"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn validation_errors_name_the_key_and_line() {
+        let err = src("[models.cpu]\nmetrics = { \"system.cpu\" = [\"user\"] }\nn_clusters = 0\n")
+            .load(&[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("test.toml:3") && err.contains("models.cpu.n_clusters"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn set_overrides_any_key_by_dotted_path() {
+        let s = src("[mqtt]\nurl = \"mqtt://a:1\"\n")
+            .load(&[
+                "mqtt.url=mqtt://127.0.0.1:18830".into(),
+                "detector.threshold=4.5".into(),
+                "agent.host=box".into(),
+            ])
+            .unwrap();
+        assert_eq!((s.mqtt.host.as_str(), s.mqtt.port), ("127.0.0.1", 18830));
+        assert_eq!(s.host, "box");
+        let err = src("").load(&["nonsense".into()]).unwrap_err().to_string();
+        assert!(err.contains("KEY=VALUE"), "{err}");
+    }
+
+    #[test]
+    fn model_tables_override_the_detector_defaults() {
+        let s = src(
+            "[detector]\nthreshold = 3.0\n[models.a]\nmetrics = { \"system.cpu\" = [\"user\", \"system\"] }\nn_lags = 3\n",
+        )
+        .load(&[])
+        .unwrap();
+        let m = &s.models[0];
+        assert_eq!(m.detector.alarm.threshold, 3.0);
+        assert_eq!(m.detector.params.n_lags, 3);
+        assert_eq!(
+            m.metrics,
+            vec![
+                ("system.cpu".into(), "user".into()),
+                ("system.cpu".into(), "system".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn durations_are_human() {
+        let s = src("[agent]\ninterval = \"250ms\"\n").load(&[]).unwrap();
+        assert_eq!(s.interval, Duration::from_millis(250));
+        let err = src("[agent]\ninterval = \"fast\"\n")
+            .load(&[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid duration"), "{err}");
+    }
+
+    #[test]
+    fn mqtt_urls() {
+        assert_eq!(
+            parse_mqtt_url("mqtt://127.0.0.1:1884").unwrap(),
+            ("127.0.0.1".into(), 1884)
+        );
+        assert_eq!(
+            parse_mqtt_url("mqtt://broker").unwrap(),
+            ("broker".into(), 1883)
+        );
+        assert_eq!(
+            parse_mqtt_url("mqtt://[::1]:1885").unwrap(),
+            ("::1".into(), 1885)
+        );
+        assert!(parse_mqtt_url("http://x").is_err());
+        assert!(parse_mqtt_url("mqtt://x:99999").is_err());
+    }
+}

@@ -12,6 +12,7 @@
 //! - [`link`]: the MQTT side: client with reconnect and the embedded broker.
 //! - [`run`]: the `run` command, wiring the above into ticks.
 //! - [`replay`]: the `replay` command, a CSV streamed through one model offline.
+//! - `rng`: the small deterministic generator behind reproducible fits and simulations.
 //! - [`error`]: the crate's error type.
 
 pub mod alarm;
@@ -20,6 +21,7 @@ pub mod error;
 pub mod frame;
 pub mod link;
 pub mod replay;
+mod rng;
 pub mod run;
 pub mod sampler;
 pub mod scorer;

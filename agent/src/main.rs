@@ -1,1 +1,212 @@
-fn main() {}
+//! `lookout-agent`: the command line. Flags are parsed here, resolved into settings by
+//! `config`, and handed to `run` or `replay`; anyhow lives only at this edge.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use lookout_agent::config::{DetectorRaw, Source};
+use lookout_agent::{Error, replay, run};
+
+/// The config shipped in `configs/agent.toml`, used when `--config` is not given so that
+/// `lookout-agent run` alone behaves exactly like the documented quick start.
+const SHIPPED_CONFIG: &str = include_str!("../../configs/agent.toml");
+
+#[derive(Parser)]
+#[command(
+    name = "lookout-agent",
+    version,
+    about = "Samples a host, scores it with lagged k-means and publishes metrics, scores and alarms over MQTT"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sample this host (or simulated hosts), score, and publish until SIGINT/SIGTERM.
+    Run {
+        /// TOML config; without it, the shipped configs/agent.toml built into the binary.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Override any config key by dotted path, e.g. --set mqtt.url=mqtt://127.0.0.1:18830
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Simulate N hosts (sim-1 ... sim-N) with injected anomalies instead of sampling this one.
+        #[arg(long, value_name = "N")]
+        simulate: Option<usize>,
+        /// Run simulated time X times faster than real time.
+        #[arg(long, value_name = "X")]
+        speed: Option<f64>,
+    },
+    /// Check a config file and print what it resolves to; exit 2 on any error.
+    CheckConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Stream a CSV (timestamp,value[,value...]) through the scorer offline and write timestamp,score,alarm.
+    Replay {
+        #[arg(long, short)]
+        input: PathBuf,
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Take the detector from this config ([detector], or the model named by --model).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// A model of the config (from [models] or [sim_models]) whose detector to use.
+        #[arg(long, requires = "config")]
+        model: Option<String>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = match e.downcast_ref::<Error>() {
+                Some(Error::Config { .. }) => 2,
+                Some(Error::Io { .. }) if is_config_read(&e) => 2,
+                _ => 1,
+            };
+            eprintln!("lookout-agent: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn is_config_read(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.to_string().starts_with("reading config"))
+}
+
+fn load_source(config: Option<&PathBuf>) -> anyhow::Result<Source> {
+    match config {
+        Some(p) => Source::read(p).map_err(|e| anyhow::Error::new(e).context("reading config")),
+        None => Ok(Source {
+            origin: "(built-in configs/agent.toml)".into(),
+            text: SHIPPED_CONFIG.into(),
+        }),
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run {
+            config,
+            mut set,
+            simulate,
+            speed,
+        } => {
+            if let Some(n) = simulate {
+                set.push(format!("simulate.hosts={n}"));
+            }
+            if let Some(x) = speed {
+                set.push(format!("simulate.speed={x}"));
+            }
+            let settings = load_source(config.as_ref())?.load(&set)?;
+            if speed.is_some() && settings.simulate.hosts == 0 {
+                tracing::warn!(
+                    "--speed only applies to simulated hosts (--simulate N); sampling this host in real time"
+                );
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .thread_name("lookout")
+                .build()?;
+            rt.block_on(run::run(settings))?;
+            Ok(())
+        }
+        Command::CheckConfig { config, set } => {
+            let source = load_source(Some(&config))?;
+            let s = source.load(&set)?;
+            println!("{}: OK", config.display());
+            println!("  host            {}", s.host);
+            println!("  interval        {:?}", s.interval);
+            println!(
+                "  mqtt            mqtt://{}:{} prefix {:?}",
+                s.mqtt.host, s.mqtt.port, s.mqtt.prefix
+            );
+            match &s.broker {
+                Some(b) => println!("  embedded broker {}", b.listen),
+                None => println!("  embedded broker off"),
+            }
+            for (title, models) in [("model", &s.models), ("sim model", &s.sim_models)] {
+                for m in models {
+                    let dims: Vec<String> =
+                        m.metrics.iter().map(|(c, d)| format!("{c}|{d}")).collect();
+                    println!(
+                        "  {title:<15} {} [{}] threshold {} train {} every {}",
+                        m.name,
+                        dims.join(", "),
+                        m.detector.alarm.threshold,
+                        m.detector.params.train_data_size,
+                        m.detector.params.train_every_n
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Replay {
+            input,
+            output,
+            config,
+            model,
+            set,
+        } => {
+            let detector = match config.as_ref() {
+                None => {
+                    let source = Source::empty();
+                    let raw = source.parse(&set)?;
+                    source.resolve_detector("detector", &raw.detector.or_builtin())?
+                }
+                Some(_) => {
+                    let source = load_source(config.as_ref())?;
+                    let s = source.load(&set)?;
+                    match model {
+                        Some(name) => s
+                            .models
+                            .iter()
+                            .chain(&s.sim_models)
+                            .find(|m| m.name == name)
+                            .map(|m| m.detector.clone())
+                            .ok_or_else(|| Error::Config {
+                                path: source.origin.clone(),
+                                message: format!(
+                                    "--model {name}: no such model in [models] or [sim_models]"
+                                ),
+                            })?,
+                        None => {
+                            let raw = source.parse(&set)?;
+                            source.resolve_detector(
+                                "detector",
+                                &raw.detector.or(&DetectorRaw::builtin()),
+                            )?
+                        }
+                    }
+                }
+            };
+            let summary = replay::replay_files(&input, &output, &detector)?;
+            tracing::debug!(?summary, "replay finished");
+            Ok(())
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("LOOKOUT_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off,rumqttc=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,1 +1,440 @@
-//! placeholder, being written
+//! The `run` command: every tick, each host's samples go through its models, and metrics,
+//! scores and alarm changes go out over that host's MQTT link.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lookout_shared::codec::to_json;
+use lookout_shared::payload::{Alarm, AlarmState, Labels, Score, SimTruth};
+use lookout_shared::topics;
+use tokio::task::JoinHandle;
+
+use crate::Error;
+use crate::alarm::{Hysteresis, Transition};
+use crate::config::{ModelSpec, Settings};
+use crate::frame::Frame;
+use crate::link::{Link, LinkStats, broker};
+use crate::sampler::HostSampler;
+use crate::scorer::Model;
+use crate::scorer::trainer::{ModelKey, Trainer};
+use crate::simulate::SimHost;
+
+/// How long shutdown waits for links to flush their goodbye.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+enum Source {
+    Real(Box<HostSampler>),
+    Sim(Box<SimHost>),
+}
+
+/// One model of one host, with everything its tick needs prepared at start.
+struct ModelRun {
+    name: String,
+    metrics: Vec<(String, String)>,
+    values: Vec<f64>,
+    model: Model,
+    alarm: Hysteresis,
+    threshold: f64,
+    score_topic: String,
+    alarm_topic: String,
+    episode: Option<(String, i64)>,
+    missing_logged: bool,
+}
+
+struct Host {
+    name: String,
+    labels: Labels,
+    source: Source,
+    link: Link,
+    metrics_topic: String,
+    truth_topic: String,
+    models: Vec<ModelRun>,
+}
+
+/// Runs until SIGINT or SIGTERM.
+pub async fn run(settings: Settings) -> Result<(), Error> {
+    if let Some(b) = &settings.broker {
+        broker::start(b)?;
+    }
+    let stats = Arc::new(LinkStats::default());
+    let sim = settings.simulate.hosts > 0;
+    let speed = if sim { settings.simulate.speed } else { 1.0 };
+    let interval_ms = settings.interval.as_millis().max(1) as i64;
+    let start_ts = now_ms();
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    let mut hosts = Vec::new();
+    let specs = if sim {
+        &settings.sim_models
+    } else {
+        &settings.models
+    };
+    if sim {
+        for i in 1..=settings.simulate.hosts {
+            let sh = SimHost::new(i, &settings.simulate, start_ts, interval_ms);
+            let name = sh.name().to_owned();
+            let mut labels = settings.labels.clone();
+            labels.extend(sh.labels().iter().map(|(k, v)| (k.clone(), v.clone())));
+            let client_id = format!("{}-{}", settings.mqtt.client_id, name);
+            let (link, task) = Link::connect(&settings.mqtt, &name, &client_id, Arc::clone(&stats));
+            tasks.push(task);
+            hosts.push(new_host(
+                &settings,
+                name,
+                labels,
+                Source::Sim(Box::new(sh)),
+                link,
+                specs,
+            ));
+        }
+    } else {
+        let (link, task) = Link::connect(
+            &settings.mqtt,
+            &settings.host,
+            &settings.mqtt.client_id,
+            Arc::clone(&stats),
+        );
+        tasks.push(task);
+        let source = Source::Real(Box::new(HostSampler::new("/proc")));
+        hosts.push(new_host(
+            &settings,
+            settings.host.clone(),
+            settings.labels.clone(),
+            source,
+            link,
+            specs,
+        ));
+    }
+
+    let (rows, width, k) = specs.iter().fold((1, 1, 1), |(r, w, k), s| {
+        let p = &s.detector.params;
+        (
+            r.max(p.train_data_size),
+            w.max(s.metrics.len() * (p.n_lags + 1)),
+            k.max(p.n_clusters),
+        )
+    });
+    let trainer = Trainer::spawn(hosts.len() * specs.len() + 1, rows, width, k)
+        .map_err(|e| Error::Mqtt(format!("cannot start the trainer thread: {e}")))?;
+
+    let period = settings.interval.div_f64(speed);
+    tracing::info!(
+        broker = %format!("mqtt://{}:{}", settings.mqtt.host, settings.mqtt.port),
+        topics = %format!("{}/{}/#", settings.mqtt.prefix, if sim { "+" } else { &settings.host }),
+        hosts = hosts.len(),
+        models = specs.len(),
+        interval = ?settings.interval,
+        speed,
+        "lookout-agent running; subscribe with: mosquitto_sub -v -t '{}/#'",
+        settings.mqtt.prefix
+    );
+
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut frame = Frame::with_capacity(256);
+    let mut truth = Vec::with_capacity(4);
+    let mut tick: i64 = 0;
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = &mut shutdown => break,
+        }
+        while let Some(((h, m), job)) = trainer.try_result() {
+            if let Some(mr) = hosts.get_mut(h).and_then(|host| host.models.get_mut(m)) {
+                mr.model.install(job);
+            }
+        }
+        let ts = if sim {
+            start_ts + tick * interval_ms
+        } else {
+            now_ms()
+        };
+        tick += 1;
+        let now = Instant::now();
+        for (hi, host) in hosts.iter_mut().enumerate() {
+            frame.clear(ts);
+            truth.clear();
+            match &mut host.source {
+                Source::Real(s) => s.sample(now, &mut frame),
+                Source::Sim(s) => s.tick(ts, &mut frame, &mut truth),
+            }
+            for t in truth.drain(..) {
+                tracing::info!(host = %t.host, metric = %t.metric, kind = %t.kind, start = t.start, end = t.end, "simulator injected an anomaly");
+                host.link
+                    .publish_event(&host.truth_topic, to_json::<SimTruth>(&t));
+            }
+            if !frame.samples.is_empty() {
+                host.link
+                    .publish_lossy(&host.metrics_topic, metrics_json(&host.name, &frame));
+            }
+            for (mi, mr) in host.models.iter_mut().enumerate() {
+                step_model(
+                    &trainer,
+                    (hi, mi),
+                    &host.name,
+                    &host.labels,
+                    &host.link,
+                    &frame,
+                    mr,
+                );
+            }
+        }
+    }
+
+    tracing::info!("shutting down: publishing offline status");
+    for host in &hosts {
+        host.link.close().await;
+    }
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        for t in tasks {
+            let _ = t.await;
+        }
+    })
+    .await;
+    if settings.broker.is_some() {
+        // The embedded broker dies with the process: give it a moment to forward the
+        // goodbyes to its subscribers first.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    drop(trainer);
+    Ok(())
+}
+
+fn new_host(
+    settings: &Settings,
+    name: String,
+    labels: Labels,
+    source: Source,
+    link: Link,
+    specs: &[ModelSpec],
+) -> Host {
+    let prefix = &settings.mqtt.prefix;
+    let models = specs
+        .iter()
+        .map(|s| ModelRun {
+            name: s.name.clone(),
+            metrics: s.metrics.clone(),
+            values: vec![0.0; s.metrics.len()],
+            model: Model::new(s.detector.params, s.metrics.len()),
+            alarm: Hysteresis::new(s.detector.alarm),
+            threshold: s.detector.alarm.threshold,
+            score_topic: topics::score(prefix, &name, &s.name),
+            alarm_topic: topics::alarm(prefix, &name, &s.name),
+            episode: None,
+            missing_logged: false,
+        })
+        .collect();
+    Host {
+        metrics_topic: topics::metrics(prefix, &name),
+        truth_topic: topics::sim_truth(prefix, &name),
+        name,
+        labels,
+        source,
+        link,
+        models,
+    }
+}
+
+fn step_model(
+    trainer: &Trainer,
+    key: ModelKey,
+    host: &str,
+    labels: &Labels,
+    link: &Link,
+    frame: &Frame,
+    mr: &mut ModelRun,
+) {
+    for (v, (chart, dim)) in mr.values.iter_mut().zip(&mr.metrics) {
+        match frame.get(chart, dim) {
+            Some(x) => *v = x,
+            None => {
+                if !mr.missing_logged {
+                    mr.missing_logged = true;
+                    tracing::warn!(host, model = %mr.name, chart, dim, "metric not available on this host; model waits for it (logged once)");
+                }
+                return;
+            }
+        }
+    }
+    let Ok(train_due) = mr.model.ingest(&mr.values) else {
+        return;
+    };
+    if train_due
+        && let Some(job) = mr.model.take_training_set()
+        && let Err(job) = trainer.submit(key, job)
+    {
+        // Trainer busy: keep the buffers and the old centres; the next fit is due soon.
+        mr.model.install(job);
+    }
+    let Some(score) = mr.model.score() else {
+        return;
+    };
+    let transition = mr.alarm.update(frame.ts, score);
+    let msg = Score {
+        ts: frame.ts,
+        host: host.to_owned(),
+        model: mr.name.clone(),
+        score,
+        anomalous: mr.alarm.is_anomalous(score),
+        threshold: mr.threshold,
+        alarm: mr.alarm.is_firing(),
+    };
+    link.publish_lossy(&mr.score_topic, to_json(&msg));
+    let Some(t) = transition else { return };
+    let (state, started_at, score, severity) = match t {
+        Transition::Fired {
+            started_at,
+            score,
+            severity,
+        } => (AlarmState::Firing, started_at, score, severity),
+        Transition::Resolved {
+            started_at,
+            score,
+            severity,
+        } => (AlarmState::Resolved, started_at, score, severity),
+    };
+    let id = match (&mr.episode, state) {
+        (Some((id, _)), AlarmState::Resolved) => id.clone(),
+        _ => Alarm::episode_id(host, &mr.name, started_at),
+    };
+    let summary = match state {
+        AlarmState::Firing => format!(
+            "{}: anomaly score {score:.2} >= {:.2} on {host} (severity {severity})",
+            mr.name, mr.threshold
+        ),
+        AlarmState::Resolved => format!(
+            "{}: back to normal on {host} (score {score:.2}) after {}",
+            mr.name,
+            humanize_ms(frame.ts - started_at)
+        ),
+    };
+    tracing::info!(host, model = %mr.name, state = state.as_str(), score, severity, started_at, "alarm {}", state.as_str());
+    let alarm = Alarm {
+        id: id.clone(),
+        host: host.to_owned(),
+        source: mr.name.clone(),
+        state,
+        severity,
+        ts: frame.ts,
+        started_at,
+        score,
+        threshold: mr.threshold,
+        summary,
+        labels: labels.clone(),
+    };
+    mr.episode = match state {
+        AlarmState::Firing => Some((id, started_at)),
+        AlarmState::Resolved => None,
+    };
+    link.publish_state(&mr.alarm_topic, to_json(&alarm));
+}
+
+/// `{"ts":…,"host":…,"metrics":{chart:{dim:value}}}` written straight from the frame;
+/// samples of one chart are contiguous because each source pushes a chart at a time.
+fn metrics_json(host: &str, frame: &Frame) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = Vec::with_capacity(64 + frame.samples.len() * 24);
+    let _ = write!(out, "{{\"ts\":{},\"host\":", frame.ts);
+    let _ = serde_json::to_writer(&mut out, host);
+    out.extend_from_slice(b",\"metrics\":{");
+    let mut chart: Option<&str> = None;
+    for s in &frame.samples {
+        if chart != Some(&*s.chart) {
+            if chart.is_some() {
+                out.extend_from_slice(b"},");
+            }
+            let _ = serde_json::to_writer(&mut out, &*s.chart);
+            out.extend_from_slice(b":{");
+            chart = Some(&*s.chart);
+        } else {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut out, &*s.dim);
+        out.push(b':');
+        if s.value.is_finite() {
+            let _ = serde_json::to_writer(&mut out, &s.value);
+        } else {
+            out.extend_from_slice(b"null");
+        }
+    }
+    if chart.is_some() {
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"}}");
+    out
+}
+
+fn humanize_ms(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn metrics_json_groups_dims_by_chart_and_parses() {
+        let mut f = Frame::with_capacity(4);
+        f.clear(42);
+        let (cpu, load): (Arc<str>, Arc<str>) = ("system.cpu".into(), "system.load".into());
+        f.push(&cpu, &"user".into(), 1.5);
+        f.push(&cpu, &"system".into(), 0.5);
+        f.push(&load, &"load1".into(), f64::NAN);
+        let v: lookout_shared::payload::Metrics = serde_json::from_slice(&metrics_json("h\"1", &f))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{e}: {}",
+                    String::from_utf8_lossy(&metrics_json("h\"1", &f))
+                )
+            });
+        assert_eq!(v.ts, 42);
+        assert_eq!(v.host, "h\"1");
+        assert_eq!(v.metrics["system.cpu"]["user"], Some(1.5));
+        assert_eq!(v.metrics["system.cpu"].len(), 2);
+        let raw: serde_json::Value = serde_json::from_slice(&metrics_json("h", &f)).unwrap();
+        assert!(raw["metrics"]["system.load"]["load1"].is_null());
+    }
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(humanize_ms(12_000), "12s");
+        assert_eq!(humanize_ms(192_000), "3m12s");
+        assert_eq!(humanize_ms(3_720_000), "1h02m");
+    }
+}

@@ -29,7 +29,9 @@ impl std::str::FromStr for HumanDuration {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         humantime::parse_duration(s.trim())
             .map(HumanDuration)
-            .map_err(|e| format!("invalid duration {s:?} ({e}); write it like \"1s\", \"500ms\" or \"5m\""))
+            .map_err(|e| {
+                format!("invalid duration {s:?} ({e}); write it like \"1s\", \"500ms\" or \"5m\"")
+            })
     }
 }
 
@@ -52,9 +54,18 @@ mod tests {
 
     #[test]
     fn parses_the_forms_people_write() {
-        assert_eq!("1s".parse::<HumanDuration>().unwrap().0, Duration::from_secs(1));
-        assert_eq!("500ms".parse::<HumanDuration>().unwrap().0, Duration::from_millis(500));
-        assert_eq!("5m".parse::<HumanDuration>().unwrap().0, Duration::from_secs(300));
+        assert_eq!(
+            "1s".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            "500ms".parse::<HumanDuration>().unwrap().0,
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            "5m".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(300)
+        );
         assert!("soon".parse::<HumanDuration>().is_err());
     }
 }

@@ -10,12 +10,12 @@ use serde::{Deserialize, Serialize};
 pub type Labels = BTreeMap<String, String>;
 
 /// `<prefix>/<host>/metrics`: one per tick, values grouped by chart then dimension,
-/// like Netdata's `system.cpu` → `user`.
+/// like Netdata's `system.cpu` → `user`. A value that is not a finite number is `null`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     pub ts: i64,
     pub host: String,
-    pub metrics: BTreeMap<String, BTreeMap<String, f64>>,
+    pub metrics: BTreeMap<String, BTreeMap<String, Option<f64>>>,
 }
 
 /// `<prefix>/<host>/scores/<model>`.

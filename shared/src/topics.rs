@@ -50,7 +50,9 @@ pub fn parse<'a>(prefix: &str, topic: &'a str) -> Result<(&'a str, Kind<'a>), Er
         .strip_prefix(prefix)
         .and_then(|r| r.strip_prefix('/'))
         .ok_or_else(|| bad("does not start with the configured prefix"))?;
-    let (host, rest) = rest.split_once('/').ok_or_else(|| bad("no kind after the host"))?;
+    let (host, rest) = rest
+        .split_once('/')
+        .ok_or_else(|| bad("no kind after the host"))?;
     if host.is_empty() {
         return Err(bad("empty host"));
     }
@@ -94,7 +96,10 @@ mod tests {
             parse(p, &alarm(p, "h1", "cpu")).unwrap(),
             ("h1", Kind::Alarm { source: "cpu" })
         );
-        assert_eq!(parse(p, &sim_truth(p, "h1")).unwrap(), ("h1", Kind::SimTruth));
+        assert_eq!(
+            parse(p, &sim_truth(p, "h1")).unwrap(),
+            ("h1", Kind::SimTruth)
+        );
     }
 
     #[test]

@@ -1,1 +1,13 @@
-//! placeholder, being written
+//! The lagged k-means scorer of the Netdata notebook (seed `001`).
+//!
+//! - [`preprocess`]: per dimension, rolling mean, optional differences, lag window.
+//! - [`kmeans`]: k-means with k-means++ seeding, restarts and Hamerly's bounds.
+//! - [`model`]: one model = a set of dimensions, its bounded training ring, its score.
+//! - [`trainer`]: the thread that fits models off the sampling path.
+
+pub mod kmeans;
+pub mod model;
+pub mod preprocess;
+pub mod trainer;
+
+pub use model::{Model, ModelParams};

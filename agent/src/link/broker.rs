@@ -1,0 +1,68 @@
+//! The embedded broker (rumqttd), sized for an edge device rather than a server.
+//!
+//! rumqttd has no stop API: the broker lives until the process ends, which is what an
+//! agent wants anyway.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+
+use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
+
+use crate::Error;
+use crate::config::BrokerSettings;
+
+/// Starts the broker on its own thread. The address is bound once here first, so a port
+/// already in use is reported as a clear error instead of a log line from a thread.
+pub fn start(settings: &BrokerSettings) -> Result<(), Error> {
+    let listen = settings.listen;
+    let err = |message: String| Error::Broker {
+        listen: listen.to_string(),
+        message,
+    };
+    TcpListener::bind(listen).map_err(|e| {
+        err(format!(
+            "cannot listen ({e}); is another broker running there?"
+        ))
+    })?;
+
+    let server = ServerSettings {
+        name: "lookout-v4".into(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: ConnectionSettings {
+            connection_timeout_ms: 60_000,
+            max_payload_size: settings.max_payload_size,
+            max_inflight_count: 100,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    };
+    let config = Config {
+        id: 0,
+        router: RouterConfig {
+            max_connections: settings.max_connections,
+            max_outgoing_packet_count: 200,
+            // Small segments: the router keeps at most count × size bytes per filter.
+            max_segment_size: 256 * 1024,
+            max_segment_count: 4,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+        v4: Some(HashMap::from([("1".to_string(), server)])),
+        ..Default::default()
+    };
+    let mut broker = rumqttd::Broker::new(config);
+    std::thread::Builder::new()
+        .name("lookout-broker".into())
+        .spawn(move || {
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "embedded broker stopped");
+            }
+        })
+        .map_err(|e| err(format!("cannot start its thread: {e}")))?;
+    tracing::info!(listen = %listen, "embedded MQTT broker listening");
+    Ok(())
+}

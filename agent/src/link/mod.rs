@@ -1,0 +1,11 @@
+//! The MQTT side of the agent.
+//!
+//! - [`broker`]: the embedded rumqttd, so one binary works with nothing else installed.
+//! - [`client`]: one connection per host with its last will, reconnect with backoff and
+//!   jitter, lossy publishing for metrics and scores, and retained alarm state that is
+//!   re-published after every reconnect.
+
+pub mod broker;
+pub mod client;
+
+pub use client::{Link, LinkStats};

@@ -1,0 +1,446 @@
+//! k-means for the scorer's small, low-dimensional training sets.
+//!
+//! Seeding is greedy k-means++ (as scikit-learn does it: several candidates per centre,
+//! keep the one that lowers the potential most), the best of `n_init` restarts by inertia
+//! is kept, and iterations use Hamerly's bounds: after the first few rounds almost every
+//! point is shown by its bounds to keep its centre, so a round costs O(n) instead of
+//! O(n·k·d). The result equals Lloyd's algorithm; only the work skipped differs.
+//!
+//! All buffers live in a [`Workspace`] sized once for the largest model, so fitting
+//! allocates nothing.
+
+use crate::rng::Rng;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KMeansParams {
+    pub k: usize,
+    /// Restarts with different seeds; the lowest inertia wins.
+    pub n_init: usize,
+    pub max_iter: usize,
+    /// Convergence when the centres move less than `tol` × the data's mean variance
+    /// (squared), scikit-learn's definition.
+    pub tol: f64,
+    pub seed: u64,
+}
+
+impl Default for KMeansParams {
+    fn default() -> Self {
+        Self {
+            k: 2,
+            n_init: 10,
+            max_iter: 300,
+            tol: 1e-4,
+            seed: 0,
+        }
+    }
+}
+
+/// Scratch space for one fit at a time.
+#[derive(Debug)]
+pub struct Workspace {
+    max_rows: usize,
+    d: usize,
+    k: usize,
+    labels: Vec<usize>,
+    upper: Vec<f64>,
+    lower: Vec<f64>,
+    closest_d2: Vec<f64>,
+    sums: Vec<f64>,
+    counts: Vec<usize>,
+    centres: Vec<f64>,
+    shift: Vec<f64>,
+    half_sep: Vec<f64>,
+}
+
+impl Workspace {
+    pub fn new(max_rows: usize, d: usize, k: usize) -> Self {
+        Self {
+            max_rows,
+            d,
+            k,
+            labels: vec![0; max_rows],
+            upper: vec![0.0; max_rows],
+            lower: vec![0.0; max_rows],
+            closest_d2: vec![0.0; max_rows],
+            sums: vec![0.0; k * d],
+            counts: vec![0; k],
+            centres: vec![0.0; k * d],
+            shift: vec![0.0; k],
+            half_sep: vec![0.0; k],
+        }
+    }
+
+    pub fn fits(&self, rows: usize, d: usize, k: usize) -> bool {
+        rows <= self.max_rows && d == self.d && k <= self.k
+    }
+}
+
+#[inline]
+fn dist2(a: &[f64], b: &[f64]) -> f64 {
+    let mut s = 0.0;
+    for (x, y) in a.iter().zip(b) {
+        let t = x - y;
+        s += t * t;
+    }
+    s
+}
+
+/// Fits `k` centres to `rows` vectors of width `d` stored row-major in `data`, writing them
+/// to `out` (`k·d` long). Returns the inertia (sum of squared distances to the nearest
+/// centre), or `None` when there is nothing to fit (no rows, or `ws` too small).
+///
+/// With fewer distinct rows than `k`, some centres coincide; the score stays defined.
+pub fn fit(
+    params: &KMeansParams,
+    data: &[f64],
+    rows: usize,
+    d: usize,
+    ws: &mut Workspace,
+    out: &mut [f64],
+) -> Option<f64> {
+    let k = params.k;
+    if rows == 0 || d == 0 || k == 0 || data.len() < rows * d || out.len() < k * d {
+        return None;
+    }
+    if !ws.fits(rows, d, k) {
+        return None;
+    }
+    let data = &data[..rows * d];
+    let tol = params.tol * mean_variance(data, rows, d);
+    let mut rng = Rng::from_seed(params.seed);
+    let mut best = f64::INFINITY;
+    for _ in 0..params.n_init.max(1) {
+        seed_plus_plus(data, rows, d, k, &mut rng, ws);
+        let inertia = hamerly(data, rows, d, k, params.max_iter, tol, ws);
+        if inertia < best {
+            best = inertia;
+            out[..k * d].copy_from_slice(&ws.centres[..k * d]);
+        }
+    }
+    Some(best)
+}
+
+fn mean_variance(data: &[f64], rows: usize, d: usize) -> f64 {
+    let mut total = 0.0;
+    for j in 0..d {
+        let mut mean = 0.0;
+        for r in 0..rows {
+            mean += data[r * d + j];
+        }
+        mean /= rows as f64;
+        let mut var = 0.0;
+        for r in 0..rows {
+            let t = data[r * d + j] - mean;
+            var += t * t;
+        }
+        total += var / rows as f64;
+    }
+    total / d as f64
+}
+
+/// Greedy k-means++: each new centre is the best of `2 + ln k` candidates drawn with
+/// probability proportional to the squared distance to the nearest centre so far.
+fn seed_plus_plus(
+    data: &[f64],
+    rows: usize,
+    d: usize,
+    k: usize,
+    rng: &mut Rng,
+    ws: &mut Workspace,
+) {
+    let row = |i: usize| &data[i * d..(i + 1) * d];
+    let first = rng.below(rows);
+    ws.centres[..d].copy_from_slice(row(first));
+    let mut potential = 0.0;
+    for i in 0..rows {
+        let v = dist2(row(i), row(first));
+        ws.closest_d2[i] = v;
+        potential += v;
+    }
+    let trials = 2 + (k as f64).ln() as usize;
+    for c in 1..k {
+        let mut best_idx = rng.below(rows);
+        let mut best_pot = f64::INFINITY;
+        for _ in 0..trials {
+            let idx = if potential > 0.0 {
+                let target = rng.uniform() * potential;
+                let mut acc = 0.0;
+                let mut pick = rows - 1;
+                for i in 0..rows {
+                    acc += ws.closest_d2[i];
+                    if acc > target {
+                        pick = i;
+                        break;
+                    }
+                }
+                pick
+            } else {
+                rng.below(rows)
+            };
+            let cand = row(idx);
+            let mut pot = 0.0;
+            for i in 0..rows {
+                pot += ws.closest_d2[i].min(dist2(row(i), cand));
+            }
+            if pot < best_pot {
+                best_pot = pot;
+                best_idx = idx;
+            }
+        }
+        let cand = row(best_idx);
+        ws.centres[c * d..(c + 1) * d].copy_from_slice(cand);
+        potential = 0.0;
+        for i in 0..rows {
+            let v = ws.closest_d2[i].min(dist2(row(i), cand));
+            ws.closest_d2[i] = v;
+            potential += v;
+        }
+    }
+}
+
+/// Nearest and second-nearest centre of `x`: (index, distance, second distance).
+#[inline]
+fn nearest_two(x: &[f64], centres: &[f64], k: usize, d: usize) -> (usize, f64, f64) {
+    let (mut a, mut d1, mut d2) = (0, f64::INFINITY, f64::INFINITY);
+    for j in 0..k {
+        let v = dist2(x, &centres[j * d..(j + 1) * d]);
+        if v < d1 {
+            d2 = d1;
+            d1 = v;
+            a = j;
+        } else if v < d2 {
+            d2 = v;
+        }
+    }
+    (a, d1.sqrt(), d2.sqrt())
+}
+
+/// Lloyd's iterations with Hamerly's upper/lower bounds; returns the inertia.
+fn hamerly(
+    data: &[f64],
+    rows: usize,
+    d: usize,
+    k: usize,
+    max_iter: usize,
+    tol: f64,
+    ws: &mut Workspace,
+) -> f64 {
+    let row = |i: usize| &data[i * d..(i + 1) * d];
+    ws.sums[..k * d].fill(0.0);
+    ws.counts[..k].fill(0);
+    for i in 0..rows {
+        let (a, d1, d2) = nearest_two(row(i), &ws.centres, k, d);
+        ws.labels[i] = a;
+        ws.upper[i] = d1;
+        ws.lower[i] = d2;
+        ws.counts[a] += 1;
+        for (s, x) in ws.sums[a * d..(a + 1) * d].iter_mut().zip(row(i)) {
+            *s += x;
+        }
+    }
+    for _ in 0..max_iter {
+        // Move each centre to the mean of its points; an empty cluster keeps its centre.
+        let mut total_shift2 = 0.0;
+        for j in 0..k {
+            let n = ws.counts[j];
+            let mut moved2 = 0.0;
+            if n > 0 {
+                for t in 0..d {
+                    let c = ws.sums[j * d + t] / n as f64;
+                    let delta = c - ws.centres[j * d + t];
+                    moved2 += delta * delta;
+                    ws.centres[j * d + t] = c;
+                }
+            }
+            ws.shift[j] = moved2.sqrt();
+            total_shift2 += moved2;
+        }
+        if total_shift2 <= tol {
+            break;
+        }
+        let (mut r1, mut max1, mut max2) = (0, 0.0f64, 0.0f64);
+        for j in 0..k {
+            let s = ws.shift[j];
+            if s > max1 {
+                max2 = max1;
+                max1 = s;
+                r1 = j;
+            } else if s > max2 {
+                max2 = s;
+            }
+        }
+        for j in 0..k {
+            let mut m = f64::INFINITY;
+            for o in 0..k {
+                if o != j {
+                    m = m.min(dist2(
+                        &ws.centres[j * d..(j + 1) * d],
+                        &ws.centres[o * d..(o + 1) * d],
+                    ));
+                }
+            }
+            ws.half_sep[j] = 0.5 * m.sqrt();
+        }
+        let mut changed = 0usize;
+        for i in 0..rows {
+            let a = ws.labels[i];
+            ws.upper[i] += ws.shift[a];
+            ws.lower[i] -= if a == r1 { max2 } else { max1 };
+            let bound = ws.half_sep[a].max(ws.lower[i]);
+            if ws.upper[i] <= bound {
+                continue;
+            }
+            let x = row(i);
+            ws.upper[i] = dist2(x, &ws.centres[a * d..(a + 1) * d]).sqrt();
+            if ws.upper[i] <= bound {
+                continue;
+            }
+            let (na, d1, d2) = nearest_two(x, &ws.centres, k, d);
+            ws.upper[i] = d1;
+            ws.lower[i] = d2;
+            if na != a {
+                changed += 1;
+                ws.labels[i] = na;
+                ws.counts[a] -= 1;
+                ws.counts[na] += 1;
+                for (t, &v) in x.iter().enumerate() {
+                    ws.sums[a * d + t] -= v;
+                    ws.sums[na * d + t] += v;
+                }
+            }
+        }
+        if changed == 0 {
+            break;
+        }
+    }
+    let mut inertia = 0.0;
+    for i in 0..rows {
+        let (_, d1, _) = nearest_two(row(i), &ws.centres, k, d);
+        inertia += d1 * d1;
+    }
+    inertia
+}
+
+/// Mean Euclidean distance from `x` to the `k` centres: the notebook's raw anomaly score.
+#[inline]
+pub fn mean_distance(x: &[f64], centres: &[f64], k: usize) -> f64 {
+    let d = x.len();
+    let mut total = 0.0;
+    for j in 0..k {
+        total += dist2(x, &centres[j * d..(j + 1) * d]).sqrt();
+    }
+    total / k as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blobs(centres: &[[f64; 2]], per: usize, spread: f64, seed: u64) -> Vec<f64> {
+        let mut rng = Rng::from_seed(seed);
+        let mut out = Vec::new();
+        for c in centres {
+            for _ in 0..per {
+                out.push(c[0] + (rng.uniform() - 0.5) * spread);
+                out.push(c[1] + (rng.uniform() - 0.5) * spread);
+            }
+        }
+        out
+    }
+
+    fn sorted_centres(c: &[f64]) -> Vec<[f64; 2]> {
+        let mut v: Vec<[f64; 2]> = c.chunks(2).map(|p| [p[0], p[1]]).collect();
+        v.sort_by(|a, b| a[0].total_cmp(&b[0]));
+        v
+    }
+
+    #[test]
+    fn finds_well_separated_clusters() {
+        let truth = [[0.0, 0.0], [10.0, 10.0], [20.0, -5.0]];
+        let data = blobs(&truth, 200, 1.0, 3);
+        let rows = data.len() / 2;
+        let mut ws = Workspace::new(rows, 2, 3);
+        let mut out = vec![0.0; 6];
+        let params = KMeansParams {
+            k: 3,
+            ..Default::default()
+        };
+        let inertia = fit(&params, &data, rows, 2, &mut ws, &mut out).unwrap();
+        for (got, want) in sorted_centres(&out).iter().zip(truth) {
+            assert!(
+                (got[0] - want[0]).abs() < 0.2 && (got[1] - want[1]).abs() < 0.2,
+                "{got:?} vs {want:?}"
+            );
+        }
+        // Uniform noise of width 1 in 2 dims: expected squared distance 2/12 per point.
+        assert!(inertia < rows as f64 * 0.25, "inertia {inertia}");
+    }
+
+    #[test]
+    fn same_seed_same_centres() {
+        let data = blobs(&[[0.0, 0.0], [3.0, 1.0]], 100, 4.0, 9);
+        let mut ws = Workspace::new(200, 2, 2);
+        let (mut a, mut b) = (vec![0.0; 4], vec![0.0; 4]);
+        let p = KMeansParams::default();
+        fit(&p, &data, 200, 2, &mut ws, &mut a).unwrap();
+        fit(&p, &data, 200, 2, &mut ws, &mut b).unwrap();
+        assert_eq!(a, b);
+    }
+
+    /// Hamerly's bounds only skip work: the result must be a fixed point of Lloyd's step,
+    /// i.e. every centre is the mean of the points nearest to it.
+    #[test]
+    fn result_is_a_lloyd_fixed_point() {
+        let data = blobs(&[[0.0, 0.0], [2.0, 2.0], [4.0, 0.0]], 150, 3.0, 5);
+        let rows = 450;
+        let mut ws = Workspace::new(rows, 2, 3);
+        let mut c = vec![0.0; 6];
+        let p = KMeansParams {
+            k: 3,
+            tol: 0.0,
+            ..Default::default()
+        };
+        fit(&p, &data, rows, 2, &mut ws, &mut c).unwrap();
+        let mut sums = [[0.0f64; 2]; 3];
+        let mut counts = [0usize; 3];
+        for r in 0..rows {
+            let (a, _, _) = nearest_two(&data[r * 2..r * 2 + 2], &c, 3, 2);
+            sums[a][0] += data[r * 2];
+            sums[a][1] += data[r * 2 + 1];
+            counts[a] += 1;
+        }
+        for j in 0..3 {
+            assert!(counts[j] > 0);
+            assert!((sums[j][0] / counts[j] as f64 - c[j * 2]).abs() < 1e-9);
+            assert!((sums[j][1] / counts[j] as f64 - c[j * 2 + 1]).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn identical_points_and_tiny_sets_do_not_break() {
+        let data = vec![1.0; 20];
+        let mut ws = Workspace::new(10, 2, 2);
+        let mut out = vec![0.0; 4];
+        let inertia = fit(&KMeansParams::default(), &data, 10, 2, &mut ws, &mut out).unwrap();
+        assert_eq!(inertia, 0.0);
+        assert_eq!(out, vec![1.0; 4]);
+        assert!(
+            fit(
+                &KMeansParams::default(),
+                &data[..2],
+                1,
+                2,
+                &mut ws,
+                &mut out
+            )
+            .is_some()
+        );
+        assert!(fit(&KMeansParams::default(), &[], 0, 2, &mut ws, &mut out).is_none());
+    }
+
+    #[test]
+    fn mean_distance_averages_over_centres() {
+        let c = [0.0, 0.0, 6.0, 8.0];
+        assert!((mean_distance(&[0.0, 0.0], &c, 2) - 5.0).abs() < 1e-12);
+    }
+}

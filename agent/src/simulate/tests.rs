@@ -1,0 +1,395 @@
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use super::*;
+
+const START: i64 = 1_700_000_000_000;
+const SECOND: i64 = 1_000;
+const MINUTE: i64 = 60 * SECOND;
+const HOUR: i64 = 60 * MINUTE;
+const DAY: i64 = 24 * HOUR;
+
+fn dur(s: &str) -> HumanDuration {
+    s.parse().unwrap()
+}
+
+fn params(every: &str, first_after: &str) -> SimParams {
+    SimParams {
+        anomaly_every: dur(every),
+        first_anomaly_after: dur(first_after),
+        ..SimParams::default()
+    }
+}
+
+fn quiet(p: &SimParams) -> SimParams {
+    SimParams {
+        anomaly_every: dur("0s"),
+        ..p.clone()
+    }
+}
+
+/// Runs host `index` for `span` of simulated time; returns one row of values per tick and
+/// the truth records.
+fn run(
+    index: usize,
+    p: &SimParams,
+    interval: i64,
+    span: i64,
+) -> (Vec<[f64; N_METRICS]>, Vec<SimTruth>) {
+    let mut host = SimHost::new(index, p, START, interval);
+    let mut frame = Frame::with_capacity(N_METRICS);
+    let mut truth = Vec::new();
+    let mut rows = Vec::new();
+    let mut ts = START;
+    while ts < START + span {
+        frame.clear(ts);
+        host.tick(ts, &mut frame, &mut truth);
+        assert_eq!(frame.samples.len(), N_METRICS);
+        let mut row = [0.0; N_METRICS];
+        for (i, dim) in DIMS.iter().enumerate() {
+            row[i] = frame.get(CHART, dim).unwrap();
+        }
+        rows.push(row);
+        ts += interval;
+    }
+    (rows, truth)
+}
+
+fn metric_index(t: &SimTruth) -> usize {
+    DIMS.iter().position(|d| *d == t.metric).unwrap()
+}
+
+fn tick_of(ts: i64, interval: i64) -> usize {
+    ((ts - START) / interval) as usize
+}
+
+/// What the scorer sees: first differences, averaged over 3 ticks.
+fn smoothed_diffs(rows: &[[f64; N_METRICS]], m: usize) -> Vec<f64> {
+    let d: Vec<f64> = rows.windows(2).map(|w| w[1][m] - w[0][m]).collect();
+    let mut out = vec![0.0; rows.len()];
+    for t in 3..rows.len() {
+        out[t] = (d[t - 1] + d[t - 2] + d[t - 3]) / 3.0;
+    }
+    out
+}
+
+#[test]
+fn the_same_seed_gives_identical_series() {
+    let p = params("10m", "5m");
+    let a = run(3, &p, SECOND, 6 * HOUR);
+    let b = run(3, &p, SECOND, 6 * HOUR);
+    assert!(!a.1.is_empty());
+    assert_eq!(a, b);
+}
+
+#[test]
+fn different_hosts_and_seeds_give_different_series() {
+    let p = params("10m", "5m");
+    let one = run(1, &p, SECOND, HOUR);
+    let two = run(2, &p, SECOND, HOUR);
+    let other_seed = run(
+        1,
+        &SimParams {
+            seed: 2,
+            ..p.clone()
+        },
+        SECOND,
+        HOUR,
+    );
+    for m in 0..N_METRICS {
+        let differ = |x: &Vec<[f64; N_METRICS]>| x.iter().zip(&one.0).any(|(a, b)| a[m] != b[m]);
+        assert!(differ(&two.0), "{} equal on sim-1 and sim-2", DIMS[m]);
+        assert!(differ(&other_seed.0), "{} equal for seeds 1 and 2", DIMS[m]);
+    }
+    assert_ne!(one.1, two.1);
+    let mean_cpu =
+        |rows: &[[f64; N_METRICS]]| rows.iter().map(|r| r[0]).sum::<f64>() / rows.len() as f64;
+    assert!((mean_cpu(&one.0) - mean_cpu(&two.0)).abs() > 0.1);
+}
+
+#[test]
+fn values_stay_in_range_over_48_simulated_hours() {
+    let p = params("20m", "10m");
+    for index in [1, 2, 3] {
+        let (rows, truth) = run(index, &p, SECOND, 2 * DAY);
+        assert!(truth.len() > 50, "only {} injections", truth.len());
+        for row in &rows {
+            assert!(row.iter().all(|v| v.is_finite()), "{row:?}");
+            for v in &row[..3] {
+                assert!((0.0..=100.0).contains(v), "{row:?}");
+            }
+            assert!(row[3] >= 0.0 && row[4] >= 0.0, "{row:?}");
+        }
+    }
+}
+
+#[test]
+fn normal_behaviour_looks_like_an_ecs_host() {
+    let p = quiet(&SimParams::default());
+    for index in [1, 2, 3, 4] {
+        let (rows, truth) = run(index, &p, SECOND, 2 * DAY);
+        assert!(truth.is_empty());
+        let col = |m: usize| rows.iter().map(|r| r[m]).collect::<Vec<f64>>();
+        let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
+        let (cpu, mem, disk, err, load) = (col(0), col(1), col(2), col(3), col(4));
+
+        assert!(
+            (20.0..=45.0).contains(&mean(&cpu)),
+            "cpu mean {}",
+            mean(&cpu)
+        );
+        // A daily cycle: hourly means swing by 20 points or more.
+        let hourly: Vec<f64> = cpu.chunks(3600).map(mean).collect();
+        let swing = hourly.iter().cloned().fold(f64::MIN, f64::max)
+            - hourly.iter().cloned().fold(f64::MAX, f64::min);
+        assert!((15.0..=45.0).contains(&swing), "daily swing {swing}");
+        // Noise is autocorrelated, not white.
+        let dev: Vec<f64> = cpu.windows(61).map(|w| w[30] - mean(w)).collect();
+        let r1 = dev.windows(2).map(|w| w[0] * w[1]).sum::<f64>()
+            / dev.iter().map(|x| x * x).sum::<f64>();
+        assert!(r1 > 0.6, "lag-1 autocorrelation {r1}");
+
+        // Load follows cpu / 25.
+        let ratio = mean(&load) / mean(&cpu);
+        assert!((0.035..=0.045).contains(&ratio), "load/cpu {ratio}");
+
+        assert!(
+            (35.0..=75.0).contains(&mean(&mem)),
+            "mem mean {}",
+            mean(&mem)
+        );
+        let rise = mean(&disk[disk.len() - 3600..]) - mean(&disk[..3600]);
+        assert!((0.4..=1.5).contains(&rise), "disk rose {rise} in 2 days");
+
+        assert!(mean(&err) < 0.05, "net_err mean {}", mean(&err));
+        let blips = err.iter().filter(|&&e| e > 0.1).count();
+        assert!(blips > 0, "no blips");
+        assert!(err.iter().all(|&e| e < 1.5), "net_err blip too large");
+    }
+}
+
+#[test]
+fn the_first_anomaly_is_not_before_first_anomaly_after() {
+    let p = SimParams::default();
+    let warm_up = 40 * MINUTE;
+    for index in 1..=20 {
+        let mut host = SimHost::new(index, &p, START, SECOND);
+        let mut frame = Frame::with_capacity(N_METRICS);
+        let mut truth = Vec::new();
+        let mut ts = START;
+        while truth.is_empty() && ts < START + DAY {
+            frame.clear(ts);
+            host.tick(ts, &mut frame, &mut truth);
+            ts += SECOND;
+        }
+        assert_eq!(truth.len(), 1, "sim-{index} had no anomaly in a day");
+        assert!(truth[0].start >= START + warm_up, "{:?}", truth[0]);
+    }
+}
+
+#[test]
+fn injections_over_three_days_match_anomaly_every_and_cover_every_kind() {
+    let p = SimParams::default();
+    let (_, truth) = run(1, &p, SECOND, 3 * DAY);
+    let expected = (3 * DAY - 40 * MINUTE) as f64 / (45 * MINUTE) as f64;
+    let n = truth.len() as f64;
+    assert!(
+        n > expected / 2.0 && n < expected * 2.0,
+        "{n} injections, expected about {expected:.0}"
+    );
+    let kinds: BTreeSet<&str> = truth.iter().map(|t| t.kind.as_str()).collect();
+    let all: BTreeSet<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+    assert_eq!(kinds, all);
+    let metrics: BTreeSet<&str> = truth.iter().map(|t| t.metric.as_str()).collect();
+    assert_eq!(metrics, DIMS.into_iter().collect());
+    assert!(truth.iter().all(|t| t.host == "sim-1"));
+}
+
+#[test]
+fn anomalies_change_only_the_injected_metric_on_the_injected_ticks() {
+    let p = params("10m", "10m");
+    for index in [1, 2] {
+        let (rows, truth) = run(index, &p, SECOND, DAY);
+        let (clean, none) = run(index, &quiet(&p), SECOND, DAY);
+        assert!(none.is_empty());
+        assert!(truth.len() > 50);
+        let mut affected = vec![None; rows.len()];
+        for t in &truth {
+            for slot in
+                &mut affected[tick_of(t.start, SECOND)..=tick_of(t.end, SECOND).min(rows.len() - 1)]
+            {
+                assert!(slot.is_none(), "overlapping injections");
+                *slot = Some(t);
+            }
+        }
+        for (i, (row, clean_row)) in rows.iter().zip(&clean).enumerate() {
+            match affected[i] {
+                None => assert_eq!(row, clean_row, "tick {i} differs outside injections"),
+                Some(t) => {
+                    let m = metric_index(t);
+                    for other in (0..N_METRICS).filter(|&o| o != m) {
+                        assert_eq!(
+                            row[other], clean_row[other],
+                            "{} changed by {t:?}",
+                            DIMS[other]
+                        );
+                    }
+                    if t.kind == "stuck" {
+                        let s = tick_of(t.start, SECOND);
+                        assert_eq!(row[m], rows[s - 1][m], "{t:?} not frozen at tick {i}");
+                    } else {
+                        assert_ne!(row[m], clean_row[m], "{t:?} left tick {i} untouched");
+                    }
+                }
+            }
+        }
+        // A stuck metric differs from what it would have been.
+        for t in truth.iter().filter(|t| t.kind == "stuck") {
+            let (s, e, m) = (
+                tick_of(t.start, SECOND),
+                tick_of(t.end, SECOND),
+                metric_index(t),
+            );
+            assert!((s..=e).any(|i| rows[i][m] != clean[i][m]), "{t:?}");
+        }
+    }
+}
+
+#[test]
+fn truth_records_are_consistent_with_the_planned_duration() {
+    for interval in [SECOND, 10 * SECOND] {
+        let p = params("15m", "10m");
+        let d = 3 * MINUTE;
+        let (_, truth) = run(5, &p, interval, 3 * DAY);
+        assert!(truth.len() > 100);
+        for t in &truth {
+            assert!(t.start < t.end, "{t:?}");
+            assert_eq!((t.end - t.start) % interval, 0, "{t:?}");
+            let span = t.end - t.start + interval;
+            let (lo, hi) = if t.kind == "spike" {
+                (d / 9, d / 2)
+            } else {
+                (d / 2, 2 * d)
+            };
+            assert!(
+                span >= lo - interval && span <= hi + interval,
+                "{t:?} lasts {span} ms"
+            );
+        }
+        for w in truth.windows(2) {
+            assert!(
+                w[1].start >= w[0].end + d,
+                "{:?} too soon after {:?}",
+                w[1],
+                w[0]
+            );
+        }
+    }
+}
+
+#[test]
+fn anomaly_every_zero_or_zero_weights_disable_injection() {
+    let off = params("0s", "0s");
+    assert!(run(1, &off, 10 * SECOND, 3 * DAY).1.is_empty());
+    let no_kinds = SimParams {
+        kind_weights: KindWeights {
+            spike: 0.0,
+            level_shift: 0.0,
+            drop: 0.0,
+            stuck: 0.0,
+        },
+        ..params("5m", "0s")
+    };
+    assert!(run(1, &no_kinds, 10 * SECOND, DAY).1.is_empty());
+    let spikes_only = SimParams {
+        kind_weights: KindWeights {
+            spike: 1.0,
+            level_shift: 0.0,
+            drop: 0.0,
+            stuck: 0.0,
+        },
+        ..params("5m", "0s")
+    };
+    let (_, truth) = run(1, &spikes_only, 10 * SECOND, DAY);
+    assert!(!truth.is_empty() && truth.iter().all(|t| t.kind == "spike"));
+}
+
+#[test]
+fn spikes_level_shifts_and_drops_stand_out_from_the_noise_at_onset() {
+    let p = params("10m", "10m");
+    for index in [1, 2, 3] {
+        let (rows, truth) = run(index, &p, SECOND, DAY);
+        let (clean, _) = run(index, &quiet(&p), SECOND, DAY);
+        for m in 0..N_METRICS {
+            // The scorer's threshold: the largest smoothed difference seen in training.
+            let threshold = smoothed_diffs(&clean, m)
+                .iter()
+                .fold(0.0f64, |a, v| a.max(v.abs()));
+            let seen = smoothed_diffs(&rows, m);
+            for t in truth
+                .iter()
+                .filter(|t| metric_index(t) == m && t.kind != "stuck")
+            {
+                let s = tick_of(t.start, SECOND);
+                let onset = seen[s..s + 3].iter().fold(0.0f64, |a, v| a.max(v.abs()));
+                assert!(
+                    onset > 1.5 * threshold,
+                    "{t:?}: onset {onset:.3} vs training max {threshold:.3}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn params_parse_with_defaults_and_reject_unknown_keys() {
+    let p: SimParams = toml::from_str("").unwrap();
+    assert_eq!(p, SimParams::default());
+    assert_eq!(p.anomaly_every.0, Duration::from_secs(45 * 60));
+    assert_eq!(p.first_anomaly_after.0, Duration::from_secs(40 * 60));
+    assert_eq!(p.anomaly_duration.0, Duration::from_secs(3 * 60));
+    assert_eq!((p.hosts, p.speed, p.seed), (0, 1.0, 1));
+    assert!(p.validate().is_ok());
+
+    let p: SimParams =
+        toml::from_str("seed = 7\nanomaly_every = \"0s\"\n[kind_weights]\nstuck = 0.0\n").unwrap();
+    assert_eq!(p.seed, 7);
+    assert_eq!(p.anomaly_every.0, Duration::ZERO);
+    assert_eq!(p.kind_weights.stuck, 0.0);
+    assert_eq!(p.kind_weights.spike, 1.0);
+
+    assert!(toml::from_str::<SimParams>("sead = 7").is_err());
+    assert!(toml::from_str::<SimParams>("[kind_weights]\nspikes = 1.0").is_err());
+    let bad = SimParams {
+        speed: 0.0,
+        ..SimParams::default()
+    };
+    assert!(bad.validate().is_err());
+    let bad = SimParams {
+        kind_weights: KindWeights {
+            drop: -1.0,
+            ..KindWeights::default()
+        },
+        ..SimParams::default()
+    };
+    assert!(bad.validate().is_err());
+}
+
+#[test]
+fn hosts_are_named_by_index_with_unique_ips() {
+    let p = SimParams::default();
+    let host = SimHost::new(1, &p, START, SECOND);
+    assert_eq!(host.name(), "sim-1");
+    assert_eq!(
+        host.labels().get("ip").map(String::as_str),
+        Some("10.0.0.1")
+    );
+    assert_eq!(ip_of(254), "10.0.0.254");
+    assert_eq!(ip_of(255), "10.0.1.1");
+    let ips: BTreeSet<String> = (1..=100_000).map(ip_of).collect();
+    assert_eq!(ips.len(), 100_000);
+    assert!(
+        ips.iter()
+            .all(|ip| !ip.ends_with(".0") && !ip.ends_with(".255"))
+    );
+}

@@ -1,0 +1,244 @@
+//! Helpers for end-to-end tests: real processes, real brokers, loopback only, every wait
+//! bounded. Each process is killed when its guard drops, so a failing test leaves nothing
+//! running.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed (SIGKILL) when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: &'static str,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits up to `grace` for a clean exit; returns the exit code.
+    pub fn terminate(&mut self, grace: Duration) -> Option<i32> {
+        unsafe_free_sigterm(self.child.id());
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn unsafe_free_sigterm(pid: u32) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+}
+
+fn spawn_logged(name: &'static str, mut cmd: Command, dir: &Path) -> Proc {
+    let log = dir.join(format!("{name}.log"));
+    let file = std::fs::File::create(&log).unwrap();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    Proc { child, name, log }
+}
+
+/// Starts mosquitto on `port` (loopback, in memory). Fails the test, never skips, when
+/// mosquitto is not installed: `.ci/run` installs it.
+pub fn mosquitto(port: u16, dir: &Path) -> Proc {
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n"),
+    )
+    .unwrap();
+    let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("mosquitto is not installed (apt-get install -y mosquitto); .ci/run installs it");
+    let mut cmd = Command::new(bin);
+    cmd.arg("-c").arg(&conf);
+    let p = spawn_logged("mosquitto", cmd, dir);
+    wait_for_port(port, Duration::from_secs(10));
+    p
+}
+
+pub fn wait_for_port(port: u16, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listening on 127.0.0.1:{port} after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn agent_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_lookout-agent"))
+}
+
+/// Runs `lookout-agent` with `args` from the repo root.
+pub fn agent(args: &[&str], dir: &Path) -> Proc {
+    let mut cmd = Command::new(agent_bin());
+    cmd.args(args)
+        .current_dir(repo_root())
+        .env("LOOKOUT_LOG", "info");
+    spawn_logged("agent", cmd, dir)
+}
+
+#[derive(Clone, Debug)]
+pub struct Msg {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+    pub at: Instant,
+}
+
+impl Msg {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.payload).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).unwrap_or_else(|e| {
+            panic!(
+                "payload on {} is not JSON ({e}): {}",
+                self.topic,
+                self.text()
+            )
+        })
+    }
+}
+
+/// An ordinary MQTT client subscribed to `filters`, collecting everything it receives.
+pub struct Subscriber {
+    rx: mpsc::Receiver<Msg>,
+    pub seen: Vec<Msg>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscriber {
+    pub async fn connect(port: u16, filters: &[&str]) -> Self {
+        let mut opts =
+            MqttOptions::new(format!("e2e-sub-{}", std::process::id()), "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(10));
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = AsyncClient::new(opts, 64);
+        let filters: Vec<String> = filters.iter().map(|s| s.to_string()).collect();
+        let (tx, rx) = mpsc::channel(100_000);
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        for f in &filters {
+                            let _ = client.subscribe(f.clone(), QoS::AtLeastOnce).await;
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let m = Msg {
+                            topic: p.topic.clone(),
+                            payload: p.payload.to_vec(),
+                            retain: p.retain,
+                            at: Instant::now(),
+                        };
+                        if tx.send(m).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        Self {
+            rx,
+            seen: Vec::new(),
+            _task: task,
+        }
+    }
+
+    /// Waits until `pred` holds for some received message; returns a copy of it.
+    pub async fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Msg) -> bool,
+    ) -> Msg {
+        if let Some(m) = self.seen.iter().find(|m| pred(m)) {
+            return m.clone();
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(m)) => {
+                    let hit = pred(&m);
+                    self.seen.push(m.clone());
+                    if hit {
+                        return m;
+                    }
+                }
+                _ => panic!(
+                    "timed out after {timeout:?} waiting for {what}; {} messages seen, topics: {:?}",
+                    self.seen.len(),
+                    self.seen
+                        .iter()
+                        .map(|m| m.topic.as_str())
+                        .collect::<std::collections::BTreeSet<_>>()
+                ),
+            }
+        }
+    }
+
+    /// Everything received so far, without waiting.
+    pub fn drain(&mut self) {
+        while let Ok(m) = self.rx.try_recv() {
+            self.seen.push(m);
+        }
+    }
+}
+
+pub fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("lookout-{name}-"))
+        .tempdir()
+        .unwrap()
+}
