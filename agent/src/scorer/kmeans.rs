@@ -50,6 +50,9 @@ pub struct Workspace {
     centres: Vec<f64>,
     shift: Vec<f64>,
     half_sep: Vec<f64>,
+    /// k = 2 path: side of the bisecting hyperplane per row, and the sum of all rows.
+    side: Vec<u8>,
+    total: Vec<f64>,
 }
 
 impl Workspace {
@@ -67,6 +70,8 @@ impl Workspace {
             centres: vec![0.0; k * d],
             shift: vec![0.0; k],
             half_sep: vec![0.0; k],
+            side: vec![0; max_rows],
+            total: vec![0.0; d],
         }
     }
 
@@ -75,10 +80,42 @@ impl Workspace {
     }
 }
 
-#[inline]
-fn dist2(a: &[f64], b: &[f64]) -> f64 {
-    let mut s = 0.0;
-    for (x, y) in a.iter().zip(b) {
+#[inline(always)]
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f64; 4];
+    let mut ca = a.chunks_exact(4);
+    let mut cb = b.chunks_exact(4);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for l in 0..4 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut s = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        s += x * y;
+    }
+    s
+}
+
+/// Squared Euclidean distance. Four independent partial sums let the compiler use SIMD
+/// lanes (a single running sum forces one dependent add after another).
+#[inline(always)]
+pub(crate) fn dist2(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f64; 4];
+    let mut ca = a.chunks_exact(4);
+    let mut cb = b.chunks_exact(4);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for l in 0..4 {
+            let t = x[l] - y[l];
+            acc[l] += t * t;
+        }
+    }
+    let mut s = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
         let t = x - y;
         s += t * t;
     }
@@ -98,6 +135,28 @@ pub fn fit(
     ws: &mut Workspace,
     out: &mut [f64],
 ) -> Option<f64> {
+    // Monomorphised for the usual widths (dimensions × (n_lags + 1)) so the compiler
+    // unrolls and vectorises the per-row loops; 0 is the general version.
+    macro_rules! widths {
+        ($($w:literal)*) => {
+            match d {
+                $($w => fit_d::<$w>(params, data, rows, d, ws, out),)*
+                _ => fit_d::<0>(params, data, rows, d, ws, out),
+            }
+        };
+    }
+    widths!(1 2 3 4 5 6 7 8 9 10 11 12 14 16 18 20 24)
+}
+
+fn fit_d<const D: usize>(
+    params: &KMeansParams,
+    data: &[f64],
+    rows: usize,
+    d: usize,
+    ws: &mut Workspace,
+    out: &mut [f64],
+) -> Option<f64> {
+    let d = if D == 0 { d } else { D };
     let k = params.k;
     if rows == 0 || d == 0 || k == 0 || data.len() < rows * d || out.len() < k * d {
         return None;
@@ -107,11 +166,23 @@ pub fn fit(
     }
     let data = &data[..rows * d];
     let tol = params.tol * mean_variance(data, rows, d);
+    if k == 2 {
+        ws.total[..d].fill(0.0);
+        for x in data.chunks_exact(d) {
+            for (t, v) in ws.total[..d].iter_mut().zip(x) {
+                *t += v;
+            }
+        }
+    }
     let mut rng = Rng::from_seed(params.seed);
     let mut best = f64::INFINITY;
     for _ in 0..params.n_init.max(1) {
-        seed_plus_plus(data, rows, d, k, &mut rng, ws);
-        let inertia = hamerly(data, rows, d, k, params.max_iter, tol, ws);
+        seed_plus_plus::<D>(data, rows, d, k, &mut rng, ws);
+        let inertia = if k == 2 {
+            lloyd_two::<D>(data, rows, d, params.max_iter, tol, ws)
+        } else {
+            hamerly::<D>(data, rows, d, k, params.max_iter, tol, ws)
+        };
         if inertia < best {
             best = inertia;
             out[..k * d].copy_from_slice(&ws.centres[..k * d]);
@@ -140,7 +211,7 @@ fn mean_variance(data: &[f64], rows: usize, d: usize) -> f64 {
 
 /// Greedy k-means++: each new centre is the best of `2 + ln k` candidates drawn with
 /// probability proportional to the squared distance to the nearest centre so far.
-fn seed_plus_plus(
+fn seed_plus_plus<const D: usize>(
     data: &[f64],
     rows: usize,
     d: usize,
@@ -148,6 +219,7 @@ fn seed_plus_plus(
     rng: &mut Rng,
     ws: &mut Workspace,
 ) {
+    let d = if D == 0 { d } else { D };
     let row = |i: usize| &data[i * d..(i + 1) * d];
     let first = rng.below(rows);
     ws.centres[..d].copy_from_slice(row(first));
@@ -189,6 +261,10 @@ fn seed_plus_plus(
         }
         let cand = row(best_idx);
         ws.centres[c * d..(c + 1) * d].copy_from_slice(cand);
+        if c + 1 == k {
+            // The distances to the nearest centre are only needed to draw another one.
+            break;
+        }
         potential = 0.0;
         for i in 0..rows {
             let v = ws.closest_d2[i].min(dist2(row(i), cand));
@@ -199,7 +275,7 @@ fn seed_plus_plus(
 }
 
 /// Nearest and second-nearest centre of `x`: (index, distance, second distance).
-#[inline]
+#[inline(always)]
 fn nearest_two(x: &[f64], centres: &[f64], k: usize, d: usize) -> (usize, f64, f64) {
     let (mut a, mut d1, mut d2) = (0, f64::INFINITY, f64::INFINITY);
     for j in 0..k {
@@ -216,7 +292,7 @@ fn nearest_two(x: &[f64], centres: &[f64], k: usize, d: usize) -> (usize, f64, f
 }
 
 /// Lloyd's iterations with Hamerly's upper/lower bounds; returns the inertia.
-fn hamerly(
+fn hamerly<const D: usize>(
     data: &[f64],
     rows: usize,
     d: usize,
@@ -225,6 +301,7 @@ fn hamerly(
     tol: f64,
     ws: &mut Workspace,
 ) -> f64 {
+    let d = if D == 0 { d } else { D };
     let row = |i: usize| &data[i * d..(i + 1) * d];
     ws.sums[..k * d].fill(0.0);
     ws.counts[..k].fill(0);
@@ -321,10 +398,119 @@ fn hamerly(
     inertia
 }
 
+/// Lloyd's iterations for k = 2, the scorer's usual case, with one bound per row.
+///
+/// Row x belongs to c1 when D(x) = |x − c0| − |x − c1| > 0. When the centres move by δ0
+/// and δ1, D moves by at most δ0 + δ1, so a row whose |D| exceeded the movement summed
+/// since it was last measured cannot have changed side: a round reads one number per row
+/// and measures only the few rows near the boundary. Only rows that change side touch the
+/// sums. The result is exactly Lloyd's. Returns the inertia.
+fn lloyd_two<const D: usize>(
+    data: &[f64],
+    rows: usize,
+    d: usize,
+    max_iter: usize,
+    tol: f64,
+    ws: &mut Workspace,
+) -> f64 {
+    let d = if D == 0 { d } else { D };
+    let mut sum1 = [0.0f64; 64];
+    if d > sum1.len() || rows == 0 {
+        return hamerly::<D>(data, rows, d, 2, max_iter, tol, ws);
+    }
+    let sum1 = &mut sum1[..d];
+    let mut n1 = 0usize;
+    // Movement of the boundary summed over all rounds so far; a row is re-measured when
+    // its bound (|D| when measured + the movement then) no longer exceeds it.
+    let mut moved = 0.0f64;
+    let bound = &mut ws.upper[..rows];
+    bound.fill(f64::NEG_INFINITY);
+    // No row is on either side yet (u8::MAX), so the first round assigns every row.
+    ws.side[..rows].fill(u8::MAX);
+    // While many rows still change side, bounds would fail anyway: decide by the bisecting
+    // hyperplane, one dot product per row, and leave the bounds unknown (-inf).
+    let mut use_bounds = false;
+    let mut w = [0.0f64; 64];
+    let w = &mut w[..d];
+    for _ in 0..max_iter {
+        let (c0, c1) = ws.centres[..2 * d].split_at(d);
+        let mut half = 0.0;
+        for t in 0..d {
+            w[t] = c1[t] - c0[t];
+            half += (c1[t] * c1[t] - c0[t] * c0[t]) * 0.5;
+        }
+        let mut changed = 0usize;
+        for ((x, side), b) in data[..rows * d]
+            .chunks_exact(d)
+            .zip(ws.side[..rows].iter_mut())
+            .zip(bound.iter_mut())
+        {
+            // A tie goes to c0, as an argmin over (c0, c1) decides.
+            let s = if use_bounds {
+                if *b > moved {
+                    continue;
+                }
+                let (d0, d1) = (dist2(x, c0).sqrt(), dist2(x, c1).sqrt());
+                *b = (d0 - d1).abs() + moved;
+                u8::from(d1 < d0)
+            } else {
+                // Nearer c1 exactly when (c1 − c0)·x > (|c1|² − |c0|²) / 2.
+                u8::from(dot(x, w) > half)
+            };
+            if s != *side {
+                changed += 1;
+                if s == 1 {
+                    n1 += 1;
+                    for t in 0..d {
+                        sum1[t] += x[t];
+                    }
+                } else if *side == 1 {
+                    n1 -= 1;
+                    for t in 0..d {
+                        sum1[t] -= x[t];
+                    }
+                }
+                *side = s;
+            }
+        }
+        let n0 = rows - n1;
+        let (mut moved0, mut moved1) = (0.0, 0.0);
+        let (c0, c1) = ws.centres[..2 * d].split_at_mut(d);
+        for (t, &s1) in sum1.iter().enumerate() {
+            if n0 > 0 {
+                let c = (ws.total[t] - s1) / n0 as f64;
+                moved0 += (c - c0[t]) * (c - c0[t]);
+                c0[t] = c;
+            }
+            if n1 > 0 {
+                let c = s1 / n1 as f64;
+                moved1 += (c - c1[t]) * (c - c1[t]);
+                c1[t] = c;
+            }
+        }
+        moved += moved0.sqrt() + moved1.sqrt();
+        if changed == 0 || moved0 + moved1 <= tol {
+            break;
+        }
+        use_bounds |= changed * 16 < rows;
+    }
+    let (c0, c1) = ws.centres[..2 * d].split_at(d);
+    data[..rows * d]
+        .chunks_exact(d)
+        .map(|x| dist2(x, c0).min(dist2(x, c1)))
+        .sum()
+}
+
 /// Mean Euclidean distance from `x` to the `k` centres: the notebook's raw anomaly score.
-#[inline]
+#[inline(always)]
 pub fn mean_distance(x: &[f64], centres: &[f64], k: usize) -> f64 {
     let d = x.len();
+    if k == 2 && centres.len() >= 2 * d {
+        // Both square roots side by side, so they overlap instead of queueing.
+        let (c0, c1) = centres[..2 * d].split_at(d);
+        let r = [dist2(x, c0), dist2(x, c1)].map(f64::sqrt);
+        return (r[0] + r[1]) * 0.5;
+    }
     let mut total = 0.0;
     for j in 0..k {
         total += dist2(x, &centres[j * d..(j + 1) * d]).sqrt();
@@ -391,25 +577,38 @@ mod tests {
     /// i.e. every centre is the mean of the points nearest to it.
     #[test]
     fn result_is_a_lloyd_fixed_point() {
+        // k = 3 takes the Hamerly path, k = 2 the bisecting-hyperplane path.
+        for k in [2, 3] {
+            assert_lloyd_fixed_point(k);
+        }
+    }
+
+    fn assert_lloyd_fixed_point(k: usize) {
         let data = blobs(&[[0.0, 0.0], [2.0, 2.0], [4.0, 0.0]], 150, 3.0, 5);
         let rows = 450;
-        let mut ws = Workspace::new(rows, 2, 3);
-        let mut c = vec![0.0; 6];
+        let mut ws = Workspace::new(rows, 2, k);
+        let mut c = vec![0.0; 2 * k];
         let p = KMeansParams {
-            k: 3,
+            k,
             tol: 0.0,
             ..Default::default()
         };
-        fit(&p, &data, rows, 2, &mut ws, &mut c).unwrap();
+        let inertia = fit(&p, &data, rows, 2, &mut ws, &mut c).unwrap();
         let mut sums = [[0.0f64; 2]; 3];
         let mut counts = [0usize; 3];
+        let mut expected_inertia = 0.0;
         for r in 0..rows {
-            let (a, _, _) = nearest_two(&data[r * 2..r * 2 + 2], &c, 3, 2);
+            let (a, d1, _) = nearest_two(&data[r * 2..r * 2 + 2], &c, k, 2);
             sums[a][0] += data[r * 2];
             sums[a][1] += data[r * 2 + 1];
             counts[a] += 1;
+            expected_inertia += d1 * d1;
         }
-        for j in 0..3 {
+        assert!(
+            (inertia - expected_inertia).abs() < 1e-9 * expected_inertia,
+            "k={k}"
+        );
+        for j in 0..k {
             assert!(counts[j] > 0);
             assert!((sums[j][0] / counts[j] as f64 - c[j * 2]).abs() < 1e-9);
             assert!((sums[j][1] / counts[j] as f64 - c[j * 2 + 1]).abs() < 1e-9);

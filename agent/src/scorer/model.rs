@@ -7,7 +7,7 @@
 //! year holds exactly what it held after its first fit.
 
 use super::kmeans::{self, KMeansParams, Workspace};
-use super::preprocess::DimPreprocessor;
+use super::preprocess::{DimPreprocessor, copy_short};
 
 /// The notebook's parameters plus the k-means knobs the notebook left to scikit-learn.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -76,6 +76,15 @@ impl TrainJob {
     }
 }
 
+/// How raw mean distances become scores: the training vectors' smallest and largest mean
+/// distance, and 1 / (largest − smallest), `None` when they are equal (flat training data).
+#[derive(Clone, Copy, Debug)]
+struct Norm {
+    lo: f64,
+    hi: f64,
+    inv_span: Option<f64>,
+}
+
 /// Training-set and centres buffers kept for the next fit.
 type Spare = (Box<[f64]>, Box<[f64]>);
 
@@ -93,7 +102,7 @@ pub struct Model {
     /// Values ingested so far: the notebook's step counter `n`.
     step: u64,
     centres: Box<[f64]>,
-    range: Option<(f64, f64)>,
+    norm: Option<Norm>,
     /// Buffers lent to the trainer; `None` while a fit is in flight.
     spare: Option<Spare>,
 }
@@ -116,7 +125,7 @@ impl Model {
             has_current: false,
             step: 0,
             centres: vec![0.0; params.n_clusters * width].into_boxed_slice(),
-            range: None,
+            norm: None,
             spare: Some((
                 vec![0.0; cap * width].into_boxed_slice(),
                 vec![0.0; params.n_clusters * width].into_boxed_slice(),
@@ -138,7 +147,7 @@ impl Model {
     }
 
     pub fn is_trained(&self) -> bool {
-        self.range.is_some()
+        self.norm.is_some()
     }
 
     pub fn is_training(&self) -> bool {
@@ -163,13 +172,22 @@ impl Model {
             for (i, p) in self.dims.iter().enumerate() {
                 p.write_features(&mut self.current[i * w..(i + 1) * w]);
             }
-            let cap = self.ring.len() / self.width;
-            let slot = (self.ring_head + self.ring_len) % cap;
-            self.ring[slot * self.width..(slot + 1) * self.width].copy_from_slice(&self.current);
+            let cap = self.params.train_data_size.max(1);
+            let mut slot = self.ring_head + self.ring_len;
+            if slot >= cap {
+                slot -= cap;
+            }
+            copy_short(
+                &mut self.ring[slot * self.width..(slot + 1) * self.width],
+                &self.current,
+            );
             if self.ring_len < cap {
                 self.ring_len += 1;
             } else {
-                self.ring_head = (self.ring_head + 1) % cap;
+                self.ring_head += 1;
+                if self.ring_head == cap {
+                    self.ring_head = 0;
+                }
             }
         }
         let t = self.params.train_data_size as u64;
@@ -183,19 +201,18 @@ impl Model {
     /// the notebook divides by zero; here a vector no farther than they were scores 0 and
     /// anything farther scores the cap, because on a flat series any change is news.
     pub fn score(&self) -> Option<f64> {
-        let (lo, hi) = self.range?;
+        let norm = self.norm.as_ref()?;
         if !self.has_current {
             return None;
         }
         let cap = self.params.anomaly_score_cap;
         let m = kmeans::mean_distance(&self.current, &self.centres, self.params.n_clusters);
-        let span = hi - lo;
-        let s = if span > f64::EPSILON * hi.abs().max(1.0) {
-            (m - lo) / span
-        } else if m <= hi + 1e-9 * hi.abs().max(1.0) {
-            0.0
-        } else {
-            cap
+        let s = match norm.inv_span {
+            // Multiplying by a reciprocal taken at fit time: a division here would be the
+            // slowest instruction of the tick.
+            Some(inv) => (m - norm.lo) * inv,
+            None if m <= norm.hi + 1e-9 * norm.hi.abs().max(1.0) => 0.0,
+            None => cap,
         };
         Some(s.min(cap))
     }
@@ -226,9 +243,14 @@ impl Model {
     /// Takes a finished fit back: installs its centres if it succeeded and keeps the
     /// buffers for the next one.
     pub fn install(&mut self, mut job: TrainJob) {
-        if let Some(range) = job.range {
+        if let Some((lo, hi)) = job.range {
             std::mem::swap(&mut self.centres, &mut job.centres);
-            self.range = Some(range);
+            let span = hi - lo;
+            self.norm = Some(Norm {
+                lo,
+                hi,
+                inv_span: (span > f64::EPSILON * hi.abs().max(1.0)).then(|| 1.0 / span),
+            });
         }
         self.spare = Some((job.data, job.centres));
     }

@@ -4,52 +4,24 @@
 //!
 //! The notebook recomputes this from a list of recent raw values every step; here two
 //! small rings of fixed capacity hold only what the next step needs, so a tick costs a
-//! few additions and allocates nothing.
-
-/// A fixed-capacity ring of the most recent values, oldest first when read.
-#[derive(Clone, Debug)]
-struct Ring {
-    buf: Box<[f64]>,
-    head: usize,
-    len: usize,
-}
-
-impl Ring {
-    fn new(cap: usize) -> Self {
-        Self {
-            buf: vec![0.0; cap.max(1)].into_boxed_slice(),
-            head: 0,
-            len: 0,
-        }
-    }
-
-    fn push(&mut self, v: f64) {
-        let cap = self.buf.len();
-        self.buf[(self.head + self.len) % cap] = v;
-        if self.len < cap {
-            self.len += 1;
-        } else {
-            self.head = (self.head + 1) % cap;
-        }
-    }
-
-    fn is_full(&self) -> bool {
-        self.len == self.buf.len()
-    }
-
-    /// `i`-th oldest value.
-    fn get(&self, i: usize) -> f64 {
-        self.buf[(self.head + i) % self.buf.len()]
-    }
-}
+//! few additions and one copy, and allocates nothing.
 
 #[derive(Clone, Debug)]
 pub struct DimPreprocessor {
     n_smoothing: usize,
     diffs: bool,
-    n_lags: usize,
-    raw: Ring,
-    smoothed: Ring,
+    /// The last `n_smoothing` raw values, a ring; `raw_pos` is the oldest once full.
+    raw: Box<[f64]>,
+    raw_pos: usize,
+    raw_len: usize,
+    /// Previous smoothed value, for differences.
+    prev: Option<f64>,
+    /// The last `n_lags + 1` features, each stored twice (at `i` and `i + width`) so that
+    /// the window is always one contiguous slice starting at `feat_pos`, oldest first:
+    /// writing the features is a single copy.
+    feats: Box<[f64]>,
+    feat_pos: usize,
+    feat_len: usize,
 }
 
 impl DimPreprocessor {
@@ -58,53 +30,101 @@ impl DimPreprocessor {
         Self {
             n_smoothing,
             diffs,
-            n_lags,
-            raw: Ring::new(n_smoothing),
-            smoothed: Ring::new(n_lags + 1 + usize::from(diffs)),
+            raw: vec![0.0; n_smoothing].into_boxed_slice(),
+            raw_pos: 0,
+            raw_len: 0,
+            prev: None,
+            feats: vec![0.0; 2 * (n_lags + 1)].into_boxed_slice(),
+            feat_pos: 0,
+            feat_len: 0,
         }
     }
 
-    /// Width of this dimension's slice of the feature vector.
+    /// Width of this dimension's slice of the feature vector: `n_lags + 1`.
+    #[inline]
     pub fn width(&self) -> usize {
-        self.n_lags + 1
+        self.feats.len() / 2
     }
 
     /// Raw values needed before the first complete feature slice.
     pub fn warmup(&self) -> usize {
-        self.n_smoothing + self.n_lags + usize::from(self.diffs)
+        self.n_smoothing + self.width() - 1 + usize::from(self.diffs)
     }
 
+    #[inline]
     pub fn push(&mut self, value: f64) {
-        self.raw.push(value);
-        if self.raw.is_full() {
-            // Summed oldest to newest, as Python's sum() does, so values match the
-            // reference to the last bit.
-            let mut sum = 0.0;
-            for i in 0..self.n_smoothing {
-                sum += self.raw.get(i);
+        let n = self.n_smoothing;
+        self.raw[self.raw_pos] = value;
+        self.raw_pos += 1;
+        if self.raw_pos == n {
+            self.raw_pos = 0;
+        }
+        if self.raw_len < n {
+            self.raw_len += 1;
+            if self.raw_len < n {
+                return;
             }
-            self.smoothed.push(sum / self.n_smoothing as f64);
+        }
+        // Summed oldest to newest, as Python's sum() does, so values match the reference
+        // to the last bit. The oldest value sits at raw_pos.
+        let mut sum = 0.0;
+        for v in &self.raw[self.raw_pos..] {
+            sum += v;
+        }
+        for v in &self.raw[..self.raw_pos] {
+            sum += v;
+        }
+        let smoothed = sum / n as f64;
+        let feature = if self.diffs {
+            let prev = self.prev.replace(smoothed);
+            match prev {
+                Some(p) => smoothed - p,
+                None => return,
+            }
+        } else {
+            smoothed
+        };
+        let w = self.width();
+        self.feats[self.feat_pos] = feature;
+        self.feats[self.feat_pos + w] = feature;
+        self.feat_pos += 1;
+        if self.feat_pos == w {
+            self.feat_pos = 0;
+        }
+        if self.feat_len < w {
+            self.feat_len += 1;
         }
     }
 
+    #[inline]
     pub fn is_ready(&self) -> bool {
-        self.smoothed.is_full()
+        self.feat_len == self.width()
     }
 
     /// Writes the slice (oldest first) into `out`, which must be `width()` long.
     /// Call only when [`is_ready`](Self::is_ready).
+    #[inline]
     pub fn write_features(&self, out: &mut [f64]) {
         debug_assert!(self.is_ready());
-        debug_assert_eq!(out.len(), self.width());
-        if self.diffs {
-            for (i, o) in out.iter_mut().enumerate() {
-                *o = self.smoothed.get(i + 1) - self.smoothed.get(i);
-            }
-        } else {
-            for (i, o) in out.iter_mut().enumerate() {
-                *o = self.smoothed.get(i);
-            }
-        }
+        let w = self.width();
+        copy_short(out, &self.feats[self.feat_pos..self.feat_pos + w]);
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the few values of a feature vector. A slice copy of
+/// unknown length becomes a call to memmove, which costs more than the whole rest of a
+/// scored tick; copies of four fixed values are done in registers.
+#[inline(always)]
+pub(crate) fn copy_short(dst: &mut [f64], src: &[f64]) {
+    let mut d = dst.chunks_exact_mut(4);
+    let mut s = src.chunks_exact(4);
+    for (a, b) in (&mut d).zip(&mut s) {
+        let b: &[f64; 4] = b.try_into().expect("chunks of four");
+        let a: &mut [f64; 4] = a.try_into().expect("chunks of four");
+        *a = *b;
+    }
+    for (a, b) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *a = *b;
     }
 }
 
