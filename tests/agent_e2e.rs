@@ -320,3 +320,49 @@ fn check_config_accepts_the_shipped_config_and_rejects_bad_ones_with_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/agent.toml"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_after_the_broker_restarts_and_restores_retained_state() {
+    let dir = scratch("e2e-restart");
+    let port = free_port();
+    let mut broker = mosquitto(port, dir.path());
+    let mut sub = Subscriber::connect(port, &["lookout/#"]).await;
+    let args = sim_args(port, false);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agent = agent(&args, dir.path());
+    let alarm = sub
+        .wait_for("any alarm", Duration::from_secs(90), |m| {
+            m.topic.contains("/alarms/") && !m.payload.is_empty()
+        })
+        .await;
+
+    // The broker goes away and comes back empty (no persistence): the agent keeps
+    // scoring, reconnects, says `online` again and re-publishes its alarm states.
+    broker.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _broker = mosquitto(port, dir.path());
+    let mut fresh = Subscriber::connect(port, &["lookout/#"]).await;
+    fresh
+        .wait_for("online after the restart", Duration::from_secs(45), |m| {
+            is_status(m, "sim-1", "online")
+        })
+        .await;
+    let restored = fresh
+        .wait_for(
+            "the alarm's state, retained again",
+            Duration::from_secs(20),
+            |m| m.topic == alarm.topic && m.retain,
+        )
+        .await;
+    assert!(restored.json()["id"].is_string());
+    fresh
+        .wait_for("scores after the restart", Duration::from_secs(20), |m| {
+            m.topic.contains("/scores/")
+        })
+        .await;
+    assert!(
+        agent.log_text().contains("MQTT connection restored"),
+        "the reconnect is logged:\n{}",
+        agent.log_text()
+    );
+}

@@ -6,12 +6,14 @@
 //!   public contract documented in `docs/topics.md`.
 //! - [`codec`]: JSON on the wire for users, postcard where compactness matters.
 //! - [`duration`]: `"1s"`/`"5m"` durations in config files.
+//! - [`secret`]: passwords and tokens from config, environment or file, never printed.
 //! - [`error`]: the crate's one error type.
 
 pub mod codec;
 pub mod duration;
 pub mod error;
 pub mod payload;
+pub mod secret;
 pub mod topics;
 
 pub use error::Error;

@@ -39,6 +39,9 @@ pub struct Link {
     stats: Arc<LinkStats>,
     /// Set once the first drop has been logged, so a dead broker does not flood the log.
     drop_logged: Arc<AtomicBool>,
+    /// While false, lossy messages are dropped at once instead of filling the queue, so
+    /// that what matters (status, alarm states) finds room when the broker comes back.
+    connected: Arc<AtomicBool>,
 }
 
 impl Link {
@@ -67,6 +70,7 @@ impl Link {
             retained: Arc::new(Mutex::new(BTreeMap::new())),
             stats,
             drop_logged: Arc::new(AtomicBool::new(false)),
+            connected: Arc::new(AtomicBool::new(false)),
         };
         let task = tokio::spawn(drive(
             eventloop,
@@ -98,8 +102,12 @@ impl Link {
         }
     }
 
-    /// Metrics and scores: QoS 0, dropped when the queue is full.
+    /// Metrics and scores: QoS 0, dropped while disconnected or when the queue is full.
     pub fn publish_lossy(&self, topic: &str, payload: Vec<u8>) -> bool {
+        if !self.connected.load(Ordering::Relaxed) {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         self.try_send(topic, QoS::AtMostOnce, false, payload)
     }
 
@@ -125,20 +133,24 @@ impl Link {
         let _ = self.client.try_disconnect();
     }
 
+    /// Announces the host and re-sends every alarm state. Runs as its own task with
+    /// waiting publishes: these must not be dropped, and waiting inside the event-loop
+    /// task would stop the loop that makes room.
     fn on_connected(&self) {
-        let _ = self
-            .client
-            .try_publish(&self.status_topic, QoS::AtLeastOnce, true, ONLINE);
+        self.connected.store(true, Ordering::Relaxed);
+        self.drop_logged.store(false, Ordering::Relaxed);
         let states: Vec<(String, Vec<u8>)> = match self.retained.lock() {
             Ok(map) => map.iter().map(|(t, p)| (t.clone(), p.clone())).collect(),
             Err(_) => Vec::new(),
         };
-        for (topic, payload) in states {
-            let _ = self
-                .client
-                .try_publish(topic, QoS::AtLeastOnce, true, payload);
-        }
-        self.drop_logged.store(false, Ordering::Relaxed);
+        let client = self.client.clone();
+        let status = self.status_topic.clone();
+        tokio::spawn(async move {
+            let _ = client.publish(status, QoS::AtLeastOnce, true, ONLINE).await;
+            for (topic, payload) in states {
+                let _ = client.publish(topic, QoS::AtLeastOnce, true, payload).await;
+            }
+        });
     }
 }
 
@@ -182,6 +194,7 @@ async fn drive(
             }
             Ok(_) => {}
             Err(e) => {
+                link.connected.store(false, Ordering::Relaxed);
                 if connected || failures == 0 {
                     tracing::warn!(host, broker, error = %e, "MQTT connection lost; retrying with backoff");
                 }
