@@ -120,6 +120,32 @@ fn replay_throughput(c: &mut Criterion) {
             .unwrap()
         })
     });
+    // The seed notebook's detector (25 vectors, refit every 50 rows): fits cost little,
+    // so this is mostly parsing and formatting.
+    let raw = src
+        .parse(&[
+            "detector.n_lags=3".into(),
+            "detector.train_data_size=25".into(),
+            "detector.train_every_n=50".into(),
+            "detector.threshold=3".into(),
+        ])
+        .unwrap();
+    let notebook = src
+        .resolve_detector("detector", &raw.detector.or_builtin())
+        .unwrap();
+    g.bench_function("notebook_detector_200k_rows", |b| {
+        b.iter(|| {
+            let mut out = Vec::with_capacity(csv.len() * 2);
+            lookout_agent::replay::replay(
+                BufReader::new(csv.as_bytes()),
+                &mut out,
+                &notebook,
+                "bench",
+                None,
+            )
+            .unwrap()
+        })
+    });
     g.finish();
 }
 

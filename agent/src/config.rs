@@ -282,7 +282,7 @@ impl Source {
             message: e.to_string().trim_end().to_owned(),
         })?;
         for o in overrides {
-            apply_override(&mut doc, o).map_err(|message| Error::Config {
+            lookout_shared::overrides::apply(&mut doc, o).map_err(|message| Error::Config {
                 path: format!("--set {o}"),
                 message,
             })?;
@@ -311,7 +311,8 @@ impl Source {
         if interval.is_zero() {
             return Err(self.err("agent.interval", "must be longer than 0s"));
         }
-        let (host, port) = parse_mqtt_url(&raw.mqtt.url).map_err(|m| self.err("mqtt.url", m))?;
+        let (host, port) = lookout_shared::url::parse_mqtt_url(&raw.mqtt.url)
+            .map_err(|m| self.err("mqtt.url", m))?;
         if raw.mqtt.prefix.is_empty() || raw.mqtt.prefix.contains(['+', '#']) {
             return Err(self.err(
                 "mqtt.prefix",
@@ -484,67 +485,12 @@ impl Source {
     }
 }
 
-/// `mqtt://host:port` (or `tcp://`); the port defaults to 1883.
-pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| {
-            format!("{url:?} must start with mqtt:// (TLS, mqtts://, is not supported yet)")
-        })?;
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-            let port = p
-                .parse::<u16>()
-                .map_err(|_| format!("{url:?}: port {p:?} is not a number 1-65535"))?;
-            (h, port)
-        }
-        _ => (rest, 1883),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(format!("{url:?} has no host"));
-    }
-    Ok((host.to_owned(), port))
-}
-
 fn detect_hostname() -> String {
     let from_proc = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
     from_proc
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".into())
-}
-
-/// Sets `a.b.c = VALUE` in the document; VALUE is read as a TOML value when it parses as
-/// one (`3`, `true`, `"x"`, `[1, 2]`) and as a plain string otherwise.
-fn apply_override(doc: &mut toml::Table, spec: &str) -> Result<(), String> {
-    let (key, value) = spec.split_once('=').ok_or_else(|| {
-        "expected KEY=VALUE, e.g. --set mqtt.url=mqtt://127.0.0.1:1883".to_string()
-    })?;
-    let key = key.trim();
-    let value = value.trim();
-    let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
-    let parts: Vec<&str> = key.split('.').collect();
-    if parts.iter().any(|p| p.is_empty()) {
-        return Err(format!("{key:?} is not a dotted key path"));
-    }
-    let (last, tables) = parts.split_last().ok_or("empty key")?;
-    let mut cur = doc;
-    for p in tables {
-        let entry = cur
-            .entry(p.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        cur = entry
-            .as_table_mut()
-            .ok_or_else(|| format!("{p:?} in {key:?} is a value, not a table"))?;
-    }
-    cur.insert(last.to_string(), parsed);
-    Ok(())
 }
 
 /// Best-effort line of `a.b.key` in a TOML text: the line of `key =` inside `[a.b]`, else
@@ -672,6 +618,7 @@ mod tests {
 
     #[test]
     fn mqtt_urls() {
+        use lookout_shared::url::parse_mqtt_url;
         assert_eq!(
             parse_mqtt_url("mqtt://127.0.0.1:1884").unwrap(),
             ("127.0.0.1".into(), 1884)

@@ -60,7 +60,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     let sim = settings.simulate.hosts > 0;
     let speed = if sim { settings.simulate.speed } else { 1.0 };
     let interval_ms = settings.interval.as_millis().max(1) as i64;
-    let start_ts = now_ms();
+    let start_ts = lookout_shared::time::now_ms();
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
     let mut hosts = Vec::new();
     let specs = if sim {
@@ -133,7 +133,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     let mut frame = Frame::with_capacity(256);
     let mut truth = Vec::with_capacity(4);
     let mut tick: i64 = 0;
-    let mut shutdown = std::pin::pin!(shutdown_signal());
+    let mut shutdown = std::pin::pin!(lookout_shared::signal::shutdown());
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -147,7 +147,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         let ts = if sim {
             start_ts + tick * interval_ms
         } else {
-            now_ms()
+            lookout_shared::time::now_ms()
         };
         tick += 1;
         let now = Instant::now();
@@ -370,36 +370,6 @@ fn humanize_ms(ms: i64) -> String {
         0..=59 => format!("{s}s"),
         60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
         _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-    }
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
     }
 }
 

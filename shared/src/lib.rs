@@ -5,6 +5,10 @@
 //! - [`payload`]: the JSON documents published on those topics; their field names are a
 //!   public contract documented in `docs/topics.md`.
 //! - [`codec`]: JSON on the wire for users, postcard where compactness matters.
+//! - [`overrides`]: `--set KEY=VALUE` applied to a TOML document.
+//! - [`url`]: `mqtt://host:port` as written in configs.
+//! - [`signal`]: the SIGINT/SIGTERM future both binaries shut down on.
+//! - [`time`]: wall-clock milliseconds and backoff jitter.
 //! - [`duration`]: `"1s"`/`"5m"` durations in config files.
 //! - [`secret`]: passwords and tokens from config, environment or file, never printed.
 //! - [`error`]: the crate's one error type.
@@ -12,8 +16,12 @@
 pub mod codec;
 pub mod duration;
 pub mod error;
+pub mod overrides;
 pub mod payload;
 pub mod secret;
+pub mod signal;
+pub mod time;
 pub mod topics;
+pub mod url;
 
 pub use error::Error;

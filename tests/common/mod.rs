@@ -113,8 +113,45 @@ pub fn wait_for_port(port: u16, timeout: Duration) {
     }
 }
 
+/// A binary of the workspace: Cargo's path when the test belongs to the binary's package,
+/// else its sibling in the same target directory (built on demand), so end-to-end tests
+/// that need both binaries can live in either package.
+fn workspace_bin(name: &str, from_cargo: Option<&'static str>) -> PathBuf {
+    if let Some(p) = from_cargo {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let bin = exe.parent().and_then(Path::parent).unwrap().join(name);
+    if !bin.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--bin", name])
+            .current_dir(repo_root())
+            .status()
+            .unwrap();
+        assert!(status.success(), "cannot build {name}");
+    }
+    bin
+}
+
 pub fn agent_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_lookout-agent"))
+    workspace_bin("lookout-agent", option_env!("CARGO_BIN_EXE_lookout-agent"))
+}
+
+pub fn bridge_bin() -> PathBuf {
+    workspace_bin(
+        "lookout-bridge",
+        option_env!("CARGO_BIN_EXE_lookout-bridge"),
+    )
+}
+
+/// Runs `lookout-bridge` with `args` from the repo root.
+pub fn bridge(args: &[&str], dir: &Path) -> Proc {
+    let mut cmd = Command::new(bridge_bin());
+    cmd.args(args)
+        .current_dir(repo_root())
+        .env("LOOKOUT_LOG", "info");
+    spawn_logged("bridge", cmd, dir)
 }
 
 /// Runs `lookout-agent` with `args` from the repo root.

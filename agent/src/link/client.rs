@@ -18,6 +18,8 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use tokio::task::JoinHandle;
 
+use lookout_shared::time::Jitter;
+
 use crate::config::MqttSettings;
 
 pub const ONLINE: &str = "online";
@@ -168,7 +170,7 @@ async fn drive(
     let mut delay = min;
     let mut connected = false;
     let mut failures: u64 = 0;
-    let mut jitter = Jitter::new(&host);
+    let mut jitter = Jitter::from_name(&host);
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -203,47 +205,6 @@ async fn drive(
                 tokio::time::sleep(jitter.apply(delay)).await;
                 delay = (delay * 2).min(max);
             }
-        }
-    }
-}
-
-/// ±25 % jitter so that a fleet does not reconnect in lockstep after a broker restart.
-struct Jitter(u64);
-
-impl Jitter {
-    fn new(seed: &str) -> Self {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in seed.bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x1000_0000_01b3);
-        }
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos() as u64);
-        Self(h ^ t | 1)
-    }
-
-    fn apply(&mut self, d: Duration) -> Duration {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        let f = 0.75 + (self.0 % 1000) as f64 / 2000.0;
-        d.mul_f64(f)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_stays_within_a_quarter() {
-        let mut j = Jitter::new("h");
-        for _ in 0..1000 {
-            let d = j.apply(Duration::from_millis(1000));
-            assert!(
-                d >= Duration::from_millis(750) && d <= Duration::from_millis(1250),
-                "{d:?}"
-            );
         }
     }
 }
