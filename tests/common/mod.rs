@@ -71,7 +71,9 @@ fn unsafe_free_sigterm(pid: u32) {
 }
 
 fn spawn_logged(name: &'static str, mut cmd: Command, dir: &Path) -> Proc {
-    let log = dir.join(format!("{name}.log"));
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let log = dir.join(format!("{name}-{n}.log"));
     let file = std::fs::File::create(&log).unwrap();
     let child = cmd
         .stdin(Stdio::null())

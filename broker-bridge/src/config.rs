@@ -1,0 +1,332 @@
+//! The bridge's TOML config, parsed strictly and built into runtime objects in one step
+//! (targets become plugins, `when` and templates are parsed): nothing at run time reads
+//! raw config. Keys are documented in `docs/bridge.md`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lookout_shared::duration::HumanDuration;
+use lookout_shared::secret::Secret;
+use serde::Deserialize;
+
+use crate::Error;
+use crate::expr::Expr;
+use crate::notify::TargetConfig;
+use crate::route::Route;
+use crate::template::Template;
+
+pub const DEFAULT_TITLE: &str = "[{state}] {host}: {source} (severity {severity})";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Raw {
+    #[serde(default)]
+    pub bridge: BridgeRaw,
+    #[serde(default)]
+    pub mqtt: MqttRaw,
+    #[serde(default)]
+    pub delivery: DeliveryRaw,
+    #[serde(default)]
+    pub targets: BTreeMap<String, TargetConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteRaw>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BridgeRaw {
+    /// Names this bridge in its stats topic; default: the host name.
+    pub id: String,
+    pub prefix: String,
+    pub stats_interval: HumanDuration,
+    /// Larger payloads are counted and skipped.
+    pub max_payload: usize,
+    /// `(target, alarm id, state)` keys remembered for dedup.
+    pub dedup_capacity: usize,
+    /// How long SIGTERM waits for queues to drain.
+    pub grace: HumanDuration,
+}
+
+impl Default for BridgeRaw {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            prefix: lookout_shared::topics::DEFAULT_PREFIX.into(),
+            stats_interval: HumanDuration::from_secs(60),
+            max_payload: 64 * 1024,
+            dedup_capacity: 100_000,
+            grace: HumanDuration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttRaw {
+    pub url: String,
+    pub topics: Vec<String>,
+    pub share_group: Option<String>,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub keep_alive: HumanDuration,
+}
+
+impl Default for MqttRaw {
+    fn default() -> Self {
+        Self {
+            url: "mqtt://127.0.0.1:1883".into(),
+            topics: vec!["lookout/+/alarms/#".into()],
+            share_group: None,
+            client_id: String::new(),
+            username: None,
+            password: None,
+            keep_alive: HumanDuration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryRaw {
+    /// Notifications waiting per target; a full queue holds back MQTT acknowledgements.
+    pub queue: usize,
+    /// Attempts after the first one.
+    pub retries: u32,
+    pub backoff_min: HumanDuration,
+    pub backoff_max: HumanDuration,
+    /// Per attempt.
+    pub timeout: HumanDuration,
+    /// JSON lines of notifications that failed for good.
+    pub dead_letter: PathBuf,
+}
+
+impl Default for DeliveryRaw {
+    fn default() -> Self {
+        Self {
+            queue: 1024,
+            retries: 5,
+            backoff_min: HumanDuration::from_millis(500),
+            backoff_max: HumanDuration::from_secs(30),
+            timeout: HumanDuration::from_secs(10),
+            dead_letter: PathBuf::from("dead-letter.jsonl"),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRaw {
+    pub topic: String,
+    pub when: Option<String>,
+    pub targets: Vec<String>,
+    pub title: Option<String>,
+    /// Default: the message as one line of JSON (or its text).
+    pub body: Option<String>,
+    #[serde(default = "yes")]
+    pub send_resolved: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug)]
+pub struct MqttSettings {
+    pub host: String,
+    pub port: u16,
+    pub filters: Vec<String>,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub keep_alive: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct DeliverySettings {
+    pub queue: usize,
+    pub retries: u32,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub timeout: Duration,
+    pub dead_letter: PathBuf,
+}
+
+/// Everything the bridge runs on, except the plugins (built inside the runtime).
+#[derive(Debug)]
+pub struct Settings {
+    pub id: String,
+    pub prefix: String,
+    pub stats_interval: Duration,
+    pub max_payload: usize,
+    pub dedup_capacity: usize,
+    pub grace: Duration,
+    pub mqtt: MqttSettings,
+    pub delivery: DeliverySettings,
+    /// Target names and their configs, in index order.
+    pub targets: Vec<(String, TargetConfig)>,
+    pub routes: Vec<Route>,
+}
+
+pub struct Source {
+    pub origin: String,
+    pub text: String,
+}
+
+impl Source {
+    pub fn read(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            origin: path.display().to_string(),
+            text,
+        })
+    }
+
+    fn err(&self, key: &str, message: impl std::fmt::Display) -> Error {
+        Error::Config {
+            path: self.origin.clone(),
+            message: format!("{key}: {message}"),
+        }
+    }
+
+    pub fn load(&self, overrides: &[String]) -> Result<Settings, Error> {
+        let raw: Raw = if overrides.is_empty() {
+            toml::from_str(&self.text).map_err(|e| Error::Config {
+                path: self.origin.clone(),
+                message: e.to_string().trim_end().to_owned(),
+            })?
+        } else {
+            let mut doc: toml::Table = toml::from_str(&self.text).map_err(|e| Error::Config {
+                path: self.origin.clone(),
+                message: e.to_string().trim_end().to_owned(),
+            })?;
+            for o in overrides {
+                lookout_shared::overrides::apply(&mut doc, o).map_err(|message| Error::Config {
+                    path: format!("--set {o}"),
+                    message,
+                })?;
+            }
+            Raw::deserialize(toml::Value::Table(doc)).map_err(|e| Error::Config {
+                path: format!("{} with --set overrides", self.origin),
+                message: e.to_string().trim_end().to_owned(),
+            })?
+        };
+        self.resolve(raw)
+    }
+
+    fn resolve(&self, raw: Raw) -> Result<Settings, Error> {
+        let (host, port) = lookout_shared::url::parse_mqtt_url(&raw.mqtt.url)
+            .map_err(|m| self.err("mqtt.url", m))?;
+        if raw.mqtt.topics.is_empty() {
+            return Err(self.err("mqtt.topics", "list at least one topic filter"));
+        }
+        let filters = match &raw.mqtt.share_group {
+            Some(g) if g.is_empty() || g.contains(['/', '+', '#']) => {
+                return Err(self.err(
+                    "mqtt.share_group",
+                    "a non-empty name without '/', '+' or '#'",
+                ));
+            }
+            Some(g) => raw
+                .mqtt
+                .topics
+                .iter()
+                .map(|t| format!("$share/{g}/{t}"))
+                .collect(),
+            None => raw.mqtt.topics.clone(),
+        };
+        let id = if raw.bridge.id.is_empty() {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_else(|_| "bridge".into())
+        } else {
+            raw.bridge.id.clone()
+        };
+        let id = lookout_shared::topics::sanitize_level(&id);
+        if raw.targets.is_empty() {
+            return Err(self.err("targets", "define at least one [targets.NAME] table"));
+        }
+        let names: Vec<&String> = raw.targets.keys().collect();
+        let mut routes = Vec::with_capacity(raw.routes.len());
+        if raw.routes.is_empty() {
+            return Err(self.err("routes", "define at least one [[routes]] table"));
+        }
+        for (i, r) in raw.routes.iter().enumerate() {
+            let key = format!("routes[{i}]");
+            let when = r
+                .when
+                .as_deref()
+                .map(Expr::parse)
+                .transpose()
+                .map_err(|m| self.err(&format!("{key}.when"), m))?;
+            let mut targets = Vec::with_capacity(r.targets.len());
+            for t in &r.targets {
+                let idx = names.iter().position(|n| *n == t).ok_or_else(|| {
+                    self.err(
+                        &format!("{key}.targets"),
+                        format!("no target named {t:?}; define [targets.{t}]"),
+                    )
+                })?;
+                targets.push(idx);
+            }
+            if targets.is_empty() {
+                return Err(self.err(&format!("{key}.targets"), "list at least one target"));
+            }
+            let title = Template::parse(r.title.as_deref().unwrap_or(DEFAULT_TITLE))
+                .map_err(|m| self.err(&format!("{key}.title"), m))?;
+            let body = r
+                .body
+                .as_deref()
+                .map(Template::parse)
+                .transpose()
+                .map_err(|m| self.err(&format!("{key}.body"), m))?;
+            routes.push(Route {
+                topic: r.topic.clone(),
+                when,
+                targets,
+                title,
+                body,
+                send_resolved: r.send_resolved,
+            });
+        }
+        let d = &raw.delivery;
+        if d.queue == 0 {
+            return Err(self.err("delivery.queue", "must be at least 1"));
+        }
+        Ok(Settings {
+            id: id.clone(),
+            prefix: raw.bridge.prefix.clone(),
+            stats_interval: raw.bridge.stats_interval.0.max(Duration::from_secs(1)),
+            max_payload: raw.bridge.max_payload.max(1),
+            dedup_capacity: raw.bridge.dedup_capacity,
+            grace: raw.bridge.grace.0,
+            mqtt: MqttSettings {
+                host,
+                port,
+                filters,
+                client_id: if raw.mqtt.client_id.is_empty() {
+                    format!("lookout-bridge-{id}")
+                } else {
+                    raw.mqtt.client_id.clone()
+                },
+                username: raw.mqtt.username.clone(),
+                password: raw.mqtt.password.clone(),
+                keep_alive: raw.mqtt.keep_alive.0.max(Duration::from_secs(5)),
+            },
+            delivery: DeliverySettings {
+                queue: d.queue,
+                retries: d.retries,
+                backoff_min: d.backoff_min.0,
+                backoff_max: d.backoff_max.0.max(d.backoff_min.0),
+                timeout: d.timeout.0.max(Duration::from_millis(10)),
+                dead_letter: d.dead_letter.clone(),
+            },
+            targets: raw.targets.into_iter().collect(),
+            routes,
+        })
+    }
+}

@@ -1,0 +1,29 @@
+//! The Lookout broker-bridge: subscribes to alarm topics and fans each alarm out to
+//! notifier plugins, with Alertmanager-grade handling.
+//!
+//! Data flows one way: message → decode → route → dedup → queue → deliver.
+//!
+//! Layout:
+//! - [`config`]: the TOML config, parsed strictly and built into routes and targets.
+//! - [`message`]: decoding payloads (alarm JSON, other JSON, text) into fields.
+//! - [`route`]: topic filters and `when` conditions ([`expr`]), templates ([`template`]).
+//! - [`dedup`]: the notification log that keeps (target, alarm id, state) unique.
+//! - [`deliver`]: per-target bounded queues, workers, retries, dead letters.
+//! - [`notify`]: the notifier plugins, one file each, behind one trait.
+//! - [`stats`]: counters, published on `<prefix>/bridge/<id>/stats`.
+//! - [`run`]: the `run` command.
+//! - [`error`]: the crate's error type.
+
+pub mod config;
+pub mod dedup;
+pub mod deliver;
+pub mod error;
+pub mod expr;
+pub mod message;
+pub mod notify;
+pub mod route;
+pub mod run;
+pub mod stats;
+pub mod template;
+
+pub use error::Error;

@@ -1,0 +1,105 @@
+//! `lookout-bridge`: the command line. anyhow lives only at this edge.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use lookout_bridge::Error;
+use lookout_bridge::config::Source;
+
+#[derive(Parser)]
+#[command(
+    name = "lookout-bridge",
+    version,
+    about = "Fans Lookout alarms out from MQTT to notifier plugins (log, file, exec, HTTP, Slack, Telegram, SMTP, MQTT)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Subscribe and deliver until SIGINT/SIGTERM, then drain the queues.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Override any config key by dotted path, e.g. --set mqtt.url=mqtt://127.0.0.1:18830
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Check a config file (including every target's settings); exit 2 on any error.
+    CheckConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let config_error = matches!(
+                e.downcast_ref::<Error>(),
+                Some(
+                    Error::Config { .. }
+                        | Error::Target { .. }
+                        | Error::Secret { .. }
+                        | Error::Io { .. }
+                )
+            );
+            eprintln!("lookout-bridge: {e:#}");
+            ExitCode::from(if config_error { 2 } else { 1 })
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("lookout-bridge")
+        .build()?;
+    match cli.command {
+        Command::Run { config, set } => {
+            let settings = Source::read(&config)?.load(&set)?;
+            rt.block_on(lookout_bridge::run::run(settings))?;
+        }
+        Command::CheckConfig { config, set } => {
+            let settings = Source::read(&config)?.load(&set)?;
+            // Build every plugin (inside the runtime: some start connections) so that a
+            // bad target is caught here, not at the first alarm.
+            rt.block_on(async {
+                for (name, cfg) in &settings.targets {
+                    cfg.build(name)?;
+                }
+                Ok::<(), Error>(())
+            })?;
+            println!("{}: OK", config.display());
+            println!(
+                "  mqtt    mqtt://{}:{} {:?}",
+                settings.mqtt.host, settings.mqtt.port, settings.mqtt.filters
+            );
+            for (name, cfg) in &settings.targets {
+                println!("  target  {name} ({})", cfg.kind());
+            }
+            println!("  routes  {}", settings.routes.len());
+        }
+    }
+    Ok(())
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("LOOKOUT_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,rumqttc=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

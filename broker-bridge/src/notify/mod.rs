@@ -1,0 +1,102 @@
+//! Notifier plugins: one module each, all behind the [`Notifier`] trait.
+//!
+//! A plugin is built once from its `[targets.NAME]` table (validated then, so nothing at
+//! run time reads raw config) and then asked to [`send`](Notifier::send) one
+//! [`Notification`] at a time by its target's worker. It says whether a failure is worth
+//! retrying; the worker owns retries, backoff, timeouts and the dead-letter file.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+pub mod exec;
+pub mod file;
+pub mod http;
+pub mod log;
+pub mod mqtt;
+pub mod slack;
+pub mod smtp;
+pub mod telegram;
+
+/// One message, rendered for one target.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notification {
+    /// Name of the target (`[targets.NAME]`).
+    pub target: String,
+    /// MQTT topic the message arrived on.
+    pub topic: String,
+    /// Rendered title template (route's `title`, default `"[{state}] {host} {source}"`).
+    pub title: String,
+    /// Rendered body template (route's `body`, default the message's JSON on one line).
+    pub body: String,
+    /// The decoded message: the alarm's JSON object, any other JSON value, or
+    /// `{"payload": "<text>"}` for plain text. Plugins that send JSON send this.
+    pub fields: Value,
+    /// The message as received.
+    pub raw: Vec<u8>,
+}
+
+/// Why a send failed, and whether trying again can help.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Network errors, timeouts, 5xx, 429: worth another attempt.
+    #[error("{0} (will retry)")]
+    Retry(String),
+    /// 4xx, a rejected address, a bad command: retrying would fail the same way.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>>;
+
+pub trait Notifier: Send + Sync {
+    /// The plugin's `type`, for logs and stats.
+    fn kind(&self) -> &'static str;
+    /// Delivers one notification. The worker applies the per-attempt timeout around it.
+    fn send<'a>(&'a self, n: &'a Notification) -> SendFuture<'a>;
+}
+
+/// `[targets.NAME]`: `type` picks the plugin, the other keys are the plugin's own.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum TargetConfig {
+    Log(log::Config),
+    File(file::Config),
+    Exec(exec::Config),
+    Http(http::Config),
+    Slack(slack::Config),
+    Telegram(telegram::Config),
+    Smtp(smtp::Config),
+    Mqtt(mqtt::Config),
+}
+
+impl TargetConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TargetConfig::Log(_) => "log",
+            TargetConfig::File(_) => "file",
+            TargetConfig::Exec(_) => "exec",
+            TargetConfig::Http(_) => "http",
+            TargetConfig::Slack(_) => "slack",
+            TargetConfig::Telegram(_) => "telegram",
+            TargetConfig::Smtp(_) => "smtp",
+            TargetConfig::Mqtt(_) => "mqtt",
+        }
+    }
+
+    /// Builds the plugin; errors name the target and the key at fault.
+    pub fn build(&self, name: &str) -> Result<Box<dyn Notifier>, crate::Error> {
+        Ok(match self {
+            TargetConfig::Log(c) => Box::new(log::Log::build(name, c)?),
+            TargetConfig::File(c) => Box::new(file::File::build(name, c)?),
+            TargetConfig::Exec(c) => Box::new(exec::Exec::build(name, c)?),
+            TargetConfig::Http(c) => Box::new(http::Http::build(name, c)?),
+            TargetConfig::Slack(c) => Box::new(slack::Slack::build(name, c)?),
+            TargetConfig::Telegram(c) => Box::new(telegram::Telegram::build(name, c)?),
+            TargetConfig::Smtp(c) => Box::new(smtp::Smtp::build(name, c)?),
+            TargetConfig::Mqtt(c) => Box::new(mqtt::Mqtt::build(name, c)?),
+        })
+    }
+}

@@ -1,0 +1,336 @@
+//! `type = "slack"`: posts to a Slack incoming webhook, `{"text": "*<title>*\n<body>"}`.
+//!
+//! ```toml
+//! [targets.oncall-slack]
+//! type = "slack"
+//! webhook_url = "env:SLACK_WEBHOOK_URL"
+//! channel = "#oncall"
+//! ```
+//!
+//! Slack answers `200 ok`, or an error code in the body (`invalid_payload`,
+//! `channel_not_found`, `no_service`, ...) with a 4xx status, which is not retried.
+
+use std::fmt;
+
+use lookout_shared::duration::HumanDuration;
+use lookout_shared::secret::Secret;
+use reqwest::Url;
+use serde::{Deserialize, Serialize};
+
+use super::http::{
+    Redactor, SNIPPET_READ_LIMIT, client, default_timeout, endpoint, parse_url, read_body, snippet,
+    status_error, target_error, transport_error,
+};
+use super::{Notification, Notifier, SendError, SendFuture};
+use crate::Error;
+
+/// `[targets.NAME]` with `type = "slack"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The incoming webhook's URL (`https://hooks.slack.com/services/...`). The URL is the
+    /// credential, so this is a secret: a literal, `env:NAME` or `file:/path`; it is never
+    /// logged.
+    pub webhook_url: Secret,
+    /// Post to this channel (`"#alerts"`) or user instead of the webhook's default, where
+    /// the webhook allows it (legacy webhooks do; app webhooks ignore it).
+    pub channel: Option<String>,
+    /// Post under this name instead of the webhook's default (legacy webhooks).
+    pub username: Option<String>,
+    /// Post with this emoji as the icon, written `":rotating_light:"` (legacy webhooks).
+    pub icon_emoji: Option<String>,
+    /// Time limit for one request, connecting included, e.g. `"10s"` (default). The
+    /// target's per-attempt timeout still applies around it.
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+}
+
+/// The Slack plugin, built from a validated [`Config`].
+pub struct Slack {
+    client: reqwest::Client,
+    url: Url,
+    endpoint: String,
+    channel: Option<String>,
+    username: Option<String>,
+    icon_emoji: Option<String>,
+    redactor: Redactor,
+}
+
+/// The webhook's JSON payload.
+#[derive(Debug, Serialize)]
+struct Payload<'a> {
+    text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    icon_emoji: Option<&'a str>,
+}
+
+impl Slack {
+    pub fn build(name: &str, cfg: &Config) -> Result<Self, Error> {
+        let url = parse_url(name, "webhook_url", cfg.webhook_url.expose())?;
+        let non_empty = |key: &str, value: &Option<String>| match value {
+            Some(v) if v.trim().is_empty() => Err(target_error(
+                name,
+                key,
+                "must not be empty (leave it out instead)",
+            )),
+            _ => Ok(value.as_ref().map(|v| v.trim().to_owned())),
+        };
+        let channel = non_empty("channel", &cfg.channel)?;
+        let username = non_empty("username", &cfg.username)?;
+        let icon_emoji = non_empty("icon_emoji", &cfg.icon_emoji)?;
+        if let Some(emoji) = &icon_emoji
+            && !(emoji.len() > 2 && emoji.starts_with(':') && emoji.ends_with(':'))
+        {
+            return Err(target_error(
+                name,
+                "icon_emoji",
+                format!("{emoji:?} is not an emoji code like \":bell:\""),
+            ));
+        }
+        Ok(Slack {
+            client: client(name, cfg.timeout)?,
+            endpoint: endpoint(&url),
+            redactor: Redactor::for_url(&url),
+            url,
+            channel,
+            username,
+            icon_emoji,
+        })
+    }
+
+    fn payload<'a>(&'a self, n: &Notification) -> Payload<'a> {
+        let text = match (n.title.is_empty(), n.body.is_empty()) {
+            (false, false) => format!("*{}*\n{}", escape(&n.title), escape(&n.body)),
+            (false, true) => format!("*{}*", escape(&n.title)),
+            (true, false) => escape(&n.body),
+            (true, true) => escape(&n.topic),
+        };
+        Payload {
+            text,
+            channel: self.channel.as_deref(),
+            username: self.username.as_deref(),
+            icon_emoji: self.icon_emoji.as_deref(),
+        }
+    }
+
+    async fn deliver(&self, n: &Notification) -> Result<(), SendError> {
+        let resp = self
+            .client
+            .post(self.url.clone())
+            .json(&self.payload(n))
+            .send()
+            .await
+            .map_err(|e| transport_error("slack", e, &self.redactor))?;
+        let status = resp.status();
+        let body = read_body(resp, SNIPPET_READ_LIMIT).await;
+        if status.is_success() {
+            tracing::debug!(endpoint = %self.endpoint, %status, "slack notification delivered");
+            return Ok(());
+        }
+        Err(status_error(
+            "slack",
+            status,
+            &snippet(&body),
+            &self.redactor,
+        ))
+    }
+}
+
+/// Slack's message formatting gives `&`, `<` and `>` a meaning (`<!channel>` pings
+/// everyone); the rendered text is data, so they are escaped as Slack asks.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+impl Notifier for Slack {
+    fn kind(&self) -> &'static str {
+        "slack"
+    }
+
+    fn send<'a>(&'a self, n: &'a Notification) -> SendFuture<'a> {
+        Box::pin(self.deliver(n))
+    }
+}
+
+impl fmt::Debug for Slack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Slack")
+            .field("endpoint", &self.endpoint)
+            .field("channel", &self.channel)
+            .field("username", &self.username)
+            .field("icon_emoji", &self.icon_emoji)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::notify::TargetConfig;
+    use crate::notify::http::test_server::{Reply, TestServer, alarm, refused_addr};
+
+    const HOOK_PATH: &str = "/services/T0001/B0002/XyZsecretWebhookToken42";
+
+    fn build(toml_text: &str) -> Slack {
+        Slack::build("chat", &toml::from_str(toml_text).expect("valid config")).expect("builds")
+    }
+
+    fn build_error(toml_text: &str) -> String {
+        Slack::build("chat", &toml::from_str(toml_text).expect("valid config"))
+            .expect_err("rejected")
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn posts_a_bold_title_and_the_body_with_the_optional_settings() {
+        let mut server = TestServer::start(vec![Reply::text(200, "ok")]).await;
+        let slack = build(&format!(
+            "webhook_url = \"{}\"\nchannel = \"#oncall\"\nusername = \"lookout\"\nicon_emoji = \":rotating_light:\"",
+            server.url(HOOK_PATH)
+        ));
+        slack.send(&alarm()).await.expect("delivered");
+
+        let req = server.request().await;
+        assert_eq!(req.method, "POST");
+        assert_eq!(req.path, HOOK_PATH);
+        assert_eq!(req.header("content-type"), Some("application/json"));
+        assert_eq!(
+            req.json(),
+            json!({
+                "text": "*[firing] sim-1 cpu_util*\ncpu_util: anomaly score 4.10 &gt;= 2.00 on sim-1 (severity 3)",
+                "channel": "#oncall",
+                "username": "lookout",
+                "icon_emoji": ":rotating_light:"
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn leaves_out_unset_settings_and_escapes_slack_control_characters() {
+        let mut server = TestServer::start(vec![Reply::text(200, "ok")]).await;
+        let slack = build(&format!("webhook_url = \"{}\"", server.url(HOOK_PATH)));
+        let mut n = alarm();
+        n.title = "<!channel> disk & co".into();
+        n.body = String::new();
+        slack.send(&n).await.expect("delivered");
+        assert_eq!(
+            server.request().await.json(),
+            json!({"text": "*&lt;!channel&gt; disk &amp; co*"})
+        );
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_retried_and_slack_rejections_are_not() {
+        let mut server = TestServer::start(vec![
+            Reply::text(500, "rollup_error"),
+            Reply::text(400, "invalid_payload"),
+            Reply::text(404, "channel_not_found"),
+        ])
+        .await;
+        let slack = build(&format!("webhook_url = \"{}\"", server.url(HOOK_PATH)));
+
+        let err = slack.send(&alarm()).await.expect_err("500");
+        assert!(matches!(err, SendError::Retry(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "slack: HTTP 500 Internal Server Error: rollup_error (will retry)"
+        );
+        let err = slack.send(&alarm()).await.expect_err("400");
+        assert!(matches!(err, SendError::Permanent(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "slack: HTTP 400 Bad Request: invalid_payload"
+        );
+        assert!(
+            matches!(slack.send(&alarm()).await, Err(SendError::Permanent(_))),
+            "404"
+        );
+        for _ in 0..3 {
+            server.request().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_retried() {
+        let slack = build(&format!(
+            "webhook_url = \"http://{}{HOOK_PATH}\"",
+            refused_addr().await
+        ));
+        let err = slack.send(&alarm()).await.expect_err("refused");
+        assert!(
+            matches!(err, SendError::Retry(ref m) if m.starts_with("slack: cannot connect")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_webhook_url_never_appears_in_debug_output_or_error_messages() {
+        let secret = "XyZsecretWebhookToken42";
+        let server = TestServer::start(vec![Reply::text(
+            404,
+            &format!("no_service for {HOOK_PATH}"),
+        )])
+        .await;
+        let slack = build(&format!("webhook_url = \"{}\"", server.url(HOOK_PATH)));
+        let refused = build(&format!(
+            "webhook_url = \"http://{}{HOOK_PATH}\"",
+            refused_addr().await
+        ));
+        let texts = [
+            format!("{slack:?}"),
+            slack.send(&alarm()).await.expect_err("404").to_string(),
+            refused
+                .send(&alarm())
+                .await
+                .expect_err("refused")
+                .to_string(),
+            build_error(&format!("webhook_url = \"hooks.slack.com{HOOK_PATH}\"")),
+        ];
+        for text in &texts {
+            assert!(!text.contains(secret), "webhook token leaked in {text:?}");
+        }
+        assert_eq!(
+            texts[1],
+            "slack: HTTP 404 Not Found: no_service for <redacted>"
+        );
+    }
+
+    #[test]
+    fn the_config_is_strict_and_invalid_settings_name_their_key() {
+        let parsed: TargetConfig =
+            toml::from_str("type = \"slack\"\nwebhook_url = \"https://hooks.slack.com/x\"")
+                .unwrap();
+        assert!(matches!(parsed, TargetConfig::Slack(_)));
+        assert!(
+            toml::from_str::<TargetConfig>(
+                "type = \"slack\"\nwebhook_url = \"https://h/x\"\nurl = \"x\""
+            )
+            .is_err()
+        );
+        assert!(
+            toml::from_str::<TargetConfig>("type = \"slack\"").is_err(),
+            "webhook_url is required"
+        );
+
+        assert!(
+            build_error("webhook_url = \"https://h/x\"\nchannel = \" \"")
+                .starts_with("targets.chat.channel:")
+        );
+        assert!(
+            build_error("webhook_url = \"https://h/x\"\nicon_emoji = \"bell\"")
+                .starts_with("targets.chat.icon_emoji:")
+        );
+        assert_eq!(
+            build_error("webhook_url = \"ftp://h/x\""),
+            "targets.chat.webhook_url: must start with http:// or https://"
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! Title and body templates: `{field}` is replaced by the message's field (`{labels.ip}`
+//! for nested ones), `{topic}` by the MQTT topic and `{payload}` by the message as
+//! received; `{{` and `}}` are literal braces. Times in Unix milliseconds (`ts`,
+//! `started_at`, `start`, `end`) are written readably, `2026-11-23 17:12:58 UTC`.
+//!
+//! A reference to a field the message does not have is an error; the caller then sends
+//! the raw payload instead and counts it, so a template mistake never loses an alarm.
+
+use serde_json::Value;
+
+use crate::expr::lookup;
+
+#[derive(Clone, Debug, PartialEq)]
+enum Part {
+    Text(String),
+    Field(Vec<String>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+const TIME_FIELDS: [&str; 4] = ["ts", "started_at", "start", "end"];
+
+impl Template {
+    /// Parses once at start; the error names the position of an unclosed brace.
+    pub fn parse(src: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut text = String::new();
+        let mut chars = src.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '{' if chars.peek().map(|p| p.1) == Some('{') => {
+                    chars.next();
+                    text.push('{');
+                }
+                '}' if chars.peek().map(|p| p.1) == Some('}') => {
+                    chars.next();
+                    text.push('}');
+                }
+                '{' => {
+                    let mut name = String::new();
+                    loop {
+                        match chars.next() {
+                            Some((_, '}')) => break,
+                            Some((_, ch)) => name.push(ch),
+                            None => return Err(format!("unclosed '{{' at character {i}")),
+                        }
+                    }
+                    let name = name.trim();
+                    if name.is_empty() {
+                        return Err(format!("empty '{{}}' at character {i}"));
+                    }
+                    if !text.is_empty() {
+                        parts.push(Part::Text(std::mem::take(&mut text)));
+                    }
+                    parts.push(Part::Field(name.split('.').map(str::to_owned).collect()));
+                }
+                '}' => {
+                    return Err(format!(
+                        "unmatched '}}' at character {i} (write '}}}}' for a brace)"
+                    ));
+                }
+                c => text.push(c),
+            }
+        }
+        if !text.is_empty() {
+            parts.push(Part::Text(text));
+        }
+        Ok(Self { parts })
+    }
+
+    /// Renders with the message's fields; `Err` names the first missing field.
+    pub fn render(&self, fields: &Value, topic: &str, raw: &[u8]) -> Result<String, String> {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Text(t) => out.push_str(t),
+                Part::Field(path)
+                    if path.len() == 1 && path[0] == "topic" && fields.get("topic").is_none() =>
+                {
+                    out.push_str(topic)
+                }
+                Part::Field(path)
+                    if path.len() == 1
+                        && path[0] == "payload"
+                        && fields.get("payload").is_none() =>
+                {
+                    out.push_str(&String::from_utf8_lossy(raw))
+                }
+                Part::Field(path) => {
+                    let v = lookup(fields, path)
+                        .ok_or_else(|| format!("no field {:?} in the message", path.join(".")))?;
+                    let is_time = path.len() == 1 && TIME_FIELDS.contains(&path[0].as_str());
+                    match v {
+                        Value::String(s) => out.push_str(s),
+                        Value::Number(n) if is_time && n.as_i64().is_some() => {
+                            out.push_str(&readable_ms(n.as_i64().unwrap_or_default()))
+                        }
+                        Value::Null => out.push_str("null"),
+                        other => out.push_str(&other.to_string()),
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `2026-11-23 17:12:58 UTC` from Unix milliseconds (proleptic Gregorian, UTC).
+pub fn readable_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn fills_fields_nested_fields_and_readable_times() {
+        let t = Template::parse(
+            "[{state}] {host} {source} sev {severity} ip {labels.ip} at {ts} on {topic}",
+        )
+        .unwrap();
+        let v = json!({"state": "firing", "host": "h1", "source": "cpu", "severity": 3, "labels": {"ip": "10.0.0.1"}, "ts": 1_795_457_578_000i64});
+        assert_eq!(
+            t.render(&v, "lookout/h1/alarms/cpu", b"").unwrap(),
+            "[firing] h1 cpu sev 3 ip 10.0.0.1 at 2026-11-23 18:12:58 UTC on lookout/h1/alarms/cpu"
+        );
+    }
+
+    #[test]
+    fn missing_fields_are_errors_and_braces_escape() {
+        let t = Template::parse("{nope}").unwrap();
+        assert!(t.render(&json!({}), "t", b"").unwrap_err().contains("nope"));
+        assert_eq!(
+            Template::parse("{{x}}")
+                .unwrap()
+                .render(&json!({}), "t", b"")
+                .unwrap(),
+            "{x}"
+        );
+        assert!(Template::parse("{open").is_err());
+        assert!(Template::parse("close}").is_err());
+        assert_eq!(
+            Template::parse("{payload}")
+                .unwrap()
+                .render(&json!({}), "t", b"raw")
+                .unwrap(),
+            "raw"
+        );
+    }
+
+    #[test]
+    fn readable_times_match_known_dates() {
+        assert_eq!(readable_ms(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(readable_ms(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(readable_ms(-1000), "1969-12-31 23:59:59 UTC");
+    }
+}

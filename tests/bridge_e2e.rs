@@ -1,0 +1,339 @@
+//! End-to-end: simulated hosts in the real agent → mosquitto → the real bridge → a file
+//! target, checked against the simulator's ground truth.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+fn bridge_config(dir: &std::path::Path, port: u16, out: &std::path::Path) -> std::path::PathBuf {
+    let stem = out.file_stem().unwrap().to_string_lossy();
+    let cfg = dir.join(format!("bridge-{stem}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[bridge]
+id = "e2e"
+stats_interval = "1s"
+
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+topics = ["lookout/+/alarms/#"]
+
+[delivery]
+dead_letter = "{dead}"
+
+[targets.alarms_file]
+type = "file"
+path = "{out}"
+
+[targets.console]
+type = "log"
+
+[[routes]]
+topic = "lookout/+/alarms/#"
+targets = ["alarms_file", "console"]
+"#,
+            dead = dir.join("dead.jsonl").display(),
+            out = out.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_anomaly_reaches_the_file_target_firing_then_resolved_once_each() {
+    let dir = scratch("bridge-e2e");
+    let port = free_port();
+    let _broker = mosquitto(port, dir.path());
+    let out = dir.path().join("alarms.log");
+    let cfg = bridge_config(dir.path(), port, &out);
+    let mut bridge = bridge(&["run", "--config", cfg.to_str().unwrap()], dir.path());
+    let mut sub = Subscriber::connect(port, &["lookout/+/sim/truth", "lookout/bridge/#"]).await;
+    sub.wait_for("bridge stats", Duration::from_secs(20), |m| {
+        m.topic == "lookout/bridge/e2e/stats"
+    })
+    .await;
+    let url = format!("mqtt.url=mqtt://127.0.0.1:{port}");
+    let _agent = agent(
+        &[
+            "run",
+            "--config",
+            "configs/agent.toml",
+            "--simulate",
+            "2",
+            "--speed",
+            "300",
+            "--set",
+            "broker.enabled=false",
+            "--set",
+            &url,
+        ],
+        dir.path(),
+    );
+
+    // Wait for a firing line that matches a truth record, and then its resolved line.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let (id, truth) = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no matching alarm in the file; bridge log:\n{}",
+            bridge.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sub.drain();
+        let truths: Vec<Value> = sub
+            .seen
+            .iter()
+            .filter(|m| m.topic.ends_with("/sim/truth"))
+            .map(Msg::json)
+            .collect();
+        let hit = lines(&out).into_iter().find_map(|a| {
+            let t = truths.iter().find(|t| {
+                let s = a["started_at"].as_i64().unwrap_or(0);
+                a["state"] == "firing"
+                    && t["host"] == a["host"]
+                    && t["metric"] == a["source"]
+                    && s >= t["start"].as_i64().unwrap() - 10_000
+                    && s <= t["end"].as_i64().unwrap() + 60_000
+            })?;
+            Some((a["id"].clone(), t.clone()))
+        });
+        if let Some(h) = hit {
+            break h;
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !lines(&out)
+        .iter()
+        .any(|a| a["id"] == id && a["state"] == "resolved")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "alarm {id} never resolved in the file (truth {truth})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Each (id, state) exactly once, for every alarm in the file.
+    let mut count: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for a in lines(&out) {
+        *count
+            .entry((a["id"].to_string(), a["state"].to_string()))
+            .or_default() += 1;
+    }
+    let dups: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dups.is_empty(), "duplicates in the file: {dups:?}");
+
+    // The bridge's stats count what it did.
+    let stats = sub
+        .wait_for("stats with deliveries", Duration::from_secs(10), |m| {
+            m.topic == "lookout/bridge/e2e/stats"
+                && m.json()["targets"][0]["delivered"].as_u64() > Some(0)
+        })
+        .await
+        .json();
+    assert!(
+        stats["received"].as_u64() >= stats["routed"].as_u64(),
+        "{stats}"
+    );
+
+    assert_eq!(
+        bridge.terminate(Duration::from_secs(15)),
+        Some(0),
+        "SIGTERM exits 0:\n{}",
+        bridge.log_text()
+    );
+}
+
+#[test]
+fn check_config_accepts_the_shipped_config_and_rejects_bad_ones_with_exit_2() {
+    let out = std::process::Command::new(bridge_bin())
+        .args(["check-config", "--config", "configs/bridge.toml"])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = scratch("bridge-bad");
+    for (text, must_say) in [
+        (
+            "[targets.f]\ntype = \"file\"\npath = \"x.log\"\n[[routes]]\ntopic = \"#\"\ntargets = [\"nope\"]\n",
+            "nope",
+        ),
+        ("[targets.f]\ntype = \"carrier-pigeon\"\n", "carrier-pigeon"),
+        (
+            "[targets.f]\ntype = \"file\"\npath = \"x.log\"\n[[routes]]\ntopic = \"#\"\nwhen = \"severity >=\"\ntargets = [\"f\"]\n",
+            "when",
+        ),
+        ("[mqtt]\nbogus = 1\n", "bogus"),
+    ] {
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, text).unwrap();
+        let out = std::process::Command::new(bridge_bin())
+            .args(["check-config", "--config"])
+            .arg(&bad)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("bad.toml") || err.contains("targets."),
+            "{err}"
+        );
+        assert!(err.contains(must_say), "{must_say} not in: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_bridges_in_a_share_group_deliver_ten_thousand_alarms_exactly_once_between_them() {
+    use rumqttc::{AsyncClient, MqttOptions, QoS};
+    let dir = scratch("bridge-share");
+    let port = free_port();
+    let _broker = mosquitto(port, dir.path());
+    let outs: Vec<std::path::PathBuf> = (0..2)
+        .map(|i| dir.path().join(format!("out-{i}.log")))
+        .collect();
+    let mut bridges = Vec::new();
+    for (i, out) in outs.iter().enumerate() {
+        let cfg = bridge_config(dir.path(), port, out);
+        let set_id = format!("bridge.id=b{i}");
+        bridges.push(bridge(
+            &[
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--set",
+                "mqtt.share_group=g",
+                "--set",
+                &set_id,
+                "--set",
+                "targets.console.level=warn",
+            ],
+            dir.path(),
+        ));
+    }
+    let mut sub = Subscriber::connect(port, &["lookout/bridge/#"]).await;
+    for i in 0..2 {
+        let topic = format!("lookout/bridge/b{i}/stats");
+        sub.wait_for(&topic, Duration::from_secs(20), |m| m.topic == topic)
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    const N: usize = 10_000;
+    let mut opts = MqttOptions::new("e2e-pub", "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(10));
+    let (client, mut eventloop) = AsyncClient::new(opts, 1000);
+    let poller = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    for i in 0..N {
+        let alarm = serde_json::json!({
+            "id": format!("h{}:cpu:{i}", i % 50), "host": format!("h{}", i % 50), "source": "cpu",
+            "state": "firing", "severity": 2, "ts": i, "started_at": i, "score": 3.0, "threshold": 2.0,
+            "summary": "test", "labels": {}
+        });
+        client
+            .publish(
+                format!("lookout/h{}/alarms/cpu", i % 50),
+                QoS::AtLeastOnce,
+                false,
+                alarm.to_string(),
+            )
+            .await
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let total = || outs.iter().map(|o| lines(o).len()).sum::<usize>();
+    while total() < N {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {N} delivered",
+            total()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut ids = std::collections::BTreeSet::new();
+    let per: Vec<usize> = outs.iter().map(|o| lines(o).len()).collect();
+    for o in &outs {
+        for a in lines(o) {
+            assert!(
+                ids.insert(a["id"].to_string()),
+                "delivered twice: {}",
+                a["id"]
+            );
+        }
+    }
+    assert_eq!(ids.len(), N, "per bridge: {per:?}");
+    assert!(
+        per.iter().all(|&n| n > 0),
+        "both bridges took a share: {per:?}"
+    );
+    poller.abort();
+}
+
+#[test]
+fn every_example_notifier_config_passes_check_config() {
+    let dir = repo_root().join("configs/notifiers");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let scratch = scratch("bridge-examples");
+        let out = std::process::Command::new(bridge_bin())
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .current_dir(scratch.path())
+            .env("LOOKOUT_WEBHOOK_URL", "http://127.0.0.1:9/hook")
+            .env("LOOKOUT_WEBHOOK_KEY", "k")
+            .env(
+                "LOOKOUT_SLACK_WEBHOOK",
+                "https://hooks.slack.com/services/T0/B0/XXXX",
+            )
+            .env(
+                "LOOKOUT_TELEGRAM_TOKEN",
+                "123456789:AAexampleexampleexample",
+            )
+            .env("LOOKOUT_SMTP_PASSWORD", "secret")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for secret in ["AAexampleexampleexample", "XXXX"] {
+            assert!(!all.contains(secret), "{} printed a secret", path.display());
+        }
+        checked += 1;
+    }
+    assert_eq!(
+        checked, 6,
+        "one example per notifier plugin but log/file (in configs/bridge.toml)"
+    );
+}
