@@ -270,27 +270,8 @@ impl Source {
 
     /// Parses, applies `KEY=VALUE` overrides, and returns the raw document.
     pub fn parse(&self, overrides: &[String]) -> Result<Raw, Error> {
-        if overrides.is_empty() {
-            // Straight from text so that toml's errors carry line and column.
-            return toml::from_str(&self.text).map_err(|e| Error::Config {
-                path: self.origin.clone(),
-                message: e.to_string().trim_end().to_owned(),
-            });
-        }
-        let mut doc: toml::Table = toml::from_str(&self.text).map_err(|e| Error::Config {
-            path: self.origin.clone(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
-        for o in overrides {
-            lookout_shared::overrides::apply(&mut doc, o).map_err(|message| Error::Config {
-                path: format!("--set {o}"),
-                message,
-            })?;
-        }
-        Raw::deserialize(toml::Value::Table(doc)).map_err(|e| Error::Config {
-            path: format!("{} with --set overrides", self.origin),
-            message: e.to_string().trim_end().to_owned(),
-        })
+        lookout_shared::overrides::parse_toml(&self.origin, &self.text, overrides)
+            .map_err(|(path, message)| Error::Config { path, message })
     }
 
     /// Parses and validates into runnable settings.

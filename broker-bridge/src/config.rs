@@ -194,27 +194,8 @@ impl Source {
     }
 
     pub fn load(&self, overrides: &[String]) -> Result<Settings, Error> {
-        let raw: Raw = if overrides.is_empty() {
-            toml::from_str(&self.text).map_err(|e| Error::Config {
-                path: self.origin.clone(),
-                message: e.to_string().trim_end().to_owned(),
-            })?
-        } else {
-            let mut doc: toml::Table = toml::from_str(&self.text).map_err(|e| Error::Config {
-                path: self.origin.clone(),
-                message: e.to_string().trim_end().to_owned(),
-            })?;
-            for o in overrides {
-                lookout_shared::overrides::apply(&mut doc, o).map_err(|message| Error::Config {
-                    path: format!("--set {o}"),
-                    message,
-                })?;
-            }
-            Raw::deserialize(toml::Value::Table(doc)).map_err(|e| Error::Config {
-                path: format!("{} with --set overrides", self.origin),
-                message: e.to_string().trim_end().to_owned(),
-            })?
-        };
+        let raw: Raw = lookout_shared::overrides::parse_toml(&self.origin, &self.text, overrides)
+            .map_err(|(path, message)| Error::Config { path, message })?;
         self.resolve(raw)
     }
 

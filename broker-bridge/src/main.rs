@@ -39,7 +39,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    lookout_shared::logging::init("info,rumqttc=warn");
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -91,15 +91,4 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("LOOKOUT_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,rumqttc=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
 }

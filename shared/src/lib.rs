@@ -5,7 +5,8 @@
 //! - [`payload`]: the JSON documents published on those topics; their field names are a
 //!   public contract documented in `docs/topics.md`.
 //! - [`codec`]: JSON on the wire for users, postcard where compactness matters.
-//! - [`overrides`]: `--set KEY=VALUE` applied to a TOML document.
+//! - [`logging`]: tracing to stderr, filtered by `LOOKOUT_LOG`.
+//! - [`overrides`]: `--set KEY=VALUE` applied to a TOML document, and parsing with them.
 //! - [`url`]: `mqtt://host:port` as written in configs.
 //! - [`signal`]: the SIGINT/SIGTERM future both binaries shut down on.
 //! - [`time`]: wall-clock milliseconds and backoff jitter.
@@ -16,6 +17,7 @@
 pub mod codec;
 pub mod duration;
 pub mod error;
+pub mod logging;
 pub mod overrides;
 pub mod payload;
 pub mod secret;
