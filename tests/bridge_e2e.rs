@@ -337,3 +337,145 @@ fn every_example_notifier_config_passes_check_config() {
         "one example per notifier plugin but log/file (in configs/bridge.toml)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_webhook_gets_every_alarm_after_retries_without_delaying_the_file() {
+    let dir = scratch("bridge-retry");
+    let port = free_port();
+    let _broker = mosquitto(port, dir.path());
+    // The webhook fails its first 8 requests with 500, then accepts.
+    let hook = HttpCapture::start(vec![500; 8].into_iter().chain([200]).collect()).await;
+    let out = dir.path().join("alarms.log");
+    let cfg = bridge_config(dir.path(), port, &out);
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "\n[targets.hook]\ntype = \"http\"\nurl = \"http://127.0.0.1:{}/hook\"\n\n[[routes]]\ntopic = \"lookout/+/alarms/#\"\ntargets = [\"hook\"]\n",
+        hook.port
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    let mut bridge = bridge(
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--set",
+            "delivery.backoff_min=20ms",
+            "--set",
+            "delivery.backoff_max=200ms",
+            "--set",
+            "delivery.retries=10",
+        ],
+        dir.path(),
+    );
+    let mut sub = Subscriber::connect(port, &["lookout/bridge/#"]).await;
+    sub.wait_for("bridge up", Duration::from_secs(20), |m| {
+        m.topic == "lookout/bridge/e2e/stats"
+    })
+    .await;
+    bridge.wait_log("subscribed", Duration::from_secs(20)).await;
+    publish_alarms(port, 5).await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lines(&out).len() < 5 || hook.accepted().len() < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "file {} / hook {}; log:\n{}",
+            lines(&out).len(),
+            hook.accepted().len(),
+            bridge.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut ids: Vec<String> = hook
+        .accepted()
+        .iter()
+        .map(|b| {
+            serde_json::from_str::<Value>(b).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        (0..5).map(|i| format!("h:cpu:{i}")).collect::<Vec<_>>(),
+        "each alarm accepted exactly once"
+    );
+    assert!(
+        !dir.path().join("dead.jsonl").exists(),
+        "nothing dead-lettered"
+    );
+    let stats = sub
+        .wait_for("stats with retries", Duration::from_secs(5), |m| {
+            m.topic == "lookout/bridge/e2e/stats"
+                && m.json()["targets"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t["name"] == "hook" && t["delivered"] == 5))
+        })
+        .await
+        .json();
+    let hook_stats = stats["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "hook")
+        .unwrap()
+        .clone();
+    assert_eq!(hook_stats["retried"], 8, "{stats}");
+    assert_eq!(bridge.terminate(Duration::from_secs(15)), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_is_down_for_good_ends_in_the_dead_letter_file() {
+    let dir = scratch("bridge-dead");
+    let port = free_port();
+    let _broker = mosquitto(port, dir.path());
+    let out = dir.path().join("alarms.log");
+    let cfg = bridge_config(dir.path(), port, &out);
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    // Nothing listens on this port: connection refused on every attempt.
+    text.push_str(&format!(
+        "\n[targets.hook]\ntype = \"http\"\nurl = \"http://127.0.0.1:{}/hook\"\n\n[[routes]]\ntopic = \"lookout/+/alarms/#\"\ntargets = [\"hook\"]\n",
+        free_port()
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    let bridge = bridge(
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--set",
+            "delivery.backoff_min=10ms",
+            "--set",
+            "delivery.retries=2",
+        ],
+        dir.path(),
+    );
+    let mut sub = Subscriber::connect(port, &["lookout/bridge/#"]).await;
+    sub.wait_for("bridge up", Duration::from_secs(20), |m| {
+        m.topic == "lookout/bridge/e2e/stats"
+    })
+    .await;
+    bridge.wait_log("subscribed", Duration::from_secs(20)).await;
+    publish_alarms(port, 3).await;
+    let dead = dir.path().join("dead.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lines(&dead).len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "dead letters: {}; log:\n{}",
+            lines(&dead).len(),
+            bridge.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for d in lines(&dead) {
+        assert_eq!(d["target"], "hook");
+        assert_eq!(d["attempts"], 3, "first attempt + 2 retries: {d}");
+        assert!(d["error"].as_str().unwrap().contains("connect"), "{d}");
+        assert!(d["fields"]["id"].is_string());
+    }
+    assert_eq!(lines(&out).len(), 3, "the file target was unaffected");
+}

@@ -116,6 +116,9 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
                         }
                     }
                 }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    tracing::info!(codes = ?ack.return_codes, "subscribed");
+                }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     handle(&settings, &stats, &mut dedup, &queues, &invalid_log, &template_log, &p).await;
                     unacked.push_back(p);

@@ -55,6 +55,20 @@ impl Proc {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Waits until the process has logged a line containing `needle`.
+    pub async fn wait_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log_text().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "{} never logged {needle:?}:\n{}",
+                self.name,
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 impl Drop for Proc {
@@ -280,4 +294,131 @@ pub fn scratch(name: &str) -> tempfile::TempDir {
         .prefix(&format!("lookout-{name}-"))
         .tempdir()
         .unwrap()
+}
+
+/// A tiny HTTP/1.1 server on 127.0.0.1 for notifier tests: answers each request with the
+/// next status from `script` (the last one repeats) and records the bodies it got.
+pub struct HttpCapture {
+    pub port: u16,
+    pub bodies: std::sync::Arc<std::sync::Mutex<Vec<(u16, String)>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl HttpCapture {
+    pub async fn start(script: Vec<u16>) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = std::sync::Arc::clone(&bodies);
+        let task = tokio::spawn(async move {
+            let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let (log, n, script) = (
+                    std::sync::Arc::clone(&log),
+                    std::sync::Arc::clone(&n),
+                    script.clone(),
+                );
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let (head_end, len) = loop {
+                        let Ok(k) = sock.read(&mut chunk).await else {
+                            return;
+                        };
+                        if k == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..k]);
+                        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..p]).to_lowercase();
+                            let len = head
+                                .lines()
+                                .find_map(|l| {
+                                    l.strip_prefix("content-length:")
+                                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                                })
+                                .unwrap_or(0);
+                            break (p + 4, len);
+                        }
+                    };
+                    while buf.len() < head_end + len {
+                        let Ok(k) = sock.read(&mut chunk).await else {
+                            return;
+                        };
+                        if k == 0 {
+                            break;
+                        }
+                        buf.extend_from_slice(&chunk[..k]);
+                    }
+                    let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let status = *script.get(i).or(script.last()).unwrap_or(&200);
+                    let body = String::from_utf8_lossy(&buf[head_end..]).into_owned();
+                    log.lock().unwrap().push((status, body));
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                    );
+                    let _ = sock.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        Self {
+            port,
+            bodies,
+            _task: task,
+        }
+    }
+
+    /// Bodies of requests answered 2xx.
+    pub fn accepted(&self) -> Vec<String> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(s, _)| *s < 300)
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+}
+
+/// Publishes `n` distinct firing alarms (ids `h:cpu:0`…) at QoS 1 and waits until sent.
+pub async fn publish_alarms(port: u16, n: usize) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+    let mut opts = MqttOptions::new(format!("e2e-pub-{}", std::process::id()), "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(10));
+    let (client, mut eventloop) = AsyncClient::new(opts, 1000);
+    for i in 0..n {
+        let alarm = serde_json::json!({
+            "id": format!("h:cpu:{i}"), "host": "h", "source": "cpu", "state": "firing", "severity": 2,
+            "ts": i, "started_at": i, "score": 3.0, "threshold": 2.0, "summary": "test", "labels": {}
+        });
+        client
+            .publish(
+                "lookout/h/alarms/cpu",
+                QoS::AtLeastOnce,
+                false,
+                alarm.to_string(),
+            )
+            .await
+            .unwrap();
+    }
+    let mut acks = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acks < n && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acks += 1,
+            Ok(Err(_)) | Err(_) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(acks, n, "the broker acknowledged every alarm");
+    client.disconnect().await.unwrap();
+    while let Ok(Ok(ev)) = tokio::time::timeout(Duration::from_secs(2), eventloop.poll()).await {
+        if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+            break;
+        }
+    }
 }
