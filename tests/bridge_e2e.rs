@@ -479,3 +479,157 @@ async fn a_target_that_is_down_for_good_ends_in_the_dead_letter_file() {
     }
     assert_eq!(lines(&out).len(), 3, "the file target was unaffected");
 }
+
+fn alarm(host: &str, id: &str, state: &str) -> (String, String, bool) {
+    let a = serde_json::json!({
+        "id": id, "host": host, "source": "cpu", "state": state, "severity": 2,
+        "ts": 1, "started_at": 1, "score": 3.0, "threshold": 2.0, "summary": "test", "labels": {"site": "plant-3"}
+    });
+    (format!("lookout/{host}/alarms/cpu"), a.to_string(), false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silences_from_mqtt_hold_matching_alarms_and_repeats_continue_until_resolved() {
+    let dir = scratch("bridge-silence");
+    let port = free_port();
+    let _broker = mosquitto(port, dir.path());
+    let out = dir.path().join("alarms.log");
+    let cfg = bridge_config(dir.path(), port, &out);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "targets = [\"alarms_file\", \"console\"]",
+        "targets = [\"alarms_file\", \"console\"]\nrepeat_interval = \"1s\"",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let bridge = bridge(&["run", "--config", cfg.to_str().unwrap()], dir.path());
+    bridge.wait_log("subscribed", Duration::from_secs(20)).await;
+
+    // A fleet-wide silence for one host, as a retained message.
+    let silence = r#"[{"matchers": {"host": "quiet-*", "labels.site": "plant-3"}, "comment": "maintenance"}]"#;
+    publish(
+        port,
+        vec![("lookout/bridge/silences".into(), silence.into(), true)],
+    )
+    .await;
+    bridge
+        .wait_log("silences replaced", Duration::from_secs(10))
+        .await;
+    publish(
+        port,
+        vec![
+            alarm("quiet-1", "quiet-1:cpu:1", "firing"),
+            alarm("loud-1", "loud-1:cpu:1", "firing"),
+        ],
+    )
+    .await;
+
+    // The loud alarm repeats every second; the silenced one never arrives.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lines(&out)
+        .iter()
+        .filter(|a| a["id"] == "loud-1:cpu:1")
+        .count()
+        < 3
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no repeats; file: {:?}",
+            lines(&out)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        lines(&out).iter().all(|a| a["host"] != "quiet-1"),
+        "silenced: {:?}",
+        lines(&out)
+    );
+
+    // Once resolved, it stops repeating.
+    publish(port, vec![alarm("loud-1", "loud-1:cpu:1", "resolved")]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lines(&out).iter().any(|a| a["state"] == "resolved") {
+        assert!(Instant::now() < deadline, "resolved never arrived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let firing = lines(&out)
+        .iter()
+        .filter(|a| a["state"] == "firing")
+        .count();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        lines(&out)
+            .iter()
+            .filter(|a| a["state"] == "firing")
+            .count(),
+        firing,
+        "no repeat after resolving"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_going_offline_gives_one_offline_alarm_and_holds_its_other_alarms_back() {
+    let dir = scratch("bridge-inhibit");
+    let port = free_port();
+    let _broker = mosquitto(port, dir.path());
+    let out = dir.path().join("alarms.log");
+    let cfg = bridge_config(dir.path(), port, &out);
+    let bridge = bridge(&["run", "--config", cfg.to_str().unwrap()], dir.path());
+    bridge.wait_log("subscribed", Duration::from_secs(20)).await;
+
+    publish(
+        port,
+        vec![("lookout/edge-1/status".into(), "online".into(), true)],
+    )
+    .await;
+    publish(
+        port,
+        vec![("lookout/edge-1/status".into(), "offline".into(), true)],
+    )
+    .await;
+    publish(
+        port,
+        vec![
+            alarm("edge-1", "edge-1:cpu:7", "firing"),
+            alarm("edge-2", "edge-2:cpu:7", "firing"),
+        ],
+    )
+    .await;
+    publish(
+        port,
+        vec![("lookout/edge-1/status".into(), "offline".into(), true)],
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while lines(&out).len() < 2 {
+        assert!(Instant::now() < deadline, "file: {:?}", lines(&out));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    publish(
+        port,
+        vec![("lookout/edge-1/status".into(), "online".into(), true)],
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !lines(&out)
+        .iter()
+        .any(|a| a["source"] == "offline" && a["state"] == "resolved")
+    {
+        assert!(Instant::now() < deadline, "file: {:?}", lines(&out));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all = lines(&out);
+    let offline: Vec<_> = all.iter().filter(|a| a["source"] == "offline").collect();
+    assert_eq!(
+        offline.len(),
+        2,
+        "one firing and one resolved offline alarm: {all:?}"
+    );
+    assert_eq!(offline[0]["host"], "edge-1");
+    assert!(
+        all.iter().any(|a| a["id"] == "edge-2:cpu:7"),
+        "other hosts unaffected"
+    );
+    assert!(
+        all.iter().all(|a| a["id"] != "edge-1:cpu:7"),
+        "held back while offline: {all:?}"
+    );
+}

@@ -14,6 +14,7 @@ use crate::Error;
 use crate::expr::Expr;
 use crate::notify::TargetConfig;
 use crate::route::Route;
+use crate::silence::{Silence, SilenceRaw};
 use crate::template::Template;
 
 pub const DEFAULT_TITLE: &str = "[{state}] {host}: {source} (severity {severity})";
@@ -31,6 +32,8 @@ pub struct Raw {
     pub targets: BTreeMap<String, TargetConfig>,
     #[serde(default)]
     pub routes: Vec<RouteRaw>,
+    #[serde(default)]
+    pub silences: Vec<SilenceRaw>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,6 +49,9 @@ pub struct BridgeRaw {
     pub dedup_capacity: usize,
     /// How long SIGTERM waits for queues to drain.
     pub grace: HumanDuration,
+    /// Hold back the alarms of hosts whose status is `offline` and send one "offline"
+    /// alarm instead.
+    pub inhibit_offline: bool,
 }
 
 impl Default for BridgeRaw {
@@ -57,6 +63,7 @@ impl Default for BridgeRaw {
             max_payload: 64 * 1024,
             dedup_capacity: 100_000,
             grace: HumanDuration::from_secs(10),
+            inhibit_offline: true,
         }
     }
 }
@@ -126,6 +133,8 @@ pub struct RouteRaw {
     pub body: Option<String>,
     #[serde(default = "yes")]
     pub send_resolved: bool,
+    /// Send a still-firing alarm again after this long (Alertmanager's repeat_interval).
+    pub repeat_interval: Option<HumanDuration>,
 }
 
 fn yes() -> bool {
@@ -167,6 +176,8 @@ pub struct Settings {
     /// Target names and their configs, in index order.
     pub targets: Vec<(String, TargetConfig)>,
     pub routes: Vec<Route>,
+    pub silences: Vec<Silence>,
+    pub inhibit_offline: bool,
 }
 
 pub struct Source {
@@ -272,8 +283,15 @@ impl Source {
                 title,
                 body,
                 send_resolved: r.send_resolved,
+                repeat_interval: r.repeat_interval.map(|d| d.0.max(Duration::from_secs(1))),
             });
         }
+        let silences = raw
+            .silences
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Silence::build(s).map_err(|m| self.err(&format!("silences[{i}]"), m)))
+            .collect::<Result<Vec<_>, _>>()?;
         let d = &raw.delivery;
         if d.queue == 0 {
             return Err(self.err("delivery.queue", "must be at least 1"));
@@ -308,6 +326,8 @@ impl Source {
             },
             targets: raw.targets.into_iter().collect(),
             routes,
+            silences,
+            inhibit_offline: raw.bridge.inhibit_offline,
         })
     }
 }

@@ -33,6 +33,7 @@ pub struct Route {
     pub title: Template,
     pub body: Option<Template>,
     pub send_resolved: bool,
+    pub repeat_interval: Option<std::time::Duration>,
 }
 
 impl Route {

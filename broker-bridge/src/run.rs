@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::mpsc;
@@ -16,8 +16,11 @@ use crate::Error;
 use crate::config::Settings;
 use crate::dedup::Dedup;
 use crate::deliver::{self, DeadLetter};
+use crate::inhibit::Hosts;
 use crate::message::{Rejected, decode};
 use crate::notify::Notification;
+use crate::repeat::Repeats;
+use crate::silence::Silences;
 use crate::stats::{RateLimited, Stats, TargetStats};
 
 pub async fn run(settings: Settings) -> Result<(), Error> {
@@ -75,9 +78,27 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         "lookout-bridge running"
     );
 
-    let mut dedup = Dedup::new(settings.dedup_capacity);
-    let invalid_log = RateLimited::new(Duration::from_secs(10));
-    let template_log = RateLimited::new(Duration::from_secs(10));
+    let mut pipeline = Pipeline {
+        settings: &settings,
+        stats: &stats,
+        queues: &queues,
+        dedup: Dedup::new(settings.dedup_capacity),
+        silences: Silences::new(settings.silences.clone()),
+        hosts: Hosts::new(settings.dedup_capacity),
+        repeats: Repeats::new(settings.dedup_capacity),
+        invalid_log: RateLimited::new(Duration::from_secs(10)),
+        template_log: RateLimited::new(Duration::from_secs(10)),
+        silences_topic: format!("{}/bridge/silences", settings.prefix),
+    };
+    // Control topics next to the configured filters: fleet-wide silences, and host
+    // availability for inhibition. Not shared: every bridge of a group needs all of them.
+    let mut filters = m.filters.clone();
+    filters.push(pipeline.silences_topic.clone());
+    if settings.inhibit_offline {
+        filters.push(format!("{}/+/status", settings.prefix));
+    }
+    let mut repeat_tick = tokio::time::interval(Duration::from_secs(1));
+    repeat_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut stats_tick = tokio::time::interval(settings.stats_interval);
     stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut shutdown = std::pin::pin!(lookout_shared::signal::shutdown());
@@ -97,6 +118,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         }
         tokio::select! {
             _ = &mut shutdown => break,
+            _ = repeat_tick.tick() => pipeline.repeat_due().await,
             _ = stats_tick.tick() => {
                 if let Ok(json) = serde_json::to_vec(&*stats) {
                     let _ = client.try_publish(&stats_topic, QoS::AtMostOnce, false, json);
@@ -110,7 +132,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
                     unacked.clear();
                     connected = true;
                     delay = Duration::from_millis(250);
-                    for f in &m.filters {
+                    for f in &filters {
                         if let Err(e) = client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
                             tracing::error!(filter = %f, error = %e, "cannot subscribe");
                         }
@@ -120,7 +142,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
                     tracing::info!(codes = ?ack.return_codes, "subscribed");
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    handle(&settings, &stats, &mut dedup, &queues, &invalid_log, &template_log, &p).await;
+                    pipeline.handle(&p.topic, &p.payload).await;
                     unacked.push_back(p);
                 }
                 Ok(_) => {}
@@ -140,6 +162,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
 
     tracing::info!(grace = ?settings.grace, "shutting down: draining queues");
     let _ = client.try_disconnect();
+    drop(pipeline);
     drop(queues);
     let drained = tokio::time::timeout(settings.grace, async {
         for w in workers {
@@ -153,92 +176,163 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     Ok(())
 }
 
-/// Decodes, routes, deduplicates, renders and queues one message.
-async fn handle(
-    settings: &Settings,
-    stats: &Stats,
-    dedup: &mut Dedup,
-    queues: &[mpsc::Sender<Notification>],
-    invalid_log: &RateLimited,
-    template_log: &RateLimited,
-    p: &Publish,
-) {
-    stats.received.inc();
-    let decoded = match decode(&p.payload, settings.max_payload) {
-        Ok(Some(d)) => d,
-        Ok(None) => return,
-        Err(e) => {
-            stats.invalid.inc();
-            invalid_log.hit(|suppressed| log_invalid(&p.topic, &e, suppressed));
+/// Everything between a message and the target queues, with the state it keeps.
+struct Pipeline<'a> {
+    settings: &'a Settings,
+    stats: &'a Stats,
+    queues: &'a [mpsc::Sender<Notification>],
+    dedup: Dedup,
+    silences: Silences,
+    hosts: Hosts,
+    repeats: Repeats,
+    invalid_log: RateLimited,
+    template_log: RateLimited,
+    silences_topic: String,
+}
+
+impl Pipeline<'_> {
+    /// Handles one message from the broker: control topics (silences, host status) first,
+    /// then alarms and other messages.
+    async fn handle(&mut self, topic: &str, payload: &[u8]) {
+        self.stats.received.inc();
+        if topic == self.silences_topic {
+            match self.silences.replace_from_json(payload) {
+                Ok(n) => tracing::info!(topic, silences = n, "silences replaced"),
+                Err(e) => {
+                    self.stats.invalid.inc();
+                    tracing::warn!(topic, error = %e, "silences rejected; the previous ones stay");
+                }
+            }
             return;
         }
-    };
-    let mut chosen = vec![false; queues.len()];
-    let mut routed = false;
-    for route in settings
-        .routes
-        .iter()
-        .filter(|r| r.accepts(&p.topic, &decoded.fields))
-    {
-        for &t in &route.targets {
-            if chosen[t] {
-                continue;
-            }
-            chosen[t] = true;
-            if let Some((id, state)) = &decoded.alarm {
-                if state == "resolved" && !route.send_resolved {
-                    stats.resolved_skipped.inc();
-                    continue;
-                }
-                if !dedup.first(t, id, state) {
-                    stats.deduplicated.inc();
-                    continue;
-                }
-            }
-            let raw_text = String::from_utf8_lossy(&p.payload);
-            let render = |tpl: &crate::template::Template| {
-                tpl.render(&decoded.fields, &p.topic, &p.payload).unwrap_or_else(|e| {
-                    stats.template_errors.inc();
-                    template_log.hit(|suppressed| {
-                        tracing::warn!(topic = %p.topic, error = %e, suppressed, "template error; sending the raw payload")
-                    });
-                    raw_text.to_string()
-                })
-            };
-            let title = render(&route.title);
-            let body = match &route.body {
-                Some(b) => render(b),
-                None => {
-                    serde_json::to_string(&decoded.fields).unwrap_or_else(|_| raw_text.to_string())
-                }
-            };
-            let body = if route.body.is_none()
-                && decoded.fields.get("payload").is_some()
-                && decoded.fields.as_object().is_some_and(|o| o.len() == 1)
+        if let Ok((host, lookout_shared::topics::Kind::Status)) =
+            lookout_shared::topics::parse(&self.settings.prefix, topic)
+        {
+            if self.settings.inhibit_offline
+                && let Some(alarm) =
+                    self.hosts
+                        .update(host, payload, lookout_shared::time::now_ms())
             {
-                raw_text.to_string()
-            } else {
-                body
-            };
-            let n = Notification {
-                target: settings.targets[t].0.clone(),
-                topic: p.topic.to_string(),
-                title,
-                body,
-                fields: decoded.fields.clone(),
-                raw: p.payload.to_vec(),
-            };
-            stats.targets[t].queued.inc();
-            routed = true;
-            if queues[t].send(n).await.is_err() {
-                tracing::error!(target_name = %settings.targets[t].0, "target worker stopped");
+                let alarm_topic =
+                    lookout_shared::topics::alarm(&self.settings.prefix, host, "offline");
+                let raw = alarm.to_string().into_bytes();
+                self.route(&alarm_topic, &raw).await;
+            }
+            return;
+        }
+        self.route(topic, payload).await;
+    }
+
+    async fn route(&mut self, topic: &str, payload: &[u8]) {
+        let decoded = match decode(payload, self.settings.max_payload) {
+            Ok(Some(d)) => d,
+            Ok(None) => return,
+            Err(e) => {
+                self.stats.invalid.inc();
+                self.invalid_log
+                    .hit(|suppressed| log_invalid(topic, &e, suppressed));
+                return;
+            }
+        };
+        let now = lookout_shared::time::now_ms();
+        if let Some(s) = self.silences.silenced_by(&decoded.fields, now) {
+            self.stats.silenced.inc();
+            tracing::debug!(topic, comment = %s.comment, "silenced");
+            return;
+        }
+        if let Some(host) = decoded.fields.get("host").and_then(|h| h.as_str())
+            && self.hosts.is_offline(host)
+            && decoded.fields.get("source").and_then(|s| s.as_str()) != Some("offline")
+        {
+            self.stats.inhibited.inc();
+            return;
+        }
+        if let Some((id, state)) = &decoded.alarm
+            && state == "resolved"
+        {
+            self.repeats.resolved(id);
+        }
+        let raw_text = String::from_utf8_lossy(payload);
+        let mut chosen = vec![false; self.queues.len()];
+        let mut routed = false;
+        for route in self
+            .settings
+            .routes
+            .iter()
+            .filter(|r| r.accepts(topic, &decoded.fields))
+        {
+            for &t in &route.targets {
+                if std::mem::replace(&mut chosen[t], true) {
+                    continue;
+                }
+                if let Some((id, state)) = &decoded.alarm {
+                    if state == "resolved" && !route.send_resolved {
+                        self.stats.resolved_skipped.inc();
+                        continue;
+                    }
+                    if !self.dedup.first(t, id, state) {
+                        self.stats.deduplicated.inc();
+                        continue;
+                    }
+                }
+                let render = |tpl: &crate::template::Template| {
+                    tpl.render(&decoded.fields, topic, payload).unwrap_or_else(|e| {
+                        self.stats.template_errors.inc();
+                        self.template_log.hit(|suppressed| {
+                            tracing::warn!(topic, error = %e, suppressed, "template error; sending the raw payload")
+                        });
+                        raw_text.to_string()
+                    })
+                };
+                let title = render(&route.title);
+                let plain_text = decoded
+                    .fields
+                    .as_object()
+                    .is_some_and(|o| o.len() == 1 && o.contains_key("payload"));
+                let body = match &route.body {
+                    Some(b) => render(b),
+                    None if plain_text => raw_text.to_string(),
+                    None => serde_json::to_string(&decoded.fields)
+                        .unwrap_or_else(|_| raw_text.to_string()),
+                };
+                let n = Notification {
+                    target: self.settings.targets[t].0.clone(),
+                    topic: topic.to_owned(),
+                    title,
+                    body,
+                    fields: decoded.fields.clone(),
+                    raw: payload.to_vec(),
+                };
+                if let (Some(every), Some((id, state))) = (route.repeat_interval, &decoded.alarm)
+                    && state == "firing"
+                    && !self.repeats.firing(t, id, every, n.clone(), Instant::now())
+                {
+                    self.stats.repeat_full.inc();
+                }
+                routed = true;
+                self.enqueue(t, n).await;
             }
         }
+        if routed {
+            self.stats.routed.inc();
+        } else {
+            self.stats.unrouted.inc();
+        }
     }
-    if routed {
-        stats.routed.inc();
-    } else {
-        stats.unrouted.inc();
+
+    async fn enqueue(&self, t: usize, n: Notification) {
+        self.stats.targets[t].queued.inc();
+        if self.queues[t].send(n).await.is_err() {
+            tracing::error!(target_name = %self.settings.targets[t].0, "target worker stopped");
+        }
+    }
+
+    /// Re-sends alarms whose repeat interval has come.
+    async fn repeat_due(&mut self) {
+        for (t, n) in self.repeats.due(Instant::now()) {
+            self.stats.repeated.inc();
+            self.enqueue(t, n).await;
+        }
     }
 }
 

@@ -47,6 +47,11 @@ pub struct Stats {
     pub deduplicated: Counter,
     pub resolved_skipped: Counter,
     pub template_errors: Counter,
+    pub silenced: Counter,
+    pub inhibited: Counter,
+    pub repeated: Counter,
+    /// Alarms not repeated because the repeat table was full.
+    pub repeat_full: Counter,
     pub targets: Vec<TargetStats>,
 }
 

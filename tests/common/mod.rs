@@ -386,22 +386,34 @@ impl HttpCapture {
 
 /// Publishes `n` distinct firing alarms (ids `h:cpu:0`…) at QoS 1 and waits until sent.
 pub async fn publish_alarms(port: u16, n: usize) {
+    let msgs = (0..n)
+        .map(|i| {
+            let alarm = serde_json::json!({
+                "id": format!("h:cpu:{i}"), "host": "h", "source": "cpu", "state": "firing", "severity": 2,
+                "ts": i, "started_at": i, "score": 3.0, "threshold": 2.0, "summary": "test", "labels": {}
+            });
+            ("lookout/h/alarms/cpu".to_string(), alarm.to_string(), false)
+        })
+        .collect();
+    publish(port, msgs).await;
+}
+
+/// Publishes `(topic, payload, retain)` at QoS 1 and waits until the broker has them all.
+pub async fn publish(port: u16, msgs: Vec<(String, String, bool)>) {
     use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
-    let mut opts = MqttOptions::new(format!("e2e-pub-{}", std::process::id()), "127.0.0.1", port);
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let id = format!(
+        "e2e-pub-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let mut opts = MqttOptions::new(id, "127.0.0.1", port);
     opts.set_keep_alive(Duration::from_secs(10));
     let (client, mut eventloop) = AsyncClient::new(opts, 1000);
-    for i in 0..n {
-        let alarm = serde_json::json!({
-            "id": format!("h:cpu:{i}"), "host": "h", "source": "cpu", "state": "firing", "severity": 2,
-            "ts": i, "started_at": i, "score": 3.0, "threshold": 2.0, "summary": "test", "labels": {}
-        });
+    let n = msgs.len();
+    for (topic, payload, retain) in msgs {
         client
-            .publish(
-                "lookout/h/alarms/cpu",
-                QoS::AtLeastOnce,
-                false,
-                alarm.to_string(),
-            )
+            .publish(topic, QoS::AtLeastOnce, retain, payload)
             .await
             .unwrap();
     }
