@@ -633,3 +633,42 @@ async fn a_host_going_offline_gives_one_offline_alarm_and_holds_its_other_alarms
         "held back while offline: {all:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_alarms_from_one_site_becomes_one_grouped_notification() {
+    let dir = scratch("bridge-group");
+    let port = free_port();
+    let _broker = mosquitto(port, dir.path());
+    let out = dir.path().join("alarms.log");
+    let cfg = bridge_config(dir.path(), port, &out);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "targets = [\"alarms_file\", \"console\"]",
+        "targets = [\"alarms_file\"]\ngroup_by = [\"labels.site\"]\ngroup_wait = \"1s\"\ngroup_interval = \"1h\"",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let bridge = bridge(&["run", "--config", cfg.to_str().unwrap()], dir.path());
+    bridge.wait_log("subscribed", Duration::from_secs(20)).await;
+    let burst: Vec<_> = (0..5)
+        .map(|i| alarm(&format!("edge-{i}"), &format!("edge-{i}:cpu:1"), "firing"))
+        .collect();
+    publish(port, burst).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let read = || std::fs::read_to_string(&out).unwrap_or_default();
+    while read().lines().count() < 1 {
+        assert!(Instant::now() < deadline, "no grouped notification");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let text = read();
+    assert_eq!(
+        text.lines().count(),
+        1,
+        "one notification for the burst: {text}"
+    );
+    for i in 0..5 {
+        assert!(
+            text.contains(&format!("edge-{i}:cpu:1")),
+            "member {i} missing: {text}"
+        );
+    }
+}

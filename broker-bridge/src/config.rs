@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::Error;
 use crate::expr::Expr;
+use crate::group::GroupSpec;
 use crate::notify::TargetConfig;
 use crate::route::Route;
 use crate::silence::{Silence, SilenceRaw};
@@ -135,6 +136,23 @@ pub struct RouteRaw {
     pub send_resolved: bool,
     /// Send a still-firing alarm again after this long (Alertmanager's repeat_interval).
     pub repeat_interval: Option<HumanDuration>,
+    /// Batch notifications that agree on these fields (e.g. `["labels.site"]`) into one.
+    #[serde(default)]
+    pub group_by: Vec<String>,
+    /// How long a new group waits for more members before it goes out.
+    #[serde(default = "group_wait")]
+    pub group_wait: HumanDuration,
+    /// At most one batch per group per this long.
+    #[serde(default = "group_interval")]
+    pub group_interval: HumanDuration,
+}
+
+fn group_wait() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+
+fn group_interval() -> HumanDuration {
+    HumanDuration::from_secs(300)
 }
 
 fn yes() -> bool {
@@ -284,6 +302,15 @@ impl Source {
                 body,
                 send_resolved: r.send_resolved,
                 repeat_interval: r.repeat_interval.map(|d| d.0.max(Duration::from_secs(1))),
+                group: (!r.group_by.is_empty()).then(|| GroupSpec {
+                    by: r
+                        .group_by
+                        .iter()
+                        .map(|p| p.split('.').map(str::to_owned).collect())
+                        .collect(),
+                    wait: r.group_wait.0,
+                    interval: r.group_interval.0.max(Duration::from_secs(1)),
+                }),
             });
         }
         let silences = raw

@@ -8,6 +8,7 @@
 //! - [`message`]: decoding payloads (alarm JSON, other JSON, text) into fields.
 //! - [`route`]: topic filters and `when` conditions ([`expr`]), templates ([`template`]).
 //! - [`dedup`]: the notification log that keeps (target, alarm id, state) unique.
+//! - [`group`]: batching notifications that share labels into one.
 //! - [`silence`], [`inhibit`], [`repeat`]: silences, holding back offline hosts' alarms,
 //!   re-sending alarms that stay firing.
 //! - [`deliver`]: per-target bounded queues, workers, retries, dead letters.
@@ -21,6 +22,7 @@ pub mod dedup;
 pub mod deliver;
 pub mod error;
 pub mod expr;
+pub mod group;
 pub mod inhibit;
 pub mod message;
 pub mod notify;

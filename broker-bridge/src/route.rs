@@ -34,6 +34,7 @@ pub struct Route {
     pub body: Option<Template>,
     pub send_resolved: bool,
     pub repeat_interval: Option<std::time::Duration>,
+    pub group: Option<crate::group::GroupSpec>,
 }
 
 impl Route {

@@ -16,6 +16,7 @@ use crate::Error;
 use crate::config::Settings;
 use crate::dedup::Dedup;
 use crate::deliver::{self, DeadLetter};
+use crate::group::{Added, Groups};
 use crate::inhibit::Hosts;
 use crate::message::{Rejected, decode};
 use crate::notify::Notification;
@@ -86,6 +87,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         silences: Silences::new(settings.silences.clone()),
         hosts: Hosts::new(settings.dedup_capacity),
         repeats: Repeats::new(settings.dedup_capacity),
+        groups: Groups::new(settings.dedup_capacity),
         invalid_log: RateLimited::new(Duration::from_secs(10)),
         template_log: RateLimited::new(Duration::from_secs(10)),
         silences_topic: format!("{}/bridge/silences", settings.prefix),
@@ -97,8 +99,9 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     if settings.inhibit_offline {
         filters.push(format!("{}/+/status", settings.prefix));
     }
-    let mut repeat_tick = tokio::time::interval(Duration::from_secs(1));
-    repeat_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // Group and repeat timers; a quarter second is finer than any sensible setting.
+    let mut timer_tick = tokio::time::interval(Duration::from_millis(250));
+    timer_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut stats_tick = tokio::time::interval(settings.stats_interval);
     stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut shutdown = std::pin::pin!(lookout_shared::signal::shutdown());
@@ -118,7 +121,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         }
         tokio::select! {
             _ = &mut shutdown => break,
-            _ = repeat_tick.tick() => pipeline.repeat_due().await,
+            _ = timer_tick.tick() => pipeline.timers().await,
             _ = stats_tick.tick() => {
                 if let Ok(json) = serde_json::to_vec(&*stats) {
                     let _ = client.try_publish(&stats_topic, QoS::AtMostOnce, false, json);
@@ -185,6 +188,7 @@ struct Pipeline<'a> {
     silences: Silences,
     hosts: Hosts,
     repeats: Repeats,
+    groups: Groups,
     invalid_log: RateLimited,
     template_log: RateLimited,
     silences_topic: String,
@@ -255,12 +259,13 @@ impl Pipeline<'_> {
         let raw_text = String::from_utf8_lossy(payload);
         let mut chosen = vec![false; self.queues.len()];
         let mut routed = false;
-        for route in self
+        let accepted = self
             .settings
             .routes
             .iter()
-            .filter(|r| r.accepts(topic, &decoded.fields))
-        {
+            .enumerate()
+            .filter(|(_, r)| r.accepts(topic, &decoded.fields));
+        for (ri, route) in accepted {
             for &t in &route.targets {
                 if std::mem::replace(&mut chosen[t], true) {
                     continue;
@@ -310,7 +315,14 @@ impl Pipeline<'_> {
                     self.stats.repeat_full.inc();
                 }
                 routed = true;
-                self.enqueue(t, n).await;
+                match &route.group {
+                    Some(spec) => {
+                        if self.groups.add(ri, t, spec, n, Instant::now()) == Added::Full {
+                            self.stats.group_full.inc();
+                        }
+                    }
+                    None => self.enqueue(t, n).await,
+                }
             }
         }
         if routed {
@@ -327,9 +339,15 @@ impl Pipeline<'_> {
         }
     }
 
-    /// Re-sends alarms whose repeat interval has come.
-    async fn repeat_due(&mut self) {
-        for (t, n) in self.repeats.due(Instant::now()) {
+    /// Sends the batches whose time has come and re-sends alarms whose repeat interval
+    /// has come.
+    async fn timers(&mut self) {
+        let now = Instant::now();
+        for (t, n) in self.groups.due(now) {
+            self.stats.grouped.inc();
+            self.enqueue(t, n).await;
+        }
+        for (t, n) in self.repeats.due(now) {
             self.stats.repeated.inc();
             self.enqueue(t, n).await;
         }

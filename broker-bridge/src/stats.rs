@@ -52,6 +52,10 @@ pub struct Stats {
     pub repeated: Counter,
     /// Alarms not repeated because the repeat table was full.
     pub repeat_full: Counter,
+    /// Batches sent by grouping routes.
+    pub grouped: Counter,
+    /// Notifications not grouped because the group table or a batch was full.
+    pub group_full: Counter,
     pub targets: Vec<TargetStats>,
 }
 
