@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, Publish, QoS};
 use tokio::sync::mpsc;
 
 use crate::Error;
@@ -164,7 +164,23 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     }
 
     tracing::info!(grace = ?settings.grace, "shutting down: draining queues");
+    // Send the acks still waiting and a clean DISCONNECT before anything else: without
+    // them the broker would redeliver messages that are already queued here, and the
+    // next bridge would notify them twice. Messages that arrive meanwhile are not acked;
+    // the broker keeps them for the next session.
+    for p in unacked.drain(..) {
+        let _ = client.try_ack(&p);
+    }
     let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                _ => {}
+            }
+        }
+    })
+    .await;
     drop(pipeline);
     drop(queues);
     let drained = tokio::time::timeout(settings.grace, async {
