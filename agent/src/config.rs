@@ -91,6 +91,10 @@ pub struct BrokerRaw {
     pub listen: String,
     pub max_connections: usize,
     pub max_payload_size: usize,
+    /// rumqttd keeps recent messages of each topic in segments for slow subscribers:
+    /// memory per topic is at most `segment_size × segments`.
+    pub segment_size: usize,
+    pub segments: usize,
 }
 
 impl Default for BrokerRaw {
@@ -99,7 +103,9 @@ impl Default for BrokerRaw {
             enabled: false,
             listen: "127.0.0.1:1883".into(),
             max_connections: 64,
-            max_payload_size: 256 * 1024,
+            max_payload_size: 64 * 1024,
+            segment_size: 64 * 1024,
+            segments: 3,
         }
     }
 }
@@ -216,6 +222,8 @@ pub struct BrokerSettings {
     pub listen: SocketAddr,
     pub max_connections: usize,
     pub max_payload_size: usize,
+    pub segment_size: usize,
+    pub segments: usize,
 }
 
 /// The validated config the agent runs on.
@@ -320,6 +328,13 @@ impl Source {
                 listen,
                 max_connections: raw.broker.max_connections.max(1),
                 max_payload_size: raw.broker.max_payload_size.max(1024),
+                // A segment must hold the largest message.
+                segment_size: raw
+                    .broker
+                    .segment_size
+                    .max(raw.broker.max_payload_size)
+                    .max(4096),
+                segments: raw.broker.segments.max(1),
             })
         } else {
             None

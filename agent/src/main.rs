@@ -116,10 +116,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     "--speed only applies to simulated hosts (--simulate N); sampling this host in real time"
                 );
             }
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+            // One thread runs the ticks and the MQTT links (a tick is microseconds of
+            // work); fits have their own thread. Fewer threads, fewer malloc arenas: the
+            // footprint is part of the contract on small devices.
+            let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
-                .thread_name("lookout")
                 .build()?;
             rt.block_on(run::run(settings))?;
             Ok(())

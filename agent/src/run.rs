@@ -19,6 +19,9 @@ use crate::scorer::Model;
 use crate::scorer::trainer::{ModelKey, Trainer};
 use crate::simulate::SimHost;
 
+/// Ticks a model's metric may be missing before that is worth a warning.
+const MISSING_WARN_AFTER: u32 = 5;
+
 /// How long shutdown waits for links to flush their goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -38,7 +41,9 @@ struct ModelRun {
     score_topic: String,
     alarm_topic: String,
     episode: Option<(String, i64)>,
-    missing_logged: bool,
+    /// Consecutive ticks without this model's metrics; the warning goes out once, when a
+    /// metric is still missing after a few ticks (rates appear only from the second).
+    missing_ticks: u32,
 }
 
 struct Host {
@@ -221,7 +226,7 @@ fn new_host(
             score_topic: topics::score(prefix, &name, &s.name),
             alarm_topic: topics::alarm(prefix, &name, &s.name),
             episode: None,
-            missing_logged: false,
+            missing_ticks: 0,
         })
         .collect();
     Host {
@@ -248,8 +253,8 @@ fn step_model(
         match frame.get(chart, dim) {
             Some(x) => *v = x,
             None => {
-                if !mr.missing_logged {
-                    mr.missing_logged = true;
+                mr.missing_ticks = mr.missing_ticks.saturating_add(1);
+                if mr.missing_ticks == MISSING_WARN_AFTER {
                     tracing::warn!(host, model = %mr.name, chart, dim, "metric not available on this host; model waits for it (logged once)");
                 }
                 return;

@@ -44,9 +44,10 @@ pub fn start(settings: &BrokerSettings) -> Result<(), Error> {
         router: RouterConfig {
             max_connections: settings.max_connections,
             max_outgoing_packet_count: 200,
-            // Small segments: the router keeps at most count × size bytes per filter.
-            max_segment_size: 256 * 1024,
-            max_segment_count: 4,
+            // The router keeps at most count × size bytes per topic; rumqttd's examples
+            // are sized for servers and grew an agent to 19 MiB over a simulated day.
+            max_segment_size: settings.segment_size,
+            max_segment_count: settings.segments,
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
