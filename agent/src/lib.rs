@@ -4,6 +4,7 @@
 //!
 //! Layout:
 //! - [`config`]: the TOML config, parsed strictly, `--set` overrides, validation.
+//! - [`footprint`]: keeping resident memory small (paging hints for our own code).
 //! - [`frame`]: one tick's samples, the hand-off from samplers to models.
 //! - [`sampler`]: one file per `/proc` source (cpu, memory, disk, load, network).
 //! - [`simulate`]: simulated hosts with injected anomalies and their ground truth.
@@ -18,6 +19,7 @@
 pub mod alarm;
 pub mod config;
 pub mod error;
+pub mod footprint;
 pub mod frame;
 pub mod link;
 pub mod replay;

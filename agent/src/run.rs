@@ -19,6 +19,9 @@ use crate::scorer::Model;
 use crate::scorer::trainer::{ModelKey, Trainer};
 use crate::simulate::SimHost;
 
+/// Start-up is over by then: the code that ran once can leave the resident set.
+const TRIM_AT_TICK: i64 = 3;
+
 /// Ticks a model's metric may be missing before that is worth a warning.
 const MISSING_WARN_AFTER: u32 = 5;
 
@@ -148,6 +151,9 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             if let Some(mr) = hosts.get_mut(h).and_then(|host| host.models.get_mut(m)) {
                 mr.model.install(job);
             }
+        }
+        if tick == TRIM_AT_TICK {
+            crate::footprint::trim_code_pages();
         }
         let ts = if sim {
             start_ts + tick * interval_ms

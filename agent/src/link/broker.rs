@@ -64,6 +64,15 @@ pub fn start(settings: &BrokerSettings) -> Result<(), Error> {
             }
         })
         .map_err(|e| err(format!("cannot start its thread: {e}")))?;
+    // Wait until it accepts connections, so the agent's own client does not start with
+    // a "connection refused" and a backoff.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::net::TcpStream::connect(listen).is_err() {
+        if std::time::Instant::now() > deadline {
+            return Err(err("not accepting connections 5 s after start".into()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     tracing::info!(listen = %listen, "embedded MQTT broker listening");
     Ok(())
 }
