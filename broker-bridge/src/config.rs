@@ -286,7 +286,11 @@ impl Source {
             if targets.is_empty() {
                 return Err(self.err(&format!("{key}.targets"), "list at least one target"));
             }
-            let title = Template::parse(r.title.as_deref().unwrap_or(DEFAULT_TITLE))
+            let title = r
+                .title
+                .as_deref()
+                .map(Template::parse)
+                .transpose()
                 .map_err(|m| self.err(&format!("{key}.title"), m))?;
             let body = r
                 .body

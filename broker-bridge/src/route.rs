@@ -30,7 +30,9 @@ pub struct Route {
     pub when: Option<Expr>,
     /// Indices into the bridge's targets.
     pub targets: Vec<usize>,
-    pub title: Template,
+    /// `None`: the default, the alarm title for the agent's alarms and the topic for
+    /// anything else (which has no `state` or `host` to fill in).
+    pub title: Option<Template>,
     pub body: Option<Template>,
     pub send_resolved: bool,
     pub repeat_interval: Option<std::time::Duration>,

@@ -91,6 +91,12 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         invalid_log: RateLimited::new(Duration::from_secs(10)),
         template_log: RateLimited::new(Duration::from_secs(10)),
         silences_topic: format!("{}/bridge/silences", settings.prefix),
+        default_title: crate::template::Template::parse(crate::config::DEFAULT_TITLE).map_err(
+            |m| Error::Config {
+                path: "built-in default title".into(),
+                message: m,
+            },
+        )?,
     };
     // Control topics next to the configured filters: fleet-wide silences, and host
     // availability for inhibition. Not shared: every bridge of a group needs all of them.
@@ -208,6 +214,7 @@ struct Pipeline<'a> {
     invalid_log: RateLimited,
     template_log: RateLimited,
     silences_topic: String,
+    default_title: crate::template::Template,
 }
 
 impl Pipeline<'_> {
@@ -305,7 +312,11 @@ impl Pipeline<'_> {
                         raw_text.to_string()
                     })
                 };
-                let title = render(&route.title);
+                let title = match (&route.title, &decoded.alarm) {
+                    (Some(t), _) => render(t),
+                    (None, Some(_)) => render(&self.default_title),
+                    (None, None) => topic.to_owned(),
+                };
                 let plain_text = decoded
                     .fields
                     .as_object()
