@@ -59,11 +59,9 @@ fn main() -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("lookout-bridge")
-        .build()?;
+    // One thread: the work per message is microseconds, and on a 2-core device the
+    // broker and the publishers need the other core more than we need a second worker.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match cli.command {
         Command::Run { config, set } => {
             let settings = Source::read(&config)?.load(&set)?;
