@@ -731,3 +731,73 @@ async fn a_bridge_restarted_mid_stream_loses_nothing_and_repeats_nothing() {
     }
     assert_eq!(seen.len(), N);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_counted_and_skipped_and_the_bridge_keeps_delivering() {
+    let dir = scratch("bridge-bad-input");
+    let port = free_port();
+    let _broker = mosquitto(port, dir.path());
+    let out = dir.path().join("alarms.log");
+    let cfg = bridge_config(dir.path(), port, &out);
+    let bridge = bridge(
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--set",
+            "bridge.max_payload=4096",
+        ],
+        dir.path(),
+    );
+    bridge.wait_log("subscribed", Duration::from_secs(20)).await;
+    let mut sub = Subscriber::connect(port, &["lookout/bridge/#"]).await;
+    let topic = "lookout/h/alarms/cpu".to_string();
+    publish(
+        port,
+        vec![
+            (topic.clone(), "{\"id\": broken".into(), false),
+            (topic.clone(), "x".repeat(10_000), false),
+            alarm("h", "h:cpu:ok", "firing"),
+        ],
+    )
+    .await;
+    // Not UTF-8: rumqttc's publish takes bytes, so use a raw client.
+    {
+        use rumqttc::{AsyncClient, MqttOptions, QoS};
+        let (c, mut el) = AsyncClient::new(MqttOptions::new("e2e-raw", "127.0.0.1", port), 10);
+        c.publish(
+            topic.clone(),
+            QoS::AtLeastOnce,
+            false,
+            vec![0xff, 0xfe, 0x00],
+        )
+        .await
+        .unwrap();
+        for _ in 0..6 {
+            let _ = tokio::time::timeout(Duration::from_millis(300), el.poll()).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while lines(&out).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the valid alarm never arrived; log:\n{}",
+            bridge.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(lines(&out)[0]["id"], "h:cpu:ok");
+    let stats = sub
+        .wait_for("stats counting 3 invalid", Duration::from_secs(15), |m| {
+            m.topic == "lookout/bridge/e2e/stats" && m.json()["invalid"] == 3
+        })
+        .await
+        .json();
+    assert_eq!(stats["targets"][0]["delivered"], 1, "{stats}");
+    let log = bridge.log_text();
+    assert!(log.contains("invalid message skipped"), "{log}");
+    assert!(
+        log.matches("invalid message skipped").count() <= 2,
+        "rate-limited: {log}"
+    );
+}

@@ -61,7 +61,9 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     // One thread: the work per message is microseconds, and on a 2-core device the
     // broker and the publishers need the other core more than we need a second worker.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Run { config, set } => {
             let settings = Source::read(&config)?.load(&set)?;

@@ -24,6 +24,10 @@ use crate::repeat::Repeats;
 use crate::silence::Silences;
 use crate::stats::{RateLimited, Stats, TargetStats};
 
+/// Largest MQTT packet read from the broker; larger ones are the broker's to refuse
+/// (mosquitto: `message_size_limit`).
+const INCOMING_PACKET_LIMIT: usize = 16 * 1024 * 1024;
+
 pub async fn run(settings: Settings) -> Result<(), Error> {
     let mut stats = Stats::default();
     let mut notifiers = Vec::with_capacity(settings.targets.len());
@@ -58,7 +62,13 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     opts.set_manual_acks(true);
     // A persistent session: the broker keeps our QoS 1 messages while we restart.
     opts.set_clean_session(false);
-    opts.set_max_packet_size(settings.max_payload.max(4096) + 4096, 64 * 1024);
+    // Read packets far larger than `max_payload` and reject them ourselves (counted,
+    // acked, skipped): a packet over the client's own limit kills the connection, and the
+    // broker would redeliver it on every reconnect, blocking the session for good.
+    opts.set_max_packet_size(
+        INCOMING_PACKET_LIMIT.max(settings.max_payload + 4096),
+        64 * 1024,
+    );
     if let Some(user) = &m.username {
         opts.set_credentials(
             user.clone(),
