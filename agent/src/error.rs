@@ -19,8 +19,12 @@ pub enum Error {
         line: u64,
         message: String,
     },
-    #[error("mqtt: {0}")]
-    Mqtt(String),
+    #[error("cannot start the {what} thread: {source}")]
+    Thread {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("embedded broker on {listen}: {message}")]
     Broker { listen: String, message: String },
 }

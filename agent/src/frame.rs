@@ -54,20 +54,3 @@ impl Frame {
             .map(|s| s.value)
     }
 }
-
-/// Interns names so that each distinct chart or dimension string is allocated once.
-#[derive(Debug, Default)]
-pub struct Names {
-    names: Vec<Arc<str>>,
-}
-
-impl Names {
-    pub fn get(&mut self, name: &str) -> Arc<str> {
-        if let Some(n) = self.names.iter().find(|n| &***n == name) {
-            return Arc::clone(n);
-        }
-        let n: Arc<str> = Arc::from(name);
-        self.names.push(Arc::clone(&n));
-        n
-    }
-}

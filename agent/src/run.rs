@@ -121,8 +121,13 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             k.max(p.n_clusters),
         )
     });
-    let trainer = Trainer::spawn(hosts.len() * specs.len() + 1, rows, width, k)
-        .map_err(|e| Error::Mqtt(format!("cannot start the trainer thread: {e}")))?;
+    let trainer =
+        Trainer::spawn(hosts.len() * specs.len() + 1, rows, width, k).map_err(|source| {
+            Error::Thread {
+                what: "trainer",
+                source,
+            }
+        })?;
 
     let period = settings.interval.div_f64(speed);
     tracing::info!(

@@ -36,11 +36,6 @@ impl Dedup {
         true
     }
 
-    /// Forgets a key whose delivery failed for good, so a later redelivery may try again.
-    pub fn forget(&mut self, target: usize, id: &str, state: &str) {
-        self.seen.remove(&(target, id.to_owned(), state.to_owned()));
-    }
-
     pub fn len(&self) -> usize {
         self.seen.len()
     }

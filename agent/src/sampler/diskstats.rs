@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Devices, ProcFile, add_to_total, elapsed_secs, lines, rate};
+use super::{Devices, ProcFile, add_to_total, elapsed_secs, lines, push_totals, rate};
 use crate::frame::Frame;
 
 /// `read_bytes` and `write_bytes` come first: `system.io` reuses them.
@@ -144,12 +144,12 @@ impl DiskStats {
             return;
         }
         let [read_dim, write_dim, ..] = &self.dims;
-        if let Some(r) = read_total {
-            frame.push(&self.host, read_dim, r);
-        }
-        if let Some(w) = write_total {
-            frame.push(&self.host, write_dim, w);
-        }
+        push_totals(
+            frame,
+            &self.host,
+            [read_dim, write_dim],
+            [read_total, write_total],
+        );
     }
 }
 

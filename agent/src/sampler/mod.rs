@@ -140,10 +140,24 @@ fn add_to_total(total: &mut Option<f64>, rate: Option<f64>) {
     *total = total.zip(rate).map(|(sum, r)| sum + r);
 }
 
+/// Pushes the host-wide totals (`system.io`, `system.net`) that every device contributed
+/// a rate to; a total some device could not give a rate for this tick is left out.
+fn push_totals(
+    frame: &mut Frame,
+    chart: &Arc<str>,
+    dims: [&Arc<str>; 2],
+    totals: [Option<f64>; 2],
+) {
+    for (dim, total) in dims.into_iter().zip(totals) {
+        if let Some(t) = total {
+            frame.push(chart, dim, t);
+        }
+    }
+}
+
 /// Counters kept per device (or interface) from one read to the next, bounded by
 /// [`MAX_DEVICES`]. Each device keeps its own chart name so that it is allocated once, when
-/// the device first appears; the [`crate::frame::Names`] interner would never forget the
-/// names of devices that come and go.
+/// the device first appears, and forgets it when the device goes away.
 struct Devices<C> {
     /// Chart prefix, e.g. `net.`; the chart is the prefix followed by the device name.
     prefix: &'static str,

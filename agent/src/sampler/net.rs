@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Devices, ProcFile, add_to_total, elapsed_secs, lines, rate};
+use super::{Devices, ProcFile, add_to_total, elapsed_secs, lines, push_totals, rate};
 use crate::frame::Frame;
 
 /// The order of [`Counters`]; `received` and `sent` come first, for the host totals.
@@ -81,12 +81,12 @@ impl Net {
             return;
         }
         let [received_dim, sent_dim, ..] = &self.dims;
-        if let Some(r) = received {
-            frame.push(&self.host, received_dim, r);
-        }
-        if let Some(s) = sent {
-            frame.push(&self.host, sent_dim, s);
-        }
+        push_totals(
+            frame,
+            &self.host,
+            [received_dim, sent_dim],
+            [received, sent],
+        );
     }
 }
 

@@ -80,8 +80,10 @@ impl Workspace {
     }
 }
 
+/// Sums `term(a[i], b[i])` with four independent partial sums, so that the compiler can
+/// use SIMD lanes (a single running sum forces one dependent add after another).
 #[inline(always)]
-fn dot(a: &[f64], b: &[f64]) -> f64 {
+fn lanes4(a: &[f64], b: &[f64], term: impl Fn(f64, f64) -> f64) -> f64 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0.0f64; 4];
@@ -89,37 +91,25 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     let mut cb = b.chunks_exact(4);
     for (x, y) in (&mut ca).zip(&mut cb) {
         for l in 0..4 {
-            acc[l] += x[l] * y[l];
+            acc[l] += term(x[l], y[l]);
         }
     }
     let mut s = (acc[0] + acc[2]) + (acc[1] + acc[3]);
     for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        s += x * y;
+        s += term(*x, *y);
     }
     s
 }
 
-/// Squared Euclidean distance. Four independent partial sums let the compiler use SIMD
-/// lanes (a single running sum forces one dependent add after another).
+#[inline(always)]
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    lanes4(a, b, |x, y| x * y)
+}
+
+/// Squared Euclidean distance.
 #[inline(always)]
 pub(crate) fn dist2(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f64; 4];
-    let mut ca = a.chunks_exact(4);
-    let mut cb = b.chunks_exact(4);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for l in 0..4 {
-            let t = x[l] - y[l];
-            acc[l] += t * t;
-        }
-    }
-    let mut s = (acc[0] + acc[2]) + (acc[1] + acc[3]);
-    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        let t = x - y;
-        s += t * t;
-    }
-    s
+    lanes4(a, b, |x, y| (x - y) * (x - y))
 }
 
 /// Fits `k` centres to `rows` vectors of width `d` stored row-major in `data`, writing them
