@@ -14,16 +14,10 @@ use lookout_agent::scorer::{Model, ModelParams};
 fn seed_model() -> ModelParams {
     // The seed notebook's model: system.cpu user + system, n_lags 3 -> 8-value vectors, k = 2.
     ModelParams {
-        diffs: true,
-        n_smoothing: 3,
-        n_lags: 3,
-        n_clusters: 2,
         train_data_size: 1440,
         train_every_n: 1_000_000_000,
-        anomaly_score_cap: 5.0,
-        n_init: 10,
-        max_iter: 300,
-        seed: 0,
+        min_train_points: 1440,
+        ..ModelParams::notebook()
     }
 }
 

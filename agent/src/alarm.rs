@@ -1,6 +1,8 @@
 //! Turns a model's stream of scores into alarm episodes with hysteresis: an alarm fires
 //! after `for` consecutive anomalous ticks and resolves after `resolve_after` consecutive
-//! normal ones, so a single noisy tick neither raises nor clears anything.
+//! normal ones, so a single noisy tick neither raises nor clears anything. After an
+//! alarm fires, `suppress` ticks must pass before the same model fires again: an incident
+//! is one notification, not one per wobble of the score around the threshold.
 
 use crate::config::AlarmParams;
 
@@ -36,6 +38,9 @@ pub struct Hysteresis {
     /// Time of the first tick of the current anomalous run.
     run_started_at: i64,
     firing: Option<Firing>,
+    /// Updates seen, and the update at which the last alarm fired.
+    ticks: u64,
+    last_fired: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -52,6 +57,8 @@ impl Hysteresis {
             normal_run: 0,
             run_started_at: 0,
             firing: None,
+            ticks: 0,
+            last_fired: None,
         }
     }
 
@@ -65,6 +72,11 @@ impl Hysteresis {
 
     /// Feeds one score at time `ts`; returns the transition it caused, if any.
     pub fn update(&mut self, ts: i64, score: f64) -> Option<Transition> {
+        let tick = self.ticks;
+        self.ticks += 1;
+        let quiet = self
+            .last_fired
+            .is_some_and(|t| tick - t < u64::from(self.params.suppress));
         if self.is_anomalous(score) {
             if self.anomalous_run == 0 {
                 self.run_started_at = ts;
@@ -77,7 +89,8 @@ impl Hysteresis {
                     f.severity = f.severity.max(sev);
                     None
                 }
-                None if self.anomalous_run >= self.params.for_ticks => {
+                None if self.anomalous_run >= self.params.for_ticks && !quiet => {
+                    self.last_fired = Some(tick);
                     self.firing = Some(Firing {
                         started_at: self.run_started_at,
                         severity: sev,
@@ -117,7 +130,34 @@ mod tests {
             threshold: 2.0,
             for_ticks,
             resolve_after,
+            suppress: 0,
         })
+    }
+
+    #[test]
+    fn a_new_alarm_within_suppress_ticks_of_the_last_one_is_held_back() {
+        let mut a = Hysteresis::new(AlarmParams {
+            threshold: 2.0,
+            for_ticks: 1,
+            resolve_after: 1,
+            suppress: 5,
+        });
+        assert!(matches!(a.update(0, 3.0), Some(Transition::Fired { .. })));
+        assert!(matches!(
+            a.update(1, 0.0),
+            Some(Transition::Resolved { .. })
+        ));
+        assert_eq!(a.update(2, 3.0), None, "tick 2 is within 5 of tick 0");
+        assert_eq!(a.update(3, 3.0), None);
+        assert_eq!(a.update(4, 3.0), None);
+        assert!(!a.is_firing());
+        assert!(
+            matches!(
+                a.update(5, 3.0),
+                Some(Transition::Fired { started_at: 2, .. })
+            ),
+            "still anomalous when the quiet time ends: fires, dated from the run's start"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use lookout_shared::payload::Labels;
 use serde::Deserialize;
 
 use crate::Error;
-use crate::scorer::ModelParams;
+use crate::scorer::{Distance, ModelParams, Scale};
 use crate::simulate::SimParams;
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -131,6 +131,12 @@ pub struct DetectorRaw {
     pub n_init: Option<usize>,
     pub max_iter: Option<usize>,
     pub seed: Option<u64>,
+    pub distance: Option<String>,
+    pub scale: Option<String>,
+    pub scale_quantile: Option<f64>,
+    pub ensemble: Option<usize>,
+    pub min_train_points: Option<usize>,
+    pub suppress: Option<u32>,
 }
 
 impl DetectorRaw {
@@ -139,19 +145,25 @@ impl DetectorRaw {
     pub fn builtin() -> Self {
         Self {
             metrics: None,
-            diffs: Some(true),
+            diffs: Some(false),
             n_smoothing: Some(3),
             n_lags: Some(5),
-            n_clusters: Some(2),
+            n_clusters: Some(6),
             train_data_size: Some(1440),
             train_every_n: Some(360),
-            anomaly_score_cap: Some(5.0),
-            threshold: Some(2.0),
-            for_ticks: Some(2),
+            anomaly_score_cap: Some(10.0),
+            threshold: Some(1.5),
+            for_ticks: Some(1),
             resolve_after: Some(5),
             n_init: Some(10),
             max_iter: Some(300),
             seed: Some(0),
+            distance: Some("nearest".into()),
+            scale: Some("quantile".into()),
+            scale_quantile: Some(0.99),
+            ensemble: Some(12),
+            min_train_points: Some(150),
+            suppress: Some(288),
         }
     }
 
@@ -177,6 +189,12 @@ impl DetectorRaw {
             n_init: self.n_init.or(base.n_init),
             max_iter: self.max_iter.or(base.max_iter),
             seed: self.seed.or(base.seed),
+            distance: self.distance.clone().or_else(|| base.distance.clone()),
+            scale: self.scale.clone().or_else(|| base.scale.clone()),
+            scale_quantile: self.scale_quantile.or(base.scale_quantile),
+            ensemble: self.ensemble.or(base.ensemble),
+            min_train_points: self.min_train_points.or(base.min_train_points),
+            suppress: self.suppress.or(base.suppress),
         }
     }
 }
@@ -189,6 +207,8 @@ pub struct AlarmParams {
     pub for_ticks: u32,
     /// Consecutive normal ticks before resolving.
     pub resolve_after: u32,
+    /// Ticks after an alarm fires during which the same model does not fire again.
+    pub suppress: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -422,13 +442,53 @@ impl Source {
             n_init: get(d.n_init),
             max_iter: get(d.max_iter),
             seed: d.seed.unwrap_or(0),
+            distance: match d.distance.as_deref() {
+                Some("mean") => Distance::Mean,
+                Some("nearest") => Distance::Nearest,
+                other => {
+                    return Err(self.err(
+                        &format!("{key}.distance"),
+                        &format!("must be \"mean\" or \"nearest\", got {other:?}"),
+                    ));
+                }
+            },
+            scale: match d.scale.as_deref() {
+                Some("minmax") => Scale::MinMax,
+                Some("quantile") => Scale::Quantile(d.scale_quantile.unwrap_or(0.99)),
+                other => {
+                    return Err(self.err(
+                        &format!("{key}.scale"),
+                        &format!("must be \"minmax\" or \"quantile\", got {other:?}"),
+                    ));
+                }
+            },
+            ensemble: get(d.ensemble),
+            min_train_points: get(d.min_train_points),
         };
         let alarm = AlarmParams {
             threshold: d.threshold.unwrap_or(f64::NAN),
             for_ticks: d.for_ticks.unwrap_or(1),
             resolve_after: d.resolve_after.unwrap_or(1),
+            suppress: d.suppress.unwrap_or(0),
         };
-        let checks: [(&str, bool, &str); 10] = [
+        let q = d.scale_quantile.unwrap_or(0.99);
+        let checks: [(&str, bool, &str); 13] = [
+            (
+                "scale_quantile",
+                q > 0.0 && q <= 1.0,
+                "must be above 0 and at most 1",
+            ),
+            (
+                "ensemble",
+                (1..=64).contains(&params.ensemble),
+                "must be 1 to 64",
+            ),
+            (
+                "min_train_points",
+                params.min_train_points > params.n_smoothing + params.n_lags
+                    && params.min_train_points <= 10_000_000,
+                "must be more than n_smoothing + n_lags (a model needs whole vectors to learn from)",
+            ),
             (
                 "n_smoothing",
                 (1..=1000).contains(&params.n_smoothing),

@@ -3,15 +3,16 @@
 //! Input is `timestamp,value` (NAB's format) or `timestamp,<col>,<col>...`, all value
 //! columns forming one model's dimensions. Output is `timestamp,score,alarm`, one row
 //! per input row: `score` empty while the model is learning (or the row's value was not a
-//! finite number), `alarm` 1 while the model's alarm is firing. Fits run inline, so the
-//! result is the same on every run and machine.
+//! finite number), `alarm` 1 on the row where an alarm is raised (the notification a user
+//! would get), 0 elsewhere. Fits run inline, so the result is the same on every run and
+//! machine.
 
 use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
 use std::path::Path;
 use std::time::Instant;
 
 use crate::Error;
-use crate::alarm::Hysteresis;
+use crate::alarm::{Hysteresis, Transition};
 use crate::config::Detector;
 use crate::scorer::Model;
 
@@ -19,7 +20,8 @@ use crate::scorer::Model;
 pub struct Summary {
     pub rows: u64,
     pub scored: u64,
-    pub alarm_rows: u64,
+    /// Alarms raised.
+    pub alarms: u64,
     pub fits: u64,
 }
 
@@ -131,6 +133,7 @@ pub fn replay<R: Read, W: Write>(
         let ws = ws.get_or_insert_with(|| m.workspace());
         summary.rows += 1;
         let mut score = None;
+        let mut fired = false;
         if let Ok(train_due) = m.ingest(&values) {
             if train_due {
                 m.fit_now(ws);
@@ -139,17 +142,19 @@ pub fn replay<R: Read, W: Write>(
             score = m.score();
         }
         if let Some(s) = score {
-            alarm.update(summary.rows as i64, s);
+            fired = matches!(
+                alarm.update(summary.rows as i64, s),
+                Some(Transition::Fired { .. })
+            );
             summary.scored += 1;
         }
-        let firing = alarm.is_firing();
-        summary.alarm_rows += u64::from(firing);
+        summary.alarms += u64::from(fired);
         out.write_all(ts.as_bytes()).map_err(write_err)?;
         out.write_all(b",").map_err(write_err)?;
         if let Some(s) = score {
             write!(out, "{s}").map_err(write_err)?;
         }
-        out.write_all(if firing { b",1\n" } else { b",0\n" })
+        out.write_all(if fired { b",1\n" } else { b",0\n" })
             .map_err(write_err)?;
         if let Some(p) = progress.as_mut() {
             p.update(summary.rows, bytes);
@@ -231,7 +236,11 @@ mod tests {
         for i in 0..300 {
             csv.push_str(&format!("t{i},{}\n", (i as f64 * 0.2).sin() * 10.0));
         }
-        let d = detector(&["detector.train_data_size=100", "detector.train_every_n=50"]);
+        let d = detector(&[
+            "detector.train_data_size=100",
+            "detector.train_every_n=50",
+            "detector.min_train_points=100",
+        ]);
         let (out, s) = run(&csv, &d).unwrap();
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], "timestamp,score,alarm");
@@ -254,7 +263,11 @@ mod tests {
         for i in 0..200 {
             csv.push_str(&format!("{i},{},{}\n", i % 7, i % 3));
         }
-        let d = detector(&["detector.train_data_size=50", "detector.train_every_n=50"]);
+        let d = detector(&[
+            "detector.train_data_size=50",
+            "detector.train_every_n=50",
+            "detector.min_train_points=50",
+        ]);
         let (_, s) = run(&csv, &d).unwrap();
         assert_eq!(s.scored, 150);
     }

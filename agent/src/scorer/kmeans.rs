@@ -508,6 +508,17 @@ pub fn mean_distance(x: &[f64], centres: &[f64], k: usize) -> f64 {
     total / k as f64
 }
 
+/// Euclidean distance from `x` to the nearest of the `k` centres.
+#[inline(always)]
+pub fn nearest_distance(x: &[f64], centres: &[f64], k: usize) -> f64 {
+    let d = x.len();
+    let mut best = f64::INFINITY;
+    for c in centres[..k * d].chunks_exact(d) {
+        best = best.min(dist2(x, c));
+    }
+    best.sqrt()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

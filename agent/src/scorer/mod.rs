@@ -10,4 +10,4 @@ pub mod model;
 pub mod preprocess;
 pub mod trainer;
 
-pub use model::{Model, ModelParams};
+pub use model::{Distance, Model, ModelParams, Scale};

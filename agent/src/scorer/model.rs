@@ -1,15 +1,40 @@
 //! One anomaly model: a set of dimensions scored together, as in the notebook's config
 //! (`"system.cpu": ["user", "system"]`).
 //!
-//! Memory is fixed when the model is built: the preprocessors' rings, a ring of the last
-//! `train_data_size` feature vectors, one spare copy of it for the trainer and two sets of
-//! centres. Training swaps buffers instead of allocating, so a model that has run for a
-//! year holds exactly what it held after its first fit.
+//! Memory is fixed when the model is built. The training ring holds one `f32` per
+//! dimension per tick, not whole lag vectors: the lag vectors of consecutive ticks overlap
+//! in all but one value, so storing them would cost `n_lags + 1` times as much for the
+//! same information. The trainer rebuilds the vectors in its own workspace (one per
+//! trainer thread, not per model). Training swaps buffers instead of allocating, so a
+//! model that has run for a year holds exactly what it held after its first fit.
 
 use super::kmeans::{self, KMeansParams, Workspace};
-use super::preprocess::{DimPreprocessor, copy_short};
+use super::preprocess::DimPreprocessor;
 
-/// The notebook's parameters plus the k-means knobs the notebook left to scikit-learn.
+/// How a vector's distance to a model's centres is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Distance {
+    /// Mean distance to all centres: the notebook's score.
+    Mean,
+    /// Distance to the nearest centre: "how far from anything seen in training", which
+    /// does not punish a vector for sitting in one of several normal regimes.
+    Nearest,
+}
+
+/// What a score of 1.0 means.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Scale {
+    /// The notebook's min–max scaling: 0 = the training vector nearest the centres,
+    /// 1 = the farthest one. One outlier in the training window sets the scale for the
+    /// next `train_every_n` ticks, which makes every later anomaly look small.
+    MinMax,
+    /// Distance divided by this quantile of the training vectors' distances: 1.0 = as far
+    /// as the q-th training vector. A few outliers in the window do not move it.
+    Quantile(f64),
+}
+
+/// The notebook's parameters plus what Lookout adds: the distance, the scale, the
+/// ensemble and the learning gate.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ModelParams {
     pub diffs: bool,
@@ -22,9 +47,36 @@ pub struct ModelParams {
     pub n_init: usize,
     pub max_iter: usize,
     pub seed: u64,
+    pub distance: Distance,
+    pub scale: Scale,
+    /// Models of successive fits kept; a vector scores the lowest of their scores, so it
+    /// is anomalous only when every one of them finds it so.
+    pub ensemble: usize,
+    /// Ticks ingested before the first fit; later fits follow `train_every_n`.
+    pub min_train_points: usize,
 }
 
 impl ModelParams {
+    /// The seed notebook's parameters, exactly (parity with the reference depends on them).
+    pub fn notebook() -> Self {
+        Self {
+            diffs: true,
+            n_smoothing: 3,
+            n_lags: 3,
+            n_clusters: 2,
+            train_data_size: 25,
+            train_every_n: 50,
+            anomaly_score_cap: 5.0,
+            n_init: 10,
+            max_iter: 300,
+            seed: 0,
+            distance: Distance::Mean,
+            scale: Scale::MinMax,
+            ensemble: 1,
+            min_train_points: 50,
+        }
+    }
+
     pub fn kmeans(&self) -> KMeansParams {
         KMeansParams {
             k: self.n_clusters,
@@ -34,50 +86,131 @@ impl ModelParams {
             seed: self.seed,
         }
     }
+
+    /// Width of a feature vector for `n_dims` dimensions.
+    pub fn width(&self, n_dims: usize) -> usize {
+        n_dims * (self.n_lags + 1)
+    }
+}
+
+/// Scratch space for fits, one per trainer thread: the rebuilt lag vectors, their
+/// distances and the k-means workspace.
+#[derive(Debug)]
+pub struct FitWorkspace {
+    kmeans: Workspace,
+    vectors: Vec<f64>,
+    distances: Vec<f64>,
+}
+
+impl FitWorkspace {
+    pub fn new(max_rows: usize, max_width: usize, max_k: usize) -> Self {
+        Self {
+            kmeans: Workspace::new(max_rows, max_width, max_k),
+            vectors: vec![0.0; max_rows * max_width],
+            distances: vec![0.0; max_rows],
+        }
+    }
+
+    pub fn fits(&self, rows: usize, width: usize, k: usize) -> bool {
+        self.kmeans.fits(rows, width, k)
+    }
 }
 
 /// A training set on its way to the trainer and back, with the buffers it travels in.
 #[derive(Debug)]
 pub struct TrainJob {
-    pub data: Box<[f64]>,
-    pub rows: usize,
-    pub width: usize,
+    /// Per tick, one value per dimension, oldest tick first.
+    pub data: Box<[f32]>,
+    /// Ticks in `data`.
+    pub ticks: usize,
+    pub n_dims: usize,
+    pub n_lags: usize,
     pub kmeans: KMeansParams,
+    pub distance: Distance,
+    pub scale: Scale,
     /// Filled by the fit.
     pub centres: Box<[f64]>,
-    /// Smallest and largest mean distance of a training vector to the fitted centres;
-    /// `None` when the fit failed.
-    pub range: Option<(f64, f64)>,
+    /// How distances become scores; `None` when the fit failed.
+    norm: Option<Norm>,
 }
 
 impl TrainJob {
-    /// Fits the centres and the normalisation range. Runs on the trainer thread (or
-    /// inline in `replay`); allocates nothing.
-    pub fn run(&mut self, ws: &mut Workspace) {
-        let w = self.width;
-        let k = self.kmeans.k;
-        self.range = kmeans::fit(
+    /// Lag vectors in the training set.
+    pub fn rows(&self) -> usize {
+        self.ticks.saturating_sub(self.n_lags)
+    }
+
+    pub fn width(&self) -> usize {
+        self.n_dims * (self.n_lags + 1)
+    }
+
+    /// Fits the centres and the scale. Runs on the trainer thread (or inline in `replay`);
+    /// allocates nothing when `ws` is large enough.
+    pub fn run(&mut self, ws: &mut FitWorkspace) {
+        let (rows, w, k) = (self.rows(), self.width(), self.kmeans.k);
+        self.norm = None;
+        if rows == 0 {
+            return;
+        }
+        if !ws.fits(rows, w, k) {
+            *ws = FitWorkspace::new(rows, w, k);
+        }
+        let lag_w = self.n_lags + 1;
+        let vectors = &mut ws.vectors[..rows * w];
+        for (r, v) in vectors.chunks_exact_mut(w).enumerate() {
+            for (i, dim) in v.chunks_exact_mut(lag_w).enumerate() {
+                for (j, x) in dim.iter_mut().enumerate() {
+                    *x = f64::from(self.data[(r + j) * self.n_dims + i]);
+                }
+            }
+        }
+        if kmeans::fit(
             &self.kmeans,
-            &self.data,
-            self.rows,
+            vectors,
+            rows,
             w,
-            ws,
+            &mut ws.kmeans,
             &mut self.centres,
         )
-        .map(|_| {
-            let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-            for r in 0..self.rows {
-                let m = kmeans::mean_distance(&self.data[r * w..(r + 1) * w], &self.centres, k);
-                lo = lo.min(m);
-                hi = hi.max(m);
+        .is_none()
+        {
+            return;
+        }
+        let dists = &mut ws.distances[..rows];
+        for (d, v) in dists.iter_mut().zip(vectors.chunks_exact(w)) {
+            *d = distance(self.distance, v, &self.centres, k);
+        }
+        let (lo, hi) = match self.scale {
+            Scale::MinMax => dists
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &d| {
+                    (lo.min(d), hi.max(d))
+                }),
+            Scale::Quantile(q) => {
+                let at = ((rows - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+                let (_, v, _) = dists.select_nth_unstable_by(at, f64::total_cmp);
+                (0.0, *v)
             }
-            (lo, hi)
+        };
+        let span = hi - lo;
+        self.norm = Some(Norm {
+            lo,
+            hi,
+            inv_span: (span > f64::EPSILON * hi.abs().max(1.0)).then(|| 1.0 / span),
         });
     }
 }
 
-/// How raw mean distances become scores: the training vectors' smallest and largest mean
-/// distance, and 1 / (largest − smallest), `None` when they are equal (flat training data).
+#[inline(always)]
+fn distance(kind: Distance, x: &[f64], centres: &[f64], k: usize) -> f64 {
+    match kind {
+        Distance::Mean => kmeans::mean_distance(x, centres, k),
+        Distance::Nearest => kmeans::nearest_distance(x, centres, k),
+    }
+}
+
+/// How raw distances become scores: `(distance − lo) / (hi − lo)`, with
+/// 1 / (hi − lo) taken once at fit time; `None` when hi = lo (flat training data).
 #[derive(Clone, Copy, Debug)]
 struct Norm {
     lo: f64,
@@ -85,24 +218,44 @@ struct Norm {
     inv_span: Option<f64>,
 }
 
-/// Training-set and centres buffers kept for the next fit.
-type Spare = (Box<[f64]>, Box<[f64]>);
+impl Norm {
+    /// When every training vector was equally far from the centres (flat training data)
+    /// the notebook divides by zero; here a vector no farther than they were scores 0 and
+    /// anything farther scores the cap, because on a flat series any change is news.
+    #[inline(always)]
+    fn score(&self, m: f64, cap: f64) -> f64 {
+        match self.inv_span {
+            // Multiplying by a reciprocal taken at fit time: a division here would be the
+            // slowest instruction of the tick.
+            Some(inv) => (m - self.lo) * inv,
+            None if m <= self.hi + 1e-9 * self.hi.abs().max(1.0) => 0.0,
+            None => cap,
+        }
+    }
+}
+
+/// Training-data and centres buffers kept for the next fit.
+type Spare = (Box<[f32]>, Box<[f64]>);
 
 #[derive(Debug)]
 pub struct Model {
     params: ModelParams,
     dims: Vec<DimPreprocessor>,
     width: usize,
-    /// Last `train_data_size` complete feature vectors, row-major, oldest at `ring_head`.
-    ring: Box<[f64]>,
+    /// The last `train_data_size + n_lags` ticks' features, one `f32` per dimension,
+    /// oldest at `ring_head`.
+    ring: Box<[f32]>,
     ring_head: usize,
     ring_len: usize,
     current: Box<[f64]>,
     has_current: bool,
     /// Values ingested so far: the notebook's step counter `n`.
     step: u64,
+    fit_requested: bool,
+    /// `ensemble` sets of centres, and the scale of each, filled round-robin.
     centres: Box<[f64]>,
-    norm: Option<Norm>,
+    norms: Box<[Option<Norm>]>,
+    next_member: usize,
     /// Buffers lent to the trainer; `None` while a fit is in flight.
     spare: Option<Spare>,
 }
@@ -112,23 +265,27 @@ impl Model {
         let dims: Vec<DimPreprocessor> = (0..n_dims)
             .map(|_| DimPreprocessor::new(params.n_smoothing, params.diffs, params.n_lags))
             .collect();
-        let width = n_dims * (params.n_lags + 1);
-        let cap = params.train_data_size.max(1);
+        let width = params.width(n_dims);
+        let ticks = params.train_data_size.max(1) + params.n_lags;
+        let members = params.ensemble.max(1);
+        let kw = params.n_clusters * width;
         Self {
             params,
             dims,
             width,
-            ring: vec![0.0; cap * width].into_boxed_slice(),
+            ring: vec![0.0; ticks * n_dims].into_boxed_slice(),
             ring_head: 0,
             ring_len: 0,
             current: vec![0.0; width].into_boxed_slice(),
             has_current: false,
             step: 0,
-            centres: vec![0.0; params.n_clusters * width].into_boxed_slice(),
-            norm: None,
+            fit_requested: false,
+            centres: vec![0.0; members * kw].into_boxed_slice(),
+            norms: vec![None; members].into_boxed_slice(),
+            next_member: 0,
             spare: Some((
-                vec![0.0; cap * width].into_boxed_slice(),
-                vec![0.0; params.n_clusters * width].into_boxed_slice(),
+                vec![0.0; ticks * n_dims].into_boxed_slice(),
+                vec![0.0; kw].into_boxed_slice(),
             )),
         }
     }
@@ -147,7 +304,7 @@ impl Model {
     }
 
     pub fn is_trained(&self) -> bool {
-        self.norm.is_some()
+        self.norms.iter().any(Option::is_some)
     }
 
     pub fn is_training(&self) -> bool {
@@ -155,16 +312,37 @@ impl Model {
     }
 
     /// Feeds one value per dimension, in the model's dimension order. Returns whether a
-    /// fit is due at this step (the notebook's `n >= train_data_size and n % train_every_n
-    /// == 0`). A non-finite value is refused without advancing the model: `false`.
+    /// fit is due at this step: the first once `min_train_points` values are in, then
+    /// whenever `n % train_every_n == 0` (the notebook's schedule). A non-finite value is
+    /// refused without advancing the model.
     pub fn ingest(&mut self, values: &[f64]) -> Result<bool, NonFinite> {
         if values.len() != self.dims.len() || values.iter().any(|v| !v.is_finite()) {
             return Err(NonFinite);
         }
         let n = self.step;
         self.step += 1;
-        for (p, &v) in self.dims.iter_mut().zip(values) {
-            p.push(v);
+        let n_dims = self.dims.len();
+        let ticks = self.ring.len() / n_dims.max(1);
+        let mut slot = self.ring_head + self.ring_len;
+        if slot >= ticks {
+            slot -= ticks;
+        }
+        let mut produced = true;
+        for (i, (p, &v)) in self.dims.iter_mut().zip(values).enumerate() {
+            match p.push(v) {
+                Some(f) => self.ring[slot * n_dims + i] = f as f32,
+                None => produced = false,
+            }
+        }
+        if produced {
+            if self.ring_len < ticks {
+                self.ring_len += 1;
+            } else {
+                self.ring_head += 1;
+                if self.ring_head == ticks {
+                    self.ring_head = 0;
+                }
+            }
         }
         self.has_current = self.dims.iter().all(DimPreprocessor::is_ready);
         if self.has_current {
@@ -172,91 +350,77 @@ impl Model {
             for (i, p) in self.dims.iter().enumerate() {
                 p.write_features(&mut self.current[i * w..(i + 1) * w]);
             }
-            let cap = self.params.train_data_size.max(1);
-            let mut slot = self.ring_head + self.ring_len;
-            if slot >= cap {
-                slot -= cap;
-            }
-            copy_short(
-                &mut self.ring[slot * self.width..(slot + 1) * self.width],
-                &self.current,
-            );
-            if self.ring_len < cap {
-                self.ring_len += 1;
-            } else {
-                self.ring_head += 1;
-                if self.ring_head == cap {
-                    self.ring_head = 0;
-                }
-            }
         }
-        let t = self.params.train_data_size as u64;
         let every = self.params.train_every_n.max(1) as u64;
-        Ok(n >= t && n.is_multiple_of(every))
+        let due = n >= self.params.min_train_points as u64
+            && (n.is_multiple_of(every) || !self.fit_requested);
+        self.fit_requested |= due;
+        Ok(due)
     }
 
-    /// The current vector's score, or `None` before the first fit.
-    ///
-    /// When every training vector was equally far from the centres (flat training data)
-    /// the notebook divides by zero; here a vector no farther than they were scores 0 and
-    /// anything farther scores the cap, because on a flat series any change is news.
+    /// The current vector's score, or `None` before the first fit: the lowest score any
+    /// member of the ensemble gives it, capped at `anomaly_score_cap`.
     pub fn score(&self) -> Option<f64> {
-        let norm = self.norm.as_ref()?;
         if !self.has_current {
             return None;
         }
         let cap = self.params.anomaly_score_cap;
-        let m = kmeans::mean_distance(&self.current, &self.centres, self.params.n_clusters);
-        let s = match norm.inv_span {
-            // Multiplying by a reciprocal taken at fit time: a division here would be the
-            // slowest instruction of the tick.
-            Some(inv) => (m - norm.lo) * inv,
-            None if m <= norm.hi + 1e-9 * norm.hi.abs().max(1.0) => 0.0,
-            None => cap,
-        };
-        Some(s.min(cap))
+        let k = self.params.n_clusters;
+        let kw = k * self.width;
+        let mut best: Option<f64> = None;
+        for (norm, centres) in self.norms.iter().zip(self.centres.chunks_exact(kw)) {
+            if let Some(norm) = norm {
+                let m = distance(self.params.distance, &self.current, centres, k);
+                let s = norm.score(m, cap);
+                best = Some(best.map_or(s, |b: f64| b.min(s)));
+            }
+        }
+        best.map(|s| s.min(cap))
     }
 
-    /// Lends the training set to a fit, oldest vector first. `None` while another fit is
+    /// Lends the training set to a fit, oldest tick first. `None` while another fit is
     /// in flight or before any complete vector exists.
     pub fn take_training_set(&mut self) -> Option<TrainJob> {
-        if self.ring_len == 0 {
+        if self.ring_len <= self.params.n_lags {
             return None;
         }
         let (mut data, centres) = self.spare.take()?;
-        let w = self.width;
-        let cap = self.ring.len() / w;
-        for r in 0..self.ring_len {
-            let slot = (self.ring_head + r) % cap;
-            data[r * w..(r + 1) * w].copy_from_slice(&self.ring[slot * w..(slot + 1) * w]);
-        }
+        let n_dims = self.dims.len();
+        let ticks = self.ring.len() / n_dims;
+        // Two copies of contiguous runs: the ring from its head to the end, then its start.
+        let first = (ticks - self.ring_head).min(self.ring_len);
+        let (a, b) = (self.ring_head * n_dims, (self.ring_head + first) * n_dims);
+        data[..first * n_dims].copy_from_slice(&self.ring[a..b]);
+        let rest = self.ring_len - first;
+        data[first * n_dims..self.ring_len * n_dims].copy_from_slice(&self.ring[..rest * n_dims]);
         Some(TrainJob {
             data,
-            rows: self.ring_len,
-            width: w,
+            ticks: self.ring_len,
+            n_dims,
+            n_lags: self.params.n_lags,
             kmeans: self.params.kmeans(),
+            distance: self.params.distance,
+            scale: self.params.scale,
             centres,
-            range: None,
+            norm: None,
         })
     }
 
-    /// Takes a finished fit back: installs its centres if it succeeded and keeps the
-    /// buffers for the next one.
-    pub fn install(&mut self, mut job: TrainJob) {
-        if let Some((lo, hi)) = job.range {
-            std::mem::swap(&mut self.centres, &mut job.centres);
-            let span = hi - lo;
-            self.norm = Some(Norm {
-                lo,
-                hi,
-                inv_span: (span > f64::EPSILON * hi.abs().max(1.0)).then(|| 1.0 / span),
-            });
+    /// Takes a finished fit back: a successful one replaces the oldest ensemble member,
+    /// and the buffers are kept for the next fit.
+    pub fn install(&mut self, job: TrainJob) {
+        if let Some(norm) = job.norm {
+            let kw = job.centres.len();
+            let slot = self.next_member;
+            self.centres[slot * kw..(slot + 1) * kw].copy_from_slice(&job.centres);
+            self.norms[slot] = Some(norm);
+            self.next_member = (slot + 1) % self.norms.len();
         }
         self.spare = Some((job.data, job.centres));
     }
 
     /// Fits inline (for `replay` and tests); the agent uses the trainer thread instead.
-    pub fn fit_now(&mut self, ws: &mut Workspace) {
+    pub fn fit_now(&mut self, ws: &mut FitWorkspace) {
         if let Some(mut job) = self.take_training_set() {
             job.run(ws);
             self.install(job);
@@ -270,7 +434,7 @@ impl Model {
             .as_ref()
             .map_or((0, 0), |(d, c)| (d.len(), c.len()));
         BufferReport {
-            ring_len: self.ring_len * self.width,
+            ring_len: self.ring_len * self.dims.len(),
             ring_capacity: self.ring.len(),
             spare_data,
             spare_centres,
@@ -279,9 +443,24 @@ impl Model {
         }
     }
 
+    /// Bytes this model holds, buffers included: what `BENCHMARKS.md` reports per model.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let r = self.buffer_report();
+        let f32s = r.ring_capacity + r.spare_data;
+        let f64s = r.spare_centres + r.centres + r.current;
+        let pre: usize = self.dims.iter().map(DimPreprocessor::heap_bytes).sum();
+        size_of::<Self>()
+            + f32s * size_of::<f32>()
+            + f64s * size_of::<f64>()
+            + self.norms.len() * size_of::<Option<Norm>>()
+            + self.dims.len() * size_of::<DimPreprocessor>()
+            + pre
+    }
+
     /// Workspace large enough to fit this model.
-    pub fn workspace(&self) -> Workspace {
-        Workspace::new(
+    pub fn workspace(&self) -> FitWorkspace {
+        FitWorkspace::new(
             self.params.train_data_size.max(1),
             self.width,
             self.params.n_clusters,
@@ -308,18 +487,7 @@ mod tests {
     use super::*;
 
     pub(crate) fn notebook() -> ModelParams {
-        ModelParams {
-            diffs: true,
-            n_smoothing: 3,
-            n_lags: 3,
-            n_clusters: 2,
-            train_data_size: 25,
-            train_every_n: 50,
-            anomaly_score_cap: 5.0,
-            n_init: 10,
-            max_iter: 300,
-            seed: 0,
-        }
+        ModelParams::notebook()
     }
 
     fn wave(i: u64) -> [f64; 2] {
@@ -374,6 +542,7 @@ mod tests {
         let mut p = notebook();
         p.train_every_n = 30;
         p.train_data_size = 30;
+        p.min_train_points = 30;
         let mut m = Model::new(p, 1);
         let mut ws = m.workspace();
         for _ in 0..31 {

@@ -46,13 +46,20 @@ impl DimPreprocessor {
         self.feats.len() / 2
     }
 
+    /// Bytes of its two rings.
+    pub fn heap_bytes(&self) -> usize {
+        (self.raw.len() + self.feats.len()) * std::mem::size_of::<f64>()
+    }
+
     /// Raw values needed before the first complete feature slice.
     pub fn warmup(&self) -> usize {
         self.n_smoothing + self.width() - 1 + usize::from(self.diffs)
     }
 
+    /// Feeds one raw value; returns the feature it produced (the newest value of the lag
+    /// window), `None` while smoothing or differencing still warms up.
     #[inline]
-    pub fn push(&mut self, value: f64) {
+    pub fn push(&mut self, value: f64) -> Option<f64> {
         let n = self.n_smoothing;
         self.raw[self.raw_pos] = value;
         self.raw_pos += 1;
@@ -62,7 +69,7 @@ impl DimPreprocessor {
         if self.raw_len < n {
             self.raw_len += 1;
             if self.raw_len < n {
-                return;
+                return None;
             }
         }
         // Summed oldest to newest, as Python's sum() does, so values match the reference
@@ -79,7 +86,7 @@ impl DimPreprocessor {
             let prev = self.prev.replace(smoothed);
             match prev {
                 Some(p) => smoothed - p,
-                None => return,
+                None => return None,
             }
         } else {
             smoothed
@@ -94,6 +101,7 @@ impl DimPreprocessor {
         if self.feat_len < w {
             self.feat_len += 1;
         }
+        Some(feature)
     }
 
     #[inline]

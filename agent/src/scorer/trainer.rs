@@ -8,7 +8,7 @@
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 
-use super::kmeans::Workspace;
+use super::model::FitWorkspace;
 use super::model::TrainJob;
 
 /// Which model a job belongs to: (host index, model index).
@@ -33,17 +33,14 @@ impl Trainer {
         let handle = std::thread::Builder::new()
             .name("lookout-trainer".into())
             .spawn(move || {
-                let mut ws = Workspace::new(max_rows, max_width, max_k);
+                let mut ws = FitWorkspace::new(max_rows, max_width, max_k);
                 for (key, mut job) in job_rx {
-                    if !ws.fits(job.rows, job.width, job.kmeans.k) {
-                        ws = Workspace::new(job.rows, job.width, job.kmeans.k);
-                    }
                     let started = std::time::Instant::now();
                     job.run(&mut ws);
                     tracing::debug!(
                         host = key.0,
                         model = key.1,
-                        rows = job.rows,
+                        rows = job.rows(),
                         ms = started.elapsed().as_secs_f64() * 1e3,
                         "model fitted"
                     );
@@ -94,16 +91,12 @@ mod tests {
     #[test]
     fn fits_off_thread_and_returns_the_buffers() {
         let p = ModelParams {
-            diffs: true,
-            n_smoothing: 3,
-            n_lags: 3,
-            n_clusters: 2,
             train_data_size: 100,
             train_every_n: 100,
-            anomaly_score_cap: 5.0,
+            min_train_points: 100,
             n_init: 3,
             max_iter: 100,
-            seed: 0,
+            ..ModelParams::notebook()
         };
         let mut m = Model::new(p, 1);
         for i in 0..101 {
