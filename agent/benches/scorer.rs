@@ -51,6 +51,52 @@ fn scored_tick(c: &mut Criterion) {
     });
 }
 
+/// The shipped default detector on one dimension, every ensemble member trained: the
+/// per-model cost the agent pays each tick, and what one fit costs on the trainer.
+fn default_detector(c: &mut Criterion) {
+    let params = Source::empty()
+        .resolve_detector("detector", &DetectorRaw::builtin())
+        .unwrap()
+        .params;
+    let series = |i: usize| [cpu_like(i)[0]];
+    let mut m = Model::new(params, 1);
+    let mut ws = m.workspace();
+    let warm = params.min_train_points + params.ensemble * params.train_every_n + 1;
+    for i in 0..warm {
+        if m.ingest(&series(i)).unwrap() {
+            m.fit_now(&mut ws);
+        }
+    }
+    assert!(m.score().is_some());
+    for dims in [1, 2] {
+        eprintln!(
+            "default detector, {dims} dimension(s): {} bytes per model; notebook model: {} bytes",
+            Model::new(params, dims).heap_bytes(),
+            Model::new(ModelParams::notebook(), dims).heap_bytes()
+        );
+    }
+    let inputs: Vec<[f64; 1]> = (0..4096).map(|i| series(i + warm)).collect();
+    let mut i = 0usize;
+    c.bench_function("scored_tick/default_1d_k6_ensemble12", |b| {
+        b.iter(|| {
+            let v = &inputs[i & 4095];
+            i = i.wrapping_add(1);
+            let _ = m.ingest(black_box(v));
+            black_box(m.score())
+        })
+    });
+    let mut g = c.benchmark_group("fit");
+    g.sample_size(20);
+    g.bench_function("default_1d_1440x6_k6_n_init10", |b| {
+        b.iter(|| {
+            let mut job = m.take_training_set().unwrap();
+            job.run(&mut ws);
+            m.install(job);
+        })
+    });
+    g.finish();
+}
+
 fn load_vectors(name: &str) -> (Vec<f64>, usize) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../bench/data")
@@ -116,17 +162,15 @@ fn replay_throughput(c: &mut Criterion) {
     });
     // The seed notebook's detector (25 vectors, refit every 50 rows): fits cost little,
     // so this is mostly parsing and formatting.
-    let raw = src
-        .parse(&[
-            "detector.n_lags=3".into(),
-            "detector.train_data_size=25".into(),
-            "detector.train_every_n=50".into(),
-            "detector.threshold=3".into(),
-        ])
-        .unwrap();
-    let notebook = src
-        .resolve_detector("detector", &raw.detector.or_builtin())
-        .unwrap();
+    let notebook = lookout_agent::config::Detector {
+        params: ModelParams::notebook(),
+        alarm: lookout_agent::config::AlarmParams {
+            threshold: 3.0,
+            for_ticks: 1,
+            resolve_after: 1,
+            suppress: 0,
+        },
+    };
     g.bench_function("notebook_detector_200k_rows", |b| {
         b.iter(|| {
             let mut out = Vec::with_capacity(csv.len() * 2);
@@ -143,5 +187,11 @@ fn replay_throughput(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, scored_tick, kmeans_fit, replay_throughput);
+criterion_group!(
+    benches,
+    scored_tick,
+    default_detector,
+    kmeans_fit,
+    replay_throughput
+);
 criterion_main!(benches);

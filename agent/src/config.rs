@@ -448,7 +448,7 @@ impl Source {
                 other => {
                     return Err(self.err(
                         &format!("{key}.distance"),
-                        &format!("must be \"mean\" or \"nearest\", got {other:?}"),
+                        format!("must be \"mean\" or \"nearest\", got {other:?}"),
                     ));
                 }
             },
@@ -458,7 +458,7 @@ impl Source {
                 other => {
                     return Err(self.err(
                         &format!("{key}.scale"),
-                        &format!("must be \"minmax\" or \"quantile\", got {other:?}"),
+                        format!("must be \"minmax\" or \"quantile\", got {other:?}"),
                     ));
                 }
             },

@@ -57,6 +57,8 @@ impl Trainer {
     }
 
     /// Queues a fit; a full queue hands the job back so the model keeps its buffers.
+    // The job travels by value on purpose: boxing it would allocate on every fit.
+    #[allow(clippy::result_large_err)]
     pub fn submit(&self, key: ModelKey, job: TrainJob) -> Result<(), TrainJob> {
         match self.jobs.as_ref() {
             Some(tx) => tx.try_send((key, job)).map_err(|e| match e {
