@@ -19,6 +19,9 @@ pub enum Error {
         line: u64,
         message: String,
     },
+    /// `replay --windows`: the labelled-windows file is not in NAB's format.
+    #[error("{path}: {message}")]
+    Windows { path: PathBuf, message: String },
     #[error("cannot start the {what} thread: {source}")]
     Thread {
         what: &'static str,

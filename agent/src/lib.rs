@@ -12,7 +12,7 @@
 //! - [`alarm`]: hysteresis that turns anomalous ticks into firing/resolved alarms.
 //! - [`link`]: the MQTT side: client with reconnect and the embedded broker.
 //! - [`run`]: the `run` command, wiring the above into ticks.
-//! - [`replay`]: the `replay` command, a CSV streamed through one model offline.
+//! - [`replay`]: the `replay` command, a CSV streamed through one model offline, and its plot.
 //! - `rng`: the small deterministic generator behind reproducible fits and simulations.
 //! - [`error`]: the crate's error type.
 

@@ -61,6 +61,14 @@ enum Command {
         model: Option<String>,
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// Also draw an SVG (1200x600): the input with alarm rows in red above, score and
+        /// threshold below, on one time axis.
+        #[arg(long, value_name = "OUT.svg")]
+        plot: Option<PathBuf>,
+        /// Shade the labelled anomaly windows for the input from this NAB
+        /// labels/combined_windows.json in the plot.
+        #[arg(long, value_name = "FILE", requires = "plot")]
+        windows: Option<PathBuf>,
     },
 }
 
@@ -161,6 +169,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             config,
             model,
             set,
+            plot,
+            windows,
         } => {
             let detector = match config.as_ref() {
                 None => {
@@ -194,7 +204,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
             };
-            let summary = replay::replay_files(&input, &output, &detector)?;
+            // Read the windows before the replay, so that a bad file fails before any work.
+            let plot = match plot {
+                Some(path) => Some(replay::PlotSpec {
+                    path,
+                    windows: match &windows {
+                        Some(file) => replay::windows::for_input(file, &input)?,
+                        None => Vec::new(),
+                    },
+                }),
+                None => None,
+            };
+            let summary = replay::replay_files(&input, &output, &detector, plot.as_ref())?;
             tracing::debug!(?summary, "replay finished");
             Ok(())
         }

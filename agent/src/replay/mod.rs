@@ -5,16 +5,31 @@
 //! per input row: `score` empty while the model is learning (or the row's value was not a
 //! finite number), `alarm` 1 on the row where an alarm is raised (the notification a user
 //! would get), 0 elsewhere. Fits run inline, so the result is the same on every run and
-//! machine.
+//! machine. The plot draws every row while an alarm is firing in red.
+//!
+//! Without `--plot` the replay streams in fixed memory. With it, each row is also kept as a
+//! [`Row`] (a plot needs the whole series to scale its axes) and drawn once the input ends.
+//!
+//! Layout:
+//! - this file: the streaming core and the `--plot` request.
+//! - [`plot`]: drawing the collected rows as an SVG.
+//! - [`windows`]: labelled anomaly windows from NAB's `combined_windows.json`.
+//! - [`timestamp`]: the hand-written timestamp parser behind the plot's time axis.
+
+pub mod plot;
+pub mod timestamp;
+pub mod windows;
 
 use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::Error;
 use crate::alarm::{Hysteresis, Transition};
 use crate::config::Detector;
 use crate::scorer::Model;
+use timestamp::Timestamp;
+use windows::Window;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -22,12 +37,46 @@ pub struct Summary {
     pub scored: u64,
     /// Alarms raised.
     pub alarms: u64,
+    /// Rows during which an alarm was firing.
+    pub alarm_rows: u64,
     pub fits: u64,
 }
 
-/// Replays `input` into `output` with `detector`. Progress goes to stderr only when it is
-/// a terminal.
-pub fn replay_files(input: &Path, output: &Path, detector: &Detector) -> Result<Summary, Error> {
+/// One replayed row as `--plot` draws it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Row {
+    /// The row's timestamp, `None` when it is neither a date-time nor a number.
+    pub ts: Option<Timestamp>,
+    /// The first value column (not finite if the input said so; such rows are not drawn).
+    pub value: f64,
+    /// `None` while the model is learning or when the row could not be scored.
+    pub score: Option<f64>,
+    /// The alarm threshold in force at this row. One value for the whole replay today
+    /// (`detector.alarm.threshold`); kept per row so that a threshold that moves can be
+    /// drawn without changing the plot.
+    pub threshold: Option<f64>,
+    /// The alarm was firing at this row (the output's `alarm` column).
+    pub alarm: bool,
+}
+
+/// What `--plot` asks for, resolved before the replay starts so that a bad windows file
+/// fails before any work is done.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PlotSpec {
+    /// Where the SVG goes.
+    pub path: PathBuf,
+    /// Labelled anomaly windows to shade (empty: none).
+    pub windows: Vec<Window>,
+}
+
+/// Replays `input` into `output` with `detector`, then draws the plot if `plot` asks for
+/// one. Progress goes to stderr only when it is a terminal.
+pub fn replay_files(
+    input: &Path,
+    output: &Path,
+    detector: &Detector,
+    plot: Option<&PlotSpec>,
+) -> Result<Summary, Error> {
     let io_err = |path: &Path| {
         let path = path.to_owned();
         move |source| Error::Io { path, source }
@@ -38,25 +87,56 @@ pub fn replay_files(input: &Path, output: &Path, detector: &Detector) -> Result<
     let progress = std::io::stderr()
         .is_terminal()
         .then(|| Progress::new(total));
+    // Created now so that an unwritable plot path fails before the replay, not after.
+    let plot_file = plot
+        .map(|p| std::fs::File::create(&p.path).map_err(io_err(&p.path)))
+        .transpose()?;
     let mut w = BufWriter::with_capacity(1 << 16, out);
-    let summary = replay(
+    // Plotting needs the whole series; without --plot nothing is kept.
+    let mut rows = plot.map(|_| Vec::new());
+    let summary = replay_collecting(
         BufReader::with_capacity(1 << 16, file),
         &mut w,
         detector,
         &input.display().to_string(),
         progress,
+        rows.as_mut(),
     )?;
     w.flush().map_err(io_err(output))?;
+    if let (Some(spec), Some(mut file), Some(rows)) = (plot, plot_file, rows) {
+        let title = input.file_name().map_or_else(
+            || input.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let svg = plot::svg(&rows, &title, &spec.windows).map_err(|e| {
+            io_err(&spec.path)(std::io::Error::other(format!("drawing the plot: {e}")))
+        })?;
+        file.write_all(svg.as_bytes()).map_err(io_err(&spec.path))?;
+    }
     Ok(summary)
 }
 
 /// The streaming core, generic over reader and writer so tests and benches need no files.
+/// Runs in fixed memory; see [`replay_collecting`] to keep the rows for a plot.
 pub fn replay<R: Read, W: Write>(
     input: BufReader<R>,
     out: &mut W,
     detector: &Detector,
     origin: &str,
+    progress: Option<Progress>,
+) -> Result<Summary, Error> {
+    replay_collecting(input, out, detector, origin, progress, None)
+}
+
+/// [`replay`], also pushing one [`Row`] per input row onto `rows` when it is given. The
+/// vector grows with the input: only `--plot` passes one.
+pub fn replay_collecting<R: Read, W: Write>(
+    input: BufReader<R>,
+    out: &mut W,
+    detector: &Detector,
+    origin: &str,
     mut progress: Option<Progress>,
+    mut rows: Option<&mut Vec<Row>>,
 ) -> Result<Summary, Error> {
     let csv_err = |line: u64, message: String| Error::Csv {
         path: origin.to_owned(),
@@ -149,6 +229,17 @@ pub fn replay<R: Read, W: Write>(
             summary.scored += 1;
         }
         summary.alarms += u64::from(fired);
+        let firing = alarm.is_firing();
+        summary.alarm_rows += u64::from(firing);
+        if let Some(rows) = rows.as_deref_mut() {
+            rows.push(Row {
+                ts: timestamp::parse(ts),
+                value: values[0],
+                score,
+                threshold: Some(detector.alarm.threshold),
+                alarm: firing,
+            });
+        }
         out.write_all(ts.as_bytes()).map_err(write_err)?;
         out.write_all(b",").map_err(write_err)?;
         if let Some(s) = score {
@@ -293,6 +384,128 @@ mod tests {
         let (out, s) = run("1,2\n2,3\n", &d).unwrap();
         assert_eq!(s.rows, 2);
         assert_eq!(out.lines().count(), 3);
+    }
+
+    /// 600 five-minute rows from 2014-02-14 00:00 UTC: a slow wave, then a jump to a new
+    /// level at row 450 that the detector below alarms on.
+    fn nab_like() -> String {
+        let start = timestamp::parse_civil("2014-02-14 00:00:00").unwrap();
+        let mut csv = String::from("timestamp,value\n");
+        for i in 0..600 {
+            let ts = timestamp::format_civil(start + i as f64 * 300.0, true);
+            let v = (i as f64 * 0.2).sin() * 5.0 + if i >= 450 { 60.0 } else { 20.0 };
+            csv.push_str(&format!("{ts}:00,{v}\n"));
+        }
+        csv
+    }
+
+    fn alarming_detector() -> Detector {
+        detector(&[
+            "detector.train_data_size=200",
+            "detector.train_every_n=100",
+            "detector.threshold=1.5",
+        ])
+    }
+
+    #[test]
+    fn collecting_rows_changes_nothing_in_the_output() {
+        let d = alarming_detector();
+        let csv = nab_like();
+        let (plain, s) = run(&csv, &d).unwrap();
+        let mut out = Vec::new();
+        let mut rows = Vec::new();
+        let s2 = replay_collecting(
+            BufReader::new(csv.as_bytes()),
+            &mut out,
+            &d,
+            "in.csv",
+            None,
+            Some(&mut rows),
+        )
+        .unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), plain);
+        assert_eq!(s, s2);
+        assert!(s.alarm_rows > 0, "the jump must alarm: {s:?}");
+        assert_eq!(rows.len() as u64, s.rows);
+        assert_eq!(rows.iter().filter(|r| r.alarm).count() as u64, s.alarm_rows);
+        assert_eq!(
+            rows.iter().filter(|r| r.score.is_some()).count() as u64,
+            s.scored
+        );
+        assert!(rows.iter().all(|r| r.threshold == Some(1.5)));
+        // Rows mirror the output: an alarm is raised on a row where one is firing, the
+        // first value column, the parsed time.
+        let raised = plain.lines().skip(1).filter(|l| l.ends_with(",1")).count() as u64;
+        assert!(raised > 0 && raised == s.alarms && raised <= s.alarm_rows);
+        for (row, line) in rows.iter().zip(plain.lines().skip(1)) {
+            if line.ends_with(",1") {
+                assert!(row.alarm, "{line}");
+            }
+        }
+        assert_eq!(rows[0].value, 20.0);
+        assert_eq!(
+            rows[1].ts,
+            Some(Timestamp::Civil(
+                timestamp::parse_civil("2014-02-14 00:05:00").unwrap()
+            ))
+        );
+    }
+
+    #[test]
+    fn replay_files_with_plot_writes_csv_and_svg_with_alarms_and_windows() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("ec2_cpu_utilization_test.csv");
+        std::fs::write(&input, nab_like()).unwrap();
+        let labels = dir.path().join("combined_windows.json");
+        std::fs::write(
+            &labels,
+            r#"{"realAWSCloudwatch/ec2_cpu_utilization_test.csv":
+                [["2014-02-15 12:00:00.000000", "2014-02-15 18:00:00.000000"]]}"#,
+        )
+        .unwrap();
+        let spec = PlotSpec {
+            path: dir.path().join("plot.svg"),
+            windows: windows::for_input(&labels, &input).unwrap(),
+        };
+        assert_eq!(spec.windows.len(), 1);
+        let output = dir.path().join("out.csv");
+        let s = replay_files(&input, &output, &alarming_detector(), Some(&spec)).unwrap();
+
+        let csv = std::fs::read_to_string(&output).unwrap();
+        assert_eq!(csv.lines().count() as u64, s.rows + 1);
+        let svg = std::fs::read_to_string(&spec.path).unwrap();
+        assert!(svg.contains(">\nec2_cpu_utilization_test.csv\n<"), "title");
+        let alarm_dots = svg
+            .lines()
+            .filter(|l| l.starts_with("<circle") && l.contains(r##"fill="#FF0000""##))
+            .filter(|l| l.contains(r#"r="2""#))
+            .count() as u64;
+        assert!(s.alarm_rows > 0);
+        assert_eq!(alarm_dots, s.alarm_rows, "one red dot per alarm row");
+        assert_eq!(
+            svg.matches(r##"fill="#FF8C00""##).count(),
+            3,
+            "2 panels + legend"
+        );
+    }
+
+    #[test]
+    fn an_unwritable_plot_path_fails_before_the_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.csv");
+        std::fs::write(&input, "timestamp,value\n1,2\n").unwrap();
+        let output = dir.path().join("out.csv");
+        let spec = PlotSpec {
+            path: dir.path().join("no/such/dir/plot.svg"),
+            windows: Vec::new(),
+        };
+        let err = replay_files(&input, &output, &detector(&[]), Some(&spec)).unwrap_err();
+        assert!(err.to_string().contains("plot.svg"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&output).unwrap(),
+            "",
+            "no rows replayed"
+        );
     }
 
     #[test]
