@@ -30,4 +30,25 @@ pub enum Error {
     },
     #[error("embedded broker on {listen}: {message}")]
     Broker { listen: String, message: String },
+    /// One rule of a rules document is wrong; the whole document is rejected, so a typo
+    /// never leaves a fleet running half of a new rule set. `rule` reads
+    /// `rules[2] (ruleId 1234)`, `field` is the document's own key (`operator`).
+    #[error("{origin}: {rule}: {field}: {message}")]
+    Rule {
+        origin: String,
+        rule: String,
+        field: String,
+        message: String,
+    },
+    /// A rules document that is not a rule or a list of rules at all.
+    #[error("{origin}: {message}")]
+    RulesDocument { origin: String, message: String },
+    /// An event the rules cannot evaluate: counted and skipped, never fatal. `at` is
+    /// `line 12` in a stream of objects or `[3]` in an array.
+    #[error("{origin}, {at}: {message}")]
+    Event {
+        origin: String,
+        at: String,
+        message: String,
+    },
 }

@@ -10,6 +10,8 @@
 //! - [`simulate`]: simulated hosts with injected anomalies and their ground truth.
 //! - [`scorer`]: the lagged k-means scorer (preprocess, k-means, model, training thread).
 //! - [`alarm`]: hysteresis that turns anomalous ticks into firing/resolved alarms.
+//! - [`rules`]: threshold rules as reference data: document, events, windows, evaluator,
+//!   and the `test-rules` command.
 //! - [`link`]: the MQTT side: client with reconnect and the embedded broker.
 //! - [`run`]: the `run` command, wiring the above into ticks.
 //! - [`replay`]: the `replay` command, a CSV streamed through one model offline, and its plot.
@@ -24,6 +26,7 @@ pub mod frame;
 pub mod link;
 pub mod replay;
 mod rng;
+pub mod rules;
 pub mod run;
 pub mod sampler;
 pub mod scorer;

@@ -1,11 +1,13 @@
 //! `lookout-agent`: the command line. Flags are parsed here, resolved into settings by
-//! `config`, and handed to `run` or `replay`; anyhow lives only at this edge.
+//! `config`, and handed to `run`, `replay` or `rules::offline`; anyhow lives only at this
+//! edge.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use lookout_agent::config::{DetectorRaw, Source};
+use lookout_agent::rules::{Limits, RuleSet, offline};
 use lookout_agent::{Error, replay, run};
 
 /// The config shipped in `configs/agent.toml`, used when `--config` is not given so that
@@ -70,6 +72,20 @@ enum Command {
         #[arg(long, value_name = "FILE", requires = "plot")]
         windows: Option<PathBuf>,
     },
+    /// Evaluate a rules document against events offline, windowed by their eventTime; print
+    /// each output event as one JSON line. Exit 2 on a bad rules file.
+    TestRules {
+        /// A rule or a JSON array of rules (docs/rules.md).
+        #[arg(long, short)]
+        rules: PathBuf,
+        /// Events: a JSON array, one object per line, or concatenated objects; - for stdin.
+        #[arg(long, short)]
+        events: PathBuf,
+        /// Open groups per rule and window; events of further groups are dropped and counted.
+        #[arg(long, value_name = "N", default_value_t = Limits::default().groups_per_window as u64,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        max_groups: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,7 +95,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let code = match e.downcast_ref::<Error>() {
-                Some(Error::Config { .. }) => 2,
+                Some(Error::Config { .. } | Error::Rule { .. } | Error::RulesDocument { .. }) => 2,
                 Some(Error::Io { .. }) if is_config_read(&e) => 2,
                 _ => 1,
             };
@@ -90,8 +106,10 @@ fn main() -> ExitCode {
 }
 
 fn is_config_read(e: &anyhow::Error) -> bool {
-    e.chain()
-        .any(|c| c.to_string().starts_with("reading config"))
+    e.chain().any(|c| {
+        let c = c.to_string();
+        c.starts_with("reading config") || c.starts_with("reading rules")
+    })
 }
 
 fn load_source(config: Option<&PathBuf>) -> anyhow::Result<Source> {
@@ -217,6 +235,30 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             };
             let summary = replay::replay_files(&input, &output, &detector, plot.as_ref())?;
             tracing::debug!(?summary, "replay finished");
+            Ok(())
+        }
+        Command::TestRules {
+            rules,
+            events,
+            max_groups,
+        } => {
+            // An unreadable rules file is a bad rules file (exit 2); an unreadable events
+            // file is a failed run (exit 1), as for replay's input.
+            let set = RuleSet::read(&rules).map_err(|e| match e {
+                Error::Io { .. } => anyhow::Error::new(e).context("reading rules"),
+                e => e.into(),
+            })?;
+            let limits = Limits {
+                groups_per_window: usize::try_from(max_groups).unwrap_or(usize::MAX),
+            };
+            let summary = offline::test_rules_files(
+                set,
+                &events,
+                limits,
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            )?;
+            tracing::debug!(?summary, "test-rules finished");
             Ok(())
         }
     }
