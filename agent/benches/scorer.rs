@@ -169,6 +169,7 @@ fn replay_throughput(c: &mut Criterion) {
             for_ticks: 1,
             resolve_after: 1,
             suppress: 0,
+            context_threshold: 1.0,
         },
     };
     g.bench_function("notebook_detector_200k_rows", |b| {

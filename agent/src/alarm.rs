@@ -72,12 +72,20 @@ impl Hysteresis {
 
     /// Feeds one score at time `ts`; returns the transition it caused, if any.
     pub fn update(&mut self, ts: i64, score: f64) -> Option<Transition> {
+        self.update_with(ts, score, None)
+    }
+
+    /// As [`update`](Self::update), with the model's context novelty: a tick is anomalous
+    /// when its score reaches the threshold or its novelty reaches `context_threshold`.
+    /// Severity still comes from the score.
+    pub fn update_with(&mut self, ts: i64, score: f64, novelty: Option<f64>) -> Option<Transition> {
         let tick = self.ticks;
         self.ticks += 1;
         let quiet = self
             .last_fired
             .is_some_and(|t| tick - t < u64::from(self.params.suppress));
-        if self.is_anomalous(score) {
+        let novel = novelty.is_some_and(|n| n >= self.params.context_threshold);
+        if self.is_anomalous(score) || novel {
             if self.anomalous_run == 0 {
                 self.run_started_at = ts;
             }
@@ -131,6 +139,7 @@ mod tests {
             for_ticks,
             resolve_after,
             suppress: 0,
+            context_threshold: 1.0,
         })
     }
 
@@ -141,6 +150,7 @@ mod tests {
             for_ticks: 1,
             resolve_after: 1,
             suppress: 5,
+            context_threshold: 1.0,
         });
         assert!(matches!(a.update(0, 3.0), Some(Transition::Fired { .. })));
         assert!(matches!(
@@ -212,6 +222,20 @@ mod tests {
             })
         );
         assert!(!a.is_firing());
+    }
+
+    #[test]
+    fn full_context_novelty_alarms_even_at_a_low_score() {
+        let mut a = h(1, 1);
+        assert_eq!(a.update_with(0, 0.1, Some(0.8)), None);
+        assert!(matches!(
+            a.update_with(1, 0.1, Some(1.0)),
+            Some(Transition::Fired { severity: 1, .. })
+        ));
+        assert!(matches!(
+            a.update_with(2, 0.1, None),
+            Some(Transition::Resolved { .. })
+        ));
     }
 
     #[test]

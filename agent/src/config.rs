@@ -16,7 +16,7 @@ use lookout_shared::payload::Labels;
 use serde::Deserialize;
 
 use crate::Error;
-use crate::scorer::{Distance, ModelParams, Scale};
+use crate::scorer::{ContextParams, Distance, ModelParams, Scale};
 use crate::simulate::SimParams;
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -137,6 +137,11 @@ pub struct DetectorRaw {
     pub ensemble: Option<usize>,
     pub min_train_points: Option<usize>,
     pub suppress: Option<u32>,
+    pub context_levels: Option<usize>,
+    pub context_length: Option<usize>,
+    pub context_window: Option<usize>,
+    pub context_memory: Option<usize>,
+    pub context_threshold: Option<f64>,
 }
 
 impl DetectorRaw {
@@ -152,7 +157,7 @@ impl DetectorRaw {
             train_data_size: Some(1440),
             train_every_n: Some(360),
             anomaly_score_cap: Some(10.0),
-            threshold: Some(1.5),
+            threshold: Some(1.75),
             for_ticks: Some(1),
             resolve_after: Some(5),
             n_init: Some(10),
@@ -164,6 +169,11 @@ impl DetectorRaw {
             ensemble: Some(12),
             min_train_points: Some(150),
             suppress: Some(288),
+            context_levels: Some(8),
+            context_length: Some(3),
+            context_window: Some(5),
+            context_memory: Some(0),
+            context_threshold: Some(1.0),
         }
     }
 
@@ -195,6 +205,11 @@ impl DetectorRaw {
             ensemble: self.ensemble.or(base.ensemble),
             min_train_points: self.min_train_points.or(base.min_train_points),
             suppress: self.suppress.or(base.suppress),
+            context_levels: self.context_levels.or(base.context_levels),
+            context_length: self.context_length.or(base.context_length),
+            context_window: self.context_window.or(base.context_window),
+            context_memory: self.context_memory.or(base.context_memory),
+            context_threshold: self.context_threshold.or(base.context_threshold),
         }
     }
 }
@@ -209,6 +224,8 @@ pub struct AlarmParams {
     pub resolve_after: u32,
     /// Ticks after an alarm fires during which the same model does not fire again.
     pub suppress: u32,
+    /// A tick is also anomalous when this share of the last ticks had unseen contexts.
+    pub context_threshold: f64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -464,15 +481,35 @@ impl Source {
             },
             ensemble: get(d.ensemble),
             min_train_points: get(d.min_train_points),
+            context: ContextParams {
+                levels: get(d.context_levels),
+                length: get(d.context_length),
+                window: get(d.context_window),
+                memory: get(d.context_memory),
+            },
         };
         let alarm = AlarmParams {
             threshold: d.threshold.unwrap_or(f64::NAN),
             for_ticks: d.for_ticks.unwrap_or(1),
             resolve_after: d.resolve_after.unwrap_or(1),
             suppress: d.suppress.unwrap_or(0),
+            context_threshold: d.context_threshold.unwrap_or(1.0),
         };
         let q = d.scale_quantile.unwrap_or(0.99);
-        let checks: [(&str, bool, &str); 13] = [
+        let c = params.context;
+        let context_bits = (c.levels + 2).checked_pow(c.length as u32);
+        let checks: [(&str, bool, &str); 16] = [
+            ("context_levels", c.levels <= 62, "must be 0 (off) to 62"),
+            (
+                "context_length",
+                c.levels == 0 || (c.length >= 1 && context_bits.is_some_and(|b| b <= 1 << 20)),
+                "must be at least 1, with (context_levels + 2)^context_length at most 1048576 bits",
+            ),
+            (
+                "context_window",
+                c.levels == 0 || (1..=64).contains(&c.window),
+                "must be 1 to 64",
+            ),
             (
                 "scale_quantile",
                 q > 0.0 && q <= 1.0,

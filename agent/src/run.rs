@@ -285,7 +285,7 @@ fn step_model(
     let Some(score) = mr.model.score() else {
         return;
     };
-    let transition = mr.alarm.update(frame.ts, score);
+    let transition = mr.alarm.update_with(frame.ts, score, mr.model.novelty());
     let msg = Score {
         ts: frame.ts,
         host: host.to_owned(),

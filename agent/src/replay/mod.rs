@@ -223,7 +223,7 @@ pub fn replay_collecting<R: Read, W: Write>(
         }
         if let Some(s) = score {
             fired = matches!(
-                alarm.update(summary.rows as i64, s),
+                alarm.update_with(summary.rows as i64, s, m.novelty()),
                 Some(Transition::Fired { .. })
             );
             summary.scored += 1;

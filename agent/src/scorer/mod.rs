@@ -1,13 +1,16 @@
 //! The lagged k-means scorer of the Netdata notebook (seed `001`).
 //!
 //! - [`preprocess`]: per dimension, rolling mean, optional differences, lag window.
+//! - [`context`]: context novelty (CAD OSE's idea, bounded), beside the k-means score.
 //! - [`kmeans`]: k-means with k-means++ seeding, restarts and Hamerly's bounds.
 //! - [`model`]: one model = a set of dimensions, its bounded training ring, its score.
 //! - [`trainer`]: the thread that fits models off the sampling path.
 
+pub mod context;
 pub mod kmeans;
 pub mod model;
 pub mod preprocess;
 pub mod trainer;
 
+pub use context::ContextParams;
 pub use model::{Distance, Model, ModelParams, Scale};

@@ -8,6 +8,7 @@
 //! trainer thread, not per model). Training swaps buffers instead of allocating, so a
 //! model that has run for a year holds exactly what it held after its first fit.
 
+use super::context::{Context, ContextParams};
 use super::kmeans::{self, KMeansParams, Workspace};
 use super::preprocess::DimPreprocessor;
 
@@ -54,6 +55,8 @@ pub struct ModelParams {
     pub ensemble: usize,
     /// Ticks ingested before the first fit; later fits follow `train_every_n`.
     pub min_train_points: usize,
+    /// Context novelty beside the k-means score ([`ContextParams::OFF`] for none).
+    pub context: ContextParams,
 }
 
 impl ModelParams {
@@ -74,6 +77,7 @@ impl ModelParams {
             scale: Scale::MinMax,
             ensemble: 1,
             min_train_points: 50,
+            context: ContextParams::OFF,
         }
     }
 
@@ -258,6 +262,7 @@ pub struct Model {
     next_member: usize,
     /// Buffers lent to the trainer; `None` while a fit is in flight.
     spare: Option<Spare>,
+    context: Context,
 }
 
 impl Model {
@@ -287,6 +292,7 @@ impl Model {
                 vec![0.0; ticks * n_dims].into_boxed_slice(),
                 vec![0.0; kw].into_boxed_slice(),
             )),
+            context: Context::new(params.context, n_dims),
         }
     }
 
@@ -321,6 +327,7 @@ impl Model {
         }
         let n = self.step;
         self.step += 1;
+        self.context.push(values);
         let n_dims = self.dims.len();
         let ticks = self.ring.len() / n_dims.max(1);
         let mut slot = self.ring_head + self.ring_len;
@@ -354,6 +361,9 @@ impl Model {
         let every = self.params.train_every_n.max(1) as u64;
         let due = n >= self.params.min_train_points as u64
             && (n.is_multiple_of(every) || !self.fit_requested);
+        if due && !self.fit_requested {
+            self.context.start();
+        }
         self.fit_requested |= due;
         Ok(due)
     }
@@ -376,6 +386,12 @@ impl Model {
             }
         }
         best.map(|s| s.min(cap))
+    }
+
+    /// Share of the last ticks whose context was never seen (see [`Context`]); `None`
+    /// while learning or when the context detector is off.
+    pub fn novelty(&self) -> Option<f64> {
+        self.context.novelty()
     }
 
     /// Lends the training set to a fit, oldest tick first. `None` while another fit is
@@ -456,6 +472,7 @@ impl Model {
             + self.norms.len() * size_of::<Option<Norm>>()
             + self.dims.len() * size_of::<DimPreprocessor>()
             + pre
+            + self.context.heap_bytes()
     }
 
     /// Workspace large enough to fit this model.
