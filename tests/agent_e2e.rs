@@ -32,16 +32,30 @@ async fn simulated_story(sub: &mut Subscriber) {
         })
         .await;
     }
+    // A model still learning says so, with no score.
+    let first = format!("lookout/sim-1/scores/{}", SIM_MODELS[0]);
+    let m = sub
+        .wait_for(&first, Duration::from_secs(60), |m| m.topic == first)
+        .await;
+    let v = m.json();
+    assert!(v["learning"] == true && v["score"].is_null(), "{v}");
     for host in ["sim-1", "sim-2"] {
         for model in SIM_MODELS {
             let topic = format!("lookout/{host}/scores/{model}");
+            // While learning, scores are null and marked so; then they are numbers.
             let m = sub
-                .wait_for(&topic, Duration::from_secs(60), |m| m.topic == topic)
+                .wait_for(&topic, Duration::from_secs(60), |m| {
+                    m.topic == topic && m.json()["learning"] == false
+                })
                 .await;
             let v = m.json();
             assert_eq!(v["host"], host);
             assert_eq!(v["model"], model);
             assert!(v["score"].as_f64().is_some_and(f64::is_finite), "{v}");
+            assert!(
+                v["labels"].is_object(),
+                "entity labels travel with scores: {v}"
+            );
             assert!(
                 v["ts"].as_i64().is_some_and(|t| t > 1_600_000_000_000),
                 "ts in Unix ms: {v}"

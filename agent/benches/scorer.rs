@@ -164,13 +164,10 @@ fn replay_throughput(c: &mut Criterion) {
     // so this is mostly parsing and formatting.
     let notebook = lookout_agent::config::Detector {
         params: ModelParams::notebook(),
-        alarm: lookout_agent::config::AlarmParams {
-            threshold: 3.0,
-            for_ticks: 1,
-            resolve_after: 1,
-            suppress: 0,
-            context_threshold: 1.0,
-        },
+        alarm: lookout_agent::config::AlarmParams::with_threshold(3.0),
+        down_limit: None,
+        upper_limit: None,
+        only_show_anomaly: false,
     };
     g.bench_function("notebook_detector_200k_rows", |b| {
         b.iter(|| {

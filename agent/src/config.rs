@@ -16,6 +16,7 @@ use lookout_shared::payload::Labels;
 use serde::Deserialize;
 
 use crate::Error;
+use crate::alarm::{Direction, Grading, SaturationParams};
 use crate::scorer::{ContextParams, Distance, ModelParams, Scale};
 use crate::simulate::SimParams;
 
@@ -142,6 +143,19 @@ pub struct DetectorRaw {
     pub context_window: Option<usize>,
     pub context_memory: Option<usize>,
     pub context_threshold: Option<f64>,
+    pub t2: Option<f64>,
+    pub step: Option<f64>,
+    pub direction: Option<String>,
+    pub kind: Option<String>,
+    pub limit: Option<f64>,
+    pub saturation_pct: Option<f64>,
+    pub saturation_window: Option<HumanDuration>,
+    pub saturation_rises_near_limit: Option<u32>,
+    pub saturation_rises_level2: Option<u32>,
+    pub saturation_rises_level3: Option<u32>,
+    pub upper_limit: Option<f64>,
+    pub down_limit: Option<f64>,
+    pub only_show_anomaly: Option<bool>,
 }
 
 impl DetectorRaw {
@@ -174,6 +188,19 @@ impl DetectorRaw {
             context_window: Some(5),
             context_memory: Some(0),
             context_threshold: Some(1.0),
+            t2: Some(0.2),
+            step: Some(0.2),
+            direction: Some("both".into()),
+            kind: Some("normal".into()),
+            limit: None,
+            saturation_pct: Some(70.0),
+            saturation_window: Some(HumanDuration::from_secs(300)),
+            saturation_rises_near_limit: Some(2),
+            saturation_rises_level2: Some(3),
+            saturation_rises_level3: Some(5),
+            upper_limit: None,
+            down_limit: None,
+            only_show_anomaly: Some(false),
         }
     }
 
@@ -210,6 +237,25 @@ impl DetectorRaw {
             context_window: self.context_window.or(base.context_window),
             context_memory: self.context_memory.or(base.context_memory),
             context_threshold: self.context_threshold.or(base.context_threshold),
+            t2: self.t2.or(base.t2),
+            step: self.step.or(base.step),
+            direction: self.direction.clone().or_else(|| base.direction.clone()),
+            kind: self.kind.clone().or_else(|| base.kind.clone()),
+            limit: self.limit.or(base.limit),
+            saturation_pct: self.saturation_pct.or(base.saturation_pct),
+            saturation_window: self.saturation_window.or(base.saturation_window),
+            saturation_rises_near_limit: self
+                .saturation_rises_near_limit
+                .or(base.saturation_rises_near_limit),
+            saturation_rises_level2: self
+                .saturation_rises_level2
+                .or(base.saturation_rises_level2),
+            saturation_rises_level3: self
+                .saturation_rises_level3
+                .or(base.saturation_rises_level3),
+            upper_limit: self.upper_limit.or(base.upper_limit),
+            down_limit: self.down_limit.or(base.down_limit),
+            only_show_anomaly: self.only_show_anomaly.or(base.only_show_anomaly),
         }
     }
 }
@@ -226,12 +272,46 @@ pub struct AlarmParams {
     pub suppress: u32,
     /// A tick is also anomalous when this share of the last ticks had unseen contexts.
     pub context_threshold: f64,
+    /// Severity levels above the threshold (seed `003`).
+    pub grading: Grading,
+    pub direction: Direction,
+    /// Set for `kind = "saturation"` models.
+    pub saturation: Option<SaturationParams>,
+}
+
+impl AlarmParams {
+    /// Threshold only: no hysteresis, suppression, direction or saturation; the seed's
+    /// grading. For tests and tools that judge bare scores.
+    pub fn with_threshold(threshold: f64) -> Self {
+        Self {
+            threshold,
+            for_ticks: 1,
+            resolve_after: 1,
+            suppress: 0,
+            context_threshold: 1.0,
+            grading: Grading::default(),
+            direction: Direction::Both,
+            saturation: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Detector {
     pub params: ModelParams,
     pub alarm: AlarmParams,
+    /// Values outside `[down_limit, upper_limit]` are invalid: counted, not scored.
+    pub down_limit: Option<f64>,
+    pub upper_limit: Option<f64>,
+    /// Publish scores only for anomalous ticks (seed `000`'s `only_show_anomaly`).
+    pub only_show_anomaly: bool,
+}
+
+impl Detector {
+    /// Whether `v` lies within the model's `data_meta` limits.
+    pub fn valid(&self, v: f64) -> bool {
+        self.down_limit.is_none_or(|lo| v >= lo) && self.upper_limit.is_none_or(|hi| v <= hi)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -494,8 +574,84 @@ impl Source {
             resolve_after: d.resolve_after.unwrap_or(1),
             suppress: d.suppress.unwrap_or(0),
             context_threshold: d.context_threshold.unwrap_or(1.0),
+            grading: Grading {
+                t2: d.t2.unwrap_or(0.2),
+                step: d.step.unwrap_or(0.2),
+            },
+            direction: match d.direction.as_deref() {
+                Some("both") => Direction::Both,
+                Some("up") => Direction::Up,
+                Some("down") => Direction::Down,
+                other => {
+                    return Err(self.err(
+                        &format!("{key}.direction"),
+                        format!("must be \"both\", \"up\" or \"down\", got {other:?}"),
+                    ));
+                }
+            },
+            saturation: match (d.kind.as_deref(), d.limit) {
+                (Some("normal"), _) => None,
+                (Some("saturation"), Some(limit)) if limit.is_finite() && limit > 0.0 => {
+                    Some(SaturationParams {
+                        limit,
+                        pct: d.saturation_pct.unwrap_or(70.0) / 100.0,
+                        window_ms: d
+                            .saturation_window
+                            .map_or(300_000, |w| w.0.as_millis() as i64),
+                        rises_near_limit: d.saturation_rises_near_limit.unwrap_or(2),
+                        rises_level2: d.saturation_rises_level2.unwrap_or(3),
+                        rises_level3: d.saturation_rises_level3.unwrap_or(5),
+                    })
+                }
+                (Some("saturation"), _) => {
+                    return Err(self.err(
+                        &format!("{key}.limit"),
+                        "kind = \"saturation\" needs a limit above 0",
+                    ));
+                }
+                (other, _) => {
+                    return Err(self.err(
+                        &format!("{key}.kind"),
+                        format!("must be \"normal\" or \"saturation\", got {other:?}"),
+                    ));
+                }
+            },
         };
         let q = d.scale_quantile.unwrap_or(0.99);
+        let g = alarm.grading;
+        let limits_ok = match (d.down_limit, d.upper_limit) {
+            (Some(lo), Some(hi)) => lo.is_finite() && hi.is_finite() && lo < hi,
+            (Some(x), None) | (None, Some(x)) => x.is_finite(),
+            (None, None) => true,
+        };
+        let pct = d.saturation_pct.unwrap_or(70.0);
+        let more: [(&str, bool, &str); 4] = [
+            (
+                "t2",
+                (0.0..0.4).contains(&g.t2),
+                "must be at least 0 and below 0.4",
+            ),
+            (
+                "step",
+                g.step.is_finite() && g.step > 0.0,
+                "must be above 0",
+            ),
+            (
+                "upper_limit",
+                limits_ok,
+                "down_limit and upper_limit must be numbers with down_limit < upper_limit",
+            ),
+            (
+                "saturation_pct",
+                pct > 0.0 && pct <= 100.0,
+                "must be above 0 and at most 100",
+            ),
+        ];
+        for (field, ok, why) in more {
+            if !ok {
+                return Err(self.err(&format!("{key}.{field}"), why));
+            }
+        }
         let c = params.context;
         let context_bits = (c.levels + 2).checked_pow(c.length as u32);
         let checks: [(&str, bool, &str); 16] = [
@@ -574,7 +730,13 @@ impl Source {
                 return Err(self.err(&format!("{key}.{field}"), why));
             }
         }
-        Ok(Detector { params, alarm })
+        Ok(Detector {
+            params,
+            alarm,
+            down_limit: d.down_limit,
+            upper_limit: d.upper_limit,
+            only_show_anomaly: d.only_show_anomaly.unwrap_or(false),
+        })
     }
 }
 

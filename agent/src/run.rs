@@ -10,8 +10,8 @@ use lookout_shared::topics;
 use tokio::task::JoinHandle;
 
 use crate::Error;
-use crate::alarm::{Hysteresis, Transition};
-use crate::config::{ModelSpec, Settings};
+use crate::alarm::{Hysteresis, Judge, Tick, Transition};
+use crate::config::{Detector, ModelSpec, Settings};
 use crate::frame::Frame;
 use crate::link::{Link, LinkStats, broker};
 use crate::sampler::HostSampler;
@@ -39,8 +39,12 @@ struct ModelRun {
     metrics: Vec<(String, String)>,
     values: Vec<f64>,
     model: Model,
+    judge: Judge,
     alarm: Hysteresis,
     threshold: f64,
+    detector: Detector,
+    /// Ticks refused because a value was outside the model's `down_limit`/`upper_limit`.
+    invalid: u64,
     score_topic: String,
     alarm_topic: String,
     episode: Option<(String, i64)>,
@@ -232,8 +236,11 @@ fn new_host(
             metrics: s.metrics.clone(),
             values: vec![0.0; s.metrics.len()],
             model: Model::new(s.detector.params, s.metrics.len()),
+            judge: Judge::new(s.detector.alarm),
             alarm: Hysteresis::new(s.detector.alarm),
             threshold: s.detector.alarm.threshold,
+            detector: s.detector.clone(),
+            invalid: 0,
             score_topic: topics::score(prefix, &name, &s.name),
             alarm_topic: topics::alarm(prefix, &name, &s.name),
             episode: None,
@@ -272,6 +279,14 @@ fn step_model(
             }
         }
     }
+    if !mr.values.iter().all(|v| mr.detector.valid(*v)) {
+        mr.invalid += 1;
+        // Once, then every 10,000th: a sensor stuck out of range must not flood the log.
+        if mr.invalid % 10_000 == 1 {
+            tracing::warn!(host, model = %mr.name, values = ?mr.values, invalid = mr.invalid, down_limit = ?mr.detector.down_limit, upper_limit = ?mr.detector.upper_limit, "value outside the model's limits: not scored");
+        }
+        return;
+    }
     let Ok(train_due) = mr.model.ingest(&mr.values) else {
         return;
     };
@@ -283,22 +298,54 @@ fn step_model(
         mr.model.install(job);
     }
     let Some(score) = mr.model.score() else {
+        if !mr.detector.only_show_anomaly {
+            let msg = Score {
+                ts: frame.ts,
+                host: host.to_owned(),
+                model: mr.name.clone(),
+                score: None,
+                learning: true,
+                anomalous: false,
+                level: 0,
+                threshold: mr.threshold,
+                alarm: false,
+                labels: labels.clone(),
+            };
+            link.publish_lossy(&mr.score_topic, to_json(&msg));
+        }
         return;
     };
-    let transition = mr.alarm.update_with(frame.ts, score, mr.model.novelty());
-    let msg = Score {
+    let level = mr.judge.judge(&Tick {
         ts: frame.ts,
-        host: host.to_owned(),
-        model: mr.name.clone(),
         score,
-        anomalous: mr.alarm.is_anomalous(score),
-        threshold: mr.threshold,
-        alarm: mr.alarm.is_firing(),
-    };
-    link.publish_lossy(&mr.score_topic, to_json(&msg));
+        novelty: mr.model.novelty(),
+        deviation: mr.model.deviation(),
+        value: mr.values[0],
+    });
+    let transition = mr.alarm.step(frame.ts, score, level);
+    if level.is_some() || !mr.detector.only_show_anomaly {
+        let msg = Score {
+            ts: frame.ts,
+            host: host.to_owned(),
+            model: mr.name.clone(),
+            score: Some(score),
+            learning: false,
+            anomalous: level.is_some(),
+            level: level.unwrap_or(0),
+            threshold: mr.threshold,
+            alarm: mr.alarm.is_firing(),
+            labels: labels.clone(),
+        };
+        link.publish_lossy(&mr.score_topic, to_json(&msg));
+    }
     let Some(t) = transition else { return };
     let (state, started_at, score, severity) = match t {
         Transition::Fired {
+            started_at,
+            score,
+            severity,
+        }
+        | Transition::Changed {
             started_at,
             score,
             severity,
@@ -314,9 +361,13 @@ fn step_model(
         _ => Alarm::episode_id(host, &mr.name, started_at),
     };
     let summary = match state {
-        AlarmState::Firing => format!(
+        AlarmState::Firing if score >= mr.threshold => format!(
             "{}: anomaly score {score:.2} >= {:.2} on {host} (severity {severity})",
             mr.name, mr.threshold
+        ),
+        AlarmState::Firing => format!(
+            "{}: values in an order never seen before on {host} (score {score:.2}, severity {severity})",
+            mr.name
         ),
         AlarmState::Resolved => format!(
             "{}: back to normal on {host} (score {score:.2}) after {}",

@@ -24,13 +24,23 @@ pub struct Score {
     pub ts: i64,
     pub host: String,
     pub model: String,
-    /// Normalised anomaly score: 0 ≈ the closest training vector, 1 ≈ the farthest,
-    /// capped at the model's `anomaly_score_cap`.
-    pub score: f64,
+    /// Anomaly score on the model's scale (docs/scorer.md), capped at its
+    /// `anomaly_score_cap`; `null` while the model is learning.
+    pub score: Option<f64>,
+    /// True while the model has no fit yet (its first `min_train_points` ticks).
+    #[serde(default)]
+    pub learning: bool,
+    /// True when this tick is anomalous (score, context, direction, saturation).
     pub anomalous: bool,
+    /// Severity level 1–4 of this tick when anomalous, else 0.
+    #[serde(default)]
+    pub level: u8,
     pub threshold: f64,
     /// True when the alarm of this model is firing (after the `for` hysteresis).
     pub alarm: bool,
+    /// The host's entity labels (`[agent] labels`, seed `000`), as on alarms.
+    #[serde(default)]
+    pub labels: Labels,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

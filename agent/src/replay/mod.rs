@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::Error;
-use crate::alarm::{Hysteresis, Transition};
+use crate::alarm::{Hysteresis, Judge, Tick, Transition};
 use crate::config::Detector;
 use crate::scorer::Model;
 use timestamp::Timestamp;
@@ -39,6 +39,8 @@ pub struct Summary {
     pub alarms: u64,
     /// Rows during which an alarm was firing.
     pub alarm_rows: u64,
+    /// Rows outside the detector's `down_limit`/`upper_limit`: not scored.
+    pub invalid: u64,
     pub fits: u64,
 }
 
@@ -150,6 +152,7 @@ pub fn replay_collecting<R: Read, W: Write>(
     let mut model: Option<Model> = None;
     let mut ws = None;
     let mut alarm = Hysteresis::new(detector.alarm);
+    let mut judge = Judge::new(detector.alarm);
     let mut summary = Summary::default();
     let mut line_no: u64 = 0;
     let mut bytes: u64 = 0;
@@ -212,9 +215,18 @@ pub fn replay_collecting<R: Read, W: Write>(
         let m = model.get_or_insert_with(|| Model::new(detector.params, expected));
         let ws = ws.get_or_insert_with(|| m.workspace());
         summary.rows += 1;
+        // Time for saturation windows: the row's own when it is a date, else one second
+        // per row.
+        let ts_ms = match timestamp::parse(ts) {
+            Some(Timestamp::Civil(secs)) => (secs * 1000.0) as i64,
+            _ => summary.rows as i64 * 1000,
+        };
         let mut score = None;
         let mut fired = false;
-        if let Ok(train_due) = m.ingest(&values) {
+        let valid = values.iter().all(|v| detector.valid(*v));
+        if !valid {
+            summary.invalid += 1;
+        } else if let Ok(train_due) = m.ingest(&values) {
             if train_due {
                 m.fit_now(ws);
                 summary.fits += 1;
@@ -223,7 +235,17 @@ pub fn replay_collecting<R: Read, W: Write>(
         }
         if let Some(s) = score {
             fired = matches!(
-                alarm.update_with(summary.rows as i64, s, m.novelty()),
+                alarm.step(
+                    ts_ms,
+                    s,
+                    judge.judge(&Tick {
+                        ts: ts_ms,
+                        score: s,
+                        novelty: m.novelty(),
+                        deviation: m.deviation(),
+                        value: values[0],
+                    }),
+                ),
                 Some(Transition::Fired { .. })
             );
             summary.scored += 1;

@@ -388,6 +388,33 @@ impl Model {
         best.map(|s| s.min(cap))
     }
 
+    /// Which side of normal the current tick lies on, for `direction` and saturation: the
+    /// sum over dimensions of the newest feature minus the same feature of the nearest
+    /// centre of the newest fit. Positive above, negative below, 0 before any fit.
+    pub fn deviation(&self) -> f64 {
+        let members = self.norms.len();
+        let newest = (self.next_member + members - 1) % members;
+        if !self.has_current || self.norms[newest].is_none() {
+            return 0.0;
+        }
+        let w = self.width;
+        let kw = self.params.n_clusters * w;
+        let centres = &self.centres[newest * kw..(newest + 1) * kw];
+        let nearest = centres
+            .chunks_exact(w)
+            .min_by(|a, b| {
+                kmeans::dist2(&self.current, a).total_cmp(&kmeans::dist2(&self.current, b))
+            })
+            .unwrap_or(&centres[..w]);
+        let lag_w = self.params.n_lags + 1;
+        (0..self.dims.len())
+            .map(|i| {
+                let at = i * lag_w + lag_w - 1;
+                self.current[at] - nearest[at]
+            })
+            .sum()
+    }
+
     /// Share of the last ticks whose context was never seen (see [`Context`]); `None`
     /// while learning or when the context detector is off.
     pub fn novelty(&self) -> Option<f64> {
@@ -570,6 +597,28 @@ mod tests {
         assert_eq!(m.score(), Some(0.0));
         m.ingest(&[9.0]).unwrap();
         assert_eq!(m.score(), Some(5.0));
+    }
+
+    #[test]
+    fn deviation_says_which_side_of_normal_the_tick_is_on() {
+        let mut p = notebook();
+        p.diffs = false;
+        let mut m = Model::new(p, 1);
+        let mut ws = m.workspace();
+        assert_eq!(m.deviation(), 0.0, "no fit yet");
+        for i in 0..51 {
+            if m.ingest(&[10.0 + (i % 3) as f64]).unwrap() {
+                m.fit_now(&mut ws);
+            }
+        }
+        for _ in 0..4 {
+            m.ingest(&[50.0]).unwrap();
+        }
+        assert!(m.deviation() > 0.0, "{}", m.deviation());
+        for _ in 0..4 {
+            m.ingest(&[-50.0]).unwrap();
+        }
+        assert!(m.deviation() < 0.0, "{}", m.deviation());
     }
 
     #[test]

@@ -1,0 +1,460 @@
+//! From a model's scores to alarm episodes.
+//!
+//! - [`Judge`] decides per tick whether it is anomalous and at what level: the score
+//!   against the threshold or the context novelty, the model's `direction`, and for
+//!   saturation metrics the seed's saturation logic ([`saturation`]); levels come from
+//!   the seed's graded severity ([`severity`]).
+//! - [`Hysteresis`] turns those decisions into episodes: an alarm fires after `for`
+//!   consecutive anomalous ticks and resolves after `resolve_after` consecutive normal
+//!   ones, so a single noisy tick neither raises nor clears anything. After an alarm fires,
+//!   `suppress` ticks must pass before the same model fires again: an incident is one
+//!   notification, not one per wobble of the score around the threshold. While firing, a
+//!   higher level is announced at once and a lower one once it has held for
+//!   `resolve_after` ticks.
+
+pub mod saturation;
+pub mod severity;
+
+use crate::config::AlarmParams;
+pub use saturation::{Saturation, SaturationParams};
+pub use severity::Grading;
+
+/// Which side of normal may alarm.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Direction {
+    #[default]
+    Both,
+    /// Only above normal: saturation metrics, error counts.
+    Up,
+    /// Only below normal: business volumes, where an unusual rise ("overflow") is fine.
+    Down,
+}
+
+/// What a model says about one tick.
+#[derive(Clone, Copy, Debug)]
+pub struct Tick {
+    pub ts: i64,
+    pub score: f64,
+    /// Context novelty, when the context detector is on and warmed up.
+    pub novelty: Option<f64>,
+    /// Which side of normal the tick is on: > 0 above, < 0 below (see `Model::deviation`).
+    pub deviation: f64,
+    /// The model's first raw value, for saturation limits.
+    pub value: f64,
+}
+
+/// Per-tick decision: anomalous or not, and at which level.
+#[derive(Clone, Debug)]
+pub struct Judge {
+    params: AlarmParams,
+    saturation: Option<Saturation>,
+}
+
+impl Judge {
+    pub fn new(params: AlarmParams) -> Self {
+        Self {
+            params,
+            saturation: params.saturation.map(Saturation::new),
+        }
+    }
+
+    /// The tick's level (1–4) if it is anomalous.
+    pub fn judge(&mut self, t: &Tick) -> Option<u8> {
+        if let Some(s) = &mut self.saturation {
+            s.observe(t.ts, t.value);
+        }
+        let p = &self.params;
+        let by_score = t.score >= p.threshold;
+        let by_context = t.novelty.is_some_and(|n| n >= p.context_threshold);
+        if !(by_score || by_context) {
+            return None;
+        }
+        let allowed = match p.direction {
+            Direction::Both => true,
+            Direction::Up => t.deviation >= 0.0,
+            Direction::Down => t.deviation <= 0.0,
+        };
+        if !allowed {
+            return None;
+        }
+        match &self.saturation {
+            // Never below the lower bound; above it, only if it looks like saturation.
+            Some(s) if t.deviation > 0.0 => s.level(t.ts, t.value),
+            Some(_) => None,
+            // A context alarm with an ordinary score is level 1.
+            None => Some(p.grading.level(t.score, p.threshold).max(1)),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Transition {
+    Fired {
+        started_at: i64,
+        score: f64,
+        severity: u8,
+    },
+    /// The level of a firing alarm changed: re-published with the new severity.
+    Changed {
+        started_at: i64,
+        score: f64,
+        severity: u8,
+    },
+    Resolved {
+        started_at: i64,
+        score: f64,
+        severity: u8,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct Hysteresis {
+    params: AlarmParams,
+    anomalous_run: u32,
+    normal_run: u32,
+    /// Time of the first tick of the current anomalous run.
+    run_started_at: i64,
+    firing: Option<Firing>,
+    /// Updates seen, and the update at which the last alarm fired.
+    ticks: u64,
+    last_fired: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Firing {
+    started_at: i64,
+    /// The level last announced, and for how many ticks the level has been below it.
+    severity: u8,
+    lower_run: u32,
+    lower_max: u8,
+}
+
+impl Hysteresis {
+    pub fn new(params: AlarmParams) -> Self {
+        Self {
+            params,
+            anomalous_run: 0,
+            normal_run: 0,
+            run_started_at: 0,
+            firing: None,
+            ticks: 0,
+            last_fired: None,
+        }
+    }
+
+    pub fn is_firing(&self) -> bool {
+        self.firing.is_some()
+    }
+
+    pub fn is_anomalous(&self, score: f64) -> bool {
+        score >= self.params.threshold
+    }
+
+    /// Feeds one score at time `ts`, judged by threshold and grading alone (no context,
+    /// direction or saturation); returns the transition it caused, if any.
+    pub fn update(&mut self, ts: i64, score: f64) -> Option<Transition> {
+        let level = self.is_anomalous(score).then(|| {
+            self.params
+                .grading
+                .level(score, self.params.threshold)
+                .max(1)
+        });
+        self.step(ts, score, level)
+    }
+
+    /// Feeds one tick's decision (from [`Judge`]): `level` is `Some` when anomalous.
+    pub fn step(&mut self, ts: i64, score: f64, level: Option<u8>) -> Option<Transition> {
+        let tick = self.ticks;
+        self.ticks += 1;
+        let quiet = self
+            .last_fired
+            .is_some_and(|t| tick - t < u64::from(self.params.suppress));
+        let resolve_after = self.params.resolve_after;
+        match level {
+            Some(sev) => {
+                if self.anomalous_run == 0 {
+                    self.run_started_at = ts;
+                }
+                self.anomalous_run = self.anomalous_run.saturating_add(1);
+                self.normal_run = 0;
+                match &mut self.firing {
+                    Some(f) => f
+                        .relevel(sev, resolve_after)
+                        .map(|severity| Transition::Changed {
+                            started_at: f.started_at,
+                            score,
+                            severity,
+                        }),
+                    None if self.anomalous_run >= self.params.for_ticks && !quiet => {
+                        self.last_fired = Some(tick);
+                        self.firing = Some(Firing {
+                            started_at: self.run_started_at,
+                            severity: sev,
+                            lower_run: 0,
+                            lower_max: 0,
+                        });
+                        Some(Transition::Fired {
+                            started_at: self.run_started_at,
+                            score,
+                            severity: sev,
+                        })
+                    }
+                    None => None,
+                }
+            }
+            None => {
+                self.anomalous_run = 0;
+                self.normal_run = self.normal_run.saturating_add(1);
+                match self.firing {
+                    Some(f) if self.normal_run >= resolve_after => {
+                        self.firing = None;
+                        Some(Transition::Resolved {
+                            started_at: f.started_at,
+                            score,
+                            severity: f.severity,
+                        })
+                    }
+                    _ => None,
+                }
+            }
+        }
+    }
+}
+
+impl Firing {
+    /// A new level while firing: the announced level if it changes.
+    fn relevel(&mut self, level: u8, hold: u32) -> Option<u8> {
+        if level > self.severity {
+            self.severity = level;
+            self.lower_run = 0;
+            return Some(level);
+        }
+        if level == self.severity {
+            self.lower_run = 0;
+            return None;
+        }
+        self.lower_max = if self.lower_run == 0 {
+            level
+        } else {
+            self.lower_max.max(level)
+        };
+        self.lower_run += 1;
+        if self.lower_run >= hold.max(1) {
+            self.severity = self.lower_max;
+            self.lower_run = 0;
+            return Some(self.severity);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(for_ticks: u32, resolve_after: u32) -> AlarmParams {
+        AlarmParams {
+            for_ticks,
+            resolve_after,
+            ..AlarmParams::with_threshold(2.0)
+        }
+    }
+
+    fn h(for_ticks: u32, resolve_after: u32) -> Hysteresis {
+        Hysteresis::new(params(for_ticks, resolve_after))
+    }
+
+    #[test]
+    fn a_new_alarm_within_suppress_ticks_of_the_last_one_is_held_back() {
+        let mut a = Hysteresis::new(AlarmParams {
+            suppress: 5,
+            ..params(1, 1)
+        });
+        assert!(matches!(a.update(0, 3.0), Some(Transition::Fired { .. })));
+        assert!(matches!(
+            a.update(1, 0.0),
+            Some(Transition::Resolved { .. })
+        ));
+        assert_eq!(a.update(2, 3.0), None, "tick 2 is within 5 of tick 0");
+        assert_eq!(a.update(3, 3.0), None);
+        assert_eq!(a.update(4, 3.0), None);
+        assert!(!a.is_firing());
+        assert!(
+            matches!(
+                a.update(5, 3.0),
+                Some(Transition::Fired { started_at: 2, .. })
+            ),
+            "still anomalous when the quiet time ends: fires, dated from the run's start"
+        );
+    }
+
+    #[test]
+    fn fires_after_for_consecutive_anomalous_ticks() {
+        let mut a = h(3, 2);
+        assert_eq!(a.update(1, 2.5), None);
+        assert_eq!(a.update(2, 2.5), None);
+        assert!(matches!(
+            a.update(3, 2.5),
+            Some(Transition::Fired { started_at: 1, .. })
+        ));
+        assert!(a.is_firing());
+        assert_eq!(a.update(4, 2.5), None, "already firing at this level");
+    }
+
+    #[test]
+    fn an_interrupted_run_starts_over() {
+        let mut a = h(3, 2);
+        a.update(1, 2.5);
+        a.update(2, 2.5);
+        a.update(3, 0.1);
+        assert_eq!(a.update(4, 2.5), None);
+        assert_eq!(a.update(5, 2.5), None);
+        assert!(matches!(
+            a.update(6, 2.5),
+            Some(Transition::Fired { started_at: 4, .. })
+        ));
+    }
+
+    #[test]
+    fn resolves_after_resolve_after_normal_ticks_and_keeps_peak_severity() {
+        let mut a = h(1, 3);
+        assert!(matches!(
+            a.update(1, 2.0),
+            Some(Transition::Fired { severity: 1, .. })
+        ));
+        assert!(matches!(
+            a.update(2, 4.5),
+            Some(Transition::Changed { severity: 4, .. })
+        ));
+        assert_eq!(a.update(3, 1.0), None);
+        assert_eq!(
+            a.update(4, 2.1),
+            None,
+            "an anomalous tick resets the normal run"
+        );
+        assert_eq!(a.update(5, 1.0), None);
+        assert_eq!(a.update(6, 1.0), None);
+        assert_eq!(
+            a.update(7, 0.5),
+            Some(Transition::Resolved {
+                started_at: 1,
+                score: 0.5,
+                severity: 4
+            })
+        );
+        assert!(!a.is_firing());
+    }
+
+    fn tick(score: f64, novelty: Option<f64>, deviation: f64) -> Tick {
+        Tick {
+            ts: 0,
+            score,
+            novelty,
+            deviation,
+            value: 0.0,
+        }
+    }
+
+    #[test]
+    fn full_context_novelty_is_anomalous_at_level_1_even_at_a_low_score() {
+        let mut j = Judge::new(AlarmParams::with_threshold(2.0));
+        assert_eq!(j.judge(&tick(0.1, Some(0.8), 1.0)), None);
+        assert_eq!(j.judge(&tick(0.1, Some(1.0), 1.0)), Some(1));
+        assert_eq!(j.judge(&tick(0.1, None, 1.0)), None);
+    }
+
+    #[test]
+    fn the_level_follows_the_grading_of_the_score() {
+        // threshold 2.4, t2 0.2: bound 2.0, level 2 from N = 0.4 (score 2.8).
+        let mut j = Judge::new(AlarmParams::with_threshold(2.4));
+        assert_eq!(j.judge(&tick(2.39, None, 1.0)), None);
+        assert_eq!(j.judge(&tick(2.4, None, 1.0)), Some(1));
+        assert_eq!(j.judge(&tick(2.8, None, 1.0)), Some(2));
+        assert_eq!(j.judge(&tick(9.0, None, 1.0)), Some(4));
+    }
+
+    #[test]
+    fn direction_up_ignores_drops_and_down_ignores_rises() {
+        let up = AlarmParams {
+            direction: Direction::Up,
+            ..AlarmParams::with_threshold(2.0)
+        };
+        let mut j = Judge::new(up);
+        assert_eq!(j.judge(&tick(5.0, None, 1.0)), Some(4));
+        assert_eq!(j.judge(&tick(5.0, None, -1.0)), None);
+        let mut j = Judge::new(AlarmParams {
+            direction: Direction::Down,
+            ..up
+        });
+        assert_eq!(
+            j.judge(&tick(5.0, None, 1.0)),
+            None,
+            "an overflow is normal"
+        );
+        assert_eq!(j.judge(&tick(5.0, Some(1.0), -1.0)), Some(4));
+        let mut j = Judge::new(AlarmParams::with_threshold(2.0));
+        assert_eq!(
+            j.judge(&tick(5.0, None, -1.0)),
+            Some(4),
+            "both: either side"
+        );
+    }
+
+    #[test]
+    fn saturation_metrics_alarm_only_when_nearing_the_limit() {
+        let p = AlarmParams {
+            saturation: Some(SaturationParams {
+                limit: 100.0,
+                pct: 0.7,
+                window_ms: 300_000,
+                rises_near_limit: 2,
+                rises_level2: 3,
+                rises_level3: 5,
+            }),
+            ..AlarmParams::with_threshold(2.0)
+        };
+        let mut j = Judge::new(p);
+        let at = |ts: i64, value: f64, deviation: f64| Tick {
+            ts,
+            score: 5.0,
+            novelty: None,
+            deviation,
+            value,
+        };
+        // Anomalous but steady and far from the limit: not saturation.
+        assert_eq!(j.judge(&at(0, 20.0, 1.0)), None);
+        assert_eq!(j.judge(&at(10_000, 20.0, 1.0)), None);
+        // Below normal never alarms.
+        assert_eq!(j.judge(&at(20_000, 5.0, -1.0)), None);
+        // Two rises to above 70 % of the limit: level 3.
+        assert_eq!(j.judge(&at(30_000, 50.0, 1.0)), None, "one rise");
+        assert_eq!(j.judge(&at(40_000, 75.0, 1.0)), Some(3));
+    }
+
+    #[test]
+    fn a_higher_level_is_announced_at_once_and_a_lower_one_after_it_holds() {
+        let mut a = h(1, 2);
+        assert!(matches!(
+            a.step(0, 2.0, Some(1)),
+            Some(Transition::Fired { severity: 1, .. })
+        ));
+        assert!(matches!(
+            a.step(1, 3.0, Some(3)),
+            Some(Transition::Changed {
+                severity: 3,
+                started_at: 0,
+                ..
+            })
+        ));
+        assert_eq!(a.step(2, 2.0, Some(2)), None, "one tick lower: not yet");
+        assert_eq!(a.step(3, 3.0, Some(3)), None, "back to the announced level");
+        assert_eq!(a.step(4, 2.0, Some(2)), None);
+        assert!(
+            matches!(
+                a.step(5, 2.0, Some(1)),
+                Some(Transition::Changed { severity: 2, .. })
+            ),
+            "two ticks lower: the highest of them is announced"
+        );
+    }
+}
