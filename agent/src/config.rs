@@ -156,6 +156,7 @@ pub struct DetectorRaw {
     pub upper_limit: Option<f64>,
     pub down_limit: Option<f64>,
     pub only_show_anomaly: Option<bool>,
+    pub decay: Option<f64>,
 }
 
 impl DetectorRaw {
@@ -201,6 +202,7 @@ impl DetectorRaw {
             upper_limit: None,
             down_limit: None,
             only_show_anomaly: Some(false),
+            decay: Some(0.0),
         }
     }
 
@@ -256,6 +258,7 @@ impl DetectorRaw {
             upper_limit: self.upper_limit.or(base.upper_limit),
             down_limit: self.down_limit.or(base.down_limit),
             only_show_anomaly: self.only_show_anomaly.or(base.only_show_anomaly),
+            decay: self.decay.or(base.decay),
         }
     }
 }
@@ -567,6 +570,7 @@ impl Source {
                 window: get(d.context_window),
                 memory: get(d.context_memory),
             },
+            decay: d.decay.unwrap_or(0.0),
         };
         let alarm = AlarmParams {
             threshold: d.threshold.unwrap_or(f64::NAN),
@@ -625,7 +629,12 @@ impl Source {
             (None, None) => true,
         };
         let pct = d.saturation_pct.unwrap_or(70.0);
-        let more: [(&str, bool, &str); 4] = [
+        let more: [(&str, bool, &str); 5] = [
+            (
+                "decay",
+                (0.0..=1.0).contains(&params.decay),
+                "must be 0 to 1",
+            ),
             (
                 "t2",
                 (0.0..0.4).contains(&g.t2),

@@ -120,7 +120,12 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     let (rows, width, k) = specs.iter().fold((1, 1, 1), |(r, w, k), s| {
         let p = &s.detector.params;
         (
-            r.max(p.train_data_size),
+            // With decay, a fit also holds the previous fit's weighted centres.
+            r.max(
+                p.train_data_size
+                    + (p.decay.min(1.0) * p.train_data_size as f64).ceil() as usize
+                    + p.n_clusters,
+            ),
             w.max(s.metrics.len() * (p.n_lags + 1)),
             k.max(p.n_clusters),
         )

@@ -57,6 +57,9 @@ pub struct ModelParams {
     pub min_train_points: usize,
     /// Context novelty beside the k-means score ([`ContextParams::OFF`] for none).
     pub context: ContextParams,
+    /// Weight of the previous training set in the next fit (seed `003`'s iterative
+    /// training), 0 to 1; 0 forgets it.
+    pub decay: f64,
 }
 
 impl ModelParams {
@@ -78,6 +81,7 @@ impl ModelParams {
             ensemble: 1,
             min_train_points: 50,
             context: ContextParams::OFF,
+            decay: 0.0,
         }
     }
 
@@ -132,8 +136,13 @@ pub struct TrainJob {
     pub kmeans: KMeansParams,
     pub distance: Distance,
     pub scale: Scale,
-    /// Filled by the fit.
+    /// In: the previous fit's centres when `prior` is set. Out: the new centres.
     pub centres: Box<[f64]>,
+    /// In: how many training vectors each previous centre had. Out: the new counts.
+    pub counts: Box<[u32]>,
+    /// Whether `centres` and `counts` carry a previous fit to weigh in with `decay`.
+    pub prior: bool,
+    pub decay: f64,
     /// How distances become scores; `None` when the fit failed.
     norm: Option<Norm>,
 }
@@ -148,6 +157,19 @@ impl TrainJob {
         self.n_dims * (self.n_lags + 1)
     }
 
+    /// Rows the previous fit adds: each of its centres `decay × count` times. Weighting a
+    /// centre by repetition is weighted k-means with integer weights, and a fit's centres
+    /// with their counts are the k-point summary of its training set.
+    fn prior_rows(&self) -> usize {
+        if !self.prior || self.decay <= 0.0 {
+            return 0;
+        }
+        self.counts
+            .iter()
+            .map(|&c| (self.decay * f64::from(c)).round() as usize)
+            .sum()
+    }
+
     /// Fits the centres and the scale. Runs on the trainer thread (or inline in `replay`);
     /// allocates nothing when `ws` is large enough.
     pub fn run(&mut self, ws: &mut FitWorkspace) {
@@ -156,22 +178,32 @@ impl TrainJob {
         if rows == 0 {
             return;
         }
-        if !ws.fits(rows, w, k) {
-            *ws = FitWorkspace::new(rows, w, k);
+        let total = rows + self.prior_rows();
+        if !ws.fits(total, w, k) {
+            *ws = FitWorkspace::new(total, w, k);
         }
         let lag_w = self.n_lags + 1;
-        let vectors = &mut ws.vectors[..rows * w];
-        for (r, v) in vectors.chunks_exact_mut(w).enumerate() {
+        let vectors = &mut ws.vectors[..total * w];
+        let (real, prior) = vectors.split_at_mut(rows * w);
+        for (r, v) in real.chunks_exact_mut(w).enumerate() {
             for (i, dim) in v.chunks_exact_mut(lag_w).enumerate() {
                 for (j, x) in dim.iter_mut().enumerate() {
                     *x = f64::from(self.data[(r + j) * self.n_dims + i]);
                 }
             }
         }
+        let mut out = prior.chunks_exact_mut(w);
+        for (c, &n) in self.centres.chunks_exact(w).zip(self.counts.iter()) {
+            for _ in 0..(self.decay * f64::from(n)).round() as usize {
+                if let Some(row) = out.next() {
+                    row.copy_from_slice(c);
+                }
+            }
+        }
         if kmeans::fit(
             &self.kmeans,
             vectors,
-            rows,
+            total,
             w,
             &mut ws.kmeans,
             &mut self.centres,
@@ -179,6 +211,18 @@ impl TrainJob {
         .is_none()
         {
             return;
+        }
+        let vectors = &ws.vectors[..rows * w];
+        self.counts.fill(0);
+        for v in vectors.chunks_exact(w) {
+            let nearest = self
+                .centres
+                .chunks_exact(w)
+                .enumerate()
+                .map(|(j, c)| (j, kmeans::dist2(v, c)))
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .map_or(0, |(j, _)| j);
+            self.counts[nearest] += 1;
         }
         let dists = &mut ws.distances[..rows];
         for (d, v) in dists.iter_mut().zip(vectors.chunks_exact(w)) {
@@ -238,8 +282,8 @@ impl Norm {
     }
 }
 
-/// Training-data and centres buffers kept for the next fit.
-type Spare = (Box<[f32]>, Box<[f64]>);
+/// Training-data, centres and counts buffers kept for the next fit.
+type Spare = (Box<[f32]>, Box<[f64]>, Box<[u32]>);
 
 #[derive(Debug)]
 pub struct Model {
@@ -263,6 +307,8 @@ pub struct Model {
     /// Buffers lent to the trainer; `None` while a fit is in flight.
     spare: Option<Spare>,
     context: Context,
+    /// Training vectors per centre of the newest fit, for `decay`.
+    counts: Box<[u32]>,
 }
 
 impl Model {
@@ -291,8 +337,10 @@ impl Model {
             spare: Some((
                 vec![0.0; ticks * n_dims].into_boxed_slice(),
                 vec![0.0; kw].into_boxed_slice(),
+                vec![0; params.n_clusters].into_boxed_slice(),
             )),
             context: Context::new(params.context, n_dims),
+            counts: vec![0; params.n_clusters].into_boxed_slice(),
         }
     }
 
@@ -427,7 +475,7 @@ impl Model {
         if self.ring_len <= self.params.n_lags {
             return None;
         }
-        let (mut data, centres) = self.spare.take()?;
+        let (mut data, mut centres, mut counts) = self.spare.take()?;
         let n_dims = self.dims.len();
         let ticks = self.ring.len() / n_dims;
         // Two copies of contiguous runs: the ring from its head to the end, then its start.
@@ -436,6 +484,14 @@ impl Model {
         data[..first * n_dims].copy_from_slice(&self.ring[a..b]);
         let rest = self.ring_len - first;
         data[first * n_dims..self.ring_len * n_dims].copy_from_slice(&self.ring[..rest * n_dims]);
+        let members = self.norms.len();
+        let newest = (self.next_member + members - 1) % members;
+        let prior = self.params.decay > 0.0 && self.norms[newest].is_some();
+        if prior {
+            let kw = centres.len();
+            centres.copy_from_slice(&self.centres[newest * kw..(newest + 1) * kw]);
+            counts.copy_from_slice(&self.counts);
+        }
         Some(TrainJob {
             data,
             ticks: self.ring_len,
@@ -445,6 +501,9 @@ impl Model {
             distance: self.params.distance,
             scale: self.params.scale,
             centres,
+            counts,
+            prior,
+            decay: self.params.decay,
             norm: None,
         })
     }
@@ -458,8 +517,9 @@ impl Model {
             self.centres[slot * kw..(slot + 1) * kw].copy_from_slice(&job.centres);
             self.norms[slot] = Some(norm);
             self.next_member = (slot + 1) % self.norms.len();
+            self.counts.copy_from_slice(&job.counts);
         }
-        self.spare = Some((job.data, job.centres));
+        self.spare = Some((job.data, job.centres, job.counts));
     }
 
     /// Fits inline (for `replay` and tests); the agent uses the trainer thread instead.
@@ -475,7 +535,7 @@ impl Model {
         let (spare_data, spare_centres) = self
             .spare
             .as_ref()
-            .map_or((0, 0), |(d, c)| (d.len(), c.len()));
+            .map_or((0, 0), |(d, c, _)| (d.len(), c.len()));
         BufferReport {
             ring_len: self.ring_len * self.dims.len(),
             ring_capacity: self.ring.len(),
@@ -500,15 +560,19 @@ impl Model {
             + self.dims.len() * size_of::<DimPreprocessor>()
             + pre
             + self.context.heap_bytes()
+            + 2 * self.counts.len() * size_of::<u32>()
     }
 
-    /// Workspace large enough to fit this model.
+    /// Workspace large enough to fit this model (the previous fit's rows included).
     pub fn workspace(&self) -> FitWorkspace {
-        FitWorkspace::new(
-            self.params.train_data_size.max(1),
-            self.width,
-            self.params.n_clusters,
-        )
+        let rows = self.params.train_data_size.max(1);
+        // Rounding each centre's repeats can add up to one row per centre.
+        let prior = if self.params.decay > 0.0 {
+            (self.params.decay.min(1.0) * rows as f64).ceil() as usize + self.params.n_clusters
+        } else {
+            0
+        };
+        FitWorkspace::new(rows + prior, self.width, self.params.n_clusters)
     }
 }
 
@@ -619,6 +683,41 @@ mod tests {
             m.ingest(&[-50.0]).unwrap();
         }
         assert!(m.deviation() < 0.0, "{}", m.deviation());
+    }
+
+    /// Fits on a cluster at 0 and then on one at 10: without decay the new fit forgets
+    /// 0; with decay 1 the old training set weighs as much as the new one.
+    fn centre_after_a_move(decay: f64) -> f64 {
+        let p = ModelParams {
+            diffs: false,
+            n_smoothing: 1,
+            n_lags: 0,
+            n_clusters: 1,
+            train_data_size: 100,
+            train_every_n: 100,
+            min_train_points: 100,
+            decay,
+            ..notebook()
+        };
+        let mut m = Model::new(p, 1);
+        let mut ws = m.workspace();
+        for i in 0..201 {
+            // The first fit (at n = 100) sees only zeros, the second only tens.
+            let v = if i <= 100 { 0.0 } else { 10.0 };
+            if m.ingest(&[v]).unwrap() {
+                m.fit_now(&mut ws);
+            }
+        }
+        let kw = m.params.n_clusters * m.width;
+        let newest = (m.next_member + m.norms.len() - 1) % m.norms.len();
+        m.centres[newest * kw]
+    }
+
+    #[test]
+    fn decay_weighs_the_previous_training_set_into_the_next_fit() {
+        assert_eq!(centre_after_a_move(0.0), 10.0);
+        assert!((centre_after_a_move(1.0) - 5.0).abs() < 1e-9);
+        assert!((centre_after_a_move(0.25) - 8.0).abs() < 1e-9);
     }
 
     #[test]
