@@ -797,6 +797,34 @@ mod tests {
     }
 
     #[test]
+    fn alarm_keys_are_checked_with_the_key_named() {
+        let bad = [
+            ("t2 = 0.5", "models.m.t2"),
+            ("step = 0.0", "models.m.step"),
+            ("direction = \"sideways\"", "models.m.direction"),
+            ("kind = \"saturation\"", "models.m.limit"),
+            ("kind = \"weird\"", "models.m.kind"),
+            (
+                "down_limit = 5.0\nupper_limit = 1.0",
+                "models.m.upper_limit",
+            ),
+            ("decay = 2.0", "models.m.decay"),
+        ];
+        for (line, key) in bad {
+            let text = format!("[models.m]\nmetrics = {{ \"a\" = [\"b\"] }}\n{line}\n");
+            let err = src(&text).load(&[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{line}: {err}");
+        }
+        let s = src("[detector]\nkind = \"saturation\"\nlimit = 100.0\ndirection = \"up\"\nupper_limit = 100.0\n[models.m]\nmetrics = { \"a\" = [\"b\"] }\n")
+            .load(&[])
+            .unwrap();
+        let d = &s.models[0].detector;
+        assert_eq!(d.alarm.saturation.map(|p| p.limit), Some(100.0));
+        assert_eq!(d.alarm.direction, crate::alarm::Direction::Up);
+        assert!(d.valid(100.0) && !d.valid(100.5));
+    }
+
+    #[test]
     fn shipped_config_loads_and_its_detector_is_the_builtin_default() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/agent.toml");
         let source = Source::read(&path).unwrap();

@@ -401,6 +401,29 @@ mod tests {
     }
 
     #[test]
+    fn values_outside_the_limits_are_counted_and_not_scored() {
+        let mut csv = String::from("timestamp,value\n");
+        for i in 0..300 {
+            let v = if i == 250 { 150.0 } else { (i % 7) as f64 };
+            csv.push_str(&format!("t{i},{v}\n"));
+        }
+        let d = detector(&[
+            "detector.train_data_size=100",
+            "detector.min_train_points=100",
+            "detector.down_limit=0",
+            "detector.upper_limit=100",
+        ]);
+        let (out, s) = run(&csv, &d).unwrap();
+        assert_eq!(s.invalid, 1);
+        assert_eq!(
+            out.lines().nth(251),
+            Some("t250,,0"),
+            "no score for the bad row"
+        );
+        assert!(out.lines().nth(252).unwrap().len() > "t251,,0".len());
+    }
+
+    #[test]
     fn headerless_input_is_accepted() {
         let d = detector(&[]);
         let (out, s) = run("1,2\n2,3\n", &d).unwrap();
