@@ -4,8 +4,10 @@
 //! - [`client`]: one connection per host with its last will, reconnect with backoff and
 //!   jitter, lossy publishing for metrics and scores, and retained alarm state that is
 //!   re-published after every reconnect.
+//! - [`outbox`]: the durable store of alarm states not yet acknowledged by the broker.
 
 pub mod broker;
 pub mod client;
+pub mod outbox;
 
 pub use client::{Link, LinkStats};
