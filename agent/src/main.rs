@@ -71,6 +71,10 @@ enum Command {
         /// labels/combined_windows.json in the plot.
         #[arg(long, value_name = "FILE", requires = "plot")]
         windows: Option<PathBuf>,
+        /// Pass over malformed rows (counted, the first 10 logged, written as `timestamp,,0`)
+        /// instead of stopping at the first with its line number.
+        #[arg(long)]
+        skip_bad_rows: bool,
     },
     /// Evaluate a rules document against events offline, windowed by their eventTime; print
     /// each output event as one JSON line. Exit 2 on a bad rules file.
@@ -189,6 +193,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             set,
             plot,
             windows,
+            skip_bad_rows,
         } => {
             let detector = match config.as_ref() {
                 None => {
@@ -233,7 +238,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 }),
                 None => None,
             };
-            let summary = replay::replay_files(&input, &output, &detector, plot.as_ref())?;
+            let summary =
+                replay::replay_files(&input, &output, &detector, plot.as_ref(), skip_bad_rows)?;
+            if summary.skipped > 0 {
+                tracing::warn!(skipped = summary.skipped, "malformed rows skipped");
+            }
             tracing::debug!(?summary, "replay finished");
             Ok(())
         }

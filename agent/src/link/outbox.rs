@@ -268,9 +268,9 @@ impl Outbox {
         frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
         frame.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
         frame.extend_from_slice(&body);
-        let written =
-            f.write_all(&frame)
-                .and_then(|()| if self.fsync { f.sync_data() } else { Ok(()) });
+        let written = f
+            .write_all(&frame)
+            .and_then(|()| if self.fsync { f.sync_data() } else { Ok(()) });
         if let Err(e) = written {
             // Whatever part reached the file is a torn frame that recovery cuts off; start
             // a fresh segment for the next record.

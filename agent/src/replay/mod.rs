@@ -41,6 +41,8 @@ pub struct Summary {
     pub alarm_rows: u64,
     /// Rows outside the detector's `down_limit`/`upper_limit`: not scored.
     pub invalid: u64,
+    /// Malformed rows passed over with `--skip-bad-rows`.
+    pub skipped: u64,
     pub fits: u64,
 }
 
@@ -78,6 +80,7 @@ pub fn replay_files(
     output: &Path,
     detector: &Detector,
     plot: Option<&PlotSpec>,
+    skip_bad_rows: bool,
 ) -> Result<Summary, Error> {
     let io_err = |path: &Path| {
         let path = path.to_owned();
@@ -103,6 +106,7 @@ pub fn replay_files(
         &input.display().to_string(),
         progress,
         rows.as_mut(),
+        skip_bad_rows,
     )?;
     w.flush().map_err(io_err(output))?;
     if let (Some(spec), Some(mut file), Some(rows)) = (plot, plot_file, rows) {
@@ -127,11 +131,13 @@ pub fn replay<R: Read, W: Write>(
     origin: &str,
     progress: Option<Progress>,
 ) -> Result<Summary, Error> {
-    replay_collecting(input, out, detector, origin, progress, None)
+    replay_collecting(input, out, detector, origin, progress, None, false)
 }
 
-/// [`replay`], also pushing one [`Row`] per input row onto `rows` when it is given. The
-/// vector grows with the input: only `--plot` passes one.
+/// [`replay`], also pushing one [`Row`] per input row onto `rows` when it is given (the
+/// vector grows with the input: only `--plot` passes one). With `skip_bad_rows` a
+/// malformed row is counted, logged (the first 10) and written as `timestamp,,0` when it
+/// has a timestamp, instead of ending the replay.
 pub fn replay_collecting<R: Read, W: Write>(
     input: BufReader<R>,
     out: &mut W,
@@ -139,11 +145,35 @@ pub fn replay_collecting<R: Read, W: Write>(
     origin: &str,
     mut progress: Option<Progress>,
     mut rows: Option<&mut Vec<Row>>,
+    skip_bad_rows: bool,
 ) -> Result<Summary, Error> {
     let csv_err = |line: u64, message: String| Error::Csv {
         path: origin.to_owned(),
         line,
         message,
+    };
+    // A bad row: the error, or with skip_bad_rows a note, an empty output row and `None`.
+    let bad_row = |summary: &mut Summary,
+                   out: &mut W,
+                   line: u64,
+                   ts: Option<&str>,
+                   message: String|
+     -> Result<(), Error> {
+        if !skip_bad_rows {
+            return Err(csv_err(line, message));
+        }
+        summary.skipped += 1;
+        if summary.skipped <= 10 {
+            tracing::warn!(
+                file = origin,
+                line,
+                "{message}; row skipped (--skip-bad-rows)"
+            );
+        }
+        if let Some(ts) = ts {
+            writeln!(out, "{ts},,0").map_err(|e| csv_err(0, format!("writing output: {e}")))?;
+        }
+        Ok(())
     };
     let write_err = |e: std::io::Error| csv_err(0, format!("writing output: {e}"));
     let mut input = input;
@@ -169,17 +199,24 @@ pub fn replay_collecting<R: Read, W: Write>(
         }
         bytes += n as u64;
         line_no += 1;
-        let text = std::str::from_utf8(&line).map_err(|_| csv_err(line_no, "not UTF-8".into()))?;
+        let Ok(text) = std::str::from_utf8(&line) else {
+            bad_row(&mut summary, out, line_no, None, "not UTF-8".into())?;
+            continue;
+        };
         let text = text.trim_end_matches(['\n', '\r']);
         if text.trim().is_empty() {
             continue;
         }
-        let (ts, rest) = text.split_once(',').ok_or_else(|| {
-            csv_err(
+        let Some((ts, rest)) = text.split_once(',') else {
+            bad_row(
+                &mut summary,
+                out,
                 line_no,
+                None,
                 format!("expected timestamp,value[,value...], got {text:?}"),
-            )
-        })?;
+            )?;
+            continue;
+        };
         values.clear();
         let mut parsed_all = true;
         for field in rest.split(',') {
@@ -197,20 +234,28 @@ pub fn replay_collecting<R: Read, W: Write>(
                 width = Some(rest.split(',').count());
                 continue;
             }
-            return Err(csv_err(
+            bad_row(
+                &mut summary,
+                out,
                 line_no,
+                Some(ts),
                 format!("value is not a number in {text:?}"),
-            ));
+            )?;
+            continue;
         }
         let expected = *width.get_or_insert(values.len());
         if values.len() != expected {
-            return Err(csv_err(
+            bad_row(
+                &mut summary,
+                out,
                 line_no,
+                Some(ts),
                 format!(
                     "{} value columns where the header/first row has {expected}",
                     values.len()
                 ),
-            ));
+            )?;
+            continue;
         }
         let m = model.get_or_insert_with(|| Model::new(detector.params, expected));
         let ws = ws.get_or_insert_with(|| m.workspace());
@@ -424,6 +469,30 @@ mod tests {
     }
 
     #[test]
+    fn skip_bad_rows_keeps_going_and_keeps_one_output_row_per_timestamped_row() {
+        let d = detector(&[]);
+        let input = "timestamp,value\n1,2\n2,abc\n3,4,5\nnocomma\n4,5\n";
+        let mut out = Vec::new();
+        let s = replay_collecting(
+            BufReader::new(input.as_bytes()),
+            &mut out,
+            &d,
+            "in.csv",
+            None,
+            None,
+            true,
+        )
+        .unwrap();
+        assert_eq!((s.rows, s.skipped), (2, 3));
+        let out = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines,
+            ["timestamp,score,alarm", "1,,0", "2,,0", "3,,0", "4,,0"]
+        );
+    }
+
+    #[test]
     fn headerless_input_is_accepted() {
         let d = detector(&[]);
         let (out, s) = run("1,2\n2,3\n", &d).unwrap();
@@ -466,6 +535,7 @@ mod tests {
             "in.csv",
             None,
             Some(&mut rows),
+            false,
         )
         .unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), plain);
@@ -514,7 +584,7 @@ mod tests {
         };
         assert_eq!(spec.windows.len(), 1);
         let output = dir.path().join("out.csv");
-        let s = replay_files(&input, &output, &alarming_detector(), Some(&spec)).unwrap();
+        let s = replay_files(&input, &output, &alarming_detector(), Some(&spec), false).unwrap();
 
         let csv = std::fs::read_to_string(&output).unwrap();
         assert_eq!(csv.lines().count() as u64, s.rows + 1);
@@ -544,7 +614,7 @@ mod tests {
             path: dir.path().join("no/such/dir/plot.svg"),
             windows: Vec::new(),
         };
-        let err = replay_files(&input, &output, &detector(&[]), Some(&spec)).unwrap_err();
+        let err = replay_files(&input, &output, &detector(&[]), Some(&spec), false).unwrap_err();
         assert!(err.to_string().contains("plot.svg"), "{err}");
         assert_eq!(
             std::fs::read_to_string(&output).unwrap(),
