@@ -380,3 +380,93 @@ async fn reconnects_after_the_broker_restarts_and_restores_retained_state() {
         agent.log_text()
     );
 }
+
+/// `mosquitto_sub` once against `port`, with or without credentials: (exit code, output).
+fn sub_once(port: u16, creds: Option<(&str, &str)>) -> (Option<i32>, String) {
+    let mut cmd = std::process::Command::new("mosquitto_sub");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-t", "lookout/+/status", "-C", "1", "-W", "10", "-v"]);
+    if let Some((u, p)) = creds {
+        cmd.args(["-u", u, "-P", p]);
+    }
+    let out = cmd
+        .output()
+        .expect("mosquitto_sub (apt-get install -y mosquitto-clients)");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_broker_with_credentials_refuses_strangers_and_serves_the_agent() {
+    let dir = scratch("e2e-broker-auth");
+    let port = free_port();
+    let mut args = sim_args(port, true);
+    args.extend(
+        [
+            "--set",
+            "broker.username=edge",
+            "--set",
+            "broker.password=env:LOOKOUT_TEST_BROKER_PASSWORD",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut agent = agent_with_env(
+        &args,
+        dir.path(),
+        &[("LOOKOUT_TEST_BROKER_PASSWORD", "s3cret")],
+    );
+    wait_for_port(port, Duration::from_secs(20));
+    // The agent itself logged in with the broker's credentials: its status is there.
+    let (code, out) = sub_once(port, Some(("edge", "s3cret")));
+    assert_eq!(code, Some(0), "{out}\n{}", agent.log_text());
+    assert!(out.contains("online"), "{out}");
+    let (code, out) = sub_once(port, None);
+    assert_ne!(code, Some(0), "an anonymous client must be refused: {out}");
+    let (code, out) = sub_once(port, Some(("edge", "wrong")));
+    assert_ne!(code, Some(0), "a wrong password must be refused: {out}");
+    assert!(
+        !agent.log_text().contains("s3cret"),
+        "the password never reaches the log"
+    );
+    agent.terminate(Duration::from_secs(10));
+}
+
+#[test]
+fn an_open_embedded_broker_on_a_public_address_is_refused_with_exit_2() {
+    let out = std::process::Command::new(agent_bin())
+        .args(["check-config", "--config", "configs/agent.toml"])
+        .args(["--set", "broker.listen=0.0.0.0:18830"])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("broker.listen") && err.contains("without authentication"),
+        "{err}"
+    );
+    let out = std::process::Command::new(agent_bin())
+        .args(["check-config", "--config", "configs/agent.toml"])
+        .args(["--set", "broker.listen=0.0.0.0:18830"])
+        .args([
+            "--set",
+            "broker.username=edge",
+            "--set",
+            "broker.password=x",
+        ])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("password=x"),
+        "check-config redacts"
+    );
+}

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use lookout_shared::duration::HumanDuration;
 use lookout_shared::payload::Labels;
+use lookout_shared::secret::Secret;
 use serde::Deserialize;
 
 use crate::Error;
@@ -69,6 +70,9 @@ pub struct MqttRaw {
     pub queue: usize,
     pub reconnect_min: HumanDuration,
     pub reconnect_max: HumanDuration,
+    pub username: Option<String>,
+    /// A literal, `env:NAME` or `file:/path` (shared::secret).
+    pub password: Option<Secret>,
 }
 
 impl Default for MqttRaw {
@@ -81,6 +85,8 @@ impl Default for MqttRaw {
             queue: 1024,
             reconnect_min: HumanDuration::from_millis(250),
             reconnect_max: HumanDuration::from_secs(30),
+            username: None,
+            password: None,
         }
     }
 }
@@ -96,6 +102,17 @@ pub struct BrokerRaw {
     /// memory per topic is at most `segment_size × segments`.
     pub segment_size: usize,
     pub segments: usize,
+    /// Clients must log in with these; required when any listener is not on loopback
+    /// (unless `tls_ca` requires client certificates).
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// A TLS listener beside the plain one: address, certificate chain and key (PEM).
+    /// `tls_ca` (client certificates) is refused with an explanation: rumqttd fixes that
+    /// choice at compile time.
+    pub tls_listen: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    pub tls_ca: Option<String>,
 }
 
 impl Default for BrokerRaw {
@@ -107,6 +124,12 @@ impl Default for BrokerRaw {
             max_payload_size: 64 * 1024,
             segment_size: 64 * 1024,
             segments: 3,
+            username: None,
+            password: None,
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
         }
     }
 }
@@ -335,6 +358,8 @@ pub struct MqttSettings {
     pub queue: usize,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// Username and password the agent logs in with.
+    pub credentials: Option<(String, Secret)>,
 }
 
 #[derive(Clone, Debug)]
@@ -344,6 +369,15 @@ pub struct BrokerSettings {
     pub max_payload_size: usize,
     pub segment_size: usize,
     pub segments: usize,
+    pub auth: Option<(String, Secret)>,
+    pub tls: Option<BrokerTls>,
+}
+
+#[derive(Clone, Debug)]
+pub struct BrokerTls {
+    pub listen: SocketAddr,
+    pub cert: String,
+    pub key: String,
 }
 
 /// The validated config the agent runs on.
@@ -444,7 +478,70 @@ impl Source {
                     format!("{:?} is not IP:PORT ({e})", raw.broker.listen),
                 )
             })?;
+            let b = &raw.broker;
+            let auth = match (&b.username, &b.password) {
+                (Some(u), Some(p)) if !u.is_empty() => Some((u.clone(), p.clone())),
+                (None, None) => None,
+                _ => {
+                    return Err(self.err(
+                        "broker.username",
+                        "set both broker.username and broker.password, or neither",
+                    ));
+                }
+            };
+            let tls = match (&b.tls_listen, &b.tls_cert, &b.tls_key) {
+                (None, None, None) => None,
+                _ if b.tls_ca.is_some() => {
+                    // rumqttd decides client-certificate checking at compile time, for
+                    // every TLS listener at once; accepting the key and ignoring it would
+                    // be worse than saying so.
+                    return Err(self.err(
+                        "broker.tls_ca",
+                        "the embedded broker cannot require client certificates yet; \
+                         use broker.username and broker.password",
+                    ));
+                }
+                (Some(l), Some(cert), Some(key)) => {
+                    let listen = l.parse().map_err(|e| {
+                        self.err("broker.tls_listen", format!("{l:?} is not IP:PORT ({e})"))
+                    })?;
+                    for (k, path) in [("broker.tls_cert", cert), ("broker.tls_key", key)] {
+                        if !Path::new(path).is_file() {
+                            return Err(self.err(k, format!("{path}: no such file")));
+                        }
+                    }
+                    Some(BrokerTls {
+                        listen,
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    })
+                }
+                _ => {
+                    return Err(self.err(
+                        "broker.tls_listen",
+                        "a TLS listener needs tls_listen, tls_cert and tls_key together",
+                    ));
+                }
+            };
+            // An open broker on a network interface lets anyone read and inject data.
+            let exposed = [Some(listen), tls.as_ref().map(|t| t.listen)]
+                .into_iter()
+                .flatten()
+                .find(|a| !a.ip().is_loopback());
+            if let Some(addr) = exposed
+                && auth.is_none()
+            {
+                return Err(self.err(
+                    "broker.listen",
+                    format!(
+                        "the embedded broker would listen on {addr} without authentication: \
+                         set broker.username and broker.password, or listen on 127.0.0.1"
+                    ),
+                ));
+            }
             Some(BrokerSettings {
+                auth,
+                tls,
                 listen,
                 max_connections: raw.broker.max_connections.max(1),
                 max_payload_size: raw.broker.max_payload_size.max(1024),
@@ -480,6 +577,18 @@ impl Source {
                 queue: raw.mqtt.queue,
                 reconnect_min: raw.mqtt.reconnect_min.0.max(Duration::from_millis(10)),
                 reconnect_max: raw.mqtt.reconnect_max.0.max(raw.mqtt.reconnect_min.0),
+                // The agent's own client logs in to its embedded broker with the broker's
+                // credentials unless [mqtt] names others.
+                credentials: match (&raw.mqtt.username, &raw.mqtt.password) {
+                    (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+                    (None, None) => broker.as_ref().and_then(|b| b.auth.clone()),
+                    _ => {
+                        return Err(self.err(
+                            "mqtt.username",
+                            "set both mqtt.username and mqtt.password, or neither",
+                        ));
+                    }
+                },
             },
             broker,
             models,

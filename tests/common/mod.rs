@@ -172,10 +172,16 @@ pub fn bridge(args: &[&str], dir: &Path) -> Proc {
 
 /// Runs `lookout-agent` with `args` from the repo root.
 pub fn agent(args: &[&str], dir: &Path) -> Proc {
+    agent_with_env(args, dir, &[])
+}
+
+/// [`agent`] with extra environment variables (secrets given as `env:NAME`).
+pub fn agent_with_env(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Proc {
     let mut cmd = Command::new(agent_bin());
     cmd.args(args)
         .current_dir(repo_root())
-        .env("LOOKOUT_LOG", "info");
+        .env("LOOKOUT_LOG", "info")
+        .envs(env.iter().copied());
     spawn_logged("agent", cmd, dir)
 }
 

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::TcpListener;
 
-use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
+use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings, TlsConfig};
 
 use crate::Error;
 use crate::config::BrokerSettings;
@@ -25,20 +25,47 @@ pub fn start(settings: &BrokerSettings) -> Result<(), Error> {
         ))
     })?;
 
-    let server = ServerSettings {
-        name: "lookout-v4".into(),
-        listen,
-        tls: None,
-        next_connection_delay_ms: 1,
-        connections: ConnectionSettings {
-            connection_timeout_ms: 60_000,
-            max_payload_size: settings.max_payload_size,
-            max_inflight_count: 100,
-            auth: None,
-            external_auth: None,
-            dynamic_filters: true,
-        },
+    let connections = ConnectionSettings {
+        connection_timeout_ms: 60_000,
+        max_payload_size: settings.max_payload_size,
+        max_inflight_count: 100,
+        auth: settings
+            .auth
+            .as_ref()
+            .map(|(u, p)| HashMap::from([(u.clone(), p.expose().to_owned())])),
+        external_auth: None,
+        dynamic_filters: true,
     };
+    let mut servers = HashMap::from([(
+        "1".to_string(),
+        ServerSettings {
+            name: "lookout-v4".into(),
+            listen,
+            tls: None,
+            next_connection_delay_ms: 1,
+            connections: connections.clone(),
+        },
+    )]);
+    if let Some(tls) = &settings.tls {
+        TcpListener::bind(tls.listen).map_err(|e| Error::Broker {
+            listen: tls.listen.to_string(),
+            message: format!("cannot listen for TLS ({e})"),
+        })?;
+        servers.insert(
+            "2".to_string(),
+            ServerSettings {
+                name: "lookout-v4-tls".into(),
+                listen: tls.listen,
+                tls: Some(TlsConfig::Rustls {
+                    capath: None,
+                    certpath: tls.cert.clone(),
+                    keypath: tls.key.clone(),
+                }),
+                next_connection_delay_ms: 1,
+                connections,
+            },
+        );
+    }
     let config = Config {
         id: 0,
         router: RouterConfig {
@@ -52,7 +79,7 @@ pub fn start(settings: &BrokerSettings) -> Result<(), Error> {
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         },
-        v4: Some(HashMap::from([("1".to_string(), server)])),
+        v4: Some(servers),
         ..Default::default()
     };
     let mut broker = rumqttd::Broker::new(config);

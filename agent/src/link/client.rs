@@ -57,6 +57,9 @@ impl Link {
         let status_topic = lookout_shared::topics::status(&settings.prefix, host);
         let mut opts = MqttOptions::new(client_id, settings.host.clone(), settings.port);
         opts.set_keep_alive(settings.keep_alive);
+        if let Some((user, password)) = &settings.credentials {
+            opts.set_credentials(user.clone(), password.expose().to_owned());
+        }
         opts.set_clean_session(true);
         opts.set_max_packet_size(256 * 1024, 256 * 1024);
         opts.set_last_will(LastWill::new(
