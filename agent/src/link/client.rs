@@ -338,6 +338,7 @@ async fn drive(
                 link.on_connected();
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
+                tracing::debug!(host, topic = %p.topic, bytes = p.payload.len(), retain = p.retain, "MQTT message in");
                 if let Some(r) = &mut receiving {
                     r.deliver(p, &link.stats).await;
                 }

@@ -249,12 +249,16 @@ impl Live {
     }
 
     /// At start: empties the error topic, which may still hold a rejection from before a
-    /// restart (a document still invalid is rejected again when it is redelivered).
+    /// restart (a document still invalid is rejected again when it is redelivered). Once
+    /// is enough, so this one is not re-sent after reconnects.
     pub fn start(&mut self, out: &mut Vec<Out>) {
         self.error_shown = None;
         out.push(Out::State {
             topic: self.error_topic.clone(),
             payload: Vec::new(),
+        });
+        out.push(Out::Forget {
+            topic: self.error_topic.clone(),
         });
         tracing::info!(
             host = %self.host,

@@ -283,6 +283,13 @@ fn an_invalid_document_is_rejected_on_the_error_topic_and_the_old_rules_stay() {
         states(&out),
         [("lookout/box/rules/error".to_owned(), Value::Null)]
     );
+    assert_eq!(
+        out[1],
+        Out::Forget {
+            topic: "lookout/box/rules/error".into()
+        },
+        "the clear at start is sent once, not after every reconnect"
+    );
 
     out.clear();
     let good = doc(&[rule("hot", "*", "AVGGREATEROREQUAL", 50.0, "1s")]);
