@@ -361,10 +361,18 @@ async fn reconnects_after_the_broker_restarts_and_restores_retained_state() {
             is_status(m, "sim-1", "online")
         })
         .await;
-    let restored = fresh
+    // Re-published (live, or retained if it came before we subscribed)...
+    fresh
+        .wait_for("the alarm's state again", Duration::from_secs(20), |m| {
+            m.topic == alarm.topic
+        })
+        .await;
+    // ...and retained: a newcomer gets it from the broker.
+    let mut late = Subscriber::connect(port, &[alarm.topic.as_str()]).await;
+    let restored = late
         .wait_for(
-            "the alarm's state, retained again",
-            Duration::from_secs(20),
+            "the alarm's state, retained",
+            Duration::from_secs(10),
             |m| m.topic == alarm.topic && m.retain,
         )
         .await;

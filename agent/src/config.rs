@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lookout_shared::duration::HumanDuration;
@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use crate::Error;
 use crate::alarm::{Direction, Grading, SaturationParams};
+use crate::rules::{Limits, RuleSet};
 use crate::scorer::{ContextParams, Distance, ModelParams, Scale};
 use crate::simulate::SimParams;
 
@@ -38,6 +39,10 @@ pub struct Raw {
     pub sim_models: BTreeMap<String, DetectorRaw>,
     #[serde(default)]
     pub simulate: SimParams,
+    #[serde(default)]
+    pub rules: RulesRaw,
+    #[serde(default)]
+    pub ingest: IngestRaw,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -132,6 +137,35 @@ impl Default for BrokerRaw {
             tls_ca: None,
         }
     }
+}
+
+/// `[rules]`: threshold rules (docs/rules.md). Documents may also come over MQTT, so the
+/// table is optional.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesRaw {
+    /// A rules document, watched for changes. Empty: none (`--set rules.file=` turns a
+    /// configured one off).
+    pub file: String,
+    /// Open groups per rule and window; bounds the engine's memory.
+    pub groups_per_window: usize,
+}
+
+impl Default for RulesRaw {
+    fn default() -> Self {
+        Self {
+            file: String::new(),
+            groups_per_window: Limits::default().groups_per_window,
+        }
+    }
+}
+
+/// `[ingest]`: events from devices that cannot run the agent, on `<prefix>/ingest/#`.
+/// Off by default: an agent takes other devices' data only when told to.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestRaw {
+    pub enabled: bool,
 }
 
 /// Detector parameters. `[detector]` sets them for every model; a model's table may set
@@ -380,6 +414,23 @@ pub struct BrokerTls {
     pub key: String,
 }
 
+/// Past this a window's groups are more likely a runaway dimension than a fleet.
+const MAX_GROUPS_PER_WINDOW: usize = 1_000_000;
+
+#[derive(Clone, Debug)]
+pub struct RulesSettings {
+    /// The watched rules file, read and validated at start into `initial`.
+    pub file: Option<PathBuf>,
+    /// The file's rules, or none without a file.
+    pub initial: RuleSet,
+    pub limits: Limits,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct IngestSettings {
+    pub enabled: bool,
+}
+
 /// The validated config the agent runs on.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -391,6 +442,8 @@ pub struct Settings {
     pub models: Vec<ModelSpec>,
     pub sim_models: Vec<ModelSpec>,
     pub simulate: SimParams,
+    pub rules: RulesSettings,
+    pub ingest: IngestSettings,
 }
 
 /// A config document as read, with where it came from (for error messages).
@@ -560,6 +613,13 @@ impl Source {
         simulate.validate().map_err(|m| self.err("simulate", m))?;
         let models = self.resolve_models("models", &raw.models, &base)?;
         let sim_models = self.resolve_models("sim_models", &raw.sim_models, &base)?;
+        if agent_host == lookout_shared::topics::INGEST {
+            return Err(self.err(
+                "agent.host",
+                "\"ingest\" is reserved: <prefix>/ingest/# carries ingested events; set another name",
+            ));
+        }
+        let rules = self.resolve_rules(&raw.rules)?;
         Ok(Settings {
             host: agent_host.clone(),
             labels: raw.agent.labels.clone(),
@@ -594,6 +654,38 @@ impl Source {
             models,
             sim_models,
             simulate,
+            rules,
+            ingest: IngestSettings {
+                enabled: raw.ingest.enabled,
+            },
+        })
+    }
+
+    /// Checks `[rules]` and reads its file: a rules file that is missing or invalid at start
+    /// is a config error (exit 2), naming the config line and the rule at fault. Later
+    /// changes to the file are checked by the running agent, which keeps the old rules
+    /// when a new version is invalid.
+    fn resolve_rules(&self, raw: &RulesRaw) -> Result<RulesSettings, Error> {
+        let groups = raw.groups_per_window;
+        if !(1..=MAX_GROUPS_PER_WINDOW).contains(&groups) {
+            return Err(self.err(
+                "rules.groups_per_window",
+                format!("must be 1 to {MAX_GROUPS_PER_WINDOW}, got {groups}"),
+            ));
+        }
+        let (file, initial) = if raw.file.is_empty() {
+            (None, RuleSet::default())
+        } else {
+            let path = PathBuf::from(&raw.file);
+            let set = RuleSet::read(&path).map_err(|e| self.err("rules.file", e))?;
+            (Some(path), set)
+        };
+        Ok(RulesSettings {
+            file,
+            initial,
+            limits: Limits {
+                groups_per_window: groups,
+            },
         })
     }
 
@@ -1015,6 +1107,91 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("invalid duration"), "{err}");
+    }
+
+    #[test]
+    fn rules_and_ingest_default_to_no_file_and_off() {
+        let s = src("").load(&[]).unwrap();
+        assert!(s.rules.file.is_none() && s.rules.initial.is_empty());
+        assert_eq!(s.rules.limits, Limits::default());
+        assert!(!s.ingest.enabled);
+    }
+
+    #[test]
+    fn rules_file_is_read_at_start_and_its_errors_name_config_line_and_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("rules.json");
+        std::fs::write(
+            &good,
+            r#"[{"ruleId": "hot", "deviceId": "*", "metricName": "t", "alertName": "a",
+                 "operator": "AVGGREATEROREQUAL", "value": 1}]"#,
+        )
+        .unwrap();
+        let text = format!(
+            "[rules]\nfile = {:?}\ngroups_per_window = 8\n\n[ingest]\nenabled = true\n",
+            good.display().to_string()
+        );
+        let s = src(&text).load(&[]).unwrap();
+        assert_eq!(s.rules.file.as_deref(), Some(good.as_path()));
+        assert_eq!(s.rules.initial.len(), 1);
+        assert_eq!(s.rules.limits.groups_per_window, 8);
+        assert!(s.ingest.enabled);
+
+        let bad = dir.path().join("bad.json");
+        std::fs::write(
+            &bad,
+            r#"[{"ruleId": 7, "deviceId": "*", "metricName": "t", "alertName": "a",
+                 "operator": "AVGMORE", "value": 1}]"#,
+        )
+        .unwrap();
+        let text = format!(
+            "[agent]\n\n[rules]\nfile = {:?}\n",
+            bad.display().to_string()
+        );
+        let err = src(&text).load(&[]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("test.toml:4: rules.file: ")
+                && err.contains("bad.json: rules[0] (ruleId 7): operator"),
+            "{err}"
+        );
+        let err = src("[rules]\nfile = \"/nonexistent/rules.json\"\n")
+            .load(&[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("test.toml:2: rules.file: /nonexistent/rules.json"),
+            "{err}"
+        );
+        // `--set rules.file=` turns a configured file off.
+        let s = src("[rules]\nfile = \"/nonexistent/rules.json\"\n")
+            .load(&["rules.file=".into()])
+            .unwrap();
+        assert!(s.rules.file.is_none());
+    }
+
+    #[test]
+    fn rules_and_ingest_tables_are_checked() {
+        let err = src("[rules]\ngroups_per_window = 0\n")
+            .load(&[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("test.toml:2: rules.groups_per_window: must be 1 to"),
+            "{err}"
+        );
+        let err = src("[ingest]\nenabled = true\ntopic = \"x\"\n")
+            .load(&[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("topic") && err.contains("line 3"), "{err}");
+        let err = src("[agent]\nhost = \"ingest\"\n")
+            .load(&[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("test.toml:2: agent.host") && err.contains("reserved"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -169,6 +169,26 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 Some(b) => println!("  embedded broker {}", b.listen),
                 None => println!("  embedded broker off"),
             }
+            match &s.rules.file {
+                Some(f) => println!(
+                    "  rules file      {} ({} rules), {} groups per window",
+                    f.display(),
+                    s.rules.initial.len(),
+                    s.rules.limits.groups_per_window
+                ),
+                None => println!(
+                    "  rules file      none, {} groups per window",
+                    s.rules.limits.groups_per_window
+                ),
+            }
+            if s.ingest.enabled {
+                println!(
+                    "  ingest          {}",
+                    lookout_shared::topics::ingest_filter(&s.mqtt.prefix)
+                );
+            } else {
+                println!("  ingest          off");
+            }
             for (title, models) in [("model", &s.models), ("sim model", &s.sim_models)] {
                 for m in models {
                     let dims: Vec<String> =

@@ -1,5 +1,7 @@
 //! The `run` command: every tick, each host's samples go through its models, and metrics,
-//! scores and alarm changes go out over that host's MQTT link.
+//! scores and alarm changes go out over that host's MQTT link. Between ticks, rules
+//! documents and ingested events arrive on the first host's link and go to the rules
+//! ([`crate::rules::live`]), whose alarms go out over that link too.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,13 +9,15 @@ use std::time::{Duration, Instant};
 use lookout_shared::codec::to_json;
 use lookout_shared::payload::{Alarm, AlarmState, Labels, Score, SimTruth};
 use lookout_shared::topics;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::Error;
 use crate::alarm::{Hysteresis, Judge, Tick, Transition};
 use crate::config::{Detector, ModelSpec, Settings};
 use crate::frame::Frame;
-use crate::link::{Link, LinkStats, broker};
+use crate::link::{Inbox, Incoming, Link, LinkStats, broker};
+use crate::rules::live::{Live, LiveParams, Out};
 use crate::sampler::HostSampler;
 use crate::scorer::Model;
 use crate::scorer::trainer::{ModelKey, Trainer};
@@ -27,6 +31,10 @@ const MISSING_WARN_AFTER: u32 = 5;
 
 /// How long shutdown waits for links to flush their goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Incoming messages (rules documents, ingested events) waiting for the run loop. Beyond
+/// it ingested events are dropped and counted; documents wait (see `link::Inbox`).
+const INBOX_CAPACITY: usize = 1024;
 
 enum Source {
     Real(Box<HostSampler>),
@@ -80,6 +88,30 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     } else {
         &settings.models
     };
+    // The rules belong to the first host (the real one, or sim-1) and come in on its link.
+    let (inbox_tx, mut inbox) = mpsc::channel::<Incoming>(INBOX_CAPACITY);
+    let mut inbox_tx = Some(inbox_tx);
+    let mut live: Option<Live> = None;
+    let mut connect = |host: &str, labels: &Labels, client_id: &str| -> (Link, JoinHandle<()>) {
+        let Some(tx) = inbox_tx.take() else {
+            return Link::connect(&settings.mqtt, host, client_id, Arc::clone(&stats));
+        };
+        let rules = Live::new(LiveParams {
+            prefix: settings.mqtt.prefix.clone(),
+            host: host.to_owned(),
+            labels: labels.clone(),
+            rules: settings.rules.clone(),
+            ingest: settings.ingest.enabled,
+            host_metrics: !sim,
+        });
+        let inbox = Inbox {
+            filters: rules.filters(),
+            reliable: rules.document_topics(),
+            tx,
+        };
+        live = Some(rules);
+        Link::connect_with_inbox(&settings.mqtt, host, client_id, Arc::clone(&stats), inbox)
+    };
     if sim {
         for i in 1..=settings.simulate.hosts {
             let sh = SimHost::new(i, &settings.simulate, start_ts, interval_ms);
@@ -87,7 +119,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             let mut labels = settings.labels.clone();
             labels.extend(sh.labels().iter().map(|(k, v)| (k.clone(), v.clone())));
             let client_id = format!("{}-{}", settings.mqtt.client_id, name);
-            let (link, task) = Link::connect(&settings.mqtt, &name, &client_id, Arc::clone(&stats));
+            let (link, task) = connect(&name, &labels, &client_id);
             tasks.push(task);
             hosts.push(new_host(
                 &settings,
@@ -99,12 +131,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             ));
         }
     } else {
-        let (link, task) = Link::connect(
-            &settings.mqtt,
-            &settings.host,
-            &settings.mqtt.client_id,
-            Arc::clone(&stats),
-        );
+        let (link, task) = connect(&settings.host, &settings.labels, &settings.mqtt.client_id);
         tasks.push(task);
         let source = Source::Real(Box::new(HostSampler::new("/proc")));
         hosts.push(new_host(
@@ -116,6 +143,17 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             specs,
         ));
     }
+
+    // Every run has a first host (simulate.hosts is 0 for this host, or at least 1).
+    let (Some(mut live), Some(rules_link)) = (live, hosts.first().map(|h| h.link.clone())) else {
+        return Err(Error::Config {
+            path: "simulate.hosts".into(),
+            message: "no host to run the rules on".into(),
+        });
+    };
+    let mut outs: Vec<Out> = Vec::new();
+    live.start(&mut outs);
+    flush(&rules_link, &mut outs);
 
     let (rows, width, k) = specs.iter().fold((1, 1, 1), |(r, w, k), s| {
         let p = &s.detector.params;
@@ -159,6 +197,11 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            Some(msg) = inbox.recv() => {
+                live.on_message(&msg.topic, &msg.payload, lookout_shared::time::now_ms(), &mut outs);
+                flush(&rules_link, &mut outs);
+                continue;
+            }
             _ = &mut shutdown => break,
         }
         while let Some(((h, m), job)) = trainer.try_result() {
@@ -203,9 +246,29 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
                     mr,
                 );
             }
+            if hi == 0 {
+                live.on_samples(&frame, &mut outs);
+            }
         }
+        live.tick(lookout_shared::time::now_ms(), now, &mut outs);
+        flush(&rules_link, &mut outs);
     }
 
+    // Nothing more is taken in: a link waiting for room in the inbox lets go.
+    drop(inbox);
+    let rs = live.stats();
+    tracing::info!(
+        accepted = rs.accepted,
+        unmatched = rs.unmatched,
+        late = rs.late,
+        over_cap = rs.over_cap,
+        bad = rs.bad,
+        clamped = live.clamped(),
+        inbox_dropped = stats
+            .inbox_dropped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        "rules: events taken in this run"
+    );
     tracing::info!("shutting down: publishing offline status");
     for host in &hosts {
         host.link.close().await;
@@ -223,6 +286,18 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     }
     drop(trainer);
     Ok(())
+}
+
+/// Hands the rules' output to the link: states retained and re-sent after reconnects.
+fn flush(link: &Link, outs: &mut Vec<Out>) {
+    for out in outs.drain(..) {
+        match out {
+            Out::State { topic, payload } => {
+                link.publish_state(&topic, payload);
+            }
+            Out::Forget { topic } => link.forget_state(&topic),
+        }
+    }
 }
 
 fn new_host(

@@ -1,5 +1,10 @@
 //! The topic scheme, `<prefix>/<host>/<kind>[/<name>]`, written and read only here so the
 //! agent, the bridge and the tests cannot drift apart. See `docs/topics.md`.
+//!
+//! Two kinds of topic carry no host, because they are addressed to every agent at once:
+//! `<prefix>/rules` (the fleet's rules document) and `<prefix>/ingest/<device>[/...]`
+//! (events of devices that cannot run the agent). `ingest` is therefore not a usable host
+//! name.
 
 use crate::Error;
 
@@ -10,10 +15,21 @@ pub const DEFAULT_PREFIX: &str = "lookout";
 pub enum Kind<'a> {
     Status,
     Metrics,
-    Score { model: &'a str },
-    Alarm { source: &'a str },
+    Score {
+        model: &'a str,
+    },
+    Alarm {
+        source: &'a str,
+    },
     SimTruth,
+    /// The host's own rules document, retained.
+    Rules,
+    /// Why the host rejected its latest rules document, retained; empty when none was.
+    RulesError,
 }
+
+/// The first level under the prefix that holds ingested events instead of a host.
+pub const INGEST: &str = "ingest";
 
 pub fn status(prefix: &str, host: &str) -> String {
     format!("{prefix}/{host}/status")
@@ -33,6 +49,85 @@ pub fn alarm(prefix: &str, host: &str, source: &str) -> String {
 
 pub fn sim_truth(prefix: &str, host: &str) -> String {
     format!("{prefix}/{host}/sim/truth")
+}
+
+/// A host's own rules document (retained); it wins over the fleet's.
+pub fn rules(prefix: &str, host: &str) -> String {
+    format!("{prefix}/{host}/rules")
+}
+
+/// The rules document of every agent under `prefix` (retained).
+pub fn fleet_rules(prefix: &str) -> String {
+    format!("{prefix}/rules")
+}
+
+/// Where a host says why it rejected a rules document (retained; emptied once fixed).
+pub fn rules_error(prefix: &str, host: &str) -> String {
+    format!("{prefix}/{host}/rules/error")
+}
+
+/// The filter an agent with ingest enabled subscribes to.
+pub fn ingest_filter(prefix: &str) -> String {
+    format!("{prefix}/{INGEST}/#")
+}
+
+/// `Some(device)` for `<prefix>/ingest/<device>[/...]`, `Some("")` for `<prefix>/ingest`
+/// itself or an empty device level (the event must then name its device), `None` for a
+/// topic outside ingest.
+pub fn ingest_device<'a>(prefix: &str, topic: &'a str) -> Option<&'a str> {
+    let rest = topic.strip_prefix(prefix)?.strip_prefix('/')?;
+    let rest = rest.strip_prefix(INGEST)?;
+    if rest.is_empty() {
+        return Some("");
+    }
+    let rest = rest.strip_prefix('/')?;
+    Some(rest.split('/').next().unwrap_or(""))
+}
+
+/// The alarm name (what follows `alarms/`) of one threshold rule's alarm for one group:
+/// `rule/<ruleId>/<device>[/dimN=<value>...]`, one level per included dimension (`dimN`
+/// alone when the events lacked it). A rule fires separately per group, and each group
+/// needs a topic of its own so that the retained states of groups do not overwrite each
+/// other. Levels are escaped with [`escape_level`], so distinct groups never share a topic.
+pub fn rule_alarm_name<'a>(
+    rule_id: &str,
+    device: &str,
+    dims: impl IntoIterator<Item = (usize, Option<&'a str>)>,
+) -> String {
+    let mut name = format!("{}/{}", rule_source(rule_id), escape_level(device));
+    for (n, value) in dims {
+        match value {
+            Some(v) => name.push_str(&format!("/dim{n}={}", escape_level(v))),
+            None => name.push_str(&format!("/dim{n}")),
+        }
+    }
+    name
+}
+
+/// An alarm's `source` for a threshold rule: `rule/<ruleId>`.
+pub fn rule_source(rule_id: &str) -> String {
+    format!("rule/{}", escape_level(rule_id))
+}
+
+/// Percent-escapes what cannot stand in one topic level (`/`, `+`, `#`, NUL) and `%`
+/// itself, so that, unlike [`sanitize_level`], different names stay different topics.
+/// Ordinary names come through unchanged.
+pub fn escape_level(name: &str) -> std::borrow::Cow<'_, str> {
+    if !name.contains(['/', '+', '#', '\0', '%']) {
+        return name.into();
+    }
+    let mut out = String::with_capacity(name.len() + 8);
+    for c in name.chars() {
+        match c {
+            '/' => out.push_str("%2F"),
+            '+' => out.push_str("%2B"),
+            '#' => out.push_str("%23"),
+            '\0' => out.push_str("%00"),
+            '%' => out.push_str("%25"),
+            c => out.push(c),
+        }
+    }
+    out.into()
 }
 
 /// The filter a subscriber uses for every alarm of every host.
@@ -62,6 +157,8 @@ pub fn parse<'a>(prefix: &str, topic: &'a str) -> Result<(&'a str, Kind<'a>), Er
         Some(("scores", model)) if !model.is_empty() => Kind::Score { model },
         Some(("alarms", source)) if !source.is_empty() => Kind::Alarm { source },
         Some(("sim", "truth")) => Kind::SimTruth,
+        None if rest == "rules" => Kind::Rules,
+        Some(("rules", "error")) => Kind::RulesError,
         _ => return Err(bad("unknown kind")),
     };
     Ok((host, kind))
@@ -99,6 +196,57 @@ mod tests {
         assert_eq!(
             parse(p, &sim_truth(p, "h1")).unwrap(),
             ("h1", Kind::SimTruth)
+        );
+    }
+
+    #[test]
+    fn rules_topics_parse_back_and_ingest_topics_name_their_device() {
+        let p = DEFAULT_PREFIX;
+        assert_eq!(parse(p, &rules(p, "h1")).unwrap(), ("h1", Kind::Rules));
+        assert_eq!(
+            parse(p, &rules_error(p, "h1")).unwrap(),
+            ("h1", Kind::RulesError)
+        );
+        assert_eq!(fleet_rules(p), "lookout/rules");
+        assert_eq!(ingest_filter(p), "lookout/ingest/#");
+        assert_eq!(
+            ingest_device(p, "lookout/ingest/sensor-7"),
+            Some("sensor-7")
+        );
+        assert_eq!(
+            ingest_device(p, "lookout/ingest/sensor-7/temp"),
+            Some("sensor-7")
+        );
+        assert_eq!(ingest_device(p, "lookout/ingest"), Some(""));
+        assert_eq!(ingest_device(p, "lookout/ingest//x"), Some(""));
+        assert_eq!(ingest_device(p, "lookout/ingestion/x"), None);
+        assert_eq!(ingest_device(p, "lookout/h1/rules"), None);
+        assert_eq!(ingest_device(p, "other/ingest/x"), None);
+    }
+
+    #[test]
+    fn rule_alarm_names_keep_groups_apart() {
+        assert_eq!(
+            rule_alarm_name("1234", "978648", [(2, Some("N024"))]),
+            "rule/1234/978648/dim2=N024"
+        );
+        assert_eq!(rule_alarm_name("disk", "edge-1", []), "rule/disk/edge-1");
+        // A dimension the events lacked differs from an empty one.
+        assert_ne!(
+            rule_alarm_name("r", "d", [(0, None)]),
+            rule_alarm_name("r", "d", [(0, Some(""))])
+        );
+        // Escaping keeps names apart that sanitizing would merge, and topics valid.
+        let a = rule_alarm_name("r", "a/b", [(1, Some("x+y#"))]);
+        let b = rule_alarm_name("r", "a_b", [(1, Some("x_y_"))]);
+        assert_ne!(a, b);
+        assert_eq!(a, "rule/r/a%2Fb/dim1=x%2By%23");
+        assert_eq!(escape_level("50%"), "50%25");
+        assert_eq!(rule_source("hot"), "rule/hot");
+        let topic = alarm("lookout", "h1", &a);
+        assert_eq!(
+            parse("lookout", &topic).unwrap(),
+            ("h1", Kind::Alarm { source: &a })
         );
     }
 

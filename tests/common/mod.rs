@@ -217,8 +217,15 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub async fn connect(port: u16, filters: &[&str]) -> Self {
-        let mut opts =
-            MqttOptions::new(format!("e2e-sub-{}", std::process::id()), "127.0.0.1", port);
+        // Ids unique within the process: a second client with the same id would take the
+        // first one's session over, and the two would keep kicking each other out.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let id = format!(
+            "e2e-sub-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(10));
         opts.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut eventloop) = AsyncClient::new(opts, 64);
@@ -292,6 +299,13 @@ impl Subscriber {
         while let Ok(m) = self.rx.try_recv() {
             self.seen.push(m);
         }
+    }
+}
+
+impl Drop for Subscriber {
+    /// Disconnects: a dropped subscriber's connection would otherwise live on.
+    fn drop(&mut self) {
+        self._task.abort();
     }
 }
 

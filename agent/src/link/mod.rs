@@ -2,12 +2,13 @@
 //!
 //! - [`broker`]: the embedded rumqttd, so one binary works with nothing else installed.
 //! - [`client`]: one connection per host with its last will, reconnect with backoff and
-//!   jitter, lossy publishing for metrics and scores, and retained alarm state that is
-//!   re-published after every reconnect.
+//!   jitter, lossy publishing for metrics and scores, retained alarm state that is
+//!   re-published after every reconnect, and subscriptions (rules documents, ingested
+//!   events) delivered into a bounded inbox.
 //! - [`outbox`]: the durable store of alarm states not yet acknowledged by the broker.
 
 pub mod broker;
 pub mod client;
 pub mod outbox;
 
-pub use client::{Link, LinkStats};
+pub use client::{Inbox, Incoming, Link, LinkStats};

@@ -11,12 +11,15 @@
 //! - [`engine`]: the evaluator: event time, closing windows, outputs, raise/resolve,
 //!   replacing the document without losing state.
 //! - [`offline`]: the `test-rules` command.
+//! - [`live`]: the rules in the running agent: documents from a watched file and retained
+//!   MQTT messages, events from `<prefix>/ingest/#` and the host's samples, alarms.
 //! - `glob`, `time`: `deviceId` globs and RFC 3339 times, small enough to write here.
 
 pub mod document;
 pub mod engine;
 pub mod event;
 mod glob;
+pub mod live;
 pub mod offline;
 mod time;
 pub mod window;
