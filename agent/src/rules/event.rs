@@ -64,7 +64,9 @@ impl Event {
         let time = match given_time {
             Some((field, t)) => parse_time(t).ok_or_else(|| {
                 let t = brief(t);
-                format!("{field}: expected an RFC 3339 time or Unix milliseconds, got {t}")
+                format!(
+                    "{field}: expected an RFC 3339 time or Unix milliseconds (years 0000 to 9999), got {t}"
+                )
             })?,
             None => defaults
                 .time
@@ -114,12 +116,19 @@ fn number(v: Option<&Value>, field: &str) -> Result<f64, String> {
     }
 }
 
+/// Event times are kept within RFC 3339's years 0000 to 9999, whatever their form: a
+/// Unix-millisecond time near the ends of `i64` is no reading anyone took, and the
+/// engine's window arithmetic must not be made to overflow by one.
+const EARLIEST: i64 = -62_167_219_200_000;
+const LATEST: i64 = 253_402_300_799_999;
+
 fn parse_time(v: &Value) -> Option<i64> {
     match v {
         Value::String(s) => parse_rfc3339(s),
         Value::Number(n) => n.as_i64(),
         _ => None,
     }
+    .filter(|t| (EARLIEST..=LATEST).contains(t))
 }
 
 /// `custom.<table>."N".value`, for N in 0..5. Entries without a usable value are absent,
@@ -384,6 +393,14 @@ mod tests {
             (
                 r#"{"metric": "t", "value": 1, "deviceId": "d", "eventTime": "yesterday"}"#,
                 "eventTime: expected an RFC 3339 time",
+            ),
+            (
+                r#"{"metric": "t", "value": 1, "deviceId": "d", "time": -9223372036854775808}"#,
+                "time: expected an RFC 3339 time or Unix milliseconds (years 0000 to 9999)",
+            ),
+            (
+                r#"{"metric": "t", "value": 1, "deviceId": "d", "time": 253402300800000}"#,
+                "time: expected",
             ),
             ("[1]", "expected an event"),
         ] {

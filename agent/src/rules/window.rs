@@ -101,7 +101,8 @@ impl Window {
 
     /// Start of the window of length `len` that holds `ts`.
     pub fn aligned(ts: i64, len: i64) -> i64 {
-        ts - ts.rem_euclid(len)
+        // Saturating: near i64::MIN the window's start is not representable.
+        ts.saturating_sub(ts.rem_euclid(len))
     }
 
     pub fn start(&self) -> i64 {

@@ -183,12 +183,13 @@ fn bad_events_are_counted_and_skipped_and_future_times_clamped() {
         br#"{"metric": "temp"}"#,
         br#"{"metric": "temp", "value": "hot"}"#,
         br#"[1, 2]"#,
+        br#"{"metric": "temp", "value": 1, "time": -9223372036854775808}"#,
     ] {
         live.on_message("lookout/ingest/s1", payload, 10_000, &mut out);
     }
     let big = vec![b' '; MAX_INGEST_BYTES + 1];
     live.on_message("lookout/ingest/s1", &big, 10_000, &mut out);
-    assert_eq!(live.stats().bad, 8, "{:?}", live.stats());
+    assert_eq!(live.stats().bad, 9, "{:?}", live.stats());
     assert_eq!(live.stats().accepted, 0);
 
     // An event an hour ahead is taken at now + the tolerance, so it does not close the
