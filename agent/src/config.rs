@@ -43,6 +43,60 @@ pub struct Raw {
     pub rules: RulesRaw,
     #[serde(default)]
     pub ingest: IngestRaw,
+    #[serde(default)]
+    pub outbox: OutboxRaw,
+}
+
+/// The durable outbox of alarm states (link/outbox.rs).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxRaw {
+    /// Where; empty: `$STATE_DIRECTORY/outbox` (systemd), else
+    /// `$XDG_STATE_HOME/lookout/outbox`, else `~/.local/state/lookout/outbox`.
+    pub dir: String,
+    pub max_bytes: u64,
+    /// fdatasync every record before it is sent.
+    pub fsync: bool,
+}
+
+impl Default for OutboxRaw {
+    fn default() -> Self {
+        Self {
+            dir: String::new(),
+            max_bytes: 16 * 1024 * 1024,
+            fsync: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxSettings {
+    /// One sub-directory per published host.
+    pub dir: std::path::PathBuf,
+    pub max_bytes: u64,
+    pub fsync: bool,
+}
+
+/// The outbox directory when the config names none.
+fn default_outbox_dir() -> std::path::PathBuf {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(d) = var("STATE_DIRECTORY") {
+        // systemd may pass several, separated by ':'; the first is ours.
+        let first = d
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        return Path::new(&first).join("outbox");
+    }
+    if let Some(d) = var("XDG_STATE_HOME") {
+        return Path::new(&d).join("lookout/outbox");
+    }
+    if let Some(h) = var("HOME") {
+        return Path::new(&h).join(".local/state/lookout/outbox");
+    }
+    Path::new(".lookout-state/outbox").to_owned()
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -394,6 +448,7 @@ pub struct MqttSettings {
     pub reconnect_max: Duration,
     /// Username and password the agent logs in with.
     pub credentials: Option<(String, Secret)>,
+    pub outbox: OutboxSettings,
 }
 
 #[derive(Clone, Debug)]
@@ -639,6 +694,21 @@ impl Source {
                 reconnect_max: raw.mqtt.reconnect_max.0.max(raw.mqtt.reconnect_min.0),
                 // The agent's own client logs in to its embedded broker with the broker's
                 // credentials unless [mqtt] names others.
+                outbox: {
+                    let o = &raw.outbox;
+                    if o.max_bytes < 64 * 1024 {
+                        return Err(self.err("outbox.max_bytes", "must be at least 65536"));
+                    }
+                    OutboxSettings {
+                        dir: if o.dir.is_empty() {
+                            default_outbox_dir()
+                        } else {
+                            o.dir.clone().into()
+                        },
+                        max_bytes: o.max_bytes,
+                        fsync: o.fsync,
+                    }
+                },
                 credentials: match (&raw.mqtt.username, &raw.mqtt.password) {
                     (Some(u), Some(p)) => Some((u.clone(), p.clone())),
                     (None, None) => broker.as_ref().and_then(|b| b.auth.clone()),

@@ -101,10 +101,32 @@ fn spawn_logged(name: &'static str, mut cmd: Command, dir: &Path) -> Proc {
 /// Starts mosquitto on `port` (loopback, in memory). Fails the test, never skips, when
 /// mosquitto is not installed: `.ci/run` installs it.
 pub fn mosquitto(port: u16, dir: &Path) -> Proc {
+    mosquitto_with(port, dir, "persistence false\n")
+}
+
+/// mosquitto that keeps retained messages and persistent sessions in `dir` across a
+/// restart (written when it is stopped with SIGTERM), as a production broker would.
+pub fn mosquitto_persistent(port: u16, dir: &Path) -> Proc {
+    let store = dir.join("mosquitto-db");
+    std::fs::create_dir_all(&store).unwrap();
+    // Started as root, mosquitto drops to its own user, which must be able to write here.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o777)).unwrap();
+    mosquitto_with(
+        port,
+        dir,
+        &format!(
+            "persistence true\npersistence_location {}/\nautosave_interval 1\n",
+            store.display()
+        ),
+    )
+}
+
+fn mosquitto_with(port: u16, dir: &Path, extra: &str) -> Proc {
     let conf = dir.join("mosquitto.conf");
     std::fs::write(
         &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n"),
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n{extra}"),
     )
     .unwrap();
     let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
@@ -182,6 +204,11 @@ pub fn agent_with_env(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Proc {
         .current_dir(repo_root())
         .env("LOOKOUT_LOG", "info")
         .envs(env.iter().copied());
+    // Each test its own outbox: a shared one would replay one test's alarms in another.
+    if args.first() == Some(&"run") && !args.iter().any(|a| a.starts_with("outbox.dir=")) {
+        cmd.arg("--set")
+            .arg(format!("outbox.dir={}", dir.join("outbox").display()));
+    }
     spawn_logged("agent", cmd, dir)
 }
 

@@ -5,16 +5,25 @@
 //! connection: that is how subscribers learn a host died.
 //!
 //! Publishing never waits. Metrics and scores are lossy (QoS 0, dropped and counted when
-//! the bounded queue is full); alarm states are QoS 1 and retained, and the latest state
-//! of every alarm topic is kept (one entry per topic, so bounded by the config) and sent
-//! again after every reconnect, so a broker that restarted without persistence still ends
-//! up holding the current state.
+//! the bounded queue is full, and at once while disconnected).
+//!
+//! Alarm states are QoS 1 and retained, and go through the durable [`Outbox`]: appended
+//! before they are sent, removed when the broker's PUBACK comes back, sent again in order
+//! after a reconnect or a restart. Every QoS 1 publish of a link (status, events, states)
+//! is handed to rumqttc by one function, [`Link::pump`], which records what each one was
+//! in a FIFO; rumqttc reports each packet id it assigns in the same order
+//! (`Outgoing::Publish`), which maps packet ids to outbox records, and `PubAck` settles
+//! them. On a reconnect with a clean session rumqttc forgets what was in flight, so the
+//! FIFO is cleared and everything unacknowledged is sent again (duplicates are the price
+//! of at-least-once; subscribers deduplicate on the alarm's id, state and severity).
+//! The latest state of every alarm topic is also re-sent after each reconnect, so a
+//! broker that restarted without persistence still ends up holding the current state.
 //!
 //! One link may also take messages in (rules documents, ingested events): its
 //! subscriptions are made again on every `ConnAck` (the session is clean), and what
 //! arrives goes into a bounded [`Inbox`] that says what happens when it is full.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,7 +36,32 @@ use tokio::task::JoinHandle;
 
 use lookout_shared::time::Jitter;
 
+use super::outbox::{Outbox, OutboxStats};
 use crate::config::MqttSettings;
+
+/// QoS 1 messages that need no durability (status, simulator events, re-sent states) held
+/// while the request queue is full or the link is down; beyond this the oldest go.
+const TRANSIENT_CAP: usize = 1024;
+
+/// How long `close` waits for the outbox and the goodbye to be acknowledged.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Everything about the link's QoS 1 traffic, behind one lock.
+#[derive(Debug)]
+struct Qos1 {
+    outbox: Outbox,
+    transient: VecDeque<(String, Vec<u8>, bool)>,
+    /// One entry per QoS 1 publish handed to rumqttc, oldest first: the outbox record it
+    /// carries, or `None`.
+    fifo: VecDeque<Option<u64>>,
+    /// Packet id → outbox record, for publishes on the wire.
+    by_pkid: HashMap<u16, u64>,
+    /// The newest outbox record handed to rumqttc in this connection.
+    last_sent: u64,
+    /// False between a ConnAck and the end of re-subscribing, so that nothing (`online`
+    /// first of all) goes out before the link listens again.
+    ready: bool,
+}
 
 pub const ONLINE: &str = "online";
 pub const OFFLINE: &str = "offline";
@@ -88,6 +122,7 @@ pub struct Link {
     connected: Arc<AtomicBool>,
     /// Subscribed again on every connect.
     filters: Arc<Vec<String>>,
+    qos1: Arc<Mutex<Qos1>>,
 }
 
 impl Link {
@@ -139,7 +174,21 @@ impl Link {
             true,
         ));
         let (client, eventloop) = AsyncClient::new(opts, settings.queue);
+        let o = &settings.outbox;
+        let dir = o.dir.join(lookout_shared::topics::sanitize_level(host));
+        let outbox = Outbox::open(&dir, o.max_bytes, 64 * 1024, o.fsync).unwrap_or_else(|e| {
+            tracing::error!(host, error = %e, "outbox unusable: alarm states are kept in memory only and lost if the agent stops");
+            Outbox::in_memory(o.max_bytes)
+        });
         let link = Self {
+            qos1: Arc::new(Mutex::new(Qos1 {
+                outbox,
+                transient: VecDeque::new(),
+                fifo: VecDeque::new(),
+                by_pkid: HashMap::new(),
+                last_sent: 0,
+                ready: false,
+            })),
             client,
             status_topic,
             retained: Arc::new(Mutex::new(BTreeMap::new())),
@@ -193,17 +242,121 @@ impl Link {
         self.try_send(topic, QoS::AtMostOnce, false, payload)
     }
 
-    /// Events worth an acknowledgement but not retention (simulator ground truth).
+    /// Events worth an acknowledgement but not retention (simulator ground truth): QoS 1,
+    /// held in memory while the link is down.
     pub fn publish_event(&self, topic: &str, payload: Vec<u8>) -> bool {
-        self.try_send(topic, QoS::AtLeastOnce, false, payload)
+        self.queue_transient(topic, payload, false);
+        self.pump();
+        true
     }
 
-    /// Alarm state: QoS 1, retained, remembered and re-sent after each reconnect.
+    fn queue_transient(&self, topic: &str, payload: Vec<u8>, retain: bool) {
+        if let Ok(mut q) = self.qos1.lock() {
+            if q.transient.len() >= TRANSIENT_CAP {
+                q.transient.pop_front();
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            q.transient.push_back((topic.to_owned(), payload, retain));
+        }
+    }
+
+    /// Alarm state: QoS 1, retained, through the durable outbox; the latest per topic is
+    /// also re-sent after each reconnect.
     pub fn publish_state(&self, topic: &str, payload: Vec<u8>) -> bool {
         if let Ok(mut map) = self.retained.lock() {
             map.insert(topic.to_owned(), payload.clone());
         }
-        self.try_send(topic, QoS::AtLeastOnce, true, payload)
+        if let Ok(mut q) = self.qos1.lock() {
+            q.outbox.push(topic, &payload, true);
+        }
+        self.pump();
+        true
+    }
+
+    /// The outbox's counters, for the agent's own health.
+    pub fn outbox_stats(&self) -> OutboxStats {
+        self.qos1
+            .lock()
+            .map(|q| q.outbox.stats())
+            .unwrap_or_default()
+    }
+
+    /// Hands queued QoS 1 messages to rumqttc, oldest first, without waiting: transient
+    /// ones, then outbox records not yet sent on this connection. Stops when rumqttc's
+    /// queue is full; it is called again on every publish, PUBACK and reconnect.
+    fn pump(&self) {
+        if !self.connected.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(mut q) = self.qos1.lock() else { return };
+        if !q.ready {
+            return;
+        }
+        while let Some((topic, payload, retain)) = q.transient.front().cloned() {
+            // The FIFO entry goes in first: rumqttc reports the packet id when it takes
+            // the request, which cannot happen before this function returns (the agent's
+            // runtime is single-threaded, and the lock is held either way).
+            q.fifo.push_back(None);
+            match self
+                .client
+                .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+            {
+                Ok(()) => {
+                    q.transient.pop_front();
+                }
+                Err(_) => {
+                    q.fifo.pop_back();
+                    return;
+                }
+            }
+        }
+        loop {
+            let Some(r) = q.outbox.next_after(q.last_sent) else {
+                return;
+            };
+            let (seq, topic, payload, retain) =
+                (r.seq, r.topic.clone(), r.payload.clone(), r.retain);
+            q.fifo.push_back(Some(seq));
+            if self
+                .client
+                .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+                .is_err()
+            {
+                q.fifo.pop_back();
+                return;
+            }
+            q.last_sent = seq;
+            self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// rumqttc took a publish and gave it `pkid`.
+    fn on_outgoing_publish(&self, pkid: u16) {
+        if pkid == 0 {
+            return; // QoS 0
+        }
+        if let Ok(mut q) = self.qos1.lock()
+            && let Some(Some(seq)) = q.fifo.pop_front()
+        {
+            q.by_pkid.insert(pkid, seq);
+        }
+    }
+
+    /// The broker acknowledged `pkid`.
+    fn on_puback(&self, pkid: u16) {
+        if let Ok(mut q) = self.qos1.lock()
+            && let Some(seq) = q.by_pkid.remove(&pkid)
+        {
+            q.outbox.ack(seq);
+        }
+        self.pump();
+    }
+
+    /// True when nothing of QoS 1 waits: the outbox is empty and every publish was acked.
+    fn settled(&self) -> bool {
+        self.qos1.lock().is_ok_and(|q| {
+            q.outbox.stats().pending == 0 && q.transient.is_empty() && q.by_pkid.is_empty()
+        })
     }
 
     /// Stops re-sending a state after reconnects (it stays retained on the broker): for
@@ -215,19 +368,35 @@ impl Link {
         }
     }
 
-    /// Says goodbye: retained `offline`, then a clean disconnect (which suppresses the
-    /// last will, so the explicit message is what subscribers see).
+    /// Says goodbye: waits (at most a few seconds) for the outbox to be acknowledged,
+    /// publishes the retained `offline`, then disconnects cleanly (which suppresses the
+    /// last will, so the explicit message is what subscribers see). What is still in the
+    /// outbox then stays on disk for the next start.
     pub async fn close(&self) {
-        let _ = self
-            .client
-            .try_publish(&self.status_topic, QoS::AtLeastOnce, true, OFFLINE);
+        let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
+        while self.connected.load(Ordering::Relaxed)
+            && !self.settled()
+            && tokio::time::Instant::now() < deadline
+        {
+            self.pump();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.queue_transient(&self.status_topic, OFFLINE.as_bytes().to_vec(), true);
+        self.pump();
+        while self.connected.load(Ordering::Relaxed)
+            && !self.settled()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let _ = self.client.try_disconnect();
     }
 
-    /// Subscribes again, announces the host and re-sends every alarm state. Runs as its
-    /// own task with waiting requests: these must not be dropped, and waiting inside the
-    /// event-loop task would stop the loop that makes room. Subscriptions go first, so
-    /// that a subscriber who sees `online` knows the agent listens.
+    /// Subscribes again, announces the host, re-sends every alarm state and whatever the
+    /// outbox still holds. rumqttc forgot what was in flight (clean session), so the FIFO
+    /// starts empty. Subscriptions go first, so that a subscriber who sees `online` knows
+    /// the agent listens; they run as their own task because waiting inside the
+    /// event-loop task would stop the loop that makes room.
     fn on_connected(&self) {
         self.connected.store(true, Ordering::Relaxed);
         self.drop_logged.store(false, Ordering::Relaxed);
@@ -235,19 +404,45 @@ impl Link {
             Ok(map) => map.iter().map(|(t, p)| (t.clone(), p.clone())).collect(),
             Err(_) => Vec::new(),
         };
-        let client = self.client.clone();
-        let status = self.status_topic.clone();
-        let filters = Arc::clone(&self.filters);
+        if let Ok(mut q) = self.qos1.lock() {
+            q.fifo.clear();
+            q.by_pkid.clear();
+            q.last_sent = 0;
+            q.ready = false;
+            // `online` first, then the latest state of topics the outbox does not resend
+            // anyway (its records follow, in order, so they end up retained last).
+            let pending: std::collections::BTreeSet<String> =
+                q.outbox.unacked().map(|r| r.topic.clone()).collect();
+            let mut front: Vec<(String, Vec<u8>, bool)> =
+                vec![(self.status_topic.clone(), ONLINE.as_bytes().to_vec(), true)];
+            front.extend(
+                states
+                    .into_iter()
+                    .filter(|(t, _)| !pending.contains(t))
+                    .map(|(t, p)| (t, p, true)),
+            );
+            for m in front.into_iter().rev() {
+                q.transient.push_front(m);
+            }
+            while q.transient.len() > TRANSIENT_CAP + 1 {
+                q.transient.pop_back();
+            }
+        }
+        let link = self.clone();
         tokio::spawn(async move {
-            for filter in filters.iter() {
-                if let Err(e) = client.subscribe(filter.clone(), QoS::AtLeastOnce).await {
+            for filter in link.filters.iter() {
+                if let Err(e) = link
+                    .client
+                    .subscribe(filter.clone(), QoS::AtLeastOnce)
+                    .await
+                {
                     tracing::warn!(filter, error = %e, "MQTT subscribe failed");
                 }
             }
-            let _ = client.publish(status, QoS::AtLeastOnce, true, ONLINE).await;
-            for (topic, payload) in states {
-                let _ = client.publish(topic, QoS::AtLeastOnce, true, payload).await;
+            if let Ok(mut q) = link.qos1.lock() {
+                q.ready = true;
             }
+            link.pump();
         });
     }
 }
@@ -346,6 +541,8 @@ async fn drive(
                     r.deliver(p, &link.stats).await;
                 }
             }
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => link.on_outgoing_publish(pkid),
+            Ok(Event::Incoming(Packet::PubAck(ack))) => link.on_puback(ack.pkid),
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                 tracing::debug!(host, "MQTT disconnected cleanly");
                 return;
@@ -353,6 +550,9 @@ async fn drive(
             Ok(_) => {}
             Err(e) => {
                 link.connected.store(false, Ordering::Relaxed);
+                if let Ok(mut q) = link.qos1.lock() {
+                    q.ready = false;
+                }
                 if connected || failures == 0 {
                     tracing::warn!(host, broker, error = %e, "MQTT connection lost; retrying with backoff");
                 }

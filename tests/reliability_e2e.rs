@@ -1,0 +1,257 @@
+//! Reliability end to end: no alarm raised by the agent is lost across a broker outage,
+//! nor across a `kill -9` of the agent during the outage. Real processes: the agent with
+//! simulated hosts, mosquitto (persistent, like a production broker), and the bridge with
+//! a file target as the receiving end, which deduplicates.
+//!
+//! What counts as "raised" is the agent's own log (one `alarm firing`/`alarm resolved`
+//! line per state it published); what counts as "arrived" is the bridge's file.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const OUTAGE: Duration = Duration::from_secs(30);
+
+fn bridge_config(dir: &Path, port: u16, out: &Path) -> std::path::PathBuf {
+    let cfg = dir.join("bridge.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[bridge]
+id = "reliability"
+
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+topics = ["lookout/+/alarms/#"]
+
+[targets.file]
+type = "file"
+path = "{out}"
+
+[[routes]]
+topic = "lookout/+/alarms/#"
+targets = ["file"]
+"#,
+            out = out.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// (id, state) of every alarm state the agent logged, in log order.
+fn raised(log: &str) -> Vec<(String, String)> {
+    let field = |line: &str, key: &str| -> Option<String> {
+        let at = line.find(&format!(" {key}="))? + key.len() + 2;
+        let rest = &line[at..];
+        let v = rest.split_whitespace().next()?;
+        Some(v.trim_matches('"').to_owned())
+    };
+    log.lines()
+        .filter(|l| l.contains("alarm firing") || l.contains("alarm resolved"))
+        .filter_map(|l| {
+            let state = if l.contains("alarm firing") {
+                "firing"
+            } else {
+                "resolved"
+            };
+            Some((
+                format!(
+                    "{}:{}:{}",
+                    field(l, "host")?,
+                    field(l, "model")?,
+                    field(l, "started_at")?
+                ),
+                state.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+fn arrived(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn agent_args(port: u16) -> Vec<String> {
+    [
+        "run",
+        "--config",
+        "configs/agent.toml",
+        "--simulate",
+        "2",
+        "--speed",
+        "300",
+        "--set",
+        "broker.enabled=false",
+        "--set",
+        &format!("mqtt.url=mqtt://127.0.0.1:{port}"),
+        "--set",
+        "mqtt.reconnect_max=2s",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Waits until every (id, state) in `want` is in the bridge's file; then checks that none
+/// is there twice and that each alarm's states are in order.
+async fn all_arrive(want: &[(String, String)], out: &Path, within: Duration, logs: &str) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got: BTreeSet<(String, String)> = arrived(out)
+            .iter()
+            .map(|a| {
+                (
+                    a["id"].as_str().unwrap_or_default().to_owned(),
+                    a["state"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        let missing: Vec<_> = want.iter().filter(|w| !got.contains(w)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} alarm states never arrived: {missing:?}\n{logs}",
+            missing.len(),
+            want.len()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let lines = arrived(out);
+    let mut seen: BTreeMap<(String, String, i64), usize> = BTreeMap::new();
+    let mut order: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for a in &lines {
+        let id = a["id"].as_str().unwrap_or_default().to_owned();
+        let state = a["state"].as_str().unwrap_or_default().to_owned();
+        *seen
+            .entry((
+                id.clone(),
+                state.clone(),
+                a["severity"].as_i64().unwrap_or(0),
+            ))
+            .or_default() += 1;
+        order.entry(id).or_default().push(state);
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered twice after dedup: {twice:?}");
+    for (id, states) in order {
+        let first_resolved = states.iter().position(|s| s == "resolved");
+        let last_firing = states.iter().rposition(|s| s == "firing");
+        if let (Some(r), Some(f)) = (first_resolved, last_firing) {
+            assert!(f < r, "{id}: resolved before firing: {states:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_raised_during_a_broker_outage_arrive_after_it_once_each_in_order() {
+    let dir = scratch("rel-outage");
+    let port = free_port();
+    let mut broker = mosquitto_persistent(port, dir.path());
+    let out = dir.path().join("alarms.jsonl");
+    let cfg = bridge_config(dir.path(), port, &out);
+    let bridge = bridge(&["run", "--config", cfg.to_str().unwrap()], dir.path());
+    let args = agent_args(port);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agent = agent(&args, dir.path());
+
+    // Let the models learn and some alarms flow, then take the broker away.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while raised(&agent.log_text()).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no alarm before the outage:\n{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let before = raised(&agent.log_text()).len();
+    assert_eq!(broker.terminate(Duration::from_secs(10)), Some(0));
+    tokio::time::sleep(OUTAGE).await;
+    let during = raised(&agent.log_text()).len() - before;
+    let _broker = mosquitto_persistent(port, dir.path());
+
+    let want = raised(&agent.log_text());
+    assert!(
+        during > 0,
+        "no alarm was raised during the outage; nothing tested"
+    );
+    all_arrive(
+        &want,
+        &out,
+        Duration::from_secs(60),
+        &format!(
+            "agent:\n{}\nbridge:\n{}",
+            agent.log_text(),
+            bridge.log_text()
+        ),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_from_before_a_kill_9_during_an_outage_arrive_after_the_restart() {
+    let dir = scratch("rel-kill");
+    let port = free_port();
+    let mut broker = mosquitto_persistent(port, dir.path());
+    let out = dir.path().join("alarms.jsonl");
+    let cfg = bridge_config(dir.path(), port, &out);
+    let bridge = bridge(&["run", "--config", cfg.to_str().unwrap()], dir.path());
+    let args = agent_args(port);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut first = agent(&args, dir.path());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while raised(&first.log_text()).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no alarm before the outage:\n{}",
+            first.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(broker.terminate(Duration::from_secs(10)), Some(0));
+    // Alarms pile up in the outbox while the broker is away; then the agent dies hard.
+    let before = raised(&first.log_text()).len();
+    let deadline = Instant::now() + OUTAGE;
+    while raised(&first.log_text()).len() == before {
+        assert!(
+            Instant::now() < deadline,
+            "no alarm during the outage:\n{}",
+            first.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    first.kill();
+    let want = raised(&first.log_text());
+    let _broker = mosquitto_persistent(port, dir.path());
+    // Same outbox directory (the test's scratch dir), same host names: the new agent
+    // finds the old one's unacknowledged states and sends them.
+    let second = agent(&args, dir.path());
+    all_arrive(
+        &want,
+        &out,
+        Duration::from_secs(60),
+        &format!(
+            "second agent:\n{}\nbridge:\n{}",
+            second.log_text(),
+            bridge.log_text()
+        ),
+    )
+    .await;
+    assert!(
+        second.log_text().contains("will be sent"),
+        "the restart reports what it recovered:\n{}",
+        second.log_text()
+    );
+}
