@@ -101,10 +101,16 @@ fn spawn_logged(name: &'static str, mut cmd: Command, dir: &Path) -> Proc {
 /// Starts mosquitto on `port` (loopback, in memory). Fails the test, never skips, when
 /// mosquitto is not installed: `.ci/run` installs it.
 pub fn mosquitto(port: u16, dir: &Path) -> Proc {
+    mosquitto_with(port, dir, "")
+}
+
+/// [`mosquitto`] with `extra` appended to its configuration: more listeners (TLS, say),
+/// each followed by its own settings. Waits for `port` only; wait for the others yourself.
+pub fn mosquitto_with(port: u16, dir: &Path, extra: &str) -> Proc {
     let conf = dir.join("mosquitto.conf");
     std::fs::write(
         &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n"),
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n{extra}"),
     )
     .unwrap();
     let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
