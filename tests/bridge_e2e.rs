@@ -19,6 +19,7 @@ fn bridge_config(dir: &std::path::Path, port: u16, out: &std::path::Path) -> std
 [bridge]
 id = "e2e"
 stats_interval = "1s"
+state_dir = "{state}"
 
 [mqtt]
 url = "mqtt://127.0.0.1:{port}"
@@ -39,7 +40,8 @@ topic = "lookout/+/alarms/#"
 targets = ["alarms_file", "console"]
 "#,
             dead = dir.join("dead.jsonl").display(),
-            out = out.display()
+            out = out.display(),
+            state = dir.join(format!("state-{stem}")).display()
         ),
     )
     .unwrap();

@@ -6,13 +6,19 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use lookout_shared::duration::HumanDuration;
 use lookout_shared::secret::Secret;
+use lookout_shared::tls::TlsSettings;
+use lookout_shared::url::MqttUrl;
+use rumqttc::tokio_rustls::rustls;
 use serde::Deserialize;
 
 use crate::Error;
 use crate::expr::Expr;
 use crate::group::GroupSpec;
+use crate::limits::{Limits, Rate};
 use crate::notify::TargetConfig;
 use crate::route::Route;
 use crate::silence::{Silence, SilenceRaw};
@@ -44,10 +50,17 @@ pub struct BridgeRaw {
     pub id: String,
     pub prefix: String,
     pub stats_interval: HumanDuration,
-    /// Larger payloads are counted and skipped.
+    /// Larger payloads are counted and skipped; also each route's default `max_payload`.
     pub max_payload: usize,
+    /// Each route's default `max_topic_length`, in bytes.
+    pub max_topic_length: usize,
     /// `(target, alarm id, state)` keys remembered for dedup.
     pub dedup_capacity: usize,
+    /// Directory of the notification log (dedup keys and queued notifications), which
+    /// survives restarts; `""` keeps it in memory only.
+    pub state_dir: PathBuf,
+    /// fsync the notification log at most this often; `"0s"`: after every record.
+    pub state_sync: HumanDuration,
     /// How long SIGTERM waits for queues to drain.
     pub grace: HumanDuration,
     /// Hold back the alarms of hosts whose status is `offline` and send one "offline"
@@ -62,7 +75,10 @@ impl Default for BridgeRaw {
             prefix: lookout_shared::topics::DEFAULT_PREFIX.into(),
             stats_interval: HumanDuration::from_secs(60),
             max_payload: 64 * 1024,
+            max_topic_length: 512,
             dedup_capacity: 100_000,
+            state_dir: PathBuf::from("bridge-state"),
+            state_sync: HumanDuration::from_secs(1),
             grace: HumanDuration::from_secs(10),
             inhibit_offline: true,
         }
@@ -78,6 +94,15 @@ pub struct MqttRaw {
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<Secret>,
+    /// The password from a file (trailing newline removed); instead of `password`.
+    pub password_file: Option<PathBuf>,
+    /// PEM CA certificates for `mqtts://`; default: the system's trust store.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and its key, for brokers that require them (mutual TLS).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Accept any broker certificate for any name. Logged at warn on every start.
+    pub insecure_skip_verify: bool,
     pub keep_alive: HumanDuration,
 }
 
@@ -90,6 +115,11 @@ impl Default for MqttRaw {
             client_id: String::new(),
             username: None,
             password: None,
+            password_file: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            insecure_skip_verify: false,
             keep_alive: HumanDuration::from_secs(30),
         }
     }
@@ -145,6 +175,15 @@ pub struct RouteRaw {
     /// At most one batch per group per this long.
     #[serde(default = "group_interval")]
     pub group_interval: HumanDuration,
+    /// Larger payloads are dropped for this route; default and ceiling `bridge.max_payload`.
+    pub max_payload: Option<usize>,
+    /// Longer topics are dropped for this route; default `bridge.max_topic_length`.
+    pub max_topic_length: Option<usize>,
+    /// Messages per second this route takes on average (token bucket); default: no limit.
+    pub rate_limit: Option<f64>,
+    /// Messages the route takes at once before `rate_limit` applies; default: one
+    /// second's worth (at least 1).
+    pub rate_burst: Option<u32>,
 }
 
 fn group_wait() -> HumanDuration {
@@ -161,11 +200,15 @@ fn yes() -> bool {
 
 #[derive(Clone, Debug)]
 pub struct MqttSettings {
-    pub host: String,
-    pub port: u16,
+    pub url: MqttUrl,
+    /// The TLS keys as given (for check-config), and the client config built from them
+    /// (`Some` with `mqtts://`): files are read once, here.
+    pub tls: TlsSettings,
+    pub tls_config: Option<Arc<rustls::ClientConfig>>,
     pub filters: Vec<String>,
     pub client_id: String,
     pub username: Option<String>,
+    /// From `password` or `password_file`.
     pub password: Option<Secret>,
     pub keep_alive: Duration,
 }
@@ -188,6 +231,9 @@ pub struct Settings {
     pub stats_interval: Duration,
     pub max_payload: usize,
     pub dedup_capacity: usize,
+    /// `None`: the notification log is kept in memory only.
+    pub state_dir: Option<PathBuf>,
+    pub state_sync: Duration,
     pub grace: Duration,
     pub mqtt: MqttSettings,
     pub delivery: DeliverySettings,
@@ -229,8 +275,30 @@ impl Source {
     }
 
     fn resolve(&self, raw: Raw) -> Result<Settings, Error> {
-        let (host, port) = lookout_shared::url::parse_mqtt_url(&raw.mqtt.url)
-            .map_err(|m| self.err("mqtt.url", m))?;
+        let url = lookout_shared::url::parse(&raw.mqtt.url).map_err(|m| self.err("mqtt.url", m))?;
+        let m = &raw.mqtt;
+        let tls = TlsSettings {
+            ca_file: m.ca_file.clone(),
+            cert_file: m.cert_file.clone(),
+            key_file: m.key_file.clone(),
+            insecure_skip_verify: m.insecure_skip_verify,
+        };
+        let tls_err =
+            |e: lookout_shared::tls::TlsError| self.err(&format!("mqtt.{}", e.key()), e.reason());
+        tls.check(url.tls).map_err(tls_err)?;
+        let password =
+            lookout_shared::tls::password(m.password.clone(), m.password_file.as_deref())
+                .map_err(tls_err)?;
+        if password.is_some() && m.username.is_none() {
+            return Err(self.err("mqtt.username", "is required when a password is set"));
+        }
+        let tls_config = if url.tls {
+            Some(Arc::new(
+                lookout_shared::tls::client_config(&tls, "bridge mqtt").map_err(tls_err)?,
+            ))
+        } else {
+            None
+        };
         if raw.mqtt.topics.is_empty() {
             return Err(self.err("mqtt.topics", "list at least one topic filter"));
         }
@@ -298,6 +366,41 @@ impl Source {
                 .map(Template::parse)
                 .transpose()
                 .map_err(|m| self.err(&format!("{key}.body"), m))?;
+            let max_payload = r.max_payload.unwrap_or(raw.bridge.max_payload);
+            if max_payload > raw.bridge.max_payload {
+                return Err(self.err(
+                    &format!("{key}.max_payload"),
+                    format!(
+                        "{max_payload} is over bridge.max_payload ({}), which every message \
+                         must pass first",
+                        raw.bridge.max_payload
+                    ),
+                ));
+            }
+            let rate = match (r.rate_limit, r.rate_burst) {
+                (None, None) => None,
+                (None, Some(_)) => {
+                    return Err(self.err(&format!("{key}.rate_burst"), "needs rate_limit"));
+                }
+                (Some(per_second), burst) => {
+                    if !(per_second.is_finite() && per_second > 0.0) {
+                        return Err(self.err(
+                            &format!("{key}.rate_limit"),
+                            "must be a number of messages per second above 0",
+                        ));
+                    }
+                    let burst = match burst {
+                        Some(0) => {
+                            return Err(
+                                self.err(&format!("{key}.rate_burst"), "must be at least 1")
+                            );
+                        }
+                        Some(b) => f64::from(b),
+                        None => per_second.ceil().max(1.0),
+                    };
+                    Some(Rate { per_second, burst })
+                }
+            };
             routes.push(Route {
                 topic: r.topic.clone(),
                 when,
@@ -315,6 +418,11 @@ impl Source {
                     wait: r.group_wait.0,
                     interval: r.group_interval.0.max(Duration::from_secs(1)),
                 }),
+                limits: Limits {
+                    max_payload,
+                    max_topic_length: r.max_topic_length.unwrap_or(raw.bridge.max_topic_length),
+                    rate,
+                },
             });
         }
         let silences = raw
@@ -333,10 +441,14 @@ impl Source {
             stats_interval: raw.bridge.stats_interval.0.max(Duration::from_secs(1)),
             max_payload: raw.bridge.max_payload.max(1),
             dedup_capacity: raw.bridge.dedup_capacity,
+            state_dir: (!raw.bridge.state_dir.as_os_str().is_empty())
+                .then(|| raw.bridge.state_dir.clone()),
+            state_sync: raw.bridge.state_sync.0,
             grace: raw.bridge.grace.0,
             mqtt: MqttSettings {
-                host,
-                port,
+                url,
+                tls,
+                tls_config,
                 filters,
                 client_id: if raw.mqtt.client_id.is_empty() {
                     format!("lookout-bridge-{id}")
@@ -344,7 +456,7 @@ impl Source {
                     raw.mqtt.client_id.clone()
                 },
                 username: raw.mqtt.username.clone(),
-                password: raw.mqtt.password.clone(),
+                password,
                 keep_alive: raw.mqtt.keep_alive.0.max(Duration::from_secs(5)),
             },
             delivery: DeliverySettings {

@@ -1,47 +1,720 @@
-//! The notification log: which `(target, alarm id, state)` have been delivered (or are on
-//! their way), so redeliveries, QoS 1 duplicates and retained messages sent again after a
-//! reconnect notify nobody twice. Bounded: the oldest keys are forgotten first.
+//! The notification log: which `(target, alarm id, state)` have been notified (or are on
+//! their way), so redeliveries, QoS 1 duplicates and retained states sent again after a
+//! reconnect or a restart notify nobody twice; and, with `bridge.state_dir`, every
+//! notification queued for a target and not yet finished, so a bridge killed with
+//! `kill -9` delivers it after its restart.
+//!
+//! In memory: a set of 128-bit keys (SipHash-2-4 of target, id and state, twice with fixed
+//! keys, so they are the same in every run) with the order they came in; at most
+//! `capacity` keys, the oldest forgotten first. Hashing bounds each key to 16 bytes however
+//! long an id a publisher sends.
+//!
+//! On disk (`<state_dir>/notifications.v1.log`), append-only lines, each
+//! `<crc32 hex> <record>\n` so a torn or corrupted line is recognised and skipped:
+//! - `Q <seq> <json>`: a notification queued for a target, with the dedup keys it carries.
+//!   Written before the message is acknowledged to the broker.
+//! - `D <seq> [<position> <target>]`: that notification was delivered or dead-lettered,
+//!   with where the target's output stood afterwards if the target can tell (the `file`
+//!   target: its length). Written right after.
+//! - `P <position> <target>`: where a target's output stood at start, and at compaction.
+//! - `K <key>`: a remembered key, written by compaction.
+//!
+//! On start the file is read (bad lines skipped, counted and logged, a torn last line
+//! dropped), every key is remembered, and `Q` records without their `D` are handed back
+//! to be queued again. Then it is compacted: rewritten as the live keys and the unfinished
+//! `Q` records into a temporary file, fsynced, renamed over the log, the directory fsynced.
+//! Compaction also runs whenever the log has grown to twice its size after the last one
+//! (and at least 1 MiB), so the file stays below `max(2 × (live keys × 44 bytes + queued
+//! notifications), 1 MiB)` plus one record.
+//!
+//! Durability: every record is written to the kernel (one `write`) before the code goes on,
+//! so `kill -9` loses nothing written; fsync runs at most every `bridge.state_sync`
+//! (`"0s"`: after every record), at compaction and at shutdown, so a power cut can lose the
+//! records of the last interval. A lost `Q` record means the message was not acknowledged
+//! yet (the broker sends it again); a lost `D` or `K` record means a notification sent
+//! twice, never one lost. The one window for a duplicate after `kill -9` is between a
+//! target accepting a notification and the `D` record's `write` (microseconds). Targets
+//! that report a position close it: when a target's output has grown past the position
+//! of its last `D` record, the notification in flight at the crash (the target's oldest
+//! unfinished one: each target's worker sends in order, one at a time) was written, and
+//! is marked done instead of sent again.
+//!
+//! Write errors (disk full, I/O errors) are logged at most once per 10 s and counted in
+//! the stats (`state_errors`); the bridge goes on with what it has in memory.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::hash::Hasher;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
-#[derive(Debug)]
-pub struct Dedup {
-    seen: HashSet<(usize, String, String)>,
-    order: VecDeque<(usize, String, String)>,
-    capacity: usize,
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::Error;
+use crate::notify::Notification;
+use crate::stats::RateLimited;
+
+/// A dedup key: see [`key`].
+pub type Key = u128;
+
+/// File name of the log inside `state_dir`; the version changes with the format.
+pub const LOG_FILE: &str = "notifications.v1.log";
+const LOCK_FILE: &str = "lock";
+/// Compaction never runs for a log smaller than this.
+const COMPACT_MIN: u64 = 1 << 20;
+
+/// The key of `(target, id, state)`: 128 bits from SipHash-2-4 with two fixed key pairs.
+/// Stable across runs and Rust versions (unlike `DefaultHasher`), so keys on disk stay valid.
+pub fn key(target: &str, id: &str, state: &str) -> Key {
+    #[allow(deprecated)] // SipHasher is deprecated for HashMap use, not as a stable hash.
+    let mut hashers = [
+        std::hash::SipHasher::new_with_keys(0x6c6f_6f6b_6f75_7401, 0x6272_6964_6765_0001),
+        std::hash::SipHasher::new_with_keys(0x6c6f_6f6b_6f75_7402, 0x6272_6964_6765_0002),
+    ];
+    for h in &mut hashers {
+        for part in [target, id, state] {
+            h.write(&(part.len() as u64).to_le_bytes());
+            h.write(part.as_bytes());
+        }
+    }
+    (u128::from(hashers[0].finish()) << 64) | u128::from(hashers[1].finish())
 }
 
-impl Dedup {
-    pub fn new(capacity: usize) -> Self {
+/// A notification found queued but unfinished in the log at start.
+#[derive(Debug)]
+pub struct Recovered {
+    pub seq: u64,
+    pub n: Notification,
+}
+
+/// What reading the log at start found, for the start-up log line.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Loaded {
+    pub records: usize,
+    pub keys: usize,
+    /// Lines skipped: bad checksum, unknown record, unparsable.
+    pub bad_lines: usize,
+    /// 1-based number of the first bad line.
+    pub first_bad_line: Option<usize>,
+    /// Bytes of an unfinished last line (a write cut short by a crash), dropped.
+    pub torn_tail: usize,
+    /// Each target's last recorded output position (see the module docs).
+    pub positions: HashMap<String, u64>,
+}
+
+pub struct NotificationLog {
+    inner: Mutex<Inner>,
+    write_errors: RateLimited,
+}
+
+struct Inner {
+    keys: HashSet<Key>,
+    order: VecDeque<Key>,
+    capacity: usize,
+    next_seq: u64,
+    disk: Option<Disk>,
+    errors: u64,
+    /// Each target's last recorded output position, rewritten at compaction.
+    positions: HashMap<String, u64>,
+}
+
+struct Disk {
+    dir: PathBuf,
+    path: PathBuf,
+    file: File,
+    /// Held (flock) while this bridge runs: one bridge per state directory.
+    _lock: File,
+    len: u64,
+    compact_at: u64,
+    compact_min: u64,
+    /// Queued and not finished: the `Q` records compaction keeps.
+    pending: HashSet<u64>,
+    dirty: bool,
+    last_sync: Instant,
+    sync_every: Duration,
+}
+
+impl std::fmt::Debug for NotificationLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("NotificationLog")
+            .field("keys", &inner.keys.len())
+            .field("disk", &inner.disk.as_ref().map(|d| d.path.clone()))
+            .finish()
+    }
+}
+
+/// What a `Q` record holds.
+#[derive(Serialize)]
+struct QueuedOut<'a> {
+    keys: Vec<String>,
+    target: &'a str,
+    topic: &'a str,
+    title: &'a str,
+    body: &'a str,
+    fields: &'a Value,
+    raw: std::borrow::Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct QueuedIn {
+    #[serde(default)]
+    keys: Vec<String>,
+    target: String,
+    topic: String,
+    title: String,
+    body: String,
+    fields: Value,
+    raw: String,
+}
+
+enum Record {
+    Key(Key),
+    Queued(u64, QueuedIn),
+    Done(u64, Option<(u64, String)>),
+    Position(u64, String),
+}
+
+impl NotificationLog {
+    /// Keys in memory only: nothing survives a restart.
+    pub fn memory(capacity: usize) -> Self {
+        Self::with(Inner::new(capacity, None))
+    }
+
+    fn with(inner: Inner) -> Self {
         Self {
-            seen: HashSet::with_capacity(capacity.min(1 << 16)),
-            order: VecDeque::with_capacity(capacity.min(1 << 16)),
-            capacity: capacity.max(1),
+            inner: Mutex::new(inner),
+            write_errors: RateLimited::new(Duration::from_secs(10)),
         }
     }
 
-    /// True the first time `(target, id, state)` is offered; false for a duplicate.
-    pub fn first(&mut self, target: usize, id: &str, state: &str) -> bool {
-        let key = (target, id.to_owned(), state.to_owned());
-        if self.seen.contains(&key) {
+    /// Opens (creating) `dir`, locks it, reads the log and compacts it. Returns the
+    /// notifications that were queued and not finished, in their original order.
+    pub fn open(
+        dir: &Path,
+        capacity: usize,
+        sync_every: Duration,
+    ) -> Result<(Self, Vec<Recovered>, Loaded), Error> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| Error::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        try_lock(&lock).map_err(|e| Error::Config {
+            path: dir.display().to_string(),
+            message: format!(
+                "bridge.state_dir: cannot lock {} ({e}); is another lookout-bridge using \
+                 this directory? Each bridge needs its own.",
+                lock_path.display()
+            ),
+        })?;
+        let path = dir.join(LOG_FILE);
+        let (records, loaded) = match File::open(&path) {
+            Ok(f) => read_log(BufReader::new(f)).map_err(io(&path))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), Loaded::default()),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let mut inner = Inner::new(capacity, None);
+        let mut queued: HashMap<u64, QueuedIn> = HashMap::new();
+        for r in records {
+            match r {
+                Record::Key(k) => {
+                    inner.remember(k);
+                }
+                Record::Queued(seq, q) => {
+                    for k in q.keys.iter().filter_map(|k| parse_key(k)) {
+                        inner.remember(k);
+                    }
+                    inner.next_seq = inner.next_seq.max(seq + 1);
+                    queued.insert(seq, q);
+                }
+                Record::Done(seq, position) => {
+                    queued.remove(&seq);
+                    if let Some((pos, target)) = position {
+                        inner.positions.insert(target, pos);
+                    }
+                }
+                Record::Position(pos, target) => {
+                    inner.positions.insert(target, pos);
+                }
+            }
+        }
+        let loaded = Loaded {
+            keys: inner.keys.len(),
+            positions: inner.positions.clone(),
+            ..loaded
+        };
+        let mut recovered: Vec<Recovered> = queued
+            .into_iter()
+            .map(|(seq, q)| Recovered {
+                seq,
+                n: Notification {
+                    target: q.target,
+                    topic: q.topic,
+                    title: q.title,
+                    body: q.body,
+                    fields: q.fields,
+                    raw: q.raw.into_bytes(),
+                },
+            })
+            .collect();
+        recovered.sort_by_key(|r| r.seq);
+
+        // Rewrite: drops bad lines and finished records, before anything is appended.
+        let tmp = dir.join(format!("{LOG_FILE}.tmp"));
+        let mut out = Vec::new();
+        encode_state(&mut out, &inner.order, &inner.positions);
+        for r in &recovered {
+            let keys: Vec<Key> = Vec::new();
+            encode_queued(&mut out, r.seq, &keys, &r.n);
+        }
+        // The recovered notifications' keys are among the K records already.
+        write_new(&tmp, &path, dir, &out).map_err(io(&path))?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        let len = out.len() as u64;
+        inner.disk = Some(Disk {
+            dir: dir.to_owned(),
+            path,
+            file,
+            _lock: lock,
+            len,
+            compact_at: (2 * len).max(COMPACT_MIN),
+            compact_min: COMPACT_MIN,
+            pending: recovered.iter().map(|r| r.seq).collect(),
+            dirty: false,
+            last_sync: Instant::now(),
+            sync_every,
+        });
+        Ok((Self::with(inner), recovered, loaded))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// True the first time `k` is offered (and remembers it); false for a duplicate.
+    pub fn first(&self, k: Key) -> bool {
+        self.lock().remember(k)
+    }
+
+    /// Records that `n` was queued, carrying `keys`; returns its sequence number when the
+    /// log is on disk (to pass to [`done`](Self::done)).
+    pub fn queued(&self, keys: &[Key], n: &Notification) -> Option<u64> {
+        let mut inner = self.lock();
+        let seq = inner.next_seq;
+        inner.disk.as_mut()?.pending.insert(seq);
+        inner.next_seq += 1;
+        let mut line = Vec::with_capacity(256 + n.raw.len() + n.body.len());
+        encode_queued(&mut line, seq, keys, n);
+        let res = inner.append(&line);
+        drop(inner);
+        self.report(res);
+        Some(seq)
+    }
+
+    /// Records that notification `seq` is finished (delivered or dead-lettered), with
+    /// where its target's output stands now if the target can tell.
+    pub fn done(&self, seq: u64, position: Option<(&str, u64)>) {
+        let mut inner = self.lock();
+        let Some(disk) = inner.disk.as_mut() else {
+            return;
+        };
+        if !disk.pending.remove(&seq) {
+            return;
+        }
+        let mut line = Vec::with_capacity(64);
+        match position {
+            Some((target, pos)) => {
+                push_record(&mut line, format_args!("D {seq} {pos} {}", quoted(target)));
+                inner.positions.insert(target.to_owned(), pos);
+            }
+            None => push_record(&mut line, format_args!("D {seq}")),
+        }
+        let res = inner.append(&line);
+        drop(inner);
+        self.report(res);
+    }
+
+    /// Records where `target`'s output stands, at start (see the module docs).
+    pub fn set_position(&self, target: &str, pos: u64) {
+        let mut inner = self.lock();
+        if inner.disk.is_none() {
+            return;
+        }
+        inner.positions.insert(target.to_owned(), pos);
+        let mut line = Vec::with_capacity(64);
+        push_record(&mut line, format_args!("P {pos} {}", quoted(target)));
+        let res = inner.append(&line);
+        drop(inner);
+        self.report(res);
+    }
+
+    /// fsyncs if something was written and `state_sync` has passed since the last fsync.
+    pub fn sync_if_due(&self) {
+        let mut inner = self.lock();
+        let Some(d) = inner.disk.as_mut() else { return };
+        if d.dirty && d.last_sync.elapsed() >= d.sync_every {
+            let res = d.sync();
+            drop(inner);
+            self.report(res);
+        }
+    }
+
+    /// fsyncs now: at shutdown, after the queues drained.
+    pub fn sync(&self) -> Result<(), Error> {
+        let mut inner = self.lock();
+        let Some(d) = inner.disk.as_mut() else {
+            return Ok(());
+        };
+        d.sync().map_err(|source| Error::Io {
+            path: d.path.clone(),
+            source,
+        })
+    }
+
+    /// Notifications queued on disk and not finished.
+    pub fn pending(&self) -> usize {
+        self.lock().disk.as_ref().map_or(0, |d| d.pending.len())
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Write errors so far (for the stats).
+    pub fn errors(&self) -> u64 {
+        self.lock().errors
+    }
+
+    fn report(&self, res: std::io::Result<()>) {
+        if let Err(e) = res {
+            let path = self
+                .lock()
+                .disk
+                .as_ref()
+                .map(|d| d.path.display().to_string())
+                .unwrap_or_default();
+            self.write_errors.hit(|suppressed| {
+                tracing::error!(path = %path, error = %e, suppressed, "cannot write the notification log; a restart may notify twice or, for notifications still queued, not at all")
+            });
+        }
+    }
+
+    #[cfg(test)]
+    fn set_compact_min(&self, bytes: u64) {
+        if let Some(d) = self.lock().disk.as_mut() {
+            d.compact_min = bytes;
+            d.compact_at = (2 * d.len).max(bytes);
+        }
+    }
+
+    #[cfg(test)]
+    fn file_len(&self) -> u64 {
+        self.lock().disk.as_ref().map_or(0, |d| d.len)
+    }
+}
+
+impl Inner {
+    fn new(capacity: usize, disk: Option<Disk>) -> Self {
+        Self {
+            keys: HashSet::with_capacity(capacity.min(1 << 16)),
+            order: VecDeque::with_capacity(capacity.min(1 << 16)),
+            capacity: capacity.max(1),
+            next_seq: 1,
+            disk,
+            errors: 0,
+            positions: HashMap::new(),
+        }
+    }
+
+    /// Appends one encoded record, fsyncs if `state_sync` is zero, compacts when due.
+    fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
+        let Inner {
+            order,
+            disk,
+            errors,
+            positions,
+            ..
+        } = self;
+        let Some(d) = disk.as_mut() else {
+            return Ok(());
+        };
+        let res = d.append(line).and_then(|()| {
+            if d.len >= d.compact_at {
+                d.compact(order, positions)
+            } else {
+                Ok(())
+            }
+        });
+        if res.is_err() {
+            *errors += 1;
+        }
+        res
+    }
+
+    fn remember(&mut self, k: Key) -> bool {
+        if !self.keys.insert(k) {
             return false;
         }
         if self.order.len() == self.capacity
             && let Some(old) = self.order.pop_front()
         {
-            self.seen.remove(&old);
+            self.keys.remove(&old);
         }
-        self.seen.insert(key.clone());
-        self.order.push_back(key);
+        self.order.push_back(k);
         true
     }
+}
 
-    pub fn len(&self) -> usize {
-        self.seen.len()
+impl Disk {
+    fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
+        if let Err(e) = self.file.write_all(line) {
+            // A short write may have left a torn line: start the next record on a line
+            // of its own, so only this record is lost.
+            let _ = self.file.write_all(b"\n");
+            return Err(e);
+        }
+        self.len += line.len() as u64;
+        self.dirty = true;
+        if self.sync_every.is_zero() {
+            self.sync()?;
+        }
+        Ok(())
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.file.sync_data()?;
+        self.dirty = false;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Rewrites the log as `keys` and the pending `Q` records copied from the current
+    /// file, then swaps it in. A crash at any point leaves the old or the new file whole.
+    fn compact(
+        &mut self,
+        keys: &VecDeque<Key>,
+        positions: &HashMap<String, u64>,
+    ) -> std::io::Result<()> {
+        let mut out = Vec::with_capacity(keys.len() * 44);
+        encode_state(&mut out, keys, positions);
+        let reader = BufReader::new(File::open(&self.path)?);
+        for line in reader.split(b'\n') {
+            let line = line?;
+            if let Some(seq) = queued_seq(&line)
+                && self.pending.contains(&seq)
+            {
+                out.extend_from_slice(&line);
+                out.push(b'\n');
+            }
+        }
+        let tmp = self.dir.join(format!("{LOG_FILE}.tmp"));
+        write_new(&tmp, &self.path, &self.dir, &out)?;
+        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        self.len = out.len() as u64;
+        self.compact_at = (2 * self.len).max(self.compact_min);
+        self.dirty = false;
+        self.last_sync = Instant::now();
+        tracing::debug!(path = %self.path.display(), bytes = self.len, keys = keys.len(), pending = self.pending.len(), "notification log compacted");
+        Ok(())
+    }
+}
+
+/// The sequence number of a valid `Q` line (checksum verified), without parsing its JSON.
+fn queued_seq(line: &[u8]) -> Option<u64> {
+    let body = checked_body(line)?;
+    let rest = body.strip_prefix(b"Q ")?;
+    let end = rest.iter().position(|&b| b == b' ')?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
+/// Writes `data` to `tmp`, fsyncs, renames it to `path` and fsyncs `dir`.
+fn write_new(tmp: &Path, path: &Path, dir: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut f = File::create(tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(tmp, path)?;
+    File::open(dir)?.sync_all()
+}
+
+/// `K` records for `keys` and `P` records for `positions`: what compaction keeps besides
+/// the unfinished notifications.
+fn encode_state(out: &mut Vec<u8>, keys: &VecDeque<Key>, positions: &HashMap<String, u64>) {
+    for k in keys {
+        push_record(out, format_args!("K {k:032x}"));
+    }
+    for (target, pos) in positions {
+        push_record(out, format_args!("P {pos} {}", quoted(target)));
+    }
+}
+
+/// A target name as a JSON string: any character, one line.
+fn quoted(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+fn encode_queued(out: &mut Vec<u8>, seq: u64, keys: &[Key], n: &Notification) {
+    let q = QueuedOut {
+        keys: keys.iter().map(|k| format!("{k:032x}")).collect(),
+        target: &n.target,
+        topic: &n.topic,
+        title: &n.title,
+        body: &n.body,
+        fields: &n.fields,
+        raw: String::from_utf8_lossy(&n.raw),
+    };
+    // Serialising plain strings and a Value cannot fail; an empty object keeps the record
+    // well-formed if it ever did.
+    let json = serde_json::to_string(&q).unwrap_or_else(|_| "{}".into());
+    push_record(out, format_args!("Q {seq} {json}"));
+}
+
+/// Appends `<crc32 hex> <body>\n`.
+fn push_record(out: &mut Vec<u8>, body: std::fmt::Arguments<'_>) {
+    let start = out.len();
+    out.extend_from_slice(b"00000000 ");
+    let _ = out.write_fmt(body);
+    let crc = crc32(&out[start + 9..]);
+    out[start..start + 8].copy_from_slice(format!("{crc:08x}").as_bytes());
+    out.push(b'\n');
+}
+
+/// The record of a line whose checksum holds.
+fn checked_body(line: &[u8]) -> Option<&[u8]> {
+    if line.len() < 10 || line[8] != b' ' {
+        return None;
+    }
+    let want = u32::from_str_radix(std::str::from_utf8(&line[..8]).ok()?, 16).ok()?;
+    let body = &line[9..];
+    (crc32(body) == want).then_some(body)
+}
+
+fn parse_key(hex: &str) -> Option<Key> {
+    (hex.len() == 32)
+        .then(|| u128::from_str_radix(hex, 16).ok())
+        .flatten()
+}
+
+fn parse_record(body: &[u8]) -> Option<Record> {
+    let text = std::str::from_utf8(body).ok()?;
+    let (kind, rest) = text.split_once(' ')?;
+    match kind {
+        "K" => parse_key(rest).map(Record::Key),
+        "D" => match rest.split_once(' ') {
+            None => rest.parse().ok().map(|seq| Record::Done(seq, None)),
+            Some((seq, position)) => {
+                let (pos, target) = position.split_once(' ')?;
+                Some(Record::Done(
+                    seq.parse().ok()?,
+                    Some((pos.parse().ok()?, serde_json::from_str(target).ok()?)),
+                ))
+            }
+        },
+        "P" => {
+            let (pos, target) = rest.split_once(' ')?;
+            Some(Record::Position(
+                pos.parse().ok()?,
+                serde_json::from_str(target).ok()?,
+            ))
+        }
+        "Q" => {
+            let (seq, json) = rest.split_once(' ')?;
+            Some(Record::Queued(
+                seq.parse().ok()?,
+                serde_json::from_str(json).ok()?,
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Reads every line; bad ones are counted and logged, never fatal.
+fn read_log(mut r: impl BufRead) -> std::io::Result<(Vec<Record>, Loaded)> {
+    let mut records = Vec::new();
+    let mut loaded = Loaded::default();
+    let mut line = Vec::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        number += 1;
+        if line.last() != Some(&b'\n') {
+            loaded.torn_tail = line.len();
+            break;
+        }
+        line.pop();
+        match checked_body(&line).and_then(parse_record) {
+            Some(rec) => {
+                records.push(rec);
+                loaded.records += 1;
+            }
+            None => {
+                loaded.bad_lines += 1;
+                loaded.first_bad_line.get_or_insert(number);
+            }
+        }
+    }
+    Ok((records, loaded))
+}
+
+/// CRC-32 (IEEE 802.3), the checksum of each line.
+fn crc32(data: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut t = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+                k += 1;
+            }
+            t[i] = c;
+            i += 1;
+        }
+        t
+    };
+    let mut c = !0u32;
+    for &b in data {
+        c = TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
+    }
+    !c
+}
+
+/// An exclusive, non-blocking `flock`: released by the kernel when the process dies,
+/// `kill -9` included, so no stale lock survives a crash.
+fn try_lock(f: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor this File owns and keeps open.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -49,23 +722,179 @@ impl Dedup {
 mod tests {
     use super::*;
 
-    #[test]
-    fn each_target_id_and_state_passes_once() {
-        let mut d = Dedup::new(10);
-        assert!(d.first(0, "a", "firing"));
-        assert!(!d.first(0, "a", "firing"));
-        assert!(d.first(1, "a", "firing"), "another target");
-        assert!(d.first(0, "a", "resolved"), "another state");
+    fn n(target: &str, id: &str) -> Notification {
+        Notification {
+            target: target.into(),
+            topic: "lookout/h/alarms/cpu".into(),
+            title: "t".into(),
+            body: format!("{{\"id\":\"{id}\"}}"),
+            fields: serde_json::json!({"id": id}),
+            raw: format!("{{\"id\":\"{id}\"}}").into_bytes(),
+        }
     }
 
     #[test]
-    fn memory_is_bounded_and_oldest_keys_go_first() {
-        let mut d = Dedup::new(3);
+    fn crc32_matches_the_standard_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn keys_differ_by_target_id_and_state_and_are_stable() {
+        assert_ne!(key("a", "x", "firing"), key("b", "x", "firing"));
+        assert_ne!(key("a", "x", "firing"), key("a", "x", "resolved"));
+        assert_ne!(key("a", "bc", "d"), key("a", "b", "cd"), "length-prefixed");
+        // Written to disk: must never change between versions.
+        assert_eq!(
+            format!("{:032x}", key("alarms_file", "h:cpu:1", "firing")),
+            "6c62f0e4b4275783e6843ce408efd15d"
+        );
+    }
+
+    #[test]
+    fn each_key_passes_once_and_memory_is_bounded() {
+        let d = NotificationLog::memory(3);
+        assert!(d.first(key("t", "a", "firing")));
+        assert!(!d.first(key("t", "a", "firing")));
+        assert!(d.first(key("u", "a", "firing")), "another target");
         for i in 0..10 {
-            d.first(0, &i.to_string(), "firing");
+            d.first(key("t", &i.to_string(), "firing"));
         }
         assert_eq!(d.len(), 3);
-        assert!(d.first(0, "0", "firing"), "forgotten");
-        assert!(!d.first(0, "9", "firing"), "remembered");
+        assert!(d.first(key("t", "0", "firing")), "forgotten");
+        assert!(!d.first(key("t", "9", "firing")), "remembered");
+        assert_eq!(d.queued(&[], &n("t", "a")), None, "nothing on disk");
+    }
+
+    #[test]
+    fn keys_and_unfinished_notifications_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = key("t", "a", "firing");
+        {
+            let (log, recovered, _) =
+                NotificationLog::open(dir.path(), 100, Duration::ZERO).unwrap();
+            assert!(recovered.is_empty());
+            assert!(log.first(k));
+            let done = log.queued(&[k], &n("t", "a")).unwrap();
+            log.done(done, None);
+            let k2 = key("t", "b", "firing");
+            assert!(log.first(k2));
+            log.queued(&[k2], &n("t", "b")).unwrap();
+            // Dropped without sync or shutdown, as after kill -9.
+        }
+        let (log, recovered, loaded) =
+            NotificationLog::open(dir.path(), 100, Duration::ZERO).unwrap();
+        assert!(!log.first(k), "notified before the restart");
+        assert!(!log.first(key("t", "b", "firing")), "queued before it");
+        assert_eq!(recovered.len(), 1);
+        assert_eq!(recovered[0].n, n("t", "b"));
+        assert_eq!(loaded.bad_lines, 0);
+        log.done(recovered[0].seq, Some(("t", 99)));
+        log.set_position("u", 7);
+        drop(log);
+        let (_, recovered, loaded) =
+            NotificationLog::open(dir.path(), 100, Duration::ZERO).unwrap();
+        assert!(recovered.is_empty(), "finished after the restart");
+        assert_eq!(loaded.positions.get("t"), Some(&99));
+        assert_eq!(loaded.positions.get("u"), Some(&7));
+    }
+
+    #[test]
+    fn a_second_bridge_on_the_same_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = NotificationLog::open(dir.path(), 10, Duration::ZERO).unwrap();
+        let err = NotificationLog::open(dir.path(), 10, Duration::ZERO).unwrap_err();
+        assert!(err.to_string().contains("another lookout-bridge"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_lines_and_a_torn_tail_are_skipped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = key("t", "kept", "firing");
+        {
+            let (log, _, _) = NotificationLog::open(dir.path(), 100, Duration::ZERO).unwrap();
+            log.first(k);
+            let seq = log.queued(&[k], &n("t", "kept")).unwrap();
+            log.done(seq, None);
+        }
+        let path = dir.path().join(LOG_FILE);
+        let mut text = std::fs::read(&path).unwrap();
+        text.extend_from_slice(b"garbage line\n");
+        text.extend_from_slice(b"00000000 K 00000000000000000000000000000001\n");
+        text.extend_from_slice(&[0xff, 0x00, b'\n']);
+        let mut torn = Vec::new();
+        push_record(&mut torn, format_args!("K {:032x}", 7u128));
+        text.extend_from_slice(&torn[..torn.len() - 5]);
+        std::fs::write(&path, &text).unwrap();
+
+        let (log, _, loaded) = NotificationLog::open(dir.path(), 100, Duration::ZERO).unwrap();
+        assert_eq!(loaded.bad_lines, 3, "{loaded:?}");
+        assert!(loaded.torn_tail > 0, "{loaded:?}");
+        assert!(!log.first(k), "the good records were kept");
+        assert!(log.first(7), "the torn record was dropped");
+        drop(log);
+        // The rewrite at start left a clean file.
+        let (_, _, loaded) = NotificationLog::open(dir.path(), 100, Duration::ZERO).unwrap();
+        assert_eq!((loaded.bad_lines, loaded.torn_tail), (0, 0), "{loaded:?}");
+
+        // Pure noise is no reason to stop either.
+        std::fs::write(&path, (0..=255u8).cycle().take(10_000).collect::<Vec<_>>()).unwrap();
+        let (_, recovered, loaded) =
+            NotificationLog::open(dir.path(), 100, Duration::ZERO).unwrap();
+        assert!(recovered.is_empty());
+        assert!(loaded.bad_lines > 0);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Whatever is in the file, reading it never panics, and a good file with any
+        /// bytes appended still gives back every good record.
+        #[test]
+        fn reading_any_bytes_never_panics(
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096),
+        ) {
+            let mut good = Vec::new();
+            push_record(&mut good, format_args!("K {:032x}", 42u128));
+            push_record(&mut good, format_args!("D 7"));
+            let mut file = good.clone();
+            file.extend_from_slice(&junk);
+            let (records, loaded) = read_log(std::io::Cursor::new(&file)).unwrap();
+            proptest::prop_assert!(records.len() >= 2);
+            proptest::prop_assert!(matches!(records[0], Record::Key(42)));
+            proptest::prop_assert!(loaded.records >= 2);
+            let _ = read_log(std::io::Cursor::new(&junk)).unwrap();
+        }
+    }
+
+    #[test]
+    fn compaction_keeps_the_file_bounded_and_the_state_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _, _) = NotificationLog::open(dir.path(), 50, Duration::from_secs(60)).unwrap();
+        log.set_compact_min(4096);
+        let mut open = None;
+        for i in 0..2_000 {
+            let k = key("t", &i.to_string(), "firing");
+            assert!(log.first(k));
+            let seq = log.queued(&[k], &n("t", &i.to_string())).unwrap();
+            if i == 10 {
+                open = Some(seq); // never finished
+            } else {
+                log.done(seq, None);
+            }
+            assert!(
+                log.file_len() < 16 * 1024,
+                "{} bytes at {i}",
+                log.file_len()
+            );
+        }
+        assert_eq!(log.pending(), 1);
+        drop(log);
+        let (log, recovered, loaded) =
+            NotificationLog::open(dir.path(), 50, Duration::ZERO).unwrap();
+        assert_eq!(loaded.bad_lines, 0);
+        assert_eq!(recovered.len(), 1);
+        assert_eq!(Some(recovered[0].seq), open);
+        assert!(!log.first(key("t", "1999", "firing")), "recent keys kept");
+        assert!(log.first(key("t", "100", "firing")), "old keys forgotten");
     }
 }

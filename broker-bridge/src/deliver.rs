@@ -1,7 +1,8 @@
 //! Delivery: one bounded queue and one worker per target, so a slow or failing target
 //! never delays the others. The worker retries what is worth retrying with exponential
 //! backoff and jitter, bounds every attempt with a timeout, and writes what still failed
-//! to the dead-letter file.
+//! to the dead-letter file. When a notification is finished either way, the worker says
+//! so to the notification log at once, so a restart does not send it again.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::config::DeliverySettings;
+use crate::dedup::NotificationLog;
 use crate::notify::{Notification, Notifier, SendError};
 use crate::stats::{RateLimited, Stats};
 
@@ -59,19 +61,29 @@ impl DeadLetter {
     }
 }
 
+/// A notification in a target's queue, with its sequence number in the notification log
+/// (`None` when the log is in memory only).
+#[derive(Debug)]
+pub struct Queued {
+    pub seq: Option<u64>,
+    pub n: Notification,
+}
+
 /// Starts the worker of target `idx`; returns its queue.
 pub fn spawn(
     idx: usize,
+    name: String,
     notifier: Box<dyn Notifier>,
     settings: DeliverySettings,
     stats: Arc<Stats>,
     dead: Arc<DeadLetter>,
-) -> (mpsc::Sender<Notification>, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Notification>(settings.queue);
+    log: Arc<NotificationLog>,
+) -> (mpsc::Sender<Queued>, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Queued>(settings.queue);
     let task = tokio::spawn(async move {
         let failures = RateLimited::new(Duration::from_secs(10));
         let mut jitter = lookout_shared::time::Jitter::new(idx as u64);
-        while let Some(n) = rx.recv().await {
+        while let Some(Queued { seq, n }) = rx.recv().await {
             deliver(
                 idx,
                 notifier.as_ref(),
@@ -83,6 +95,10 @@ pub fn spawn(
                 n,
             )
             .await;
+            if let Some(seq) = seq {
+                let position = notifier.position();
+                log.done(seq, position.map(|p| (name.as_str(), p)));
+            }
         }
     });
     (tx, task)

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
+use crate::dedup::Key;
 use crate::expr::lookup;
 use crate::notify::Notification;
 
@@ -28,6 +29,9 @@ struct Group {
     target: usize,
     key: Map<String, Value>,
     members: Vec<Notification>,
+    /// The members' dedup keys, written to the notification log with the batch (not
+    /// before: a batch still waiting is in memory only).
+    keys: Vec<Key>,
     /// When the pending batch goes out.
     due: Option<Instant>,
     /// When the last batch went out, for `group_interval`.
@@ -63,6 +67,7 @@ impl Groups {
         target: usize,
         spec: &GroupSpec,
         n: Notification,
+        dedup_key: Option<Key>,
         now: Instant,
     ) -> Added {
         let mut key = Map::new();
@@ -79,6 +84,7 @@ impl Groups {
             target,
             key,
             members: Vec::new(),
+            keys: Vec::new(),
             due: None,
             last_sent: None,
             interval: spec.interval,
@@ -87,6 +93,7 @@ impl Groups {
             return Added::Full;
         }
         g.members.push(n);
+        g.keys.extend(dedup_key);
         if g.due.is_none() {
             g.due = Some(match g.last_sent {
                 None => now + spec.wait,
@@ -96,13 +103,18 @@ impl Groups {
         Added::Buffered
     }
 
-    /// Batches due now, as one notification per group, with their targets. Groups with
-    /// nothing pending and nothing sent for a while are closed.
-    pub fn due(&mut self, now: Instant) -> Vec<(usize, Notification)> {
+    /// Batches due now, as one notification per group, with their targets and their
+    /// members' dedup keys. Groups with nothing pending and nothing sent for a while are
+    /// closed.
+    pub fn due(&mut self, now: Instant) -> Vec<(usize, Notification, Vec<Key>)> {
         let mut out = Vec::new();
         for g in self.open.values_mut() {
             if g.due.is_some_and(|d| d <= now) && !g.members.is_empty() {
-                out.push((g.target, merge(&g.key, std::mem::take(&mut g.members))));
+                out.push((
+                    g.target,
+                    merge(&g.key, std::mem::take(&mut g.members)),
+                    std::mem::take(&mut g.keys),
+                ));
                 g.due = None;
                 g.last_sent = Some(now);
             }
@@ -189,12 +201,16 @@ mod tests {
         let t0 = Instant::now();
         let mut g = Groups::new(10);
         for (h, id) in [("a", "1"), ("b", "2"), ("c", "3")] {
-            assert_eq!(g.add(0, 0, &spec(5, 60), n(h, id), t0), Added::Buffered);
+            assert_eq!(
+                g.add(0, 0, &spec(5, 60), n(h, id), Some(7), t0),
+                Added::Buffered
+            );
         }
         assert!(g.due(t0 + Duration::from_secs(4)).is_empty());
         let out = g.due(t0 + Duration::from_secs(5));
         assert_eq!(out.len(), 1);
-        let (_, m) = &out[0];
+        let (_, m, keys) = &out[0];
+        assert_eq!(keys, &vec![7, 7, 7]);
         assert_eq!(m.title, "3 notifications for labels.site=s1");
         assert_eq!(m.body.lines().count(), 3);
         assert_eq!(m.fields["count"], 3);
@@ -205,9 +221,16 @@ mod tests {
     fn later_members_wait_for_group_interval() {
         let t0 = Instant::now();
         let mut g = Groups::new(10);
-        g.add(0, 0, &spec(1, 60), n("a", "1"), t0);
+        g.add(0, 0, &spec(1, 60), n("a", "1"), None, t0);
         assert_eq!(g.due(t0 + Duration::from_secs(1)).len(), 1);
-        g.add(0, 0, &spec(1, 60), n("b", "2"), t0 + Duration::from_secs(2));
+        g.add(
+            0,
+            0,
+            &spec(1, 60),
+            n("b", "2"),
+            None,
+            t0 + Duration::from_secs(2),
+        );
         assert!(
             g.due(t0 + Duration::from_secs(30)).is_empty(),
             "not before group_interval"
@@ -224,9 +247,12 @@ mod tests {
     fn groups_are_bounded() {
         let t0 = Instant::now();
         let mut g = Groups::new(1);
-        assert_eq!(g.add(0, 0, &spec(1, 1), n("a", "1"), t0), Added::Buffered);
+        assert_eq!(
+            g.add(0, 0, &spec(1, 1), n("a", "1"), None, t0),
+            Added::Buffered
+        );
         let mut other = n("b", "2");
         other.fields["labels"]["site"] = json!("s2");
-        assert_eq!(g.add(0, 0, &spec(1, 1), other, t0), Added::Full);
+        assert_eq!(g.add(0, 0, &spec(1, 1), other, None, t0), Added::Full);
     }
 }

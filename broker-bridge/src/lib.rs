@@ -7,7 +7,9 @@
 //! - [`config`]: the TOML config, parsed strictly and built into routes and targets.
 //! - [`message`]: decoding payloads (alarm JSON, other JSON, text) into fields.
 //! - [`route`]: topic filters and `when` conditions ([`expr`]), templates ([`template`]).
-//! - [`dedup`]: the notification log that keeps (target, alarm id, state) unique.
+//! - [`limits`]: per-route limits on input: payload size, topic length, message rate.
+//! - [`dedup`]: the notification log that keeps (target, alarm id, state) unique and,
+//!   under `bridge.state_dir`, keeps queued notifications across restarts and `kill -9`.
 //! - [`group`]: batching notifications that share labels into one.
 //! - [`silence`], [`inhibit`], [`repeat`]: silences, holding back offline hosts' alarms,
 //!   re-sending alarms that stay firing.
@@ -24,8 +26,11 @@ pub mod error;
 pub mod expr;
 pub mod group;
 pub mod inhibit;
+pub mod limits;
 pub mod message;
 pub mod notify;
+#[cfg(test)]
+mod proptests;
 pub mod repeat;
 pub mod route;
 pub mod run;

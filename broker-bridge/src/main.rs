@@ -80,10 +80,37 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 Ok::<(), Error>(())
             })?;
             println!("{}: OK", config.display());
-            println!(
-                "  mqtt    mqtt://{}:{} {:?}",
-                settings.mqtt.host, settings.mqtt.port, settings.mqtt.filters
-            );
+            let m = &settings.mqtt;
+            println!("  mqtt    {} {:?}", m.url.display(), m.filters);
+            if m.url.tls {
+                let show = |p: &Option<PathBuf>| {
+                    p.as_ref()
+                        .map_or("-".to_string(), |p| p.display().to_string())
+                };
+                println!(
+                    "  tls     ca_file {} (system roots when -), cert_file {}, key_file {}, verify {}",
+                    show(&m.tls.ca_file),
+                    show(&m.tls.cert_file),
+                    show(&m.tls.key_file),
+                    if m.tls.insecure_skip_verify {
+                        "OFF (insecure_skip_verify)"
+                    } else {
+                        "on"
+                    }
+                );
+            }
+            if let Some(user) = &m.username {
+                // The password is a Secret: it prints as <redacted>.
+                let pw = m
+                    .password
+                    .as_ref()
+                    .map_or("none".to_string(), |p| p.to_string());
+                println!("  login   {user} (password {pw})");
+            }
+            match &settings.state_dir {
+                Some(dir) => println!("  state   {}", dir.display()),
+                None => println!("  state   in memory only (bridge.state_dir = \"\")"),
+            }
             for (name, cfg) in &settings.targets {
                 println!("  target  {name} ({})", cfg.kind());
             }

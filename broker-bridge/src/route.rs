@@ -37,11 +37,17 @@ pub struct Route {
     pub send_resolved: bool,
     pub repeat_interval: Option<std::time::Duration>,
     pub group: Option<crate::group::GroupSpec>,
+    pub limits: crate::limits::Limits,
 }
 
 impl Route {
     pub fn accepts(&self, topic: &str, fields: &Value) -> bool {
-        topic_matches(&self.topic, topic) && self.when.as_ref().is_none_or(|e| e.eval(fields))
+        topic_matches(&self.topic, topic) && self.when_holds(fields)
+    }
+
+    /// The route's `when`, true when it has none.
+    pub fn when_holds(&self, fields: &Value) -> bool {
+        self.when.as_ref().is_none_or(|e| e.eval(fields))
     }
 }
 

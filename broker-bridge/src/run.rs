@@ -1,35 +1,79 @@
 //! The `run` command: MQTT in, notifications out.
 //!
 //! A message is acknowledged to the broker (manual QoS 1 acks) only after it has been
-//! queued for every target it goes to, so a bridge that dies loses nothing the broker
-//! still holds; queues are bounded and a full one holds back the acknowledgements, which
-//! slows the broker down instead of growing memory.
+//! queued for every target it goes to, and, with `bridge.state_dir`, written to the
+//! notification log ([`crate::dedup`]); so a bridge that dies, even by `kill -9`, loses
+//! nothing: the broker still holds what was not acknowledged, the log what was. Queues
+//! are bounded and a full one holds back the acknowledgements, which slows the broker
+//! down instead of growing memory.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, Publish, QoS};
+use rumqttc::{
+    AsyncClient, Event, MqttOptions, Outgoing, Packet, Publish, QoS, TlsConfiguration, Transport,
+};
 use tokio::sync::mpsc;
 
 use crate::Error;
 use crate::config::Settings;
-use crate::dedup::Dedup;
-use crate::deliver::{self, DeadLetter};
+use crate::dedup::{Key, NotificationLog};
+use crate::deliver::{self, DeadLetter, Queued};
 use crate::group::{Added, Groups};
 use crate::inhibit::Hosts;
+use crate::limits::Gate;
 use crate::message::{Rejected, decode};
 use crate::notify::Notification;
 use crate::repeat::Repeats;
 use crate::silence::Silences;
-use crate::stats::{RateLimited, Stats, TargetStats};
+use crate::stats::{RateLimited, RouteStats, Stats, TargetStats};
 
 /// Largest MQTT packet read from the broker; larger ones are the broker's to refuse
 /// (mosquitto: `message_size_limit`).
 const INCOMING_PACKET_LIMIT: usize = 16 * 1024 * 1024;
 
 pub async fn run(settings: Settings) -> Result<(), Error> {
+    // The state directory first: a second bridge on it stops here, before connecting.
+    let (log, mut recovered, positions) = match &settings.state_dir {
+        Some(dir) => {
+            let (log, recovered, loaded) =
+                NotificationLog::open(dir, settings.dedup_capacity, settings.state_sync)?;
+            if loaded.bad_lines > 0 || loaded.torn_tail > 0 {
+                tracing::warn!(
+                    path = %dir.join(crate::dedup::LOG_FILE).display(),
+                    bad_lines = loaded.bad_lines,
+                    first_bad_line = loaded.first_bad_line,
+                    torn_tail_bytes = loaded.torn_tail,
+                    "notification log damaged; bad records skipped (their alarms may be notified again)"
+                );
+            }
+            tracing::info!(
+                state_dir = %dir.display(),
+                records = loaded.records,
+                keys = loaded.keys,
+                unfinished = recovered.len(),
+                "notification log loaded"
+            );
+            (log, recovered, loaded.positions)
+        }
+        None => {
+            tracing::info!("bridge.state_dir is empty: dedup keys and queues are in memory only");
+            (
+                NotificationLog::memory(settings.dedup_capacity),
+                Vec::new(),
+                Default::default(),
+            )
+        }
+    };
+    let log = Arc::new(log);
     let mut stats = Stats::default();
+    for r in &settings.routes {
+        stats.routes.push(RouteStats {
+            topic: r.topic.clone(),
+            ..Default::default()
+        });
+    }
     let mut notifiers = Vec::with_capacity(settings.targets.len());
     for (name, cfg) in &settings.targets {
         let n = cfg.build(name)?;
@@ -44,20 +88,66 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     let dead = Arc::new(DeadLetter::new(settings.delivery.dead_letter.clone()));
     let mut queues = Vec::with_capacity(notifiers.len());
     let mut workers = Vec::with_capacity(notifiers.len());
+    // Targets that tell their output's position (a file's length): if it grew past the
+    // position recorded with the last finished notification, the one in flight when the
+    // last run died (the target's oldest unfinished one) was written: not again.
+    for (t, n) in notifiers.iter().enumerate() {
+        let name = &settings.targets[t].0;
+        let Some(now) = n.position() else { continue };
+        if let Some(&last) = positions.get(name)
+            && now > last
+            && let Some(i) = recovered.iter().position(|r| r.n.target == *name)
+        {
+            let r = recovered.remove(i);
+            tracing::info!(target_name = %name, topic = %r.n.topic, "the notification in flight when the bridge stopped was written; not sending it again");
+            log.done(r.seq, Some((name, now)));
+        }
+        log.set_position(name, now);
+    }
     for (idx, n) in notifiers.into_iter().enumerate() {
         let (tx, task) = deliver::spawn(
             idx,
+            settings.targets[idx].0.clone(),
             n,
             settings.delivery.clone(),
             Arc::clone(&stats),
             Arc::clone(&dead),
+            Arc::clone(&log),
         );
         queues.push(tx);
         workers.push(task);
     }
+    // What a previous run queued and did not finish goes first, in its order.
+    for r in recovered {
+        match settings
+            .targets
+            .iter()
+            .position(|(name, _)| *name == r.n.target)
+        {
+            Some(t) => {
+                stats.replayed.inc();
+                stats.targets[t].queued.inc();
+                let _ = queues[t]
+                    .send(Queued {
+                        seq: Some(r.seq),
+                        n: r.n,
+                    })
+                    .await;
+            }
+            None => {
+                tracing::warn!(target_name = %r.n.target, topic = %r.n.topic, "queued notification for a target no longer configured dropped");
+                log.done(r.seq, None);
+            }
+        }
+    }
 
     let m = &settings.mqtt;
-    let mut opts = MqttOptions::new(m.client_id.clone(), m.host.clone(), m.port);
+    let mut opts = MqttOptions::new(m.client_id.clone(), m.url.host.clone(), m.url.port);
+    if let Some(tls) = &m.tls_config {
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::clone(tls),
+        )));
+    }
     opts.set_keep_alive(m.keep_alive);
     opts.set_manual_acks(true);
     // A persistent session: the broker keeps our QoS 1 messages while we restart.
@@ -81,7 +171,10 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     let stats_topic = format!("{}/bridge/{}/stats", settings.prefix, settings.id);
     tracing::info!(
-        broker = %format!("mqtt://{}:{}", m.host, m.port),
+        broker = %m.url.display(),
+        tls = m.url.tls,
+        client_cert = m.tls.cert_file.is_some(),
+        login = m.username.is_some(),
         filters = ?m.filters,
         targets = settings.targets.len(),
         routes = settings.routes.len(),
@@ -93,7 +186,12 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         settings: &settings,
         stats: &stats,
         queues: &queues,
-        dedup: Dedup::new(settings.dedup_capacity),
+        log: &log,
+        gates: settings
+            .routes
+            .iter()
+            .map(|r| Gate::new(r.limits.clone(), Instant::now()))
+            .collect(),
         silences: Silences::new(settings.silences.clone()),
         hosts: Hosts::new(settings.dedup_capacity),
         repeats: Repeats::new(settings.dedup_capacity),
@@ -124,6 +222,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     let mut delay = Duration::from_millis(250);
     let mut jitter = lookout_shared::time::Jitter::from_name(&settings.id);
     let mut connected = false;
+    let failures = RateLimited::new(Duration::from_secs(30));
     // Acks waiting for room in the client's request queue: the event loop can hand us a
     // burst of messages before it drains that queue, and an ack that is dropped stalls
     // the broker's window for this client. Bounded by the broker's inflight window.
@@ -137,8 +236,12 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         }
         tokio::select! {
             _ = &mut shutdown => break,
-            _ = timer_tick.tick() => pipeline.timers().await,
+            _ = timer_tick.tick() => {
+                pipeline.timers().await;
+                log.sync_if_due();
+            }
             _ = stats_tick.tick() => {
+                stats.state_errors.set(log.errors());
                 if let Ok(json) = serde_json::to_vec(&*stats) {
                     let _ = client.try_publish(&stats_topic, QoS::AtMostOnce, false, json);
                 }
@@ -166,10 +269,19 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    let error = e.to_string();
+                    let hint = lookout_shared::tls::hint(&error);
                     if connected {
-                        tracing::warn!(error = %e, "MQTT connection lost; retrying with backoff");
+                        tracing::warn!(%error, "MQTT connection lost; retrying with backoff");
+                    } else if let Some(hint) = hint {
+                        // A certificate problem does not go away by retrying: say so loudly.
+                        failures.hit(|suppressed| {
+                            tracing::error!(broker = %m.url.display(), %error, hint, suppressed, "MQTT TLS connection refused; retrying with backoff");
+                        });
                     } else {
-                        tracing::debug!(error = %e, "MQTT connection failed");
+                        failures.hit(|suppressed| {
+                            tracing::warn!(broker = %m.url.display(), %error, suppressed, "MQTT connection failed; retrying with backoff");
+                        });
                     }
                     connected = false;
                     tokio::time::sleep(jitter.apply(delay)).await;
@@ -206,8 +318,16 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     })
     .await;
     if drained.is_err() {
-        tracing::warn!("grace time over with notifications still queued");
+        tracing::warn!(
+            unfinished = log.pending(),
+            "grace time over with notifications still queued; the next start sends them"
+        );
     }
+    // Everything finished (or still queued) is on disk before we exit 0.
+    if let Err(e) = log.sync() {
+        tracing::error!(error = %e, "cannot fsync the notification log at shutdown");
+    }
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -215,8 +335,10 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
 struct Pipeline<'a> {
     settings: &'a Settings,
     stats: &'a Stats,
-    queues: &'a [mpsc::Sender<Notification>],
-    dedup: Dedup,
+    queues: &'a [mpsc::Sender<Queued>],
+    log: &'a NotificationLog,
+    /// Per route, in route order: its limits' run-time state.
+    gates: Vec<Gate>,
     silences: Silences,
     hosts: Hosts,
     repeats: Repeats,
@@ -261,13 +383,39 @@ impl Pipeline<'_> {
     }
 
     async fn route(&mut self, topic: &str, payload: &[u8]) {
+        if payload.len() > self.settings.max_payload {
+            self.invalid(
+                topic,
+                &Rejected::TooLarge {
+                    size: payload.len(),
+                    limit: self.settings.max_payload,
+                },
+            );
+            return;
+        }
+        // Route limits before decoding, so a flood on one route costs little and never
+        // holds back another.
+        let now = Instant::now();
+        let mut admitted = vec![false; self.settings.routes.len()];
+        let mut matched = false;
+        for (ri, route) in self.settings.routes.iter().enumerate() {
+            if !crate::route::topic_matches(&route.topic, topic) {
+                continue;
+            }
+            matched = true;
+            match self.gates[ri].admit(topic, payload.len(), now) {
+                Ok(()) => admitted[ri] = true,
+                Err(why) => self.gates[ri].emit(&self.stats.routes[ri], topic, why),
+            }
+        }
+        if matched && !admitted.contains(&true) {
+            return;
+        }
         let decoded = match decode(payload, self.settings.max_payload) {
             Ok(Some(d)) => d,
             Ok(None) => return,
             Err(e) => {
-                self.stats.invalid.inc();
-                self.invalid_log
-                    .hit(|suppressed| log_invalid(topic, &e, suppressed));
+                self.invalid(topic, &e);
                 return;
             }
         };
@@ -297,21 +445,24 @@ impl Pipeline<'_> {
             .routes
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.accepts(topic, &decoded.fields));
+            .filter(|(ri, r)| admitted[*ri] && r.when_holds(&decoded.fields));
         for (ri, route) in accepted {
             for &t in &route.targets {
                 if std::mem::replace(&mut chosen[t], true) {
                     continue;
                 }
+                let mut dedup_key = None;
                 if let Some((id, state)) = &decoded.alarm {
                     if state == "resolved" && !route.send_resolved {
                         self.stats.resolved_skipped.inc();
                         continue;
                     }
-                    if !self.dedup.first(t, id, state) {
+                    let k = crate::dedup::key(&self.settings.targets[t].0, id, state);
+                    if !self.log.first(k) {
                         self.stats.deduplicated.inc();
                         continue;
                     }
+                    dedup_key = Some(k);
                 }
                 let render = |tpl: &crate::template::Template| {
                     tpl.render(&decoded.fields, topic, payload).unwrap_or_else(|e| {
@@ -354,11 +505,15 @@ impl Pipeline<'_> {
                 routed = true;
                 match &route.group {
                     Some(spec) => {
-                        if self.groups.add(ri, t, spec, n, Instant::now()) == Added::Full {
+                        if self.groups.add(ri, t, spec, n, dedup_key, Instant::now()) == Added::Full
+                        {
                             self.stats.group_full.inc();
                         }
                     }
-                    None => self.enqueue(t, n).await,
+                    None => {
+                        let keys: Vec<Key> = dedup_key.into_iter().collect();
+                        self.enqueue(t, n, &keys).await
+                    }
                 }
             }
         }
@@ -369,9 +524,19 @@ impl Pipeline<'_> {
         }
     }
 
-    async fn enqueue(&self, t: usize, n: Notification) {
+    /// Counts and logs (rate-limited) a message that cannot be decoded.
+    fn invalid(&self, topic: &str, e: &Rejected) {
+        self.stats.invalid.inc();
+        self.invalid_log
+            .hit(|suppressed| log_invalid(topic, e, suppressed));
+    }
+
+    /// Writes the notification to the log (with the dedup keys it settles), then queues
+    /// it: on disk before the message can be acknowledged.
+    async fn enqueue(&self, t: usize, n: Notification, keys: &[Key]) {
         self.stats.targets[t].queued.inc();
-        if self.queues[t].send(n).await.is_err() {
+        let seq = self.log.queued(keys, &n);
+        if self.queues[t].send(Queued { seq, n }).await.is_err() {
             tracing::error!(target_name = %self.settings.targets[t].0, "target worker stopped");
         }
     }
@@ -380,17 +545,19 @@ impl Pipeline<'_> {
     /// has come.
     async fn timers(&mut self) {
         let now = Instant::now();
-        for (t, n) in self.groups.due(now) {
+        for (t, n, keys) in self.groups.due(now) {
             self.stats.grouped.inc();
-            self.enqueue(t, n).await;
+            self.enqueue(t, n, &keys).await;
         }
         for (t, n) in self.repeats.due(now) {
             self.stats.repeated.inc();
-            self.enqueue(t, n).await;
+            self.enqueue(t, n, &[]).await;
         }
     }
 }
 
 fn log_invalid(topic: &str, e: &Rejected, suppressed: u64) {
+    // Bounded: a hostile topic or a long parser message does not make a long log line.
+    let topic: String = topic.chars().take(200).collect();
     tracing::warn!(topic, error = %e, suppressed, "invalid message skipped");
 }

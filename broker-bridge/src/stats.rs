@@ -18,6 +18,10 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+    /// For values kept elsewhere and copied in before the stats are published.
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
 }
 
 impl Serialize for Counter {
@@ -38,6 +42,17 @@ pub struct TargetStats {
     pub dead_lettered: Counter,
 }
 
+/// Messages a route dropped for its limits (`[[routes]]` `max_payload`,
+/// `max_topic_length`, `rate_limit`).
+#[derive(Debug, Default, Serialize)]
+pub struct RouteStats {
+    /// The route's topic filter, naming it.
+    pub topic: String,
+    pub too_large: Counter,
+    pub topic_too_long: Counter,
+    pub rate_limited: Counter,
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct Stats {
     pub received: Counter,
@@ -56,7 +71,13 @@ pub struct Stats {
     pub grouped: Counter,
     /// Notifications not grouped because the group table or a batch was full.
     pub group_full: Counter,
+    /// Notifications found queued but unfinished in the notification log at start and
+    /// queued again.
+    pub replayed: Counter,
+    /// Writes to the notification log that failed (disk full, I/O errors).
+    pub state_errors: Counter,
     pub targets: Vec<TargetStats>,
+    pub routes: Vec<RouteStats>,
 }
 
 /// Logs at most one line per `every` for a kind of event, saying how many were not logged.

@@ -7,7 +7,8 @@
 //! - [`codec`]: JSON on the wire for users, postcard where compactness matters.
 //! - [`logging`]: tracing to stderr, filtered by `LOOKOUT_LOG`.
 //! - [`overrides`]: `--set KEY=VALUE` applied to a TOML document, and parsing with them.
-//! - [`url`]: `mqtt://host:port` as written in configs.
+//! - [`url`]: `mqtt://host:port` and `mqtts://host:port` as written in configs.
+//! - [`tls`]: TLS (CA, client certificate, verification) and login for MQTT clients.
 //! - [`signal`]: the SIGINT/SIGTERM future both binaries shut down on.
 //! - [`time`]: wall-clock milliseconds and backoff jitter.
 //! - [`duration`]: `"1s"`/`"5m"` durations in config files.
@@ -23,6 +24,7 @@ pub mod payload;
 pub mod secret;
 pub mod signal;
 pub mod time;
+pub mod tls;
 pub mod topics;
 pub mod url;
 

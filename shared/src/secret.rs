@@ -19,12 +19,18 @@ impl Secret {
                 .map(Secret)
                 .map_err(|_| format!("environment variable {var} is not set (or not UTF-8)"))
         } else if let Some(path) = spec.strip_prefix("file:") {
-            std::fs::read_to_string(path)
-                .map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_owned()))
-                .map_err(|e| format!("cannot read {path}: {e}"))
+            Self::from_file(std::path::Path::new(path))
         } else {
             Ok(Secret(spec.to_owned()))
         }
+    }
+
+    /// The file's contents, trailing newline removed: `password_file` keys and `file:`.
+    /// The error names the file, never its contents.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
+        std::fs::read_to_string(path)
+            .map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_owned()))
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
     }
 
     pub fn expose(&self) -> &str {

@@ -1,26 +1,163 @@
-//! Broker URLs as users write them in config files.
+//! Broker URLs as users write them in config files: `mqtt://host:port` for plain TCP,
+//! `mqtts://host:port` for TLS. One parser for every MQTT connection of both binaries, so
+//! they agree on defaults (1883 plain, 8883 TLS) and on what they refuse.
 
-/// `mqtt://host:port` (or `tcp://`); the port defaults to 1883.
-pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
-    let rest = url
+/// A parsed broker URL. `host` has no brackets (`::1`, not `[::1]`), as rumqttc and the TLS
+/// server name want it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MqttUrl {
+    /// `mqtts://`: connect with TLS (see [`crate::tls`]).
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl MqttUrl {
+    /// `mqtt[s]://host:port` again, for logs (IPv6 hosts in brackets).
+    pub fn display(&self) -> String {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        if self.host.contains(':') {
+            format!("{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Parses `mqtt://host[:port]` (also `tcp://`) and `mqtts://host[:port]` (also `ssl://`).
+/// User names, passwords, paths and queries are refused: credentials have keys of their own,
+/// so they never end up in a URL that is logged.
+pub fn parse(url: &str) -> Result<MqttUrl, String> {
+    let (tls, rest) = if let Some(r) = url
         .strip_prefix("mqtt://")
         .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| {
-            format!("{url:?} must start with mqtt:// (TLS, mqtts://, is not supported yet)")
-        })?;
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-            let port = p
-                .parse::<u16>()
-                .map_err(|_| format!("{url:?}: port {p:?} is not a number 1-65535"))?;
-            (h, port)
-        }
-        _ => (rest, 1883),
+    {
+        (false, r)
+    } else if let Some(r) = url
+        .strip_prefix("mqtts://")
+        .or_else(|| url.strip_prefix("ssl://"))
+    {
+        (true, r)
+    } else {
+        return Err(format!(
+            "{url:?} must start with mqtt:// (plain) or mqtts:// (TLS)"
+        ));
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('@') {
+        // Not echoed: what stands before '@' is likely a password.
+        return Err(
+            "a broker URL must not hold user:password@ (username and password \
+                    have keys of their own)"
+                .into(),
+        );
+    }
+    if rest.contains(['/', '?', '#']) {
+        return Err(format!(
+            "{url:?}: write only mqtt[s]://host:port (no path or query)"
+        ));
+    }
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("{url:?}: unclosed '['"))?;
+        let port = match after {
+            "" => None,
+            p => Some(
+                p.strip_prefix(':')
+                    .ok_or_else(|| format!("{url:?}: expected ':port' after ']'"))?,
+            ),
+        };
+        (host, port)
+    } else {
+        match rest.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        }
+    };
     if host.is_empty() {
         return Err(format!("{url:?} has no host"));
     }
-    Ok((host.to_owned(), port))
+    let port = match port {
+        None if tls => 8883,
+        None => 1883,
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) if p > 0 => p,
+            _ => return Err(format!("{url:?}: port {p:?} is not a number 1-65535")),
+        },
+    };
+    Ok(MqttUrl {
+        tls,
+        host: host.to_owned(),
+        port,
+    })
+}
+
+/// `mqtt://host:port` (or `tcp://`) only; the port defaults to 1883. For programs that do
+/// not speak TLS yet: `mqtts://` is refused with a message saying so. New code uses
+/// [`parse`].
+pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
+    let u = parse(url)?;
+    if u.tls {
+        return Err(format!(
+            "{url:?}: mqtts:// (TLS) is not supported here yet; use mqtt://"
+        ));
+    }
+    Ok((u.host, u.port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_and_tls_urls_parse_with_their_default_ports() {
+        let u = parse("mqtt://broker.local").unwrap();
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port),
+            (false, "broker.local", 1883)
+        );
+        let u = parse("mqtts://broker.local").unwrap();
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port),
+            (true, "broker.local", 8883)
+        );
+        let u = parse("mqtts://broker.local:8884/").unwrap();
+        assert_eq!((u.tls, u.port), (true, 8884));
+        let u = parse("mqtt://[::1]:1884").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 1884));
+        assert_eq!(u.display(), "mqtt://[::1]:1884");
+        let u = parse("mqtts://[::1]").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 8883));
+        assert_eq!(parse("tcp://h:1").unwrap().port, 1);
+    }
+
+    #[test]
+    fn urls_with_credentials_paths_or_bad_ports_are_refused() {
+        for bad in [
+            "http://x",
+            "broker:1883",
+            "mqtt://user:pw@broker",
+            "mqtt://broker/topic",
+            "mqtt://:1883",
+            "mqtt://broker:0",
+            "mqtt://broker:99999",
+            "mqtt://[::1",
+            "mqtt://[::1]x",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        let err = parse("mqtt://user:hunter2@broker").unwrap_err();
+        assert!(err.contains("username and password have keys"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn the_plain_only_parser_refuses_tls_with_a_reason() {
+        assert_eq!(
+            parse_mqtt_url("mqtt://127.0.0.1:1884").unwrap(),
+            ("127.0.0.1".to_string(), 1884)
+        );
+        assert!(parse_mqtt_url("mqtts://h").unwrap_err().contains("TLS"));
+    }
 }

@@ -101,7 +101,13 @@ fn spawn_logged(name: &'static str, mut cmd: Command, dir: &Path) -> Proc {
 /// Starts mosquitto on `port` (loopback, in memory). Fails the test, never skips, when
 /// mosquitto is not installed: `.ci/run` installs it.
 pub fn mosquitto(port: u16, dir: &Path) -> Proc {
-    mosquitto_with(port, dir, "persistence false\n")
+    spawn_mosquitto(port, dir, "persistence false\n", "")
+}
+
+/// [`mosquitto`] with `extra` appended to its configuration: more listeners (TLS, say),
+/// each followed by its own settings. Waits for `port` only; wait for the others yourself.
+pub fn mosquitto_with(port: u16, dir: &Path, extra: &str) -> Proc {
+    spawn_mosquitto(port, dir, "persistence false\n", extra)
 }
 
 /// mosquitto that keeps retained messages and persistent sessions in `dir` across a
@@ -112,21 +118,22 @@ pub fn mosquitto_persistent(port: u16, dir: &Path) -> Proc {
     // Started as root, mosquitto drops to its own user, which must be able to write here.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o777)).unwrap();
-    mosquitto_with(
+    spawn_mosquitto(
         port,
         dir,
         &format!(
             "persistence true\npersistence_location {}/\nautosave_interval 1\n",
             store.display()
         ),
+        "",
     )
 }
 
-fn mosquitto_with(port: u16, dir: &Path, extra: &str) -> Proc {
+fn spawn_mosquitto(port: u16, dir: &Path, global: &str, extra: &str) -> Proc {
     let conf = dir.join("mosquitto.conf");
     std::fs::write(
         &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n{extra}"),
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n{global}{extra}"),
     )
     .unwrap();
     let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]

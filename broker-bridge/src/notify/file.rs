@@ -1,6 +1,8 @@
 //! `type = "file"`: appends one line per notification, the rendered body (by default the
 //! message's JSON on one line). Newlines inside a body are escaped so one notification
 //! stays one line. The file is opened once, in append mode, and created if missing.
+//! Nothing else should write to it: its length tells the notification log, after a crash,
+//! whether the line in flight was written (see `dedup.rs`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -65,6 +67,13 @@ impl Notifier for File {
                 .and_then(|()| if self.fsync { f.sync_data() } else { Ok(()) })
                 .map_err(|e| SendError::Retry(format!("writing {}: {e}", self.path.display())))
         })
+    }
+
+    /// The file's length: only this target appends to it, so growth past the length
+    /// recorded with the last finished notification is the line in flight at a crash.
+    fn position(&self) -> Option<u64> {
+        let f = self.file.lock().ok()?;
+        f.metadata().ok().map(|m| m.len())
     }
 }
 

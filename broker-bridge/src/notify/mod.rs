@@ -56,6 +56,13 @@ pub trait Notifier: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Delivers one notification. The worker applies the per-attempt timeout around it.
     fn send<'a>(&'a self, n: &'a Notification) -> SendFuture<'a>;
+    /// Where the target's output stands, for targets that can tell (the `file` target: its
+    /// length). The notification log records it with each finished notification, so after
+    /// a crash the bridge sees whether the notification in flight was written and does not
+    /// write it twice. `None` (the default): cannot tell.
+    fn position(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// `[targets.NAME]`: `type` picks the plugin, the other keys are the plugin's own.

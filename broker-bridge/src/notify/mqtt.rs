@@ -27,11 +27,8 @@ use std::time::Duration;
 
 use lookout_shared::duration::HumanDuration;
 use lookout_shared::secret::Secret;
-use rumqttc::tokio_rustls::rustls;
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS,
-    TlsConfiguration, Transport,
-};
+use lookout_shared::tls::TlsSettings;
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use serde::Deserialize;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
@@ -82,13 +79,23 @@ pub struct Config {
     /// `username`.
     #[serde(default)]
     pub password: Option<Secret>,
-    /// PEM file with the certificate authorities that sign the broker's certificate.
-    /// Required with `mqtts://` (the bridge does not read the system's trust store by
-    /// itself): for a certificate from a public CA, give the system bundle, such as
-    /// `/etc/ssl/certs/ca-certificates.crt` (Debian, Ubuntu, Alpine) or
-    /// `/etc/pki/tls/certs/ca-bundle.crt` (Fedora, RHEL). Not allowed with `mqtt://`.
+    /// The password read from this file (trailing newline removed), instead of `password`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// PEM file with the certificate authorities that sign the broker's certificate, for
+    /// `mqtts://`. Default: the system's trust store. Not allowed with `mqtt://`.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) and its private key, for a broker that requires
+    /// client certificates (mutual TLS). Both or neither; `mqtts://` only.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Accept any broker certificate, for any name: anyone on the path can pose as the
+    /// broker. Logged at warn every time the target is built. Default `false`.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
     /// What to publish: `"raw"` (default) for the message exactly as received, or
     /// `"body"` for the rendered body template.
     #[serde(default)]
@@ -212,7 +219,7 @@ impl Mqtt {
             key: key.into(),
             message,
         };
-        let url = parse_url(&cfg.url).map_err(|m| invalid("url", m))?;
+        let url = lookout_shared::url::parse(&cfg.url).map_err(|m| invalid("url", m))?;
         check_topic_template(&cfg.topic).map_err(|m| invalid("topic", m))?;
         let qos = match cfg.qos {
             0 => QoS::AtMostOnce,
@@ -229,46 +236,31 @@ impl Mqtt {
             Some(id) => id.clone(),
             None => format!("lookout-bridge-{name}"),
         };
-        if cfg.password.is_some() && cfg.username.is_none() {
-            return Err(invalid(
-                "username",
-                "is required when password is set".into(),
-            ));
-        }
+        let tls_error = |e: lookout_shared::tls::TlsError| invalid(e.key(), e.reason());
+        let password =
+            lookout_shared::tls::password(cfg.password.clone(), cfg.password_file.as_deref())
+                .map_err(tls_error)?;
 
         let mut options = MqttOptions::new(client_id, url.host.clone(), url.port);
         options
             .set_keep_alive(KEEP_ALIVE)
             .set_clean_session(true)
             .set_max_packet_size(64 * 1024, MAX_PACKET);
-        if let Some(user) = &cfg.username {
-            let password = cfg
-                .password
-                .as_ref()
-                .map(Secret::expose)
-                .unwrap_or_default();
-            options.set_credentials(user.clone(), password.to_owned());
-        }
-        match (url.tls, &cfg.ca_file) {
-            (true, Some(ca_file)) => {
-                let tls = tls_config(ca_file).map_err(|m| invalid("ca_file", m))?;
-                options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                    Arc::new(tls),
-                )));
-            }
-            (true, None) => {
-                return Err(invalid(
-                    "ca_file",
-                    "is required with mqtts:// (for a public CA, give the system bundle, \
-                     like /etc/ssl/certs/ca-certificates.crt)"
-                        .into(),
-                ));
-            }
-            (false, Some(_)) => {
-                return Err(invalid("ca_file", "is only used with mqtts:// urls".into()));
-            }
-            (false, None) => {}
-        }
+        let tls = TlsSettings {
+            ca_file: cfg.ca_file.clone(),
+            cert_file: cfg.cert_file.clone(),
+            key_file: cfg.key_file.clone(),
+            insecure_skip_verify: cfg.insecure_skip_verify,
+        };
+        lookout_shared::tls::configure(
+            &mut options,
+            &url,
+            &tls,
+            cfg.username.as_deref(),
+            password.as_ref(),
+            &format!("targets.{name}"),
+        )
+        .map_err(tls_error)?;
 
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             crate::Error::Mqtt(format!(
@@ -279,12 +271,7 @@ impl Mqtt {
         let tracker = Arc::new(Mutex::new(Tracker::default()));
         let (connected_tx, connected) = watch::channel(false);
         let (stop, stopped) = oneshot::channel();
-        let broker = format!(
-            "{}://{}:{}",
-            if url.tls { "mqtts" } else { "mqtt" },
-            url.host,
-            url.port
-        );
+        let broker = url.display();
         runtime.spawn(drive(Connection {
             eventloop,
             client: client.clone(),
@@ -498,62 +485,6 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(0.5 + (r % 1000) as f64 / 2000.0)
 }
 
-struct BrokerUrl {
-    tls: bool,
-    host: String,
-    port: u16,
-}
-
-fn parse_url(url: &str) -> Result<BrokerUrl, String> {
-    let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtt://") {
-        (false, rest)
-    } else if let Some(rest) = url.strip_prefix("mqtts://") {
-        (true, rest)
-    } else {
-        return Err(format!("{url:?} must start with mqtt:// or mqtts://"));
-    };
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.contains(['/', '?', '#', '@']) {
-        return Err(format!(
-            "{url:?}: write only mqtt[s]://host:port (username and password have keys of \
-             their own)"
-        ));
-    }
-    let (host, port) = if rest.starts_with('[') {
-        // [v6 address] or [v6 address]:port
-        let end = rest
-            .find(']')
-            .ok_or_else(|| format!("{url:?}: unclosed '['"))?;
-        (&rest[..=end], rest[end + 1..].strip_prefix(':'))
-    } else {
-        match rest.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (rest, None),
-        }
-    };
-    if host.is_empty() || host == "[]" {
-        return Err(format!("{url:?} has no host"));
-    }
-    let port = match port {
-        None => {
-            if tls {
-                8883
-            } else {
-                1883
-            }
-        }
-        Some(p) => match p.parse::<u16>() {
-            Ok(p) if p > 0 => p,
-            _ => return Err(format!("{url:?}: {p:?} is not a port number")),
-        },
-    };
-    Ok(BrokerUrl {
-        tls,
-        host: host.to_owned(),
-        port,
-    })
-}
-
 fn check_topic_template(template: &str) -> Result<(), String> {
     if template.is_empty() {
         return Err("must not be empty".into());
@@ -564,32 +495,6 @@ fn check_topic_template(template: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// A rustls client config trusting the certificates in `ca_file`. The crypto provider is
-/// the process default if one was installed, else aws-lc-rs (rumqttc's); rustls cannot
-/// pick by itself here because lettre brings in ring as well.
-fn tls_config(ca_file: &std::path::Path) -> Result<rustls::ClientConfig, String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-
-    let shown = ca_file.display();
-    let certs = CertificateDer::pem_file_iter(ca_file)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read certificates from {shown}: {e}"))?;
-    let mut roots = rustls::RootCertStore::empty();
-    let (added, _ignored) = roots.add_parsable_certificates(certs);
-    if added == 0 {
-        return Err(format!("{shown} holds no usable PEM certificate"));
-    }
-    let provider = rustls::crypto::CryptoProvider::get_default()
-        .cloned()
-        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 #[cfg(test)]
@@ -980,34 +885,22 @@ DGt0itUIybUGQleeW3L4B9JJx1VjPu2OFB7XkEvT3Qd2hJkwWQ3fI/xM
         }
     }
 
-    #[test]
-    fn urls_parse_with_default_ports() {
-        let u = parse_url("mqtt://broker.local").unwrap();
-        assert_eq!(
-            (u.tls, u.host.as_str(), u.port),
-            (false, "broker.local", 1883)
-        );
-        let u = parse_url("mqtts://broker.local:8884/").unwrap();
-        assert_eq!(
-            (u.tls, u.host.as_str(), u.port),
-            (true, "broker.local", 8884)
-        );
-        let u = parse_url("mqtt://[::1]:1884").unwrap();
-        assert_eq!((u.host.as_str(), u.port), ("[::1]", 1884));
-        assert!(parse_url("tcp://broker.local").is_err());
-        assert!(parse_url("mqtt://user:pw@broker.local").is_err());
-        assert!(parse_url("mqtt://:1883").is_err());
-        assert!(parse_url("mqtt://broker.local:0").is_err());
-    }
-
     #[tokio::test]
     async fn config_errors_name_the_key() {
         let build = |text: &str| {
             let cfg: Config = toml::from_str(text).unwrap();
             Mqtt::build("upstream", &cfg).err().map(|e| e.to_string())
         };
-        let err = build("url = \"mqtts://broker.local\"").unwrap();
+        let err = build("url = \"mqtt://broker.local\"\nca_file = \"/x.pem\"").unwrap();
         assert!(err.starts_with("targets.upstream.ca_file:"), "{err}");
+        let err = build("url = \"mqtts://broker.local\"\ncert_file = \"/x.pem\"").unwrap();
+        assert!(err.starts_with("targets.upstream.key_file:"), "{err}");
+        let err =
+            build("url = \"mqtts://broker.local\"\nca_file = \"/nonexistent/ca.pem\"").unwrap();
+        assert!(
+            err.starts_with("targets.upstream.ca_file: /nonexistent/ca.pem:"),
+            "{err}"
+        );
         let err = build("url = \"mqtt://broker.local\"\nqos = 2").unwrap();
         assert!(err.starts_with("targets.upstream.qos:"), "{err}");
         let err = build("url = \"mqtt://broker.local\"\ntopic = \"a/+/b\"").unwrap();
