@@ -478,3 +478,90 @@ fn an_open_embedded_broker_on_a_public_address_is_refused_with_exit_2() {
         "check-config redacts"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_connects_over_tls_and_mutual_tls_and_refuses_a_wrong_ca() {
+    let dir = scratch("e2e-tls");
+    let d = dir.path();
+    make_test_pki(d);
+    let (plain, tls, mtls) = (free_port(), free_port(), free_port());
+    let p = |name: &str| d.join(name).display().to_string();
+    let _broker = mosquitto_with(
+        plain,
+        d,
+        &format!(
+            "listener {tls} 127.0.0.1\ncertfile {cert}\nkeyfile {key}\n\
+             listener {mtls} 127.0.0.1\ncertfile {cert}\nkeyfile {key}\ncafile {ca}\n\
+             require_certificate true\n",
+            cert = p("server.pem"),
+            key = p("server.key"),
+            ca = p("ca.pem"),
+        ),
+    );
+    wait_for_port(tls, Duration::from_secs(10));
+    wait_for_port(mtls, Duration::from_secs(10));
+    let mut sub = Subscriber::connect(plain, &["lookout/+/status"]).await;
+    let run = |host: &str, port: u16, extra: &[String]| {
+        let mut args: Vec<String> = [
+            "run",
+            "--config",
+            "configs/agent.toml",
+            "--set",
+            "broker.enabled=false",
+            "--set",
+            &format!("agent.host={host}"),
+            "--set",
+            &format!("mqtt.url=mqtts://localhost:{port}"),
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        agent(&args, &d.join(host))
+    };
+    for h in ["tls-box", "mtls-box", "wrong-ca-box"] {
+        std::fs::create_dir_all(d.join(h)).unwrap();
+    }
+    let set = |k: &str, v: String| ["--set".to_string(), format!("{k}={v}")];
+    let ca = set("mqtt.ca_file", p("ca.pem"));
+    let _tls = run("tls-box", tls, &ca);
+    let mut client = ca.to_vec();
+    client.extend(set("mqtt.cert_file", p("client.pem")));
+    client.extend(set("mqtt.key_file", p("client.key")));
+    let _mtls = run("mtls-box", mtls, &client);
+    let wrong = run("wrong-ca-box", tls, &set("mqtt.ca_file", p("other-ca.pem")));
+    for host in ["tls-box", "mtls-box"] {
+        sub.wait_for(
+            &format!("{host} online over TLS"),
+            Duration::from_secs(30),
+            |m| is_status(m, host, "online"),
+        )
+        .await;
+    }
+    wrong
+        .wait_log("MQTT connection failed", Duration::from_secs(20))
+        .await;
+    let log = wrong.log_text();
+    assert!(log.contains("hint"), "the failure explains itself: {log}");
+    assert!(
+        !sub.seen
+            .iter()
+            .any(|m| is_status(m, "wrong-ca-box", "online")),
+        "a broker the CA did not sign must not be trusted"
+    );
+
+    // A CA file that does not exist stops the agent at start, naming the key.
+    let out = std::process::Command::new(agent_bin())
+        .args(["check-config", "--config", "configs/agent.toml"])
+        .args(["--set", "mqtt.url=mqtts://localhost:8883"])
+        .args(["--set", "mqtt.ca_file=/nonexistent/ca.pem"])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("mqtt.ca_file") && err.contains("/nonexistent/ca.pem"),
+        "{err}"
+    );
+}

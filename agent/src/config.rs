@@ -132,6 +132,13 @@ pub struct MqttRaw {
     pub username: Option<String>,
     /// A literal, `env:NAME` or `file:/path` (shared::secret).
     pub password: Option<Secret>,
+    pub password_file: Option<std::path::PathBuf>,
+    /// TLS for `mqtts://` (shared::tls): CA, client certificate and key, and the loudly
+    /// logged escape hatch.
+    pub ca_file: Option<std::path::PathBuf>,
+    pub cert_file: Option<std::path::PathBuf>,
+    pub key_file: Option<std::path::PathBuf>,
+    pub insecure_skip_verify: bool,
 }
 
 impl Default for MqttRaw {
@@ -146,6 +153,11 @@ impl Default for MqttRaw {
             reconnect_max: HumanDuration::from_secs(30),
             username: None,
             password: None,
+            password_file: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            insecure_skip_verify: false,
         }
     }
 }
@@ -449,6 +461,9 @@ pub struct MqttSettings {
     /// Username and password the agent logs in with.
     pub credentials: Option<(String, Secret)>,
     pub outbox: OutboxSettings,
+    /// `mqtts://`, and the TLS keys (checked, files read once, at start).
+    pub tls: bool,
+    pub tls_settings: lookout_shared::tls::TlsSettings,
 }
 
 #[derive(Clone, Debug)]
@@ -562,8 +577,22 @@ impl Source {
         if interval.is_zero() {
             return Err(self.err("agent.interval", "must be longer than 0s"));
         }
-        let (host, port) = lookout_shared::url::parse_mqtt_url(&raw.mqtt.url)
-            .map_err(|m| self.err("mqtt.url", m))?;
+        let url = lookout_shared::url::parse(&raw.mqtt.url).map_err(|m| self.err("mqtt.url", m))?;
+        let (host, port) = (url.host.clone(), url.port);
+        let tls_settings = lookout_shared::tls::TlsSettings {
+            ca_file: raw.mqtt.ca_file.clone(),
+            cert_file: raw.mqtt.cert_file.clone(),
+            key_file: raw.mqtt.key_file.clone(),
+            insecure_skip_verify: raw.mqtt.insecure_skip_verify,
+        };
+        // Read and check the files now: a wrong path fails at start, naming the key.
+        lookout_shared::tls::transport(&url, &tls_settings, "agent")
+            .map_err(|e| self.err(&format!("mqtt.{}", e.key()), e.reason()))?;
+        let mqtt_password = lookout_shared::tls::password(
+            raw.mqtt.password.clone(),
+            raw.mqtt.password_file.as_deref(),
+        )
+        .map_err(|e| self.err(&format!("mqtt.{}", e.key()), e.reason()))?;
         if raw.mqtt.prefix.is_empty() || raw.mqtt.prefix.contains(['+', '#']) {
             return Err(self.err(
                 "mqtt.prefix",
@@ -709,7 +738,9 @@ impl Source {
                         fsync: o.fsync,
                     }
                 },
-                credentials: match (&raw.mqtt.username, &raw.mqtt.password) {
+                tls: url.tls,
+                tls_settings,
+                credentials: match (&raw.mqtt.username, &mqtt_password) {
                     (Some(u), Some(p)) => Some((u.clone(), p.clone())),
                     (None, None) => broker.as_ref().and_then(|b| b.auth.clone()),
                     _ => {

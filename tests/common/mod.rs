@@ -488,3 +488,55 @@ pub async fn publish(port: u16, msgs: Vec<(String, String, bool)>) {
         }
     }
 }
+
+/// Test certificates in `dir` (PEM): `ca.pem`, a server certificate for `localhost` only
+/// (`server.pem`, `server.key`), a client certificate (`client.pem`, `client.key`) and a
+/// second CA that signed nothing here (`other-ca.pem`).
+pub fn make_test_pki(dir: &Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let ca = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = p.self_signed(&key).unwrap();
+        (cert.pem(), Issuer::new(p, key))
+    };
+    let (ca_pem, issuer) = ca("Lookout test CA");
+    let (other_pem, _) = ca("Some other CA");
+    let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(names.clone()).unwrap();
+        p.distinguished_name
+            .push(DnType::CommonName, names[0].as_str());
+        p.extended_key_usages = vec![usage];
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server, server_key) = leaf(
+        vec!["localhost".into()],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (client, client_key) = leaf(
+        vec!["lookout-client".into()],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    for (name, pem) in [
+        ("ca.pem", ca_pem),
+        ("other-ca.pem", other_pem),
+        ("server.pem", server),
+        ("server.key", server_key),
+        ("client.pem", client),
+        ("client.key", client_key),
+    ] {
+        std::fs::write(dir.join(name), pem).unwrap();
+    }
+}

@@ -160,6 +160,23 @@ impl Link {
         if let Some((user, password)) = &settings.credentials {
             opts.set_credentials(user.clone(), password.expose().to_owned());
         }
+        if settings.tls {
+            let url = lookout_shared::url::MqttUrl {
+                tls: true,
+                host: settings.host.clone(),
+                port: settings.port,
+            };
+            // Checked when the config was loaded; a failure now (a file changed since) is
+            // logged, and the connection then fails (and says so) rather than going plain.
+            match lookout_shared::tls::transport(&url, &settings.tls_settings, host) {
+                Ok(t) => {
+                    opts.set_transport(t);
+                }
+                Err(e) => {
+                    tracing::error!(host, error = %e, "TLS settings unusable; the MQTT connection will fail")
+                }
+            }
+        }
         opts.set_clean_session(true);
         let incoming_limit = if inbox.is_some() {
             INCOMING_PACKET_LIMIT
@@ -554,7 +571,15 @@ async fn drive(
                     q.ready = false;
                 }
                 if connected || failures == 0 {
-                    tracing::warn!(host, broker, error = %e, "MQTT connection lost; retrying with backoff");
+                    let text = e.to_string();
+                    match lookout_shared::tls::hint(&text) {
+                        Some(hint) => {
+                            tracing::warn!(host, broker, error = %text, hint, "MQTT connection failed; retrying with backoff")
+                        }
+                        None => {
+                            tracing::warn!(host, broker, error = %text, "MQTT connection lost; retrying with backoff")
+                        }
+                    }
                 }
                 connected = false;
                 failures += 1;
