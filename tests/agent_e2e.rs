@@ -172,6 +172,8 @@ fn sim_args(port: u16, broker_enabled: bool) -> Vec<String> {
         format!("broker.listen=127.0.0.1:{port}"),
         "--set".into(),
         format!("mqtt.url=mqtt://127.0.0.1:{port}"),
+        "--set".into(),
+        "agent.stats_interval=1s".into(),
     ]
 }
 
@@ -220,6 +222,33 @@ async fn embedded_broker_serves_ordinary_clients_and_says_offline_on_sigterm() {
     let mut sub = Subscriber::connect(port, &["lookout/#"]).await;
 
     simulated_story(&mut sub).await;
+
+    // The agent's own health, per host.
+    let m = sub
+        .wait_for("agent stats", Duration::from_secs(10), |m| {
+            m.topic == "lookout/sim-1/agent/stats"
+        })
+        .await;
+    let v = m.json();
+    assert_eq!(v["host"], "sim-1");
+    assert!(
+        v["uptime_s"].is_u64() && v["rss_bytes"].as_u64().unwrap() > 1 << 20,
+        "{v}"
+    );
+    assert!(
+        v["ticks"].as_u64().unwrap() > 0 && v["published"].as_u64().unwrap() > 0,
+        "{v}"
+    );
+    assert!(
+        v["tick_lag_ms"]["p50"].is_number() && v["tick_lag_ms"]["max"].is_number(),
+        "{v}"
+    );
+    assert_eq!(
+        v["models"]["learning"].as_u64().unwrap() + v["models"]["ready"].as_u64().unwrap(),
+        5,
+        "{v}"
+    );
+    assert!(v["outbox"]["pending"].is_u64(), "{v}");
 
     // A newcomer sees the retained state of alarms.
     let mut late = Subscriber::connect(port, &["lookout/+/alarms/#"]).await;

@@ -106,6 +106,8 @@ pub struct AgentRaw {
     pub host: String,
     pub interval: HumanDuration,
     pub labels: Labels,
+    /// How often `<prefix>/<host>/agent/stats` is published; 0s: never.
+    pub stats_interval: HumanDuration,
 }
 
 impl Default for AgentRaw {
@@ -114,6 +116,7 @@ impl Default for AgentRaw {
             host: String::new(),
             interval: HumanDuration::from_secs(1),
             labels: Labels::new(),
+            stats_interval: HumanDuration::from_secs(60),
         }
     }
 }
@@ -507,6 +510,8 @@ pub struct Settings {
     pub host: String,
     pub labels: Labels,
     pub interval: Duration,
+    /// `agent/stats` period (wall time); zero: off.
+    pub stats_interval: Duration,
     pub mqtt: MqttSettings,
     pub broker: Option<BrokerSettings>,
     pub models: Vec<ModelSpec>,
@@ -708,6 +713,7 @@ impl Source {
             host: agent_host.clone(),
             labels: raw.agent.labels.clone(),
             interval,
+            stats_interval: raw.agent.stats_interval.0,
             mqtt: MqttSettings {
                 host,
                 port,

@@ -6,6 +6,7 @@
 //! - [`config`]: the TOML config, parsed strictly, `--set` overrides, validation.
 //! - [`footprint`]: keeping resident memory small (paging hints for our own code).
 //! - [`frame`]: one tick's samples, the hand-off from samplers to models.
+//! - [`health`]: the agent's own health, published on `agent/stats`.
 //! - [`sampler`]: one file per `/proc` source (cpu, memory, disk, load, network).
 //! - [`simulate`]: simulated hosts with injected anomalies and their ground truth.
 //! - [`scorer`]: the lagged k-means scorer (preprocess, k-means, model, training thread).
@@ -23,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod footprint;
 pub mod frame;
+pub mod health;
 pub mod link;
 pub mod replay;
 mod rng;

@@ -16,6 +16,7 @@ use crate::Error;
 use crate::alarm::{Hysteresis, Judge, Tick, Transition};
 use crate::config::{Detector, ModelSpec, Settings};
 use crate::frame::Frame;
+use crate::health::{Health, Lag, ModelsReport, OutboxReport, Report};
 use crate::link::{Inbox, Incoming, Link, LinkStats, broker};
 use crate::rules::live::{Live, LiveParams, Out};
 use crate::sampler::HostSampler;
@@ -190,13 +191,22 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
 
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut health = Health::new(period);
+    let stats_on = !settings.stats_interval.is_zero();
+    let mut stats_timer =
+        tokio::time::interval(settings.stats_interval.max(Duration::from_millis(100)));
+    stats_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut frame = Frame::with_capacity(256);
     let mut truth = Vec::with_capacity(4);
     let mut tick: i64 = 0;
     let mut shutdown = std::pin::pin!(lookout_shared::signal::shutdown());
     loop {
         tokio::select! {
-            _ = ticker.tick() => {}
+            scheduled = ticker.tick() => health.tick(scheduled),
+            _ = stats_timer.tick(), if stats_on => {
+                publish_health(&settings, &hosts, &stats, &mut health);
+                continue;
+            }
             Some(msg) = inbox.recv() => {
                 live.on_message(&msg.topic, &msg.payload, lookout_shared::time::now_ms(), &mut outs);
                 flush(&rules_link, &mut outs);
@@ -286,6 +296,50 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     }
     drop(trainer);
     Ok(())
+}
+
+/// One `agent/stats` report per published host: process-wide counters, that host's
+/// outbox and models.
+fn publish_health(settings: &Settings, hosts: &[Host], stats: &LinkStats, health: &mut Health) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let lag = health.take_lag();
+    let rss = crate::health::rss_bytes();
+    for host in hosts {
+        let o = host.link.outbox_stats();
+        let report = Report {
+            ts: lookout_shared::time::now_ms(),
+            host: &host.name,
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_s: health.uptime().as_secs(),
+            rss_bytes: rss,
+            ticks: health.ticks,
+            ticks_skipped: health.skipped,
+            tick_lag_ms: Lag {
+                p50: lag.p50,
+                max: lag.max,
+            },
+            published: stats.queued.load(Relaxed),
+            dropped: stats.dropped.load(Relaxed),
+            reconnects: stats.reconnects.load(Relaxed),
+            inbox_dropped: stats.inbox_dropped.load(Relaxed),
+            outbox: OutboxReport {
+                pending: o.pending,
+                bytes: o.bytes,
+                dropped: o.dropped,
+                write_errors: o.write_errors,
+                recovered: o.recovered,
+            },
+            models: ModelsReport {
+                learning: host.models.iter().filter(|m| !m.model.is_trained()).count(),
+                ready: host.models.iter().filter(|m| m.model.is_trained()).count(),
+                invalid_values: host.models.iter().map(|m| m.invalid).sum(),
+            },
+        };
+        host.link.publish_report(
+            &topics::agent_stats(&settings.mqtt.prefix, &host.name),
+            to_json(&report),
+        );
+    }
 }
 
 /// Hands the rules' output to the link: states retained and re-sent after reconnects.

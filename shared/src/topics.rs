@@ -35,6 +35,11 @@ pub fn status(prefix: &str, host: &str) -> String {
     format!("{prefix}/{host}/status")
 }
 
+/// `<prefix>/<host>/agent/stats`: the agent's own health, retained.
+pub fn agent_stats(prefix: &str, host: &str) -> String {
+    format!("{prefix}/{host}/agent/stats")
+}
+
 pub fn metrics(prefix: &str, host: &str) -> String {
     format!("{prefix}/{host}/metrics")
 }

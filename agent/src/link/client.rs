@@ -259,6 +259,16 @@ impl Link {
         self.try_send(topic, QoS::AtMostOnce, false, payload)
     }
 
+    /// Periodic reports (the agent's health): QoS 0 and retained, so a newcomer sees the
+    /// latest; dropped like metrics while disconnected.
+    pub fn publish_report(&self, topic: &str, payload: Vec<u8>) -> bool {
+        if !self.connected.load(Ordering::Relaxed) {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.try_send(topic, QoS::AtMostOnce, true, payload)
+    }
+
     /// Events worth an acknowledgement but not retention (simulator ground truth): QoS 1,
     /// held in memory while the link is down.
     pub fn publish_event(&self, topic: &str, payload: Vec<u8>) -> bool {

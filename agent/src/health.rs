@@ -1,0 +1,165 @@
+//! The agent's own health, published on `<prefix>/<host>/agent/stats`: is it keeping up
+//! (tick lag, skipped ticks), is it getting its data out (published, dropped, outbox,
+//! reconnects), are its models useful yet (learning/ready), and what it costs (RSS).
+//!
+//! Tick lags are kept in a fixed ring of the last [`LAGS`] ticks for the median; the
+//! maximum is since the last report. Nothing here grows with uptime.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// Ticks whose lag the median is taken over.
+const LAGS: usize = 128;
+
+#[derive(Debug)]
+pub struct Health {
+    started: Instant,
+    period: Duration,
+    last_scheduled: Option<tokio::time::Instant>,
+    lags_ms: [f32; LAGS],
+    lag_len: usize,
+    lag_next: usize,
+    lag_max_ms: f32,
+    pub ticks: u64,
+    pub skipped: u64,
+}
+
+/// The JSON of `agent/stats`.
+#[derive(Debug, Serialize)]
+pub struct Report<'a> {
+    pub ts: i64,
+    pub host: &'a str,
+    pub version: &'static str,
+    pub uptime_s: u64,
+    pub rss_bytes: Option<u64>,
+    pub ticks: u64,
+    pub ticks_skipped: u64,
+    pub tick_lag_ms: Lag,
+    pub published: u64,
+    pub dropped: u64,
+    pub reconnects: u64,
+    pub inbox_dropped: u64,
+    pub outbox: OutboxReport,
+    pub models: ModelsReport,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Lag {
+    pub p50: f32,
+    pub max: f32,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct OutboxReport {
+    pub pending: usize,
+    pub bytes: u64,
+    pub dropped: u64,
+    pub write_errors: u64,
+    pub recovered: usize,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ModelsReport {
+    pub learning: usize,
+    pub ready: usize,
+    /// Ticks refused because a value was outside the model's limits, since start.
+    pub invalid_values: u64,
+}
+
+impl Health {
+    pub fn new(period: Duration) -> Self {
+        Self {
+            started: Instant::now(),
+            period,
+            last_scheduled: None,
+            lags_ms: [0.0; LAGS],
+            lag_len: 0,
+            lag_next: 0,
+            lag_max_ms: 0.0,
+            ticks: 0,
+            skipped: 0,
+        }
+    }
+
+    /// A tick that was due at `scheduled` starts now. Ticks the interval skipped because
+    /// the loop was late are counted.
+    pub fn tick(&mut self, scheduled: tokio::time::Instant) {
+        self.tick_at(scheduled, tokio::time::Instant::now());
+    }
+
+    fn tick_at(&mut self, scheduled: tokio::time::Instant, now: tokio::time::Instant) {
+        self.ticks += 1;
+        if let Some(prev) = self.last_scheduled {
+            let gap = scheduled.saturating_duration_since(prev).as_secs_f64();
+            let periods = (gap / self.period.as_secs_f64().max(1e-9)).round() as u64;
+            self.skipped += periods.saturating_sub(1);
+        }
+        self.last_scheduled = Some(scheduled);
+        let lag = now.saturating_duration_since(scheduled).as_secs_f32() * 1000.0;
+        self.lags_ms[self.lag_next] = lag;
+        self.lag_next = (self.lag_next + 1) % LAGS;
+        self.lag_len = (self.lag_len + 1).min(LAGS);
+        self.lag_max_ms = self.lag_max_ms.max(lag);
+    }
+
+    /// Median of the recent lags and the maximum since the last call.
+    pub fn take_lag(&mut self) -> Lag {
+        let mut recent = self.lags_ms;
+        let recent = &mut recent[..self.lag_len];
+        let p50 = if recent.is_empty() {
+            0.0
+        } else {
+            let mid = recent.len() / 2;
+            *recent.select_nth_unstable_by(mid, f32::total_cmp).1
+        };
+        let max = std::mem::take(&mut self.lag_max_ms);
+        Lag { p50, max }
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+/// Resident set size (`VmRSS` of `/proc/self/status`), `None` where there is none.
+pub fn rss_bytes() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_median_and_max_and_skipped_ticks() {
+        let period = Duration::from_millis(100);
+        let mut h = Health::new(period);
+        let t0 = tokio::time::Instant::now();
+        for (i, lag_ms) in [1u64, 2, 3, 50, 2].into_iter().enumerate() {
+            let s = t0 + period * i as u32;
+            h.tick_at(s, s + Duration::from_millis(lag_ms));
+        }
+        // The loop was late: the interval skipped two ticks.
+        let s = t0 + period * 7;
+        h.tick_at(s, s + Duration::from_millis(2));
+        assert_eq!((h.ticks, h.skipped), (6, 2));
+        let lag = h.take_lag();
+        assert!(
+            (lag.p50 - 2.0).abs() < 0.01 && (lag.max - 50.0).abs() < 0.01,
+            "{lag:?}"
+        );
+        assert_eq!(h.take_lag().max, 0.0, "the maximum is per report");
+    }
+
+    #[test]
+    fn rss_is_read_from_proc() {
+        let rss = rss_bytes().unwrap();
+        assert!(rss > 1024 * 1024, "{rss}");
+    }
+}
