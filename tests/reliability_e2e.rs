@@ -25,6 +25,7 @@ fn bridge_config(dir: &Path, port: u16, out: &Path) -> std::path::PathBuf {
             r#"
 [bridge]
 id = "reliability"
+state_dir = "{state}"
 
 [mqtt]
 url = "mqtt://127.0.0.1:{port}"
@@ -38,7 +39,8 @@ path = "{out}"
 topic = "lookout/+/alarms/#"
 targets = ["file"]
 "#,
-            out = out.display()
+            out = out.display(),
+            state = dir.join("bridge-state").display()
         ),
     )
     .unwrap();

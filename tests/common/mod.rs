@@ -115,8 +115,10 @@ pub fn mosquitto_with(port: u16, dir: &Path, extra: &str) -> Proc {
 pub fn mosquitto_persistent(port: u16, dir: &Path) -> Proc {
     let store = dir.join("mosquitto-db");
     std::fs::create_dir_all(&store).unwrap();
-    // Started as root, mosquitto drops to its own user, which must be able to write here.
+    // Started as root, mosquitto drops to its own user, which must be able to reach the
+    // store (temp dirs are 0700) and write in it.
     use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o777)).unwrap();
     spawn_mosquitto(
         port,
