@@ -9,6 +9,7 @@
 //! - [`overrides`]: `--set KEY=VALUE` applied to a TOML document, and parsing with them.
 //! - [`url`]: `mqtt://host:port` as written in configs.
 //! - [`signal`]: the SIGINT/SIGTERM future both binaries shut down on.
+//! - [`systemd`]: `READY=1` / `STOPPING=1` to `$NOTIFY_SOCKET` for `Type=notify` units.
 //! - [`time`]: wall-clock milliseconds and backoff jitter.
 //! - [`duration`]: `"1s"`/`"5m"` durations in config files.
 //! - [`secret`]: passwords and tokens from config, environment or file, never printed.
@@ -22,6 +23,7 @@ pub mod overrides;
 pub mod payload;
 pub mod secret;
 pub mod signal;
+pub mod systemd;
 pub mod time;
 pub mod topics;
 pub mod url;
