@@ -17,4 +17,10 @@ pub enum Error {
     },
     #[error("invalid topic {topic:?}: {reason}")]
     Topic { topic: String, reason: &'static str },
+    #[error("cannot notify systemd on NOTIFY_SOCKET={socket}: {source}")]
+    Notify {
+        socket: String,
+        #[source]
+        source: std::io::Error,
+    },
 }

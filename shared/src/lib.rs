@@ -10,6 +10,7 @@
 //! - [`url`]: `mqtt://host:port` and `mqtts://host:port` as written in configs.
 //! - [`tls`]: TLS (CA, client certificate, verification) and login for MQTT clients.
 //! - [`signal`]: the SIGINT/SIGTERM future both binaries shut down on.
+//! - [`systemd`]: `READY=1` / `STOPPING=1` to `$NOTIFY_SOCKET` for `Type=notify` units.
 //! - [`time`]: wall-clock milliseconds and backoff jitter.
 //! - [`duration`]: `"1s"`/`"5m"` durations in config files.
 //! - [`secret`]: passwords and tokens from config, environment or file, never printed.
@@ -23,6 +24,7 @@ pub mod overrides;
 pub mod payload;
 pub mod secret;
 pub mod signal;
+pub mod systemd;
 pub mod time;
 pub mod tls;
 pub mod topics;
