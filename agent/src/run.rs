@@ -189,6 +189,11 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         settings.mqtt.prefix
     );
 
+    // Ready for systemd (Type=notify): broker bound, links and trainer running. Not
+    // waiting for the first MQTT connection: a broker that is down must not fail the start.
+    if let Err(e) = lookout_shared::systemd::notify_ready() {
+        tracing::warn!(error = %e, "could not tell systemd the agent is ready");
+    }
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut health = Health::new(period);
@@ -279,6 +284,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             .load(std::sync::atomic::Ordering::Relaxed),
         "rules: events taken in this run"
     );
+    let _ = lookout_shared::systemd::notify_stopping();
     tracing::info!("shutting down: publishing offline status");
     for host in &hosts {
         host.link.close().await;

@@ -227,6 +227,10 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     // burst of messages before it drains that queue, and an ack that is dropped stalls
     // the broker's window for this client. Bounded by the broker's inflight window.
     let mut unacked: VecDeque<Publish> = VecDeque::new();
+    // Ready for systemd (Type=notify) once the pipeline exists; not waiting for the broker.
+    if let Err(e) = lookout_shared::systemd::notify_ready() {
+        tracing::warn!(error = %e, "could not tell systemd the bridge is ready");
+    }
     loop {
         while let Some(p) = unacked.front() {
             if client.try_ack(p).is_err() {
@@ -291,6 +295,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         }
     }
 
+    let _ = lookout_shared::systemd::notify_stopping();
     tracing::info!(grace = ?settings.grace, "shutting down: draining queues");
     // Send the acks still waiting and a clean DISCONNECT before anything else: without
     // them the broker would redeliver messages that are already queued here, and the
