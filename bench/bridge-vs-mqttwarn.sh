@@ -41,6 +41,7 @@ if [ "${1:-}" = subscriber ]; then
 id = "bench"                 # fixed client id (lookout-bridge-bench): one persistent session
 stats_interval = "3600s"
 inhibit_offline = false
+state_dir = "$rundir/state"  # the notification log, as shipped (fsync every 1 s)
 
 [mqtt]
 url = "mqtt://127.0.0.1:$port"

@@ -23,13 +23,14 @@
 //! dropped), every key is remembered, and `Q` records without their `D` are handed back
 //! to be queued again. Then it is compacted: rewritten as the live keys and the unfinished
 //! `Q` records into a temporary file, fsynced, renamed over the log, the directory fsynced.
-//! Compaction also runs whenever the log has grown to twice its size after the last one
-//! (and at least 1 MiB), so the file stays below `max(2 × (live keys × 44 bytes + queued
-//! notifications), 1 MiB)` plus one record.
+//! Compaction also runs whenever the log has grown to four times its size after the last
+//! one (and at least 8 MiB), so the file stays below `max(4 × (live keys × 44 bytes +
+//! queued notifications), 8 MiB)` plus one record: 18 MiB with the default 100,000 keys.
 //!
 //! Durability: every record is written to the kernel (one `write`) before the code goes on,
 //! so `kill -9` loses nothing written; fsync runs at most every `bridge.state_sync`
-//! (`"0s"`: after every record), at compaction and at shutdown, so a power cut can lose the
+//! (`"0s"`: after every record; periodic ones on a blocking thread, so a slow disk does not
+//! stall the bridge), at compaction and at shutdown, so a power cut can lose the
 //! records of the last interval. A lost `Q` record means the message was not acknowledged
 //! yet (the broker sends it again); a lost `D` or `K` record means a notification sent
 //! twice, never one lost. The one window for a duplicate after `kill -9` is between a
@@ -63,8 +64,13 @@ pub type Key = u128;
 /// File name of the log inside `state_dir`; the version changes with the format.
 pub const LOG_FILE: &str = "notifications.v1.log";
 const LOCK_FILE: &str = "lock";
-/// Compaction never runs for a log smaller than this.
-const COMPACT_MIN: u64 = 1 << 20;
+/// Compaction never runs for a log smaller than this. Each compaction rewrites every key
+/// and fsyncs twice, on the bridge's one thread: measured, compacting from 1 MiB on cost
+/// a release build 4-5 times its throughput (50,000 alarms: 2-8 s instead of 0.75 s).
+const COMPACT_MIN: u64 = 8 << 20;
+/// The log is compacted when it has grown to this many times its size after the last
+/// compaction (or `COMPACT_MIN`).
+const COMPACT_FACTOR: u64 = 4;
 
 /// The key of `(target, id, state)`: 128 bits from SipHash-2-4 with two fixed key pairs.
 /// Stable across runs and Rust versions (unlike `DefaultHasher`), so keys on disk stay valid.
@@ -291,7 +297,7 @@ impl NotificationLog {
             file,
             _lock: lock,
             len,
-            compact_at: (2 * len).max(COMPACT_MIN),
+            compact_at: (COMPACT_FACTOR * len).max(COMPACT_MIN),
             compact_min: COMPACT_MIN,
             pending: recovered.iter().map(|r| r.seq).collect(),
             dirty: false,
@@ -363,14 +369,32 @@ impl NotificationLog {
     }
 
     /// fsyncs if something was written and `state_sync` has passed since the last fsync.
+    /// Inside a tokio runtime the fsync runs on a blocking thread (on a clone of the file
+    /// handle), so a slow disk does not stall message handling.
     pub fn sync_if_due(&self) {
         let mut inner = self.lock();
         let Some(d) = inner.disk.as_mut() else { return };
-        if d.dirty && d.last_sync.elapsed() >= d.sync_every {
+        if !(d.dirty && d.last_sync.elapsed() >= d.sync_every) {
+            return;
+        }
+        let background = tokio::runtime::Handle::try_current()
+            .ok()
+            .zip(d.file.try_clone().ok());
+        let Some((rt, file)) = background else {
             let res = d.sync();
             drop(inner);
             self.report(res);
-        }
+            return;
+        };
+        d.dirty = false;
+        d.last_sync = Instant::now();
+        let path = d.path.clone();
+        drop(inner);
+        rt.spawn_blocking(move || {
+            if let Err(e) = file.sync_data() {
+                tracing::error!(path = %path.display(), error = %e, "cannot fsync the notification log");
+            }
+        });
     }
 
     /// fsyncs now: at shutdown, after the queues drained.
@@ -421,7 +445,7 @@ impl NotificationLog {
     fn set_compact_min(&self, bytes: u64) {
         if let Some(d) = self.lock().disk.as_mut() {
             d.compact_min = bytes;
-            d.compact_at = (2 * d.len).max(bytes);
+            d.compact_at = (COMPACT_FACTOR * d.len).max(bytes);
         }
     }
 
@@ -529,7 +553,7 @@ impl Disk {
         write_new(&tmp, &self.path, &self.dir, &out)?;
         self.file = OpenOptions::new().append(true).open(&self.path)?;
         self.len = out.len() as u64;
-        self.compact_at = (2 * self.len).max(self.compact_min);
+        self.compact_at = (COMPACT_FACTOR * self.len).max(self.compact_min);
         self.dirty = false;
         self.last_sync = Instant::now();
         tracing::debug!(path = %self.path.display(), bytes = self.len, keys = keys.len(), pending = self.pending.len(), "notification log compacted");

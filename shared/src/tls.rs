@@ -496,6 +496,19 @@ mod tests {
     }
 
     #[test]
+    fn without_ca_file_the_system_store_is_used_or_the_error_says_to_set_ca_file() {
+        // Machines differ: with a CA bundle installed this builds, without one the error
+        // must tell the user what to do; either way no panic.
+        match client_config(&TlsSettings::default(), "test") {
+            Ok(cfg) => assert!(!cfg.client_auth_cert_resolver.has_certs()),
+            Err(e) => {
+                assert_eq!(e.key(), "ca_file");
+                assert!(e.to_string().contains("set ca_file"), "{e}");
+            }
+        }
+    }
+
+    #[test]
     fn certificate_errors_get_a_hint_and_others_none() {
         assert!(
             hint("TLS: I/O: invalid peer certificate: UnknownIssuer")
