@@ -803,3 +803,54 @@ async fn bad_input_is_counted_and_skipped_and_the_bridge_keeps_delivering() {
         "rate-limited: {log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firing_alarm_whose_level_changes_is_notified_again_and_a_repeat_is_not() {
+    let dir = scratch("bridge-levels");
+    let port = free_port();
+    let _broker = mosquitto(port, dir.path());
+    let out = dir.path().join("alarms.log");
+    let cfg = bridge_config(dir.path(), port, &out);
+    let bridge = bridge(&["run", "--config", cfg.to_str().unwrap()], dir.path());
+    bridge.wait_log("subscribed", Duration::from_secs(20)).await;
+    let at = |severity: u64, state: &str| {
+        let (topic, payload, retain) = alarm("lvl-1", "lvl-1:cpu:1", state);
+        let mut v: Value = serde_json::from_str(&payload).unwrap();
+        v["severity"] = severity.into();
+        (topic, v.to_string(), retain)
+    };
+    // Level 2, the same again (an agent re-sending after a reconnect), level 4, resolved.
+    publish(
+        port,
+        vec![
+            at(2, "firing"),
+            at(2, "firing"),
+            at(4, "firing"),
+            at(4, "resolved"),
+        ],
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lines(&out).len() < 3 {
+        assert!(Instant::now() < deadline, "{:?}", lines(&out));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got: Vec<(String, u64)> = lines(&out)
+        .iter()
+        .map(|a| {
+            (
+                a["state"].as_str().unwrap().to_owned(),
+                a["severity"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("firing".into(), 2),
+            ("firing".into(), 4),
+            ("resolved".into(), 4)
+        ]
+    );
+}

@@ -462,7 +462,13 @@ impl Pipeline<'_> {
                         self.stats.resolved_skipped.inc();
                         continue;
                     }
-                    let k = crate::dedup::key(&self.settings.targets[t].0, id, state);
+                    // A firing alarm whose level changed is news (the agent re-publishes it
+                    // with the same id): the severity is part of what is deduplicated.
+                    let state_key = match decoded.fields.get("severity").and_then(|v| v.as_u64()) {
+                        Some(sev) if state == "firing" => format!("firing:{sev}"),
+                        _ => state.clone(),
+                    };
+                    let k = crate::dedup::key(&self.settings.targets[t].0, id, &state_key);
                     if !self.log.first(k) {
                         self.stats.deduplicated.inc();
                         continue;
