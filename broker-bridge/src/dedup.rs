@@ -1,6 +1,7 @@
 //! The notification log: which `(target, alarm id, state)` have been notified (or are on
-//! their way; a firing state counts once per severity, see run.rs), so redeliveries, QoS 1 duplicates and retained states sent again after a
-//! reconnect or a restart notify nobody twice; and, with `bridge.state_dir`, every
+//! their way; a firing state counts once per severity, see run.rs), so redeliveries, QoS 1
+//! duplicates and retained states sent again after a reconnect or a restart notify nobody
+//! twice; and, with `bridge.state_dir`, every
 //! notification queued for a target and not yet finished, so a bridge killed with
 //! `kill -9` delivers it after its restart.
 //!
