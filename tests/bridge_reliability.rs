@@ -257,63 +257,11 @@ async fn sigterm_flushes_the_notification_log_and_exits_0_and_retained_alarms_st
     assert_eq!(second.terminate(Duration::from_secs(15)), Some(0));
 }
 
-/// A CA, a server certificate for `localhost` only, a client certificate, and a second CA
-/// that signed nothing here; PEM files in `dir`.
-fn make_pki(dir: &Path) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-    let ca = |name: &str| {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let cert = p.self_signed(&key).unwrap();
-        (cert.pem(), Issuer::new(p, key))
-    };
-    let (ca_pem, issuer) = ca("Lookout test CA");
-    let (other_pem, _) = ca("Some other CA");
-    let leaf = |names: Vec<String>, cn: &str, usage: ExtendedKeyUsagePurpose| {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(names).unwrap();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.extended_key_usages = vec![usage];
-        let cert = p.signed_by(&key, &issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    let (server, server_key) = leaf(
-        vec!["localhost".into()],
-        "localhost",
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
-    let (client, client_key) = leaf(
-        vec!["lookout-bridge".into()],
-        "lookout-bridge",
-        ExtendedKeyUsagePurpose::ClientAuth,
-    );
-    for (name, pem) in [
-        ("ca.pem", ca_pem),
-        ("other-ca.pem", other_pem),
-        ("server.pem", server),
-        ("server.key", server_key),
-        ("client.pem", client),
-        ("client.key", client_key),
-    ] {
-        std::fs::write(dir.join(name), pem).unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bridges_connect_over_tls_and_mutual_tls_and_refuse_a_wrong_ca_or_host_name() {
     let dir = scratch("bridge-tls");
     let d = dir.path();
-    make_pki(d);
+    make_test_pki(d);
     let (plain, tls, mtls) = (free_port(), free_port(), free_port());
     let p = |name: &str| d.join(name).display().to_string();
     let _broker = mosquitto_with(
