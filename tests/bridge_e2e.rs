@@ -129,11 +129,16 @@ async fn an_injected_anomaly_reaches_the_file_target_firing_then_resolved_once_e
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Each (id, state) exactly once, for every alarm in the file.
-    let mut count: BTreeMap<(String, String), usize> = BTreeMap::new();
+    // Each (id, state, severity) exactly once, for every alarm in the file: a firing alarm
+    // whose level changed is notified again, on purpose.
+    let mut count: BTreeMap<(String, String, String), usize> = BTreeMap::new();
     for a in lines(&out) {
         *count
-            .entry((a["id"].to_string(), a["state"].to_string()))
+            .entry((
+                a["id"].to_string(),
+                a["state"].to_string(),
+                a["severity"].to_string(),
+            ))
             .or_default() += 1;
     }
     let dups: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
