@@ -459,7 +459,11 @@ fn step_model(
         ts: frame.ts,
         score,
         novelty: mr.model.novelty(),
-        deviation: mr.model.deviation(),
+        deviation: if mr.judge.needs_deviation() {
+            mr.model.deviation()
+        } else {
+            0.0
+        },
         value: mr.values[0],
     });
     let transition = mr.alarm.step(frame.ts, score, level);

@@ -58,6 +58,12 @@ impl Judge {
         }
     }
 
+    /// Whether [`Tick::deviation`] is looked at: only for a direction or saturation, so
+    /// callers can skip computing it on every tick otherwise.
+    pub fn needs_deviation(&self) -> bool {
+        self.params.direction != Direction::Both || self.saturation.is_some()
+    }
+
     /// The tick's level (1–4) if it is anomalous.
     pub fn judge(&mut self, t: &Tick) -> Option<u8> {
         if let Some(s) = &mut self.saturation {

@@ -288,8 +288,11 @@ impl Outbox {
     }
 
     /// The first unacknowledged record after `seq`.
+    /// Pending records are in sequence order, so this is a binary search: after an outage
+    /// the pump walks tens of thousands of them, one call each.
     pub fn next_after(&self, seq: u64) -> Option<&Record> {
-        self.pending.iter().find(|r| r.seq > seq)
+        self.pending
+            .get(self.pending.partition_point(|r| r.seq <= seq))
     }
 
     /// The broker has acknowledged `seq` (or the outbox dropped it): forget it. The
@@ -410,6 +413,11 @@ mod tests {
         let o = open(d.path(), 1 << 20);
         assert_eq!(seqs(&o), vec![3, 4, 5]);
         assert_eq!(o.stats().recovered, 3);
+        let after = |s| o.next_after(s).map(|r| r.seq);
+        assert_eq!(
+            (after(0), after(3), after(4), after(5)),
+            (Some(3), Some(4), Some(5), None)
+        );
         let r = o.unacked().next().unwrap();
         assert_eq!(
             (r.topic.as_str(), &r.payload[..], r.retain),

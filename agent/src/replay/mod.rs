@@ -287,7 +287,11 @@ pub fn replay_collecting<R: Read, W: Write>(
                         ts: ts_ms,
                         score: s,
                         novelty: m.novelty(),
-                        deviation: m.deviation(),
+                        deviation: if judge.needs_deviation() {
+                            m.deviation()
+                        } else {
+                            0.0
+                        },
                         value: values[0],
                     }),
                 ),
