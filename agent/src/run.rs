@@ -198,8 +198,11 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut health = Health::new(period);
     let stats_on = !settings.stats_interval.is_zero();
+    // The first report one interval after start, not at once: at start there is nothing to
+    // report yet, and a retained report of zero ticks would mislead whoever reads it.
+    let stats_every = settings.stats_interval.max(Duration::from_millis(100));
     let mut stats_timer =
-        tokio::time::interval(settings.stats_interval.max(Duration::from_millis(100)));
+        tokio::time::interval_at(tokio::time::Instant::now() + stats_every, stats_every);
     stats_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut frame = Frame::with_capacity(256);
     let mut truth = Vec::with_capacity(4);
