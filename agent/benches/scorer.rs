@@ -87,11 +87,12 @@ fn default_detector(c: &mut Criterion) {
     });
     let mut g = c.benchmark_group("fit");
     g.sample_size(20);
+    let mut staging = Some(vec![0.0f32; params.ring_len(1)].into_boxed_slice());
     g.bench_function("default_1d_1440x6_k6_n_init10", |b| {
         b.iter(|| {
-            let mut job = m.take_training_set().unwrap();
+            let mut job = m.take_training_set(staging.take().unwrap()).unwrap();
             job.run(&mut ws);
-            m.install(job);
+            staging = Some(m.install(job));
         })
     });
     g.finish();

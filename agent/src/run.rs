@@ -29,6 +29,8 @@ const TRIM_AT_TICK: i64 = 3;
 
 /// Ticks a model's metric may be missing before that is worth a warning.
 const MISSING_WARN_AFTER: u32 = 5;
+/// Staging buffers for fits (see `scorer::trainer`): one fitting, one queued.
+const STAGING_BUFFERS: usize = 2;
 
 /// How long shutdown waits for links to flush their goodbye.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -169,8 +171,15 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             k.max(p.n_clusters),
         )
     });
-    let trainer =
-        Trainer::spawn(hosts.len() * specs.len() + 1, rows, width, k).map_err(|source| {
+    let staging_len = specs
+        .iter()
+        .map(|s| s.detector.params.ring_len(s.metrics.len()))
+        .max()
+        .unwrap_or(1);
+    // Two staging buffers: one fitting, one queued behind it. Models due at the same tick
+    // take turns over the next ticks; a fit takes milliseconds, a tick a second.
+    let mut trainer =
+        Trainer::spawn(STAGING_BUFFERS, staging_len, rows, width, k).map_err(|source| {
             Error::Thread {
                 what: "trainer",
                 source,
@@ -223,9 +232,11 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             _ = &mut shutdown => break,
         }
         while let Some(((h, m), job)) = trainer.try_result() {
-            if let Some(mr) = hosts.get_mut(h).and_then(|host| host.models.get_mut(m)) {
-                mr.model.install(job);
-            }
+            let buffer = match hosts.get_mut(h).and_then(|host| host.models.get_mut(m)) {
+                Some(mr) => mr.model.install(job),
+                None => job.data,
+            };
+            trainer.recycle(buffer);
         }
         if tick == TRIM_AT_TICK {
             crate::footprint::trim_code_pages();
@@ -255,7 +266,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             }
             for (mi, mr) in host.models.iter_mut().enumerate() {
                 step_model(
-                    &trainer,
+                    &mut trainer,
                     (hi, mi),
                     &host.name,
                     &host.labels,
@@ -402,7 +413,7 @@ fn new_host(
 }
 
 fn step_model(
-    trainer: &Trainer,
+    trainer: &mut Trainer,
     key: ModelKey,
     host: &str,
     labels: &Labels,
@@ -433,12 +444,19 @@ fn step_model(
     let Ok(train_due) = mr.model.ingest(&mr.values) else {
         return;
     };
-    if train_due
-        && let Some(job) = mr.model.take_training_set()
-        && let Err(job) = trainer.submit(key, job)
-    {
-        // Trainer busy: keep the buffers and the old centres; the next fit is due soon.
-        mr.model.install(job);
+    if train_due && let Some(buffer) = trainer.staging() {
+        let back = match mr.model.take_training_set(buffer) {
+            // The queue has a slot per staging buffer, so only a stopped trainer hands
+            // the job back: keep the old centres.
+            Ok(job) => trainer
+                .submit(key, job)
+                .err()
+                .map(|job| mr.model.install(job)),
+            Err(buffer) => Some(buffer),
+        };
+        if let Some(buffer) = back {
+            trainer.recycle(buffer);
+        }
     }
     let Some(score) = mr.model.score() else {
         if !mr.detector.only_show_anomaly {

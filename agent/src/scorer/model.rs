@@ -99,15 +99,23 @@ impl ModelParams {
     pub fn width(&self, n_dims: usize) -> usize {
         n_dims * (self.n_lags + 1)
     }
+
+    /// Values in a model's ring, and in the staging buffer a fit of it needs: the last
+    /// `train_data_size + n_lags` ticks, one value per dimension.
+    pub fn ring_len(&self, n_dims: usize) -> usize {
+        (self.train_data_size.max(1) + self.n_lags) * n_dims
+    }
 }
 
 /// Scratch space for fits, one per trainer thread: the rebuilt lag vectors, their
-/// distances and the k-means workspace.
+/// distances and the k-means workspace; and, for fits run inline, the staging buffer
+/// the training set is copied into.
 #[derive(Debug)]
 pub struct FitWorkspace {
     kmeans: Workspace,
     vectors: Vec<f64>,
     distances: Vec<f64>,
+    staging: Box<[f32]>,
 }
 
 impl FitWorkspace {
@@ -116,6 +124,7 @@ impl FitWorkspace {
             kmeans: Workspace::new(max_rows, max_width, max_k),
             vectors: vec![0.0; max_rows * max_width],
             distances: vec![0.0; max_rows],
+            staging: Box::default(),
         }
     }
 
@@ -282,8 +291,10 @@ impl Norm {
     }
 }
 
-/// Training-data, centres and counts buffers kept for the next fit.
-type Spare = (Box<[f32]>, Box<[f64]>, Box<[u32]>);
+/// Centres and counts buffers kept for the next fit. The training data travels in a
+/// staging buffer the caller lends ([`Model::take_training_set`]): one pool shared by all
+/// models instead of a copy of the ring in each, which would be a third of a model.
+type Spare = (Box<[f64]>, Box<[u32]>);
 
 #[derive(Debug)]
 pub struct Model {
@@ -300,6 +311,9 @@ pub struct Model {
     /// Values ingested so far: the notebook's step counter `n`.
     step: u64,
     fit_requested: bool,
+    /// A fit was due but could not start (no staging buffer free, or one in flight): try
+    /// again at the next tick instead of waiting for the next scheduled one.
+    fit_pending: bool,
     /// `ensemble` sets of centres, and the scale of each, filled round-robin.
     centres: Box<[f64]>,
     norms: Box<[Option<Norm>]>,
@@ -317,25 +331,25 @@ impl Model {
             .map(|_| DimPreprocessor::new(params.n_smoothing, params.diffs, params.n_lags))
             .collect();
         let width = params.width(n_dims);
-        let ticks = params.train_data_size.max(1) + params.n_lags;
+        let ring_len = params.ring_len(n_dims);
         let members = params.ensemble.max(1);
         let kw = params.n_clusters * width;
         Self {
             params,
             dims,
             width,
-            ring: vec![0.0; ticks * n_dims].into_boxed_slice(),
+            ring: vec![0.0; ring_len].into_boxed_slice(),
             ring_head: 0,
             ring_len: 0,
             current: vec![0.0; width].into_boxed_slice(),
             has_current: false,
             step: 0,
             fit_requested: false,
+            fit_pending: false,
             centres: vec![0.0; members * kw].into_boxed_slice(),
             norms: vec![None; members].into_boxed_slice(),
             next_member: 0,
             spare: Some((
-                vec![0.0; ticks * n_dims].into_boxed_slice(),
                 vec![0.0; kw].into_boxed_slice(),
                 vec![0; params.n_clusters].into_boxed_slice(),
             )),
@@ -367,8 +381,9 @@ impl Model {
 
     /// Feeds one value per dimension, in the model's dimension order. Returns whether a
     /// fit is due at this step: the first once `min_train_points` values are in, then
-    /// whenever `n % train_every_n == 0` (the notebook's schedule). A non-finite value is
-    /// refused without advancing the model.
+    /// whenever `n % train_every_n == 0` (the notebook's schedule), and at every step
+    /// after one that could not start. A non-finite value is refused without advancing
+    /// the model.
     pub fn ingest(&mut self, values: &[f64]) -> Result<bool, NonFinite> {
         if values.len() != self.dims.len() || values.iter().any(|v| !v.is_finite()) {
             return Err(NonFinite);
@@ -413,7 +428,8 @@ impl Model {
             self.context.start();
         }
         self.fit_requested |= due;
-        Ok(due)
+        self.fit_pending |= due;
+        Ok(self.fit_pending)
     }
 
     /// The current vector's score, or `None` before the first fit: the lowest score any
@@ -469,13 +485,24 @@ impl Model {
         self.context.novelty()
     }
 
-    /// Lends the training set to a fit, oldest tick first. `None` while another fit is
-    /// in flight or before any complete vector exists.
-    pub fn take_training_set(&mut self) -> Option<TrainJob> {
+    /// Copies the training set, oldest tick first, into `data` (at least
+    /// [`ModelParams::ring_len`] long) and lends it to a fit. Hands `data` back while
+    /// another fit of this model is in flight (the fit stays pending) or before any
+    /// complete vector exists (this fit is skipped).
+    // The buffer comes back by value on purpose: boxing the error would allocate.
+    #[allow(clippy::result_large_err)]
+    pub fn take_training_set(&mut self, mut data: Box<[f32]>) -> Result<TrainJob, Box<[f32]>> {
         if self.ring_len <= self.params.n_lags {
-            return None;
+            self.fit_pending = false;
+            return Err(data);
         }
-        let (mut data, mut centres, mut counts) = self.spare.take()?;
+        if data.len() < self.ring.len() {
+            return Err(data);
+        }
+        let Some((mut centres, mut counts)) = self.spare.take() else {
+            return Err(data);
+        };
+        self.fit_pending = false;
         let n_dims = self.dims.len();
         let ticks = self.ring.len() / n_dims;
         // Two copies of contiguous runs: the ring from its head to the end, then its start.
@@ -492,7 +519,7 @@ impl Model {
             centres.copy_from_slice(&self.centres[newest * kw..(newest + 1) * kw]);
             counts.copy_from_slice(&self.counts);
         }
-        Some(TrainJob {
+        Ok(TrainJob {
             data,
             ticks: self.ring_len,
             n_dims,
@@ -509,8 +536,8 @@ impl Model {
     }
 
     /// Takes a finished fit back: a successful one replaces the oldest ensemble member,
-    /// and the buffers are kept for the next fit.
-    pub fn install(&mut self, job: TrainJob) {
+    /// and the buffers are kept for the next fit. Returns the staging buffer to its owner.
+    pub fn install(&mut self, job: TrainJob) -> Box<[f32]> {
         if let Some(norm) = job.norm {
             let kw = job.centres.len();
             let slot = self.next_member;
@@ -519,27 +546,32 @@ impl Model {
             self.next_member = (slot + 1) % self.norms.len();
             self.counts.copy_from_slice(&job.counts);
         }
-        self.spare = Some((job.data, job.centres, job.counts));
+        self.spare = Some((job.centres, job.counts));
+        job.data
     }
 
-    /// Fits inline (for `replay` and tests); the agent uses the trainer thread instead.
+    /// Fits inline (for `replay` and tests) with the workspace's staging buffer; the agent
+    /// uses the trainer thread instead.
     pub fn fit_now(&mut self, ws: &mut FitWorkspace) {
-        if let Some(mut job) = self.take_training_set() {
-            job.run(ws);
-            self.install(job);
+        let mut staging = std::mem::take(&mut ws.staging);
+        if staging.len() < self.ring.len() {
+            staging = vec![0.0; self.ring.len()].into_boxed_slice();
         }
+        ws.staging = match self.take_training_set(staging) {
+            Ok(mut job) => {
+                job.run(ws);
+                self.install(job)
+            }
+            Err(staging) => staging,
+        };
     }
 
     /// Sizes of every buffer and what it may hold, for tests that prove memory is bounded.
     pub fn buffer_report(&self) -> BufferReport {
-        let (spare_data, spare_centres) = self
-            .spare
-            .as_ref()
-            .map_or((0, 0), |(d, c, _)| (d.len(), c.len()));
+        let spare_centres = self.spare.as_ref().map_or(0, |(c, _)| c.len());
         BufferReport {
             ring_len: self.ring_len * self.dims.len(),
             ring_capacity: self.ring.len(),
-            spare_data,
             spare_centres,
             centres: self.centres.len(),
             current: self.current.len(),
@@ -550,7 +582,7 @@ impl Model {
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
         let r = self.buffer_report();
-        let f32s = r.ring_capacity + r.spare_data;
+        let f32s = r.ring_capacity;
         let f64s = r.spare_centres + r.centres + r.current;
         let pre: usize = self.dims.iter().map(DimPreprocessor::heap_bytes).sum();
         size_of::<Self>()
@@ -572,7 +604,9 @@ impl Model {
         } else {
             0
         };
-        FitWorkspace::new(rows + prior, self.width, self.params.n_clusters)
+        let mut ws = FitWorkspace::new(rows + prior, self.width, self.params.n_clusters);
+        ws.staging = vec![0.0; self.ring.len()].into_boxed_slice();
+        ws
     }
 }
 
@@ -584,7 +618,6 @@ pub struct NonFinite;
 pub struct BufferReport {
     pub ring_len: usize,
     pub ring_capacity: usize,
-    pub spare_data: usize,
     pub spare_centres: usize,
     pub centres: usize,
     pub current: usize,
@@ -744,7 +777,7 @@ mod tests {
                 let r = m.buffer_report();
                 assert!(r.ring_len <= r.ring_capacity);
                 assert_eq!(r.ring_capacity, start.ring_capacity);
-                assert_eq!(r.spare_data, start.spare_data);
+                assert_eq!(r.spare_centres, start.spare_centres);
                 assert_eq!(r.centres, start.centres);
                 assert_eq!(r.current, start.current);
             }

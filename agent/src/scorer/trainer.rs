@@ -1,9 +1,13 @@
 //! Fits models on a dedicated thread so that a slow fit never delays a tick.
 //!
 //! Jobs go in and come back over bounded channels. A model lends its buffers with the
-//! job and gets them back with the result, so the thread allocates nothing per fit. When
-//! the queue is full the job is handed back at once and the model simply tries again at
-//! its next scheduled fit.
+//! job and gets them back with the result, so the thread allocates nothing per fit.
+//!
+//! The training data travels in a staging buffer from a pool of `capacity` owned here,
+//! not in a buffer of each model's: the pool costs the same with 1 model or 100. A model
+//! due for a fit when the pool is empty (every buffer queued or fitting) stays pending
+//! and tries again at its next tick, by when a fit of a few milliseconds has returned its
+//! buffer.
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
@@ -18,12 +22,17 @@ pub struct Trainer {
     jobs: Option<SyncSender<(ModelKey, TrainJob)>>,
     results: Receiver<(ModelKey, TrainJob)>,
     handle: Option<JoinHandle<()>>,
+    /// Staging buffers not lent to a fit.
+    pool: Vec<Box<[f32]>>,
 }
 
 impl Trainer {
-    /// `max_rows` × `max_width` × `max_k` sizes the one workspace for the largest model.
+    /// `capacity` staging buffers of `staging_len` values (the largest model's
+    /// [`ModelParams::ring_len`](super::ModelParams::ring_len)); `max_rows` × `max_width`
+    /// × `max_k` sizes the one workspace for the largest model.
     pub fn spawn(
         capacity: usize,
+        staging_len: usize,
         max_rows: usize,
         max_width: usize,
         max_k: usize,
@@ -53,7 +62,26 @@ impl Trainer {
             jobs: Some(job_tx),
             results: res_rx,
             handle: Some(handle),
+            pool: (0..capacity.max(1))
+                .map(|_| vec![0.0; staging_len].into_boxed_slice())
+                .collect(),
         })
+    }
+
+    /// A free staging buffer, or `None` while all are lent out.
+    pub fn staging(&mut self) -> Option<Box<[f32]>> {
+        self.pool.pop()
+    }
+
+    /// Takes a staging buffer back (from [`Model::install`](super::Model::install) or a
+    /// training set that was not taken).
+    pub fn recycle(&mut self, buffer: Box<[f32]>) {
+        self.pool.push(buffer);
+    }
+
+    /// Staging buffers not lent out, for tests.
+    pub fn free_buffers(&self) -> usize {
+        self.pool.len()
     }
 
     /// Queues a fit; a full queue hands the job back so the model keeps its buffers.
@@ -104,8 +132,10 @@ mod tests {
         for i in 0..101 {
             m.ingest(&[(i as f64 * 0.5).sin()]).unwrap();
         }
-        let trainer = Trainer::spawn(2, 100, 4, 2).unwrap();
-        let job = m.take_training_set().unwrap();
+        let mut trainer = Trainer::spawn(1, p.ring_len(1), 100, 4, 2).unwrap();
+        let buf = trainer.staging().unwrap();
+        assert!(trainer.staging().is_none(), "one buffer, lent out");
+        let job = m.take_training_set(buf).unwrap();
         assert!(m.is_training());
         trainer.submit((0, 0), job).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -117,8 +147,59 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(1));
         };
         assert_eq!(key, (0, 0));
-        m.install(job);
+        trainer.recycle(m.install(job));
+        assert_eq!(trainer.free_buffers(), 1);
         assert!(m.is_trained() && !m.is_training());
         assert!(m.score().is_some());
+    }
+
+    /// Two models due at once and one staging buffer: the second stays pending and fits
+    /// once the first has handed the buffer back, without waiting for its next schedule.
+    #[test]
+    fn a_model_due_while_the_pool_is_empty_fits_at_a_later_tick() {
+        let p = ModelParams {
+            train_data_size: 100,
+            train_every_n: 1000,
+            min_train_points: 100,
+            n_init: 1,
+            ..ModelParams::notebook()
+        };
+        let mut models = [Model::new(p, 1), Model::new(p, 1)];
+        let mut trainer = Trainer::spawn(1, p.ring_len(1), 100, 4, 2).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut fits_started = [None, None];
+        for step in 0..10_000u64 {
+            while let Some(((_, m), job)) = trainer.try_result() {
+                let buffer = models[m].install(job);
+                trainer.recycle(buffer);
+            }
+            for (i, m) in models.iter_mut().enumerate() {
+                if m.ingest(&[(step as f64 * 0.5).sin()]).unwrap()
+                    && let Some(buffer) = trainer.staging()
+                {
+                    match m.take_training_set(buffer) {
+                        Ok(job) => {
+                            fits_started[i].get_or_insert(step);
+                            trainer.submit((0, i), job).unwrap();
+                        }
+                        Err(buffer) => trainer.recycle(buffer),
+                    }
+                }
+            }
+            if models.iter().all(Model::is_trained) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no fits within 10 s");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let [Some(a), Some(b)] = fits_started else {
+            panic!("both models fit: {fits_started:?}");
+        };
+        assert_eq!(a, 100, "the first fit starts when due");
+        assert!(
+            b > a && b < 1000,
+            "the second waits for the buffer, not its next schedule: {b}"
+        );
+        assert_eq!(trainer.free_buffers(), 1);
     }
 }
