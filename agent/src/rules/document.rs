@@ -35,7 +35,11 @@ const MAX_WINDOW: Duration = Duration::from_secs(7 * 86_400);
 /// memory) than a rule set.
 pub const MAX_RULES: usize = 10_000;
 
-const FIELDS: [&str; 9] = [
+/// A rule's alarm grade when its document gives none: the level the shipped notifier
+/// examples route by default, since a rule is a threshold someone chose on purpose.
+pub const DEFAULT_SEVERITY: u8 = 2;
+
+const FIELDS: [&str; 10] = [
     "ruleId",
     "deviceId",
     "metricName",
@@ -45,6 +49,7 @@ const FIELDS: [&str; 9] = [
     "includeDim",
     "filter",
     "window",
+    "severity",
 ];
 
 /// A rule's identity: a JSON number or string, echoed in output events as written. It
@@ -201,6 +206,8 @@ pub struct Rule {
     /// `Some(v)`: only events whose filter of that number has value `v`.
     pub filter: [Option<String>; DIMS],
     pub window: Duration,
+    /// The graded-alarm level (1 notice to 4 critical) of this rule's alarms.
+    pub severity: u8,
 }
 
 impl Rule {
@@ -426,6 +433,13 @@ fn parse_rule(origin: &str, index: Option<usize>, value: &Value) -> Result<Rule,
             ));
         }
     };
+    let severity = match obj.get("severity") {
+        None => DEFAULT_SEVERITY,
+        Some(v) => match v.as_u64() {
+            Some(n @ 1..=4) => n as u8,
+            _ => return Err(err("severity", format!("expected 1, 2, 3 or 4, got {v}"))),
+        },
+    };
     Ok(Rule {
         id,
         device,
@@ -436,6 +450,7 @@ fn parse_rule(origin: &str, index: Option<usize>, value: &Value) -> Result<Rule,
         include_dim,
         filter,
         window,
+        severity,
     })
 }
 
@@ -599,7 +614,19 @@ mod tests {
 
     #[test]
     fn each_field_is_checked() {
-        let cases: [(&str, &str, &str, &str); 12] = [
+        let cases: [(&str, &str, &str, &str); 14] = [
+            (
+                "\"value\": 90",
+                "\"value\": 90, \"severity\": 5",
+                "severity",
+                "expected 1, 2, 3 or 4",
+            ),
+            (
+                "\"value\": 90",
+                "\"value\": 90, \"severity\": \"high\"",
+                "severity",
+                "expected 1, 2, 3 or 4",
+            ),
             (
                 "\"value\": 90",
                 "\"value\": \"90\"",

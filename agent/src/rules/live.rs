@@ -38,10 +38,6 @@ use super::window::{Aggregate, GroupKey};
 use crate::config::RulesSettings;
 use crate::frame::Frame;
 
-/// A rules alarm has no grade of its own (yet): severity 2, the level the shipped notifier
-/// examples route by default, since a rule is a threshold someone chose on purpose.
-pub const RULE_SEVERITY: u8 = 2;
-
 /// How far past the agent's clock an event's own time may lie. The engine's clock follows
 /// event time, so a device whose clock runs ahead would otherwise close everyone's windows
 /// early; later times are clamped to this.
@@ -642,7 +638,7 @@ impl Live {
             host: self.host.clone(),
             source: topics::rule_source(&rule.id.to_string()),
             state,
-            severity: RULE_SEVERITY,
+            severity: rule.severity,
             ts,
             started_at,
             score,

@@ -67,6 +67,24 @@ fn temp(live: &mut Live, device: &str, value: f64, now: i64, out: &mut Vec<Out>)
 }
 
 #[test]
+fn a_rules_severity_grades_its_alarms() {
+    let rules = SEED_RULES.replacen("\"value\": 90", "\"value\": 90, \"severity\": 4", 1);
+    assert_ne!(rules, SEED_RULES);
+    let mut live = live_with(&rules, None, false);
+    let mut out = Vec::new();
+    live.on_message(
+        "lookout/ingest/978648",
+        SEED_EVENTS.as_bytes(),
+        SEED_NOW,
+        &mut out,
+    );
+    live.tick(SEED_WINDOW_END, Instant::now(), &mut out);
+    let got = alarms(&out);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].1["severity"], 4);
+}
+
+#[test]
 fn the_seeds_events_on_ingest_fire_one_alarm_for_n024_with_its_statistics() {
     let mut live = live_with(SEED_RULES, None, false);
     let mut out = Vec::new();
@@ -90,7 +108,7 @@ fn the_seeds_events_on_ingest_fire_one_alarm_for_n024_with_its_statistics() {
     assert_eq!(a["host"], "box");
     assert_eq!(a["source"], "rule/1234");
     assert_eq!(a["state"], "firing");
-    assert_eq!(a["severity"], RULE_SEVERITY);
+    assert_eq!(a["severity"], crate::rules::document::DEFAULT_SEVERITY);
     assert_eq!(
         (a["ts"].as_i64(), a["started_at"].as_i64()),
         (Some(SEED_WINDOW_END), Some(SEED_WINDOW_END))
