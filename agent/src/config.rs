@@ -45,6 +45,34 @@ pub struct Raw {
     pub ingest: IngestRaw,
     #[serde(default)]
     pub outbox: OutboxRaw,
+    #[serde(default)]
+    pub homeassistant: HomeAssistantRaw,
+}
+
+/// `[homeassistant]`: MQTT discovery configs so that each host appears in Home Assistant
+/// as a device (crate::homeassistant). Off by default.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HomeAssistantRaw {
+    pub enabled: bool,
+    /// Home Assistant's discovery prefix.
+    pub prefix: String,
+}
+
+impl Default for HomeAssistantRaw {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            prefix: crate::homeassistant::DEFAULT_PREFIX.into(),
+        }
+    }
+}
+
+/// The resolved `[homeassistant]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HomeAssistantSettings {
+    pub enabled: bool,
+    pub prefix: String,
 }
 
 /// The durable outbox of alarm states (link/outbox.rs).
@@ -519,6 +547,7 @@ pub struct Settings {
     pub simulate: SimParams,
     pub rules: RulesSettings,
     pub ingest: IngestSettings,
+    pub homeassistant: HomeAssistantSettings,
 }
 
 /// A config document as read, with where it came from (for error messages).
@@ -709,6 +738,7 @@ impl Source {
             ));
         }
         let rules = self.resolve_rules(&raw.rules)?;
+        let homeassistant = self.resolve_homeassistant(&raw.homeassistant, &models, &sim_models)?;
         Ok(Settings {
             host: agent_host.clone(),
             labels: raw.agent.labels.clone(),
@@ -765,6 +795,43 @@ impl Source {
             ingest: IngestSettings {
                 enabled: raw.ingest.enabled,
             },
+            homeassistant,
+        })
+    }
+
+    /// Checks `[homeassistant]`. The prefix is checked whether or not discovery is on: with
+    /// it off the agent still clears, under that prefix, the configs it published before.
+    /// With it on, model names must stay distinct once reduced to the characters Home
+    /// Assistant allows in discovery topics.
+    fn resolve_homeassistant(
+        &self,
+        raw: &HomeAssistantRaw,
+        models: &[ModelSpec],
+        sim_models: &[ModelSpec],
+    ) -> Result<HomeAssistantSettings, Error> {
+        crate::homeassistant::check_prefix(&raw.prefix)
+            .map_err(|m| self.err("homeassistant.prefix", m))?;
+        if raw.enabled {
+            for (table, specs) in [("models", models), ("sim_models", sim_models)] {
+                let mut seen = BTreeMap::new();
+                for s in specs {
+                    let id = crate::homeassistant::object_id(&s.name);
+                    if let Some(other) = seen.insert(id.clone(), &s.name) {
+                        return Err(self.err(
+                            &format!("{table}.{}", s.name),
+                            format!(
+                                "with homeassistant.enabled, model names must differ in letters, \
+                                 digits, '_' and '-': {other:?} and {:?} both become {id:?}",
+                                s.name
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(HomeAssistantSettings {
+            enabled: raw.enabled,
+            prefix: raw.prefix.clone(),
         })
     }
 
@@ -1297,6 +1364,50 @@ mod tests {
             .to_string();
         assert!(
             err.contains("test.toml:2: agent.host") && err.contains("reserved"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn homeassistant_is_off_by_default_and_its_prefix_is_checked() {
+        let s = src("").load(&[]).unwrap();
+        assert_eq!(
+            s.homeassistant,
+            HomeAssistantSettings {
+                enabled: false,
+                prefix: "homeassistant".into()
+            }
+        );
+        let s = src("[homeassistant]\nprefix = \"ha/disc\"\n")
+            .load(&["homeassistant.enabled=true".into()])
+            .unwrap();
+        assert!(s.homeassistant.enabled && s.homeassistant.prefix == "ha/disc");
+        for bad in ["", "ha/#", "ha/+/x", "/ha", "ha/", "a//b"] {
+            let text = format!("[agent]\n\n[homeassistant]\nprefix = {bad:?}\n");
+            let err = src(&text).load(&[]).unwrap_err().to_string();
+            assert!(
+                err.starts_with("test.toml:4: homeassistant.prefix: "),
+                "{bad:?}: {err}"
+            );
+        }
+        let err = src("[homeassistant]\nenabled = \"yes\"\n")
+            .load(&[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("enabled"), "{err}");
+    }
+
+    #[test]
+    fn with_homeassistant_on_model_names_must_stay_distinct_as_ids() {
+        let text = "[models.\"disk.io\"]\nmetrics = { \"a\" = [\"b\"] }\n\
+                    [models.disk_io]\nmetrics = { \"a\" = [\"b\"] }\n";
+        assert!(src(text).load(&[]).is_ok(), "fine while off");
+        let err = src(text)
+            .load(&["homeassistant.enabled=true".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("models.disk_io") && err.contains("\"disk_io\""),
             "{err}"
         );
     }

@@ -7,6 +7,7 @@
 //! - [`footprint`]: keeping resident memory small (paging hints for our own code).
 //! - [`frame`]: one tick's samples, the hand-off from samplers to models.
 //! - [`health`]: the agent's own health, published on `agent/stats`.
+//! - [`homeassistant`]: Home Assistant MQTT discovery configs, one device per host.
 //! - [`sampler`]: one file per `/proc` source (cpu, memory, disk, load, network).
 //! - [`simulate`]: simulated hosts with injected anomalies and their ground truth.
 //! - [`scorer`]: the lagged k-means scorer (preprocess, k-means, model, training thread).
@@ -25,6 +26,7 @@ pub mod error;
 pub mod footprint;
 pub mod frame;
 pub mod health;
+pub mod homeassistant;
 pub mod link;
 pub mod replay;
 mod rng;

@@ -189,6 +189,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             } else {
                 println!("  ingest          off");
             }
+            let ha = &s.homeassistant;
+            println!(
+                "  home assistant  discovery {} under {}/",
+                if ha.enabled { "on" } else { "off" },
+                ha.prefix
+            );
             for (title, models) in [("model", &s.models), ("sim model", &s.sim_models)] {
                 for m in models {
                     let dims: Vec<String> =

@@ -17,7 +17,7 @@ use crate::alarm::{Hysteresis, Judge, Tick, Transition};
 use crate::config::{Detector, ModelSpec, Settings};
 use crate::frame::Frame;
 use crate::health::{Health, Lag, ModelsReport, OutboxReport, Report};
-use crate::link::{Inbox, Incoming, Link, LinkStats, broker};
+use crate::link::{Extras, Inbox, Incoming, Link, LinkStats, broker};
 use crate::rules::live::{Live, LiveParams, Out};
 use crate::sampler::HostSampler;
 use crate::scorer::Model;
@@ -96,8 +96,15 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     let mut inbox_tx = Some(inbox_tx);
     let mut live: Option<Live> = None;
     let mut connect = |host: &str, labels: &Labels, client_id: &str| -> (Link, JoinHandle<()>) {
+        // Home Assistant discovery: configs when on; the sweep clears stale ones either way.
+        let ha = crate::homeassistant::for_host(&settings, host, specs.iter().map(|s| &*s.name));
+        let mut extras = Extras {
+            inbox: None,
+            announce: ha.announce,
+            sweep: Some(ha.sweep),
+        };
         let Some(tx) = inbox_tx.take() else {
-            return Link::connect(&settings.mqtt, host, client_id, Arc::clone(&stats));
+            return Link::connect(&settings.mqtt, host, client_id, Arc::clone(&stats), extras);
         };
         let rules = Live::new(LiveParams {
             prefix: settings.mqtt.prefix.clone(),
@@ -107,13 +114,13 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             ingest: settings.ingest.enabled,
             host_metrics: !sim,
         });
-        let inbox = Inbox {
+        extras.inbox = Some(Inbox {
             filters: rules.filters(),
             reliable: rules.document_topics(),
             tx,
-        };
+        });
         live = Some(rules);
-        Link::connect_with_inbox(&settings.mqtt, host, client_id, Arc::clone(&stats), inbox)
+        Link::connect(&settings.mqtt, host, client_id, Arc::clone(&stats), extras)
     };
     if sim {
         for i in 1..=settings.simulate.hosts {

@@ -22,6 +22,11 @@
 //! One link may also take messages in (rules documents, ingested events): its
 //! subscriptions are made again on every `ConnAck` (the session is clean), and what
 //! arrives goes into a bounded [`Inbox`] that says what happens when it is full.
+//!
+//! A link may also announce itself ([`Extras::announce`]: retained QoS 1 messages such as
+//! Home Assistant discovery configs, published right after `online` on every connect) and
+//! sweep the retained messages an earlier run left under a filter ([`Extras::sweep`],
+//! link/sweep.rs), in a task of its own so that nothing waits for it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,6 +42,7 @@ use tokio::task::JoinHandle;
 use lookout_shared::time::Jitter;
 
 use super::outbox::{Outbox, OutboxStats};
+use super::sweep::{Sweep, Verdict};
 use crate::config::MqttSettings;
 
 /// QoS 1 messages that need no durability (status, simulator events, re-sent states) held
@@ -99,6 +105,19 @@ pub struct Inbox {
     pub tx: mpsc::Sender<Incoming>,
 }
 
+/// What a link does on every connect besides announcing `online` and re-sending states.
+#[derive(Debug, Default)]
+pub struct Extras {
+    /// Subscriptions and where their messages go.
+    pub inbox: Option<Inbox>,
+    /// `(topic, payload)`, published QoS 1 and retained right after `online` on every
+    /// connect, before the alarm states.
+    pub announce: Vec<(String, Vec<u8>)>,
+    /// A filter whose retained messages on topics not in `announce` are cleared once per
+    /// process (link/sweep.rs). It must cover only topics that belong to this link's host.
+    pub sweep: Option<String>,
+}
+
 /// Counters for the agent's own health; shared by all links of the process.
 #[derive(Debug, Default)]
 pub struct LinkStats {
@@ -123,37 +142,28 @@ pub struct Link {
     /// Subscribed again on every connect.
     filters: Arc<Vec<String>>,
     qos1: Arc<Mutex<Qos1>>,
+    /// Published after `online` on every connect.
+    announce: Arc<Vec<(String, Vec<u8>)>>,
+    sweep: Option<Arc<Mutex<Sweep>>>,
+    /// Counts connections, so that a sweep knows when its connection is gone.
+    epoch: Arc<AtomicU64>,
 }
 
 impl Link {
-    /// Starts the connection's event loop on the runtime; returns at once.
+    /// Starts the connection's event loop on the runtime; returns at once. On every
+    /// connect it subscribes to `extras.inbox`'s filters and publishes `extras.announce`.
     pub fn connect(
         settings: &MqttSettings,
         host: &str,
         client_id: &str,
         stats: Arc<LinkStats>,
+        extras: Extras,
     ) -> (Self, JoinHandle<()>) {
-        Self::start(settings, host, client_id, stats, None)
-    }
-
-    /// As [`Link::connect`], and subscribes to `inbox.filters` on every connect.
-    pub fn connect_with_inbox(
-        settings: &MqttSettings,
-        host: &str,
-        client_id: &str,
-        stats: Arc<LinkStats>,
-        inbox: Inbox,
-    ) -> (Self, JoinHandle<()>) {
-        Self::start(settings, host, client_id, stats, Some(inbox))
-    }
-
-    fn start(
-        settings: &MqttSettings,
-        host: &str,
-        client_id: &str,
-        stats: Arc<LinkStats>,
-        inbox: Option<Inbox>,
-    ) -> (Self, JoinHandle<()>) {
+        let Extras {
+            inbox,
+            announce,
+            sweep,
+        } = extras;
         let status_topic = lookout_shared::topics::status(&settings.prefix, host);
         let mut opts = MqttOptions::new(client_id, settings.host.clone(), settings.port);
         opts.set_keep_alive(settings.keep_alive);
@@ -178,7 +188,8 @@ impl Link {
             }
         }
         opts.set_clean_session(true);
-        let incoming_limit = if inbox.is_some() {
+        // A sweep reads retained messages that anyone may have published under its filter.
+        let incoming_limit = if inbox.is_some() || sweep.is_some() {
             INCOMING_PACKET_LIMIT
         } else {
             QUIET_PACKET_LIMIT
@@ -218,6 +229,12 @@ impl Link {
                     .map(|i| i.filters.clone())
                     .unwrap_or_default(),
             ),
+            sweep: sweep.map(|filter| {
+                let keep = announce.iter().map(|(t, _)| t.clone());
+                Arc::new(Mutex::new(Sweep::new(filter, keep)))
+            }),
+            announce: Arc::new(announce),
+            epoch: Arc::new(AtomicU64::new(0)),
         };
         let task = tokio::spawn(drive(
             eventloop,
@@ -425,6 +442,7 @@ impl Link {
     /// the agent listens; they run as their own task because waiting inside the
     /// event-loop task would stop the loop that makes room.
     fn on_connected(&self) {
+        let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
         self.connected.store(true, Ordering::Relaxed);
         self.drop_logged.store(false, Ordering::Relaxed);
         let states: Vec<(String, Vec<u8>)> = match self.retained.lock() {
@@ -436,12 +454,18 @@ impl Link {
             q.by_pkid.clear();
             q.last_sent = 0;
             q.ready = false;
-            // `online` first, then the latest state of topics the outbox does not resend
-            // anyway (its records follow, in order, so they end up retained last).
+            // `online` first, then the announcements, then the latest state of topics the
+            // outbox does not resend anyway (its records follow, in order, so they end up
+            // retained last).
             let pending: std::collections::BTreeSet<String> =
                 q.outbox.unacked().map(|r| r.topic.clone()).collect();
             let mut front: Vec<(String, Vec<u8>, bool)> =
                 vec![(self.status_topic.clone(), ONLINE.as_bytes().to_vec(), true)];
+            front.extend(
+                self.announce
+                    .iter()
+                    .map(|(t, p)| (t.clone(), p.clone(), true)),
+            );
             front.extend(
                 states
                     .into_iter()
@@ -451,12 +475,26 @@ impl Link {
             for m in front.into_iter().rev() {
                 q.transient.push_front(m);
             }
-            while q.transient.len() > TRANSIENT_CAP + 1 {
+            while q.transient.len() > TRANSIENT_CAP + 1 + self.announce.len() {
                 q.transient.pop_back();
             }
         }
         let link = self.clone();
         tokio::spawn(async move {
+            // The sweep subscribes first, so that the first SUBACK of the connection is its.
+            let sweep = link.sweep.as_ref().and_then(|s| {
+                let mut s = s.lock().ok()?;
+                s.begin(epoch, std::time::Instant::now())
+                    .then(|| s.filter().to_owned())
+            });
+            if let Some(filter) = &sweep
+                && let Err(e) = link
+                    .client
+                    .subscribe(filter.clone(), QoS::AtLeastOnce)
+                    .await
+            {
+                tracing::warn!(filter, error = %e, "MQTT subscribe failed");
+            }
             for filter in link.filters.iter() {
                 if let Err(e) = link
                     .client
@@ -470,7 +508,65 @@ impl Link {
                 q.ready = true;
             }
             link.pump();
+            if let Some(filter) = sweep {
+                link.finish_sweep(epoch, filter).await;
+            }
         });
+    }
+
+    /// Waits for the sweep started on connection `epoch` to collect what the broker
+    /// retains under `filter`, then clears the stale topics and unsubscribes.
+    async fn finish_sweep(&self, epoch: u64, filter: String) {
+        let Some(sweep) = &self.sweep else { return };
+        let verdict = loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let v = match sweep.lock() {
+                Ok(mut s) => s.poll(epoch, std::time::Instant::now()),
+                Err(_) => Verdict::Abandon,
+            };
+            if v != Verdict::Wait {
+                break v;
+            }
+        };
+        let Verdict::Clear { topics, skipped } = verdict else {
+            tracing::debug!(
+                filter,
+                "retained-message sweep abandoned (connection lost or no SUBACK)"
+            );
+            return;
+        };
+        for topic in &topics {
+            self.queue_transient(topic, Vec::new(), true);
+        }
+        self.pump();
+        if let Err(e) = self.client.unsubscribe(filter.clone()).await {
+            tracing::debug!(filter, error = %e, "MQTT unsubscribe failed");
+        }
+        if !topics.is_empty() || skipped > 0 {
+            tracing::info!(
+                filter,
+                cleared = topics.len(),
+                skipped,
+                "cleared retained messages this agent published before and no longer does"
+            );
+        } else {
+            tracing::debug!(filter, "nothing stale under the sweep's filter");
+        }
+    }
+
+    /// A message arrived: `true` when it belongs to the sweep (and to no subscription of
+    /// the inbox), so that it goes no further.
+    fn swept(&self, p: &Publish) -> bool {
+        let Some(sweep) = &self.sweep else {
+            return false;
+        };
+        let ours = sweep
+            .lock()
+            .is_ok_and(|mut s| s.offer(&p.topic, p.retain, p.payload.is_empty()));
+        ours && !self
+            .filters
+            .iter()
+            .any(|f| super::sweep::matches(f, &p.topic))
     }
 }
 
@@ -564,12 +660,25 @@ async fn drive(
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 tracing::debug!(host, topic = %p.topic, bytes = p.payload.len(), retain = p.retain, "MQTT message in");
+                if link.swept(&p) {
+                    continue;
+                }
                 if let Some(r) = &mut receiving {
                     r.deliver(p, &link.stats).await;
                 }
             }
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => link.on_outgoing_publish(pkid),
             Ok(Event::Incoming(Packet::PubAck(ack))) => link.on_puback(ack.pkid),
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                if let Some(s) = &link.sweep
+                    && let Ok(mut s) = s.lock()
+                {
+                    s.on_suback(
+                        link.epoch.load(Ordering::Relaxed),
+                        std::time::Instant::now(),
+                    );
+                }
+            }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                 tracing::debug!(host, "MQTT disconnected cleanly");
                 return;

@@ -6,9 +6,12 @@
 //!   re-published after every reconnect, and subscriptions (rules documents, ingested
 //!   events) delivered into a bounded inbox.
 //! - [`outbox`]: the durable store of alarm states not yet acknowledged by the broker.
+//! - [`sweep`]: clearing retained messages an earlier run published and this one does not
+//!   (Home Assistant discovery configs).
 
 pub mod broker;
 pub mod client;
 pub mod outbox;
+pub mod sweep;
 
-pub use client::{Inbox, Incoming, Link, LinkStats};
+pub use client::{Extras, Inbox, Incoming, Link, LinkStats};
