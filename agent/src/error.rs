@@ -43,6 +43,12 @@ pub enum Error {
     /// A rules document that is not a rule or a list of rules at all.
     #[error("{origin}: {message}")]
     RulesDocument { origin: String, message: String },
+    /// `watch` could not reach the broker (refused, unreachable, TLS, login).
+    #[error("cannot connect to {url}: {message}")]
+    Connect { url: String, message: String },
+    /// `watch` could not draw on or read the terminal, or write its snapshot.
+    #[error("terminal: {0}")]
+    Terminal(#[source] std::io::Error),
     /// An event the rules cannot evaluate: counted and skipped, never fatal. `at` is
     /// `line 12` in a stream of objects or `[3]` in an array.
     #[error("{origin}, {at}: {message}")]

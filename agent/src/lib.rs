@@ -17,6 +17,8 @@
 //! - [`link`]: the MQTT side: client with reconnect and the embedded broker.
 //! - [`run`]: the `run` command, wiring the above into ticks.
 //! - [`replay`]: the `replay` command, a CSV streamed through one model offline, and its plot.
+//! - [`watch`]: the `watch` command, the fleet's hosts, scores and firing alarms seen as an
+//!   MQTT subscriber: live in the terminal, or one plain snapshot.
 //! - `rng`: the small deterministic generator behind reproducible fits and simulations.
 //! - [`error`]: the crate's error type.
 
@@ -35,5 +37,6 @@ pub mod run;
 pub mod sampler;
 pub mod scorer;
 pub mod simulate;
+pub mod watch;
 
 pub use error::Error;

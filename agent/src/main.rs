@@ -1,6 +1,6 @@
 //! `lookout-agent`: the command line. Flags are parsed here, resolved into settings by
-//! `config`, and handed to `run`, `replay` or `rules::offline`; anyhow lives only at this
-//! edge.
+//! `config`, and handed to `run`, `replay`, `rules::offline` or `watch`; anyhow lives only
+//! at this edge.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use lookout_agent::config::{DetectorRaw, Source};
 use lookout_agent::rules::{Limits, RuleSet, offline};
+use lookout_agent::watch::{self, fleet::HostFilter};
 use lookout_agent::{Error, replay, run};
+use lookout_shared::duration::HumanDuration;
 
 /// The config shipped in `configs/agent.toml`, used when `--config` is not given so that
 /// `lookout-agent run` alone behaves exactly like the documented quick start.
@@ -90,11 +92,40 @@ enum Command {
               value_parser = clap::value_parser!(u64).range(1..))]
         max_groups: u64,
     },
+    /// Show the fleet: every host's status, last sign of life, latest scores and firing
+    /// alarms, live in the terminal (q quits). --once prints one plain snapshot instead.
+    /// Exit 1 when the broker cannot be reached, 2 on bad arguments.
+    Watch {
+        /// Broker; default: the --config's [mqtt] url, else mqtt://127.0.0.1:1883.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Show only hosts whose name matches this shell glob (edge-*, sim-?, rack-[12]-*).
+        #[arg(long, value_name = "GLOB", value_parser = HostFilter::new)]
+        filter: Option<HostFilter>,
+        /// Topic prefix; default: the --config's mqtt.prefix, else lookout.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Print one plain-text snapshot after --wait and exit (docs/watch.md has the format).
+        #[arg(long)]
+        once: bool,
+        /// How long --once listens before printing (retained states arrive at once,
+        /// scores every tick).
+        #[arg(long, value_name = "DURATION", default_value = "3s")]
+        wait: HumanDuration,
+        /// Agent config whose [mqtt] table (url, prefix, TLS, username/password) to use.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    lookout_shared::logging::init("info,rumqttd=off,rumqttc=warn");
+    match &cli.command {
+        // The live view owns the terminal: a log line would tear it.
+        Command::Watch { once: false, .. } => {}
+        Command::Watch { once: true, .. } => lookout_shared::logging::init("warn,rumqttc=off"),
+        _ => lookout_shared::logging::init("info,rumqttd=off,rumqttc=warn"),
+    }
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -270,6 +301,25 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 tracing::warn!(skipped = summary.skipped, "malformed rows skipped");
             }
             tracing::debug!(?summary, "replay finished");
+            Ok(())
+        }
+        Command::Watch {
+            url,
+            filter,
+            prefix,
+            once,
+            wait,
+            config,
+        } => {
+            let source = match &config {
+                Some(_) => load_source(config.as_ref())?,
+                None => Source::empty(),
+            };
+            let opts = watch::Options::resolve(&source, url, prefix, filter, once, wait.0)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(watch::run(opts))?;
             Ok(())
         }
         Command::TestRules {

@@ -22,6 +22,8 @@ pub enum Kind<'a> {
         source: &'a str,
     },
     SimTruth,
+    /// `agent/stats`: the agent's own health, retained.
+    AgentStats,
     /// The host's own rules document, retained.
     Rules,
     /// Why the host rejected its latest rules document, retained; empty when none was.
@@ -162,6 +164,7 @@ pub fn parse<'a>(prefix: &str, topic: &'a str) -> Result<(&'a str, Kind<'a>), Er
         Some(("scores", model)) if !model.is_empty() => Kind::Score { model },
         Some(("alarms", source)) if !source.is_empty() => Kind::Alarm { source },
         Some(("sim", "truth")) => Kind::SimTruth,
+        Some(("agent", "stats")) => Kind::AgentStats,
         None if rest == "rules" => Kind::Rules,
         Some(("rules", "error")) => Kind::RulesError,
         _ => return Err(bad("unknown kind")),
@@ -201,6 +204,10 @@ mod tests {
         assert_eq!(
             parse(p, &sim_truth(p, "h1")).unwrap(),
             ("h1", Kind::SimTruth)
+        );
+        assert_eq!(
+            parse(p, &agent_stats(p, "h1")).unwrap(),
+            ("h1", Kind::AgentStats)
         );
     }
 

@@ -1,0 +1,444 @@
+//! `lookout-agent watch`: an ordinary MQTT client that shows the fleet, live in the
+//! terminal or as one plain snapshot (`--once`). It only reads (status, scores, alarms and
+//! agent stats of every host under the prefix) and publishes nothing.
+//!
+//! Layout:
+//! - this file: the resolved options, the MQTT loop, the terminal set-up.
+//! - [`fleet`]: the state model (pure, bounded): messages in, host and alarm rows out.
+//! - [`tui`]: the live view (ratatui).
+//! - [`snapshot`]: the plain-text view of `--once`.
+//!
+//! The connection is made as the agent's own: the same `[mqtt]` keys of a `--config`
+//! (URL, TLS, username and password), resolved by the same code ([`crate::config`]).
+
+pub mod fleet;
+pub mod snapshot;
+pub mod tui;
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS,
+    SubscribeFilter,
+};
+use tokio::time::Instant;
+
+use lookout_shared::time::now_ms;
+use lookout_shared::topics;
+use lookout_shared::url::MqttUrl;
+
+use crate::Error;
+use crate::config::{MqttSettings, Source};
+use fleet::{Fleet, HostFilter, Limits};
+
+/// How long the first connection may take before `--once` gives up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the live view redraws when no key is pressed.
+const REDRAW_EVERY: Duration = Duration::from_millis(250);
+/// Reconnect delays of the live view.
+const RETRY_MIN: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// What `watch` runs on: resolved and validated.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub mqtt: MqttSettings,
+    pub filter: Option<HostFilter>,
+    /// Print one snapshot after `wait` and exit, instead of the live view.
+    pub once: bool,
+    pub wait: Duration,
+}
+
+impl Options {
+    /// Resolves the flags against the agent config `source` (the file of `--config`, or
+    /// built-in defaults): `url` and `prefix` win over its `[mqtt]` table, whose TLS keys
+    /// and login apply as they would for the agent. A plain `url` drops the config's TLS
+    /// keys, which only go with `mqtts://`.
+    pub fn resolve(
+        source: &Source,
+        url: Option<String>,
+        prefix: Option<String>,
+        filter: Option<HostFilter>,
+        once: bool,
+        wait: Duration,
+    ) -> Result<Self, Error> {
+        let flag = |flag: &str, message: String| Error::Config {
+            path: flag.into(),
+            message,
+        };
+        let mut raw = source.parse(&[])?;
+        if let Some(url) = url {
+            let parsed = lookout_shared::url::parse(&url).map_err(|m| flag("--url", m))?;
+            if !parsed.tls {
+                let m = &mut raw.mqtt;
+                (m.ca_file, m.cert_file, m.key_file) = (None, None, None);
+                m.insecure_skip_verify = false;
+            }
+            raw.mqtt.url = url;
+        }
+        if let Some(prefix) = prefix {
+            if prefix.is_empty() || prefix.contains(['+', '#']) {
+                return Err(flag(
+                    "--prefix",
+                    format!("{prefix:?} must be non-empty and free of MQTT wildcards"),
+                ));
+            }
+            raw.mqtt.prefix = prefix;
+        }
+        let settings = source.resolve(raw)?;
+        Ok(Self {
+            mqtt: settings.mqtt,
+            filter,
+            once,
+            wait,
+        })
+    }
+
+    fn url(&self) -> MqttUrl {
+        MqttUrl {
+            tls: self.mqtt.tls,
+            host: self.mqtt.host.clone(),
+            port: self.mqtt.port,
+        }
+    }
+
+    /// The subscriptions: every host's topics, or one host's when the filter names one.
+    fn filters(&self) -> Vec<SubscribeFilter> {
+        let p = &self.mqtt.prefix;
+        let host = self
+            .filter
+            .as_ref()
+            .and_then(HostFilter::literal)
+            .unwrap_or("+");
+        vec![
+            SubscribeFilter::new(topics::status(p, host), QoS::AtLeastOnce),
+            SubscribeFilter::new(topics::score(p, host, "+"), QoS::AtMostOnce),
+            SubscribeFilter::new(topics::alarm(p, host, "#"), QoS::AtLeastOnce),
+            SubscribeFilter::new(topics::agent_stats(p, host), QoS::AtMostOnce),
+        ]
+    }
+
+    fn mqtt_options(&self) -> Result<MqttOptions, Error> {
+        let m = &self.mqtt;
+        // Unique enough that two watches (or a restarted one) never take over each
+        // other's session: the pid and the clock's nanoseconds.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let id = format!(
+            "lookout-watch-{}-{:04x}",
+            std::process::id(),
+            nanos & 0xffff
+        );
+        let mut o = MqttOptions::new(id, m.host.clone(), m.port);
+        o.set_keep_alive(m.keep_alive);
+        o.set_clean_session(true);
+        // Generous, as for the agent's own subscribing link: a packet over the limit would
+        // drop the connection, and a retained one would do so on every reconnect. The
+        // fleet judges payload sizes itself.
+        o.set_max_packet_size(crate::link::client::INCOMING_PACKET_LIMIT, 64 * 1024);
+        if let Some((user, password)) = &m.credentials {
+            o.set_credentials(user.clone(), password.expose().to_owned());
+        }
+        if m.tls {
+            let t = lookout_shared::tls::transport(&self.url(), &m.tls_settings, "watch").map_err(
+                |e| Error::Config {
+                    path: "mqtt".into(),
+                    message: e.to_string(),
+                },
+            )?;
+            o.set_transport(t);
+        }
+        Ok(o)
+    }
+}
+
+/// The connection as the live view shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Conn {
+    Connecting,
+    Connected,
+    /// Lost or refused, with why; retrying.
+    Lost(String),
+}
+
+/// What the MQTT task and the view share, behind one lock.
+struct Shared {
+    fleet: Fleet,
+    conn: Conn,
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `watch` until the user quits (live view) or the snapshot is printed (`--once`).
+pub async fn run(opts: Options) -> Result<(), Error> {
+    if opts.once {
+        once(&opts).await
+    } else {
+        live(&opts).await
+    }
+}
+
+fn new_fleet(opts: &Options) -> Fleet {
+    Fleet::new(&opts.mqtt.prefix, opts.filter.clone(), Limits::default())
+}
+
+fn why(e: &ConnectionError) -> String {
+    match e {
+        ConnectionError::ConnectionRefused(code) => format!("the broker refused: {code:?}"),
+        e => e.to_string(),
+    }
+}
+
+/// `--once`: connect (or fail naming the URL), collect for `wait`, print one snapshot.
+async fn once(opts: &Options) -> Result<(), Error> {
+    let url = opts.url().display();
+    let (client, mut events) = AsyncClient::new(opts.mqtt_options()?, 16);
+    let connect_error = |message: String| Error::Connect {
+        url: url.clone(),
+        message,
+    };
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    loop {
+        match tokio::time::timeout_at(deadline, events.poll()).await {
+            Err(_) => {
+                return Err(connect_error(format!(
+                    "no answer within {}s",
+                    CONNECT_TIMEOUT.as_secs()
+                )));
+            }
+            Ok(Err(e)) => return Err(connect_error(why(&e))),
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => break,
+            Ok(Ok(_)) => {}
+        }
+    }
+    let filters = opts.filters();
+    let _ = client.try_subscribe_many(filters.clone());
+    let mut fleet = new_fleet(opts);
+    let mut lost = None;
+    let end = Instant::now() + opts.wait;
+    loop {
+        match tokio::time::timeout_at(end, events.poll()).await {
+            Err(_) => break,
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                fleet.apply(&p.topic, &p.payload, p.retain, now_ms());
+            }
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                let _ = client.try_subscribe_many(filters.clone());
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                lost.get_or_insert_with(|| why(&e));
+                tokio::time::sleep_until(end.min(Instant::now() + RETRY_MIN)).await;
+            }
+        }
+    }
+    if let Some(e) = lost {
+        tracing::warn!(
+            url,
+            error = e,
+            "the connection dropped while collecting; the snapshot may be incomplete"
+        );
+    } else {
+        // Say goodbye, briefly: a clean disconnect instead of a dropped socket.
+        let _ = client.try_disconnect();
+        let bye = Instant::now() + Duration::from_millis(500);
+        while let Ok(Ok(ev)) = tokio::time::timeout_at(bye, events.poll()).await {
+            if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+                break;
+            }
+        }
+    }
+    let stdout = std::io::stdout();
+    let color = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let text = snapshot::render(&fleet, now_ms(), &url, color);
+    let mut out = stdout.lock();
+    // A reader that went away (`| head`) is not an error worth a panic.
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Terminal(e)),
+        _ => Ok(()),
+    }
+}
+
+/// The live view: the MQTT loop on this runtime, the terminal on a blocking thread, until
+/// q/Esc/Ctrl-C, SIGINT or SIGTERM.
+async fn live(opts: &Options) -> Result<(), Error> {
+    if !std::io::stdout().is_terminal() {
+        return Err(Error::Config {
+            path: "watch".into(),
+            message: "the live view needs a terminal (stdout is not one); use --once for a \
+                      plain-text snapshot"
+                .into(),
+        });
+    }
+    let shared = Arc::new(Mutex::new(Shared {
+        fleet: new_fleet(opts),
+        conn: Conn::Connecting,
+    }));
+    let (client, events) = AsyncClient::new(opts.mqtt_options()?, 16);
+    let mut net = tokio::spawn(drive(events, client, opts.filters(), Arc::clone(&shared)));
+    let quit = Arc::new(AtomicBool::new(false));
+    let mut ui = tokio::task::spawn_blocking({
+        let (shared, quit, source) = (Arc::clone(&shared), Arc::clone(&quit), opts.url().display());
+        move || ui_loop(&shared, &quit, &source)
+    });
+    let result = tokio::select! {
+        r = &mut ui => r,
+        _ = lookout_shared::signal::shutdown() => {
+            quit.store(true, Ordering::Relaxed);
+            (&mut ui).await
+        }
+        _ = &mut net => {
+            // The MQTT loop never ends by itself: it panicked. Stop the view too.
+            quit.store(true, Ordering::Relaxed);
+            (&mut ui).await
+        }
+    };
+    net.abort();
+    match result {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Ok(()),
+    }
+}
+
+/// The MQTT loop of the live view: subscribe on every connect, apply every message,
+/// retry with a growing delay when the connection fails.
+async fn drive(
+    mut events: EventLoop,
+    client: AsyncClient,
+    filters: Vec<SubscribeFilter>,
+    shared: Arc<Mutex<Shared>>,
+) {
+    let mut delay = RETRY_MIN;
+    loop {
+        match events.poll().await {
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                lock(&shared)
+                    .fleet
+                    .apply(&p.topic, &p.payload, p.retain, now_ms());
+            }
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                delay = RETRY_MIN;
+                lock(&shared).conn = Conn::Connected;
+                let _ = client.try_subscribe_many(filters.clone());
+            }
+            Ok(_) => {}
+            Err(e) => {
+                lock(&shared).conn = Conn::Lost(why(&e));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// Leaves raw mode and the alternate screen when dropped: on quitting, on an error, and
+/// while a panic unwinds (ratatui's panic hook also restores before the message prints).
+struct RestoreTerminal;
+
+impl Drop for RestoreTerminal {
+    fn drop(&mut self) {
+        ratatui::restore();
+    }
+}
+
+fn ui_loop(shared: &Mutex<Shared>, quit: &AtomicBool, source: &str) -> Result<(), Error> {
+    use crossterm::event::{self, Event as TermEvent};
+    let _restore = RestoreTerminal;
+    let mut terminal = ratatui::try_init().map_err(Error::Terminal)?;
+    let mut view = tui::View::default();
+    while !quit.load(Ordering::Relaxed) {
+        {
+            let s = lock(shared);
+            terminal
+                .draw(|f| tui::draw(f, &s.fleet, &s.conn, source, &mut view, now_ms()))
+                .map_err(Error::Terminal)?;
+        }
+        if event::poll(REDRAW_EVERY).map_err(Error::Terminal)?
+            && let TermEvent::Key(key) = event::read().map_err(Error::Terminal)?
+            && view.on_key(key) == tui::Flow::Quit
+        {
+            break;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(text: &str, url: Option<&str>, prefix: Option<&str>) -> Result<Options, Error> {
+        let source = Source {
+            origin: "test.toml".into(),
+            text: text.into(),
+        };
+        Options::resolve(
+            &source,
+            url.map(str::to_owned),
+            prefix.map(str::to_owned),
+            None,
+            true,
+            Duration::from_secs(3),
+        )
+    }
+
+    #[test]
+    fn flags_win_over_the_config_and_the_config_over_defaults() {
+        let o = resolve("", None, None).unwrap();
+        assert_eq!(o.url().display(), "mqtt://127.0.0.1:1883");
+        assert_eq!(o.mqtt.prefix, "lookout");
+        let cfg = "[mqtt]\nurl = \"mqtt://broker:1884\"\nprefix = \"plant\"\nusername = \"u\"\npassword = \"p\"\n";
+        let o = resolve(cfg, None, None).unwrap();
+        assert_eq!(o.url().display(), "mqtt://broker:1884");
+        assert_eq!(o.mqtt.prefix, "plant");
+        assert_eq!(o.mqtt.credentials.as_ref().unwrap().0, "u");
+        let o = resolve(cfg, Some("mqtt://other:1"), Some("x")).unwrap();
+        assert_eq!(o.url().display(), "mqtt://other:1");
+        assert_eq!(o.mqtt.prefix, "x");
+        assert!(o.mqtt.credentials.is_some(), "the login still applies");
+    }
+
+    #[test]
+    fn a_plain_url_drops_the_configs_tls_keys() {
+        let cfg = "[mqtt]\nurl = \"mqtts://broker\"\ninsecure_skip_verify = true\n";
+        let o = resolve(cfg, Some("mqtt://127.0.0.1:1883"), None).unwrap();
+        assert!(!o.mqtt.tls);
+        assert!(o.mqtt.tls_settings.is_empty());
+        let o = resolve(cfg, None, None).unwrap();
+        assert!(o.mqtt.tls);
+    }
+
+    #[test]
+    fn bad_flags_name_themselves() {
+        let e = resolve("", Some("http://x"), None).unwrap_err().to_string();
+        assert!(e.starts_with("--url: "), "{e}");
+        let e = resolve("", None, Some("a/#")).unwrap_err().to_string();
+        assert!(e.starts_with("--prefix: "), "{e}");
+    }
+
+    #[test]
+    fn a_literal_filter_subscribes_to_that_host_only() {
+        let mut o = resolve("", None, None).unwrap();
+        let all: Vec<String> = o.filters().into_iter().map(|f| f.path).collect();
+        assert_eq!(
+            all,
+            [
+                "lookout/+/status",
+                "lookout/+/scores/+",
+                "lookout/+/alarms/#",
+                "lookout/+/agent/stats"
+            ]
+        );
+        o.filter = HostFilter::new("sim-1").ok();
+        assert_eq!(o.filters()[0].path, "lookout/sim-1/status");
+        o.filter = HostFilter::new("sim-*").ok();
+        assert_eq!(o.filters()[0].path, "lookout/+/status");
+    }
+}
