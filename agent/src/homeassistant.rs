@@ -3,8 +3,12 @@
 //! device, with
 //!
 //! - a `sensor` per model: its anomaly score, from `<prefix>/<host>/scores/<model>`;
-//! - a `binary_sensor` per model (device class `problem`): its alarm, from
-//!   `<prefix>/<host>/alarms/<model>`, on while firing;
+//! - a `binary_sensor` per model (device class `problem`): on while its alarm fires. Its
+//!   state comes from the score's `alarm` field, so it reads OK from the first tick
+//!   instead of unknown until the model's first alarm (alarm topics carry episodes, not
+//!   an "all is well"); its attributes are the latest alarm. A model with
+//!   `only_show_anomaly` publishes no score on normal ticks, so its sensor follows the
+//!   alarm topic instead;
 //! - two diagnostic `sensor`s from `<prefix>/<host>/agent/stats` (resident memory and
 //!   uptime), when the agent publishes its stats (`agent.stats_interval` above 0).
 //!
@@ -55,9 +59,20 @@ pub const SCORE_ATTRIBUTES_TEMPLATE: &str = "{{ {'learning': value_json.learning
      'threshold': value_json.threshold, 'alarm': value_json.alarm, \
      'labels': value_json.labels} | tojson }}";
 
-/// An alarm binary sensor's state: `ON` while firing, `OFF` once resolved (Home
-/// Assistant's default `payload_on`/`payload_off`).
+/// An alarm binary sensor's state from the alarm topic: `ON` while firing, `OFF` once
+/// resolved (Home Assistant's default `payload_on`/`payload_off`).
 pub const ALARM_TEMPLATE: &str = "{{ 'ON' if value_json.state == 'firing' else 'OFF' }}";
+
+/// An alarm binary sensor's state from the score topic: its `alarm` field, every tick.
+pub const ALARM_FROM_SCORE_TEMPLATE: &str = "{{ 'ON' if value_json.alarm else 'OFF' }}";
+
+/// A model as discovery sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Model<'a> {
+    pub name: &'a str,
+    /// Scores are published on every tick (not `only_show_anomaly`).
+    pub scores_every_tick: bool,
+}
 
 /// Resident memory from `agent/stats` (null where the system has no `VmRSS`).
 pub const RSS_TEMPLATE: &str =
@@ -137,7 +152,7 @@ pub struct HostDiscovery {
 pub fn for_host<'a>(
     settings: &Settings,
     host: &str,
-    models: impl IntoIterator<Item = &'a str>,
+    models: impl IntoIterator<Item = Model<'a>>,
 ) -> HostDiscovery {
     let ha = &settings.homeassistant;
     let announce = if ha.enabled {
@@ -164,7 +179,7 @@ pub fn for_host<'a>(
 pub fn configs<'a>(
     ctx: &Context,
     host: &str,
-    models: impl IntoIterator<Item = &'a str>,
+    models: impl IntoIterator<Item = Model<'a>>,
 ) -> Vec<Config> {
     let node = node_id(host);
     let status = topics::status(ctx.prefix, host);
@@ -195,7 +210,11 @@ pub fn configs<'a>(
         }
     };
     let mut out = Vec::new();
-    for model in models {
+    for Model {
+        name: model,
+        scores_every_tick,
+    } in models
+    {
         let id = object_id(model);
         let scores = topics::score(ctx.prefix, host, model);
         out.push(config(
@@ -213,13 +232,18 @@ pub fn configs<'a>(
             }),
         ));
         let alarms = topics::alarm(ctx.prefix, host, model);
+        let (state, template) = if scores_every_tick {
+            (&scores, ALARM_FROM_SCORE_TEMPLATE)
+        } else {
+            (&alarms, ALARM_TEMPLATE)
+        };
         out.push(config(
             "binary_sensor",
             &format!("{id}_alarm"),
             json!({
                 "name": format!("{model} anomaly"),
-                "state_topic": alarms,
-                "value_template": ALARM_TEMPLATE,
+                "state_topic": state,
+                "value_template": template,
                 "json_attributes_topic": alarms,
                 "device_class": "problem",
                 "qos": 1,
@@ -289,6 +313,20 @@ mod tests {
     use super::*;
     use lookout_shared::payload::{Alarm, AlarmState, Labels, Score};
 
+    fn every_tick(name: &str) -> Model<'_> {
+        Model {
+            name,
+            scores_every_tick: true,
+        }
+    }
+
+    fn anomalies_only(name: &str) -> Model<'_> {
+        Model {
+            name,
+            scores_every_tick: false,
+        }
+    }
+
     fn ctx(stats: bool) -> Context<'static> {
         Context {
             ha_prefix: "homeassistant",
@@ -320,7 +358,11 @@ mod tests {
 
     #[test]
     fn one_score_sensor_and_one_alarm_binary_sensor_per_model_plus_stats() {
-        let cs = configs(&ctx(true), "sim-1", ["cpu_util", "mem.util"]);
+        let cs = configs(
+            &ctx(true),
+            "sim-1",
+            [every_tick("cpu_util"), anomalies_only("mem.util")],
+        );
         let topics: Vec<&str> = cs.iter().map(|c| c.topic.as_str()).collect();
         assert_eq!(
             topics,
@@ -342,9 +384,21 @@ mod tests {
         assert_eq!(score["origin"]["sw_version"], env!("CARGO_PKG_VERSION"));
         let alarm = &cs[3].payload;
         assert_eq!(alarm["state_topic"], "lookout/sim-1/alarms/mem.util");
-        assert_eq!(alarm["device_class"], "problem");
+        assert_eq!(alarm["value_template"], ALARM_TEMPLATE);
         assert_eq!(
-            configs(&ctx(false), "h", ["m"]).len(),
+            alarm["json_attributes_topic"],
+            "lookout/sim-1/alarms/mem.util"
+        );
+        assert_eq!(alarm["device_class"], "problem");
+        let alarm = &cs[1].payload;
+        assert_eq!(alarm["state_topic"], "lookout/sim-1/scores/cpu_util");
+        assert_eq!(alarm["value_template"], ALARM_FROM_SCORE_TEMPLATE);
+        assert_eq!(
+            alarm["json_attributes_topic"],
+            "lookout/sim-1/alarms/cpu_util"
+        );
+        assert_eq!(
+            configs(&ctx(false), "h", [every_tick("m")]).len(),
             2,
             "no stats: no stats sensors"
         );
@@ -398,7 +452,7 @@ mod tests {
             models: Default::default(),
         })
         .unwrap();
-        for c in configs(&ctx(true), "h", ["m"]) {
+        for c in configs(&ctx(true), "h", [every_tick("m"), anomalies_only("n")]) {
             let payload = match c.payload["state_topic"].as_str().unwrap() {
                 t if t.contains("/scores/") => &score,
                 t if t.contains("/alarms/") => &alarm,
@@ -417,6 +471,7 @@ mod tests {
             }
         }
         assert_eq!(template_fields(ALARM_TEMPLATE), ["state"]);
+        assert_eq!(template_fields(ALARM_FROM_SCORE_TEMPLATE), ["alarm"]);
     }
 
     #[test]
@@ -424,7 +479,7 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/agent.toml");
         let source = crate::config::Source::read(&path).unwrap();
         let off = source.load(&["agent.host=box".into()]).unwrap();
-        let d = for_host(&off, "box", ["cpu"]);
+        let d = for_host(&off, "box", [every_tick("cpu")]);
         assert!(d.announce.is_empty());
         assert_eq!(d.sweep, "homeassistant/+/lookout_box/+/config");
         let on = source
@@ -433,7 +488,7 @@ mod tests {
                 "homeassistant.prefix=ha".into(),
             ])
             .unwrap();
-        let d = for_host(&on, "box", ["cpu"]);
+        let d = for_host(&on, "box", [every_tick("cpu")]);
         assert_eq!(d.announce.len(), 4);
         assert_eq!(d.sweep, "ha/+/lookout_box/+/config");
         let v: Value = serde_json::from_slice(&d.announce[0].1).unwrap();

@@ -97,7 +97,11 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     let mut live: Option<Live> = None;
     let mut connect = |host: &str, labels: &Labels, client_id: &str| -> (Link, JoinHandle<()>) {
         // Home Assistant discovery: configs when on; the sweep clears stale ones either way.
-        let ha = crate::homeassistant::for_host(&settings, host, specs.iter().map(|s| &*s.name));
+        let models = specs.iter().map(|s| crate::homeassistant::Model {
+            name: &s.name,
+            scores_every_tick: !s.detector.only_show_anomaly,
+        });
+        let ha = crate::homeassistant::for_host(&settings, host, models);
         let mut extras = Extras {
             inbox: None,
             announce: ha.announce,
