@@ -69,23 +69,9 @@ async fn an_injected_anomaly_reaches_the_file_target_firing_then_resolved_once_e
         m.topic == "lookout/bridge/e2e/stats"
     })
     .await;
-    let url = format!("mqtt.url=mqtt://127.0.0.1:{port}");
-    let _agent = agent(
-        &[
-            "run",
-            "--config",
-            "configs/agent.toml",
-            "--simulate",
-            "2",
-            "--speed",
-            "300",
-            "--set",
-            "broker.enabled=false",
-            "--set",
-            &url,
-        ],
-        dir.path(),
-    );
+    let args = sim_run_args(port, 2, 300, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _agent = agent(&args, dir.path());
 
     // Wait for a firing line that matches a truth record, and then its resolved line.
     let deadline = Instant::now() + Duration::from_secs(150);

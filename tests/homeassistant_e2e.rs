@@ -340,30 +340,19 @@ async fn publish_foreign(port: u16) {
 }
 
 fn run_args(port: u16, enabled: bool) -> Vec<String> {
-    [
-        "run",
-        "--config",
-        "configs/agent.toml",
-        "--simulate",
-        "2",
-        "--speed",
-        "300",
-        "--set",
-        "broker.enabled=false",
-        "--set",
-        &format!("mqtt.url=mqtt://127.0.0.1:{port}"),
-        "--set",
-        "agent.stats_interval=1s",
-        // A low threshold, so that every model's alarm fires within a second or two and
-        // each binary sensor's state topic can be seen carrying a state.
-        "--set",
-        "detector.threshold=0.8",
-        "--set",
-        &format!("homeassistant.enabled={enabled}"),
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect()
+    let enabled = format!("homeassistant.enabled={enabled}");
+    sim_run_args(
+        port,
+        2,
+        300,
+        &[
+            "agent.stats_interval=1s",
+            // A low threshold, so that every model's alarm fires within a second or two
+            // and each binary sensor's attributes topic can be seen carrying an alarm.
+            "detector.threshold=0.8",
+            &enabled,
+        ],
+    )
 }
 
 fn start_agent(port: u16, enabled: bool, dir: &std::path::Path) -> Proc {

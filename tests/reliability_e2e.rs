@@ -85,23 +85,7 @@ fn arrived(path: &Path) -> Vec<Value> {
 }
 
 fn agent_args(port: u16) -> Vec<String> {
-    [
-        "run",
-        "--config",
-        "configs/agent.toml",
-        "--simulate",
-        "2",
-        "--speed",
-        "300",
-        "--set",
-        "broker.enabled=false",
-        "--set",
-        &format!("mqtt.url=mqtt://127.0.0.1:{port}"),
-        "--set",
-        "mqtt.reconnect_max=2s",
-    ]
-    .map(String::from)
-    .to_vec()
+    sim_run_args(port, 2, 300, &["mqtt.reconnect_max=2s"])
 }
 
 /// Waits until every (id, state) in `want` is in the bridge's file; then checks that none

@@ -14,32 +14,20 @@ const HOSTS: [&str; 3] = ["sim-1", "sim-2", "sim-3"];
 /// first one after 4 simulated minutes (4 s at speed 60), lasting 15-60 s of wall time,
 /// and no refit that could learn the shifted level while the test looks.
 fn sim_args(port: u16) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "run",
-        "--config",
-        "configs/agent.toml",
-        "--simulate",
-        "3",
-        "--speed",
-        "60",
-    ]
-    .map(String::from)
-    .to_vec();
-    for set in [
-        "broker.enabled=false".to_string(),
-        format!("mqtt.url=mqtt://127.0.0.1:{port}"),
-        "simulate.first_anomaly_after=4m".into(),
-        "simulate.anomaly_every=1m".into(),
-        "simulate.anomaly_duration=30m".into(),
-        "simulate.kind_weights.spike=0".into(),
-        "simulate.kind_weights.drop=0".into(),
-        "simulate.kind_weights.stuck=0".into(),
-        "detector.train_every_n=100000".into(),
-    ] {
-        args.push("--set".into());
-        args.push(set);
-    }
-    args
+    sim_run_args(
+        port,
+        HOSTS.len(),
+        60,
+        &[
+            "simulate.first_anomaly_after=4m",
+            "simulate.anomaly_every=1m",
+            "simulate.anomaly_duration=30m",
+            "simulate.kind_weights.spike=0",
+            "simulate.kind_weights.drop=0",
+            "simulate.kind_weights.stuck=0",
+            "detector.train_every_n=100000",
+        ],
+    )
 }
 
 /// Runs `lookout-agent watch ARGS` to its end (at most 30 s); exit code, stdout, stderr.

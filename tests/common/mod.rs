@@ -25,6 +25,30 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `lookout-agent run` of the shipped config with `hosts` simulated hosts at `speed`×
+/// real time, publishing to the broker on `port` (its embedded broker off), then a
+/// `--set` for each of `sets`.
+pub fn sim_run_args(port: u16, hosts: usize, speed: u32, sets: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--config".into(),
+        "configs/agent.toml".into(),
+        "--simulate".into(),
+        hosts.to_string(),
+        "--speed".into(),
+        speed.to_string(),
+        "--set".into(),
+        "broker.enabled=false".into(),
+        "--set".into(),
+        format!("mqtt.url=mqtt://127.0.0.1:{port}"),
+    ];
+    for set in sets {
+        args.push("--set".into());
+        args.push((*set).into());
+    }
+    args
+}
+
 /// A child process killed (SIGKILL) when dropped.
 pub struct Proc {
     pub child: Child,
