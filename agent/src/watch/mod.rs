@@ -5,24 +5,26 @@
 //! Layout:
 //! - this file: the resolved options, the MQTT loop, the terminal set-up.
 //! - [`fleet`]: the state model (pure, bounded): messages in, host and alarm rows out.
-//! - [`tui`]: the live view (ratatui).
+//! - `live.rs` and `tui.rs`: the live view (ratatui), with the cargo feature `live-view`
+//!   (on by default; `--no-default-features` leaves it out, about 730 KiB, for devices
+//!   that only need `--once`).
 //! - [`snapshot`]: the plain-text view of `--once`.
 //!
 //! The connection is made as the agent's own: the same `[mqtt]` keys of a `--config`
 //! (URL, TLS, username and password), resolved by the same code ([`crate::config`]).
 
 pub mod fleet;
+#[cfg(feature = "live-view")]
+mod live;
 pub mod snapshot;
+#[cfg(feature = "live-view")]
 pub mod tui;
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS,
-    SubscribeFilter,
+    AsyncClient, ConnectionError, Event, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter,
 };
 use tokio::time::Instant;
 
@@ -36,11 +38,9 @@ use fleet::{Fleet, HostFilter, Limits};
 
 /// How long the first connection may take before `--once` gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the live view redraws when no key is pressed.
-const REDRAW_EVERY: Duration = Duration::from_millis(250);
-/// Reconnect delays of the live view.
+/// The first reconnect delay (`--once` waits this long after a dropped connection; the
+/// live view doubles it up to `live::RETRY_MAX`).
 const RETRY_MIN: Duration = Duration::from_millis(250);
-const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// What `watch` runs on: resolved and validated.
 #[derive(Clone, Debug)]
@@ -156,32 +156,20 @@ impl Options {
     }
 }
 
-/// The connection as the live view shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Conn {
-    Connecting,
-    Connected,
-    /// Lost or refused, with why; retrying.
-    Lost(String),
-}
-
-/// What the MQTT task and the view share, behind one lock.
-struct Shared {
-    fleet: Fleet,
-    conn: Conn,
-}
-
-fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
-    shared.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Runs `watch` until the user quits (live view) or the snapshot is printed (`--once`).
 pub async fn run(opts: Options) -> Result<(), Error> {
     if opts.once {
-        once(&opts).await
-    } else {
-        live(&opts).await
+        return once(&opts).await;
     }
+    #[cfg(feature = "live-view")]
+    return live::run(&opts).await;
+    #[cfg(not(feature = "live-view"))]
+    Err(Error::Config {
+        path: "watch".into(),
+        message: "this lookout-agent was built without the live view (cargo feature \
+                  `live-view`); use --once for a plain-text snapshot"
+            .into(),
+    })
 }
 
 fn new_fleet(opts: &Options) -> Fleet {
@@ -263,111 +251,6 @@ async fn once(opts: &Options) -> Result<(), Error> {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Terminal(e)),
         _ => Ok(()),
     }
-}
-
-/// The live view: the MQTT loop on this runtime, the terminal on a blocking thread, until
-/// q/Esc/Ctrl-C, SIGINT or SIGTERM.
-async fn live(opts: &Options) -> Result<(), Error> {
-    if !std::io::stdout().is_terminal() {
-        return Err(Error::Config {
-            path: "watch".into(),
-            message: "the live view needs a terminal (stdout is not one); use --once for a \
-                      plain-text snapshot"
-                .into(),
-        });
-    }
-    let shared = Arc::new(Mutex::new(Shared {
-        fleet: new_fleet(opts),
-        conn: Conn::Connecting,
-    }));
-    let (client, events) = AsyncClient::new(opts.mqtt_options()?, 16);
-    let mut net = tokio::spawn(drive(events, client, opts.filters(), Arc::clone(&shared)));
-    let quit = Arc::new(AtomicBool::new(false));
-    let mut ui = tokio::task::spawn_blocking({
-        let (shared, quit, source) = (Arc::clone(&shared), Arc::clone(&quit), opts.url().display());
-        move || ui_loop(&shared, &quit, &source)
-    });
-    let result = tokio::select! {
-        r = &mut ui => r,
-        _ = lookout_shared::signal::shutdown() => {
-            quit.store(true, Ordering::Relaxed);
-            (&mut ui).await
-        }
-        _ = &mut net => {
-            // The MQTT loop never ends by itself: it panicked. Stop the view too.
-            quit.store(true, Ordering::Relaxed);
-            (&mut ui).await
-        }
-    };
-    net.abort();
-    match result {
-        Ok(r) => r,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => Ok(()),
-    }
-}
-
-/// The MQTT loop of the live view: subscribe on every connect, apply every message,
-/// retry with a growing delay when the connection fails.
-async fn drive(
-    mut events: EventLoop,
-    client: AsyncClient,
-    filters: Vec<SubscribeFilter>,
-    shared: Arc<Mutex<Shared>>,
-) {
-    let mut delay = RETRY_MIN;
-    loop {
-        match events.poll().await {
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                lock(&shared)
-                    .fleet
-                    .apply(&p.topic, &p.payload, p.retain, now_ms());
-            }
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                delay = RETRY_MIN;
-                lock(&shared).conn = Conn::Connected;
-                let _ = client.try_subscribe_many(filters.clone());
-            }
-            Ok(_) => {}
-            Err(e) => {
-                lock(&shared).conn = Conn::Lost(why(&e));
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(RETRY_MAX);
-            }
-        }
-    }
-}
-
-/// Leaves raw mode and the alternate screen when dropped: on quitting, on an error, and
-/// while a panic unwinds (ratatui's panic hook also restores before the message prints).
-struct RestoreTerminal;
-
-impl Drop for RestoreTerminal {
-    fn drop(&mut self) {
-        ratatui::restore();
-    }
-}
-
-fn ui_loop(shared: &Mutex<Shared>, quit: &AtomicBool, source: &str) -> Result<(), Error> {
-    use crossterm::event::{self, Event as TermEvent};
-    let _restore = RestoreTerminal;
-    let mut terminal = ratatui::try_init().map_err(Error::Terminal)?;
-    let mut view = tui::View::default();
-    while !quit.load(Ordering::Relaxed) {
-        {
-            let s = lock(shared);
-            terminal
-                .draw(|f| tui::draw(f, &s.fleet, &s.conn, source, &mut view, now_ms()))
-                .map_err(Error::Terminal)?;
-        }
-        if event::poll(REDRAW_EVERY).map_err(Error::Terminal)?
-            && let TermEvent::Key(key) = event::read().map_err(Error::Terminal)?
-            && view.on_key(key) == tui::Flow::Quit
-        {
-            break;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
