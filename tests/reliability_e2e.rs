@@ -241,3 +241,57 @@ async fn alarms_from_before_a_kill_9_during_an_outage_arrive_after_the_restart()
         second.log_text()
     );
 }
+
+/// What systemd's `Type=notify` units (packaging/*.service) rely on: each binary sends
+/// `READY=1` to `$NOTIFY_SOCKET` once it runs, without waiting for the broker (here there
+/// is none: a device whose broker is down must still start), and `STOPPING=1` on SIGTERM
+/// before it exits 0. Without READY=1 systemd would fail the start after 90 s.
+#[test]
+fn both_binaries_notify_systemd_ready_then_stopping_without_a_broker() {
+    use std::os::unix::net::UnixDatagram;
+
+    let dir = scratch("rel-notify");
+    let port = free_port(); // nothing listens there
+    let out = dir.path().join("alarms.jsonl");
+    let cfg = bridge_config(dir.path(), port, &out);
+    let agent_args = agent_args(port);
+    let agent_args: Vec<&str> = agent_args.iter().map(String::as_str).collect();
+    let bridge_args = ["run", "--config", cfg.to_str().unwrap()];
+
+    for (name, args) in [("agent", &agent_args[..]), ("bridge", &bridge_args[..])] {
+        let sock_path = dir.path().join(format!("{name}-notify.sock"));
+        let sock = UnixDatagram::bind(&sock_path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let env = [("NOTIFY_SOCKET", sock_path.to_str().unwrap())];
+        let mut proc = if name == "agent" {
+            agent_with_env(args, dir.path(), &env)
+        } else {
+            bridge_with_env(args, dir.path(), &env)
+        };
+        let recv = |what: &str, proc: &Proc| -> String {
+            let mut buf = [0u8; 512];
+            match sock.recv(&mut buf) {
+                Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+                Err(e) => panic!("{name}: no {what} in 30 s ({e}):\n{}", proc.log_text()),
+            }
+        };
+        let first = recv("READY=1", &proc);
+        assert!(
+            first.lines().any(|l| l == "READY=1"),
+            "{name}: first notification {first:?}, want READY=1"
+        );
+        let code = proc.terminate(Duration::from_secs(15));
+        let last = recv("STOPPING=1", &proc);
+        assert!(
+            last.lines().any(|l| l == "STOPPING=1"),
+            "{name}: notification after SIGTERM {last:?}, want STOPPING=1"
+        );
+        assert_eq!(
+            code,
+            Some(0),
+            "{name} exit after SIGTERM:\n{}",
+            proc.log_text()
+        );
+    }
+}

@@ -12,9 +12,10 @@
 //! Everything is read and checked once, at start, so a wrong path or an unreadable key
 //! fails there with the key and the file named, not at the first connection. rustls is
 //! rumqttc's own (`rumqttc::tokio_rustls::rustls`), so the config built here is the one
-//! rumqttc takes. The crypto provider is chosen explicitly: a process that links both
-//! `ring` (lettre) and `aws-lc-rs` (rumqttc) has no default, and rustls's plain
-//! `ClientConfig::builder()` panics there.
+//! rumqttc takes. The crypto provider is ring, the only one built into Lookout (see the
+//! workspace's Cargo.toml): [`provider`] names it explicitly, and
+//! [`install_default_provider`] makes it the process default for the libraries that look
+//! for one (reqwest).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -130,12 +131,21 @@ impl TlsSettings {
     }
 }
 
-/// The crypto provider: the process default if the program installed one, else aws-lc-rs
-/// (rumqttc's). Never rustls's implicit choice, which panics when both providers are linked.
+/// The crypto provider: the process default if the program installed one, else ring.
 pub fn provider() -> Arc<CryptoProvider> {
     CryptoProvider::get_default()
         .cloned()
-        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()))
+}
+
+/// Makes ring the process's default provider, for libraries built without one of their
+/// own (reqwest's `rustls-no-provider`), which would otherwise panic when they first build
+/// a TLS config. Idempotent: a provider installed before is kept.
+pub fn install_default_provider() {
+    if CryptoProvider::get_default().is_none() {
+        // Losing a race to another thread installing the same provider is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
 }
 
 /// A rustls client config from `settings`: trust `ca_file` (else the system's store),

@@ -218,10 +218,16 @@ pub fn bridge_bin() -> PathBuf {
 
 /// Runs `lookout-bridge` with `args` from the repo root.
 pub fn bridge(args: &[&str], dir: &Path) -> Proc {
+    bridge_with_env(args, dir, &[])
+}
+
+/// [`bridge`] with extra environment variables.
+pub fn bridge_with_env(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Proc {
     let mut cmd = Command::new(bridge_bin());
     cmd.args(args)
         .current_dir(repo_root())
-        .env("LOOKOUT_LOG", "info");
+        .env("LOOKOUT_LOG", "info")
+        .envs(env.iter().copied());
     spawn_logged("bridge", cmd, dir)
 }
 

@@ -347,6 +347,7 @@ pub(crate) fn client(target: &str, timeout: HumanDuration) -> Result<reqwest::Cl
     if timeout.0.is_zero() {
         return Err(target_error(target, "timeout", "must be more than 0s"));
     }
+    lookout_shared::tls::install_default_provider();
     reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT.min(timeout.0))
         .timeout(timeout.0)
