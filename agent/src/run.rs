@@ -209,6 +209,8 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         settings.mqtt.prefix
     );
 
+    // Signal handlers first: from READY=1 on, systemd may send SIGTERM at any moment.
+    let mut shutdown = std::pin::pin!(lookout_shared::signal::shutdown());
     // Ready for systemd (Type=notify): broker bound, links and trainer running. Not
     // waiting for the first MQTT connection: a broker that is down must not fail the start.
     if let Err(e) = lookout_shared::systemd::notify_ready() {
@@ -227,7 +229,6 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     let mut frame = Frame::with_capacity(256);
     let mut truth = Vec::with_capacity(4);
     let mut tick: i64 = 0;
-    let mut shutdown = std::pin::pin!(lookout_shared::signal::shutdown());
     loop {
         tokio::select! {
             scheduled = ticker.tick() => health.tick(scheduled),
