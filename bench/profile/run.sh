@@ -8,7 +8,7 @@
 #   - the scorer's speed (criterion: one scored tick, one default fit) for the variants
 #     in TICK_VARIANTS, since opt-level "s"/"z" may trade speed for size.
 #
-#   bash bench/profile/run.sh                     # all variants, ~60 min on 2 cores
+#   bash bench/profile/run.sh                     # all variants, ~75 min on 2 cores
 #   VARIANTS="current z-fat-abort" TICK_VARIANTS=current REPS=1 bash bench/profile/run.sh
 #
 # Results: bench/profile/results/<UTC stamp>/ (builds.tsv, ticks.tsv, footprint/*.json);

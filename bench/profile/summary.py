@@ -52,7 +52,6 @@ def footprint(out: str) -> dict[str, dict]:
             "rss_mib": statistics.median(r["rss_kib_median"] for r in rs) / 1024,
             "rss_range": (min(r["rss_kib_median"] for r in rs) / 1024,
                           max(r["rss_kib_median"] for r in rs) / 1024),
-            "hwm_mib": statistics.median(r["hwm_kib_tree"] for r in rs) / 1024,
             "cpu": statistics.median(r["cpu_pct_one_core"] for r in rs),
             "busy": [r.get("host_busy_pct_all_cores") for r in rs],
             "n": len(rs),
