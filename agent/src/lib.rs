@@ -19,7 +19,6 @@
 //! - [`replay`]: the `replay` command, a CSV streamed through one model offline, and its plot.
 //! - [`watch`]: the `watch` command, the fleet's hosts, scores and firing alarms seen as an
 //!   MQTT subscriber: live in the terminal, or one plain snapshot.
-//! - `rng`: the small deterministic generator behind reproducible fits and simulations.
 //! - [`error`]: the crate's error type.
 
 pub mod alarm;
@@ -31,7 +30,6 @@ pub mod health;
 pub mod homeassistant;
 pub mod link;
 pub mod replay;
-mod rng;
 pub mod rules;
 pub mod run;
 pub mod sampler;

@@ -11,6 +11,11 @@ use serde::{Deserialize, Deserializer};
 pub struct Secret(String);
 
 impl Secret {
+    /// A secret already in hand (a value from code, not from a config file).
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
     /// Resolves a config value. Errors say which variable or file was missing, never the
     /// value.
     pub fn resolve(spec: &str) -> Result<Self, String> {

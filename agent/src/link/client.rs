@@ -39,7 +39,7 @@ use rumqttc::{
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use lookout_shared::time::Jitter;
+use lookout_shared::time::Backoff;
 
 use super::outbox::{Outbox, OutboxStats};
 use super::sweep::{Sweep, Verdict};
@@ -241,7 +241,7 @@ impl Link {
             link.clone(),
             host.to_owned(),
             format!("{}:{}", settings.host, settings.port),
-            (settings.reconnect_min, settings.reconnect_max),
+            Backoff::new(settings.reconnect_min, settings.reconnect_max, host),
             inbox.map(Receiving::new),
         ));
         (link, task)
@@ -631,14 +631,11 @@ async fn drive(
     link: Link,
     host: String,
     broker: String,
-    backoff: (Duration, Duration),
+    mut backoff: Backoff,
     mut receiving: Option<Receiving>,
 ) {
-    let (min, max) = backoff;
-    let mut delay = min;
     let mut connected = false;
     let mut failures: u64 = 0;
-    let mut jitter = Jitter::from_name(&host);
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -655,7 +652,7 @@ async fn drive(
                 }
                 connected = true;
                 failures = 0;
-                delay = min;
+                backoff.reset();
                 link.on_connected();
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -702,8 +699,7 @@ async fn drive(
                 }
                 connected = false;
                 failures += 1;
-                tokio::time::sleep(jitter.apply(delay)).await;
-                delay = (delay * 2).min(max);
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     }

@@ -9,7 +9,7 @@
 //! All buffers live in a [`Workspace`] sized once for the largest model, so fitting
 //! allocates nothing.
 
-use crate::rng::Rng;
+use lookout_shared::rng::Rng;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct KMeansParams {

@@ -5,7 +5,7 @@
 //! and fully decided by the host's own random stream.
 
 use super::{KindWeights, Metric, N_METRICS};
-use crate::rng::Rng;
+use lookout_shared::rng::Rng;
 
 /// The kinds of injected anomaly. Their names are a public contract (the `kind` of
 /// `SimTruth` on `<prefix>/<host>/sim/truth`).

@@ -12,7 +12,7 @@
 //! sampling interval.
 
 use super::{Metric, N_METRICS};
-use crate::rng::Rng;
+use lookout_shared::rng::Rng;
 
 const DAY_MS: i64 = 86_400_000;
 const DAY_S: f64 = 86_400.0;

@@ -28,10 +28,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::frame::Frame;
 
-use crate::rng::Rng;
 use anomaly::Injector;
 pub use anomaly::Kind;
 use baseline::Baseline;
+use lookout_shared::rng::Rng;
 
 /// The chart every simulated metric belongs to.
 pub const CHART: &str = "sim";

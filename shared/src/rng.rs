@@ -6,7 +6,7 @@
 
 /// SplitMix64 (Steele, Lea and Flood 2014), the seeder of the xoshiro family.
 #[derive(Clone, Debug)]
-pub(crate) struct Rng {
+pub struct Rng {
     state: u64,
     /// The second normal of the last Box-Muller pair.
     spare: Option<f64>,
@@ -23,14 +23,14 @@ fn mix(mut z: u64) -> u64 {
 impl Rng {
     /// An independent stream for host `index` of run `seed`; `stream` separates the uses
     /// within one host (normal behaviour, anomaly schedule) so one never shifts the other.
-    pub(crate) fn new(seed: u64, index: usize, stream: u64) -> Self {
+    pub fn new(seed: u64, index: usize, stream: u64) -> Self {
         let host = mix((index as u64).wrapping_add(1).wrapping_mul(GOLDEN));
         let state = mix(mix(seed) ^ host.rotate_left(17) ^ mix(stream.wrapping_add(0x5157)));
         Self { state, spare: None }
     }
 
     /// A single stream from a seed (k-means restarts).
-    pub(crate) fn from_seed(seed: u64) -> Self {
+    pub fn from_seed(seed: u64) -> Self {
         Self {
             state: seed,
             spare: None,
@@ -38,27 +38,27 @@ impl Rng {
     }
 
     /// Uniform in `0..n`; `n` must be > 0. Multiply-shift keeps the bias below 2^-64 · n.
-    pub(crate) fn below(&mut self, n: usize) -> usize {
+    pub fn below(&mut self, n: usize) -> usize {
         ((self.next_u64() as u128 * n as u128) >> 64) as usize
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(GOLDEN);
         mix(self.state)
     }
 
     /// Uniform in `[0, 1)` with 53 bits of precision.
-    pub(crate) fn uniform(&mut self) -> f64 {
+    pub fn uniform(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
     /// Uniform in `[lo, hi)`.
-    pub(crate) fn range(&mut self, lo: f64, hi: f64) -> f64 {
+    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
         lo + (hi - lo) * self.uniform()
     }
 
     /// Standard normal.
-    pub(crate) fn normal(&mut self) -> f64 {
+    pub fn normal(&mut self) -> f64 {
         if let Some(z) = self.spare.take() {
             return z;
         }
@@ -70,7 +70,7 @@ impl Rng {
     }
 
     /// Exponential with the given mean (finite: at most about 37 means).
-    pub(crate) fn exponential(&mut self, mean: f64) -> f64 {
+    pub fn exponential(&mut self, mean: f64) -> f64 {
         -mean * (1.0 - self.uniform()).ln()
     }
 }

@@ -1,0 +1,192 @@
+//! MQTT client options, built one way for every client of both binaries: the agent's
+//! links, `watch`, the bridge's subscription and its `mqtt` notifier target. What differs
+//! between them (session persistence, packet limits, last will, manual acks) is a
+//! [`Session`]; what a user configures (broker, identity, login, TLS) is a
+//! [`ClientConfig`]. A new client cannot forget the keep-alive floor or send a password
+//! over a connection that was meant to be TLS.
+
+use std::time::Duration;
+
+use rumqttc::{LastWill, MqttOptions};
+
+use crate::secret::Secret;
+use crate::tls::{TlsError, TlsSettings};
+use crate::url::MqttUrl;
+
+/// Brokers disconnect clients whose keep-alive is very short and the network is slow;
+/// below this a configured value is raised.
+pub const MIN_KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// Who connects where, as configured (validated; files not yet read).
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub url: MqttUrl,
+    pub client_id: String,
+    pub keep_alive: Duration,
+    /// Username and password.
+    pub login: Option<(String, Secret)>,
+    pub tls: TlsSettings,
+}
+
+/// How this particular client uses its connection.
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// false: a persistent session, the broker keeps QoS 1 messages while we are away.
+    pub clean: bool,
+    /// Acknowledge QoS 1 messages only once they are safe (the bridge).
+    pub manual_acks: bool,
+    /// Largest packet read and written; a packet over the incoming limit drops the
+    /// connection, so subscribers set it well above what they accept.
+    pub max_incoming: usize,
+    pub max_outgoing: usize,
+    pub last_will: Option<LastWill>,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self {
+            clean: true,
+            manual_acks: false,
+            max_incoming: 64 * 1024,
+            max_outgoing: 64 * 1024,
+            last_will: None,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Checks the login and TLS keys together: a password needs a username, TLS keys need
+    /// `mqtts://`, and the TLS files are read once now so that a wrong path fails at start.
+    /// `context` names the client in TLS log lines.
+    pub fn new(
+        url: MqttUrl,
+        client_id: String,
+        keep_alive: Duration,
+        username: Option<String>,
+        password: Option<Secret>,
+        tls: TlsSettings,
+        context: &str,
+    ) -> Result<Self, TlsError> {
+        let login = match (username, password) {
+            (Some(u), p) => Some((u, p.unwrap_or_else(|| Secret::new(String::new())))),
+            (None, Some(_)) => {
+                return Err(TlsError::Key {
+                    key: "username",
+                    message: "is required when a password is set".into(),
+                });
+            }
+            (None, None) => None,
+        };
+        crate::tls::transport(&url, &tls, context)?;
+        Ok(Self {
+            url,
+            client_id,
+            keep_alive: keep_alive.max(MIN_KEEP_ALIVE),
+            login,
+            tls,
+        })
+    }
+
+    /// rumqttc's options for this client and session. Builds the TLS configuration again
+    /// from the files (they were checked at start; one that has become unreadable since
+    /// is an error here, never a silent fall-back to plain TCP).
+    pub fn options(&self, session: &Session, context: &str) -> Result<MqttOptions, TlsError> {
+        let mut o = MqttOptions::new(&self.client_id, self.url.host.clone(), self.url.port);
+        o.set_keep_alive(self.keep_alive)
+            .set_clean_session(session.clean)
+            .set_manual_acks(session.manual_acks)
+            .set_max_packet_size(session.max_incoming, session.max_outgoing);
+        if let Some(will) = &session.last_will {
+            o.set_last_will(will.clone());
+        }
+        if let Some((user, password)) = &self.login {
+            o.set_credentials(user.clone(), password.expose().to_owned());
+        }
+        o.set_transport(crate::tls::transport(&self.url, &self.tls, context)?);
+        Ok(o)
+    }
+
+    /// The same client under another id (simulated hosts, `watch`).
+    pub fn with_client_id(&self, client_id: String) -> Self {
+        Self {
+            client_id,
+            ..self.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> MqttUrl {
+        crate::url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn options_carry_identity_login_session_and_floor_the_keep_alive() {
+        let c = ClientConfig::new(
+            url("mqtt://127.0.0.1:1884"),
+            "id-1".into(),
+            Duration::from_secs(1),
+            Some("u".into()),
+            Some(Secret::new("p".into())),
+            TlsSettings::default(),
+            "test",
+        )
+        .unwrap();
+        let will = LastWill::new("s", "offline", rumqttc::QoS::AtLeastOnce, true);
+        let o = c
+            .options(
+                &Session {
+                    clean: false,
+                    manual_acks: true,
+                    max_incoming: 1000,
+                    max_outgoing: 2000,
+                    last_will: Some(will.clone()),
+                },
+                "test",
+            )
+            .unwrap();
+        assert_eq!(o.client_id(), "id-1");
+        assert_eq!(o.broker_address(), ("127.0.0.1".to_string(), 1884));
+        assert_eq!(o.keep_alive(), MIN_KEEP_ALIVE);
+        assert!(!o.clean_session() && o.manual_acks());
+        assert_eq!(o.max_packet_size(), 1000);
+        let login = o.credentials().unwrap();
+        assert_eq!(
+            (login.username.as_str(), login.password.as_str()),
+            ("u", "p")
+        );
+        assert_eq!(o.last_will(), Some(will));
+    }
+
+    #[test]
+    fn a_password_needs_a_username_and_tls_keys_need_mqtts() {
+        let err = ClientConfig::new(
+            url("mqtt://h"),
+            "x".into(),
+            Duration::from_secs(30),
+            None,
+            Some(Secret::new("p".into())),
+            TlsSettings::default(),
+            "test",
+        )
+        .unwrap_err();
+        assert_eq!(err.key(), "username");
+        let err = ClientConfig::new(
+            url("mqtt://h"),
+            "x".into(),
+            Duration::from_secs(30),
+            None,
+            None,
+            TlsSettings {
+                insecure_skip_verify: true,
+                ..TlsSettings::default()
+            },
+            "test",
+        )
+        .unwrap_err();
+        assert_eq!(err.key(), "insecure_skip_verify");
+    }
+}
