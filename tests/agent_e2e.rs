@@ -288,9 +288,9 @@ async fn a_real_host_publishes_its_metrics_and_scores() {
             "--set",
             "agent.interval=50ms",
             "--set",
-            "detector.train_data_size=20",
+            "detector.train.window=20",
             "--set",
-            "detector.train_every_n=20",
+            "detector.train.every=20",
         ],
         dir.path(),
     );
@@ -339,7 +339,24 @@ fn check_config_accepts_the_shipped_config_and_rejects_bad_ones_with_exit_2() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("OK"), "{stdout}");
+    // The effective config, every table in the current shape.
+    for table in [
+        "[mqtt]",
+        "[detector.train]",
+        "[detector.alarm]",
+        "[models.cpu.metrics]",
+    ] {
+        assert!(stdout.contains(table), "{table}: {stdout}");
+    }
+    // `config check` is the same command.
+    let again = std::process::Command::new(agent_bin())
+        .args(["config", "check", "--config", "configs/agent.toml"])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&again.stdout), stdout);
 
     let dir = scratch("bad-config");
     let bad = dir.path().join("bad.toml");
@@ -351,9 +368,33 @@ fn check_config_accepts_the_shipped_config_and_rejects_bad_ones_with_exit_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:6: models.cpu.threshold: "), "{err}");
+
+    // A config written before the detector's tables still loads, and says what to rename.
+    let old = dir.path().join("old.toml");
+    std::fs::write(&old, "[detector]\nthreshold = 2.0\ntrain_data_size = 600\n\n[models.cpu]\nmetrics = { \"system.cpu\" = [\"user\"] }\nkind = \"saturation\"\nlimit = 100.0\n").unwrap();
+    let out = std::process::Command::new(agent_bin())
+        .args(["config", "check", "--config"])
+        .arg(&old)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for (old, new) in [
+        ("detector.threshold", "detector.alarm.threshold"),
+        ("detector.train_data_size", "detector.train.window"),
+        ("models.cpu.kind", "models.cpu.alarm.kind"),
+        ("models.cpu.limit", "models.cpu.saturation.limit"),
+    ] {
+        assert!(
+            err.contains(&format!("config key {old} is deprecated: use {new}")),
+            "{old}: {err}"
+        );
+    }
+    let shown = String::from_utf8_lossy(&out.stdout);
     assert!(
-        err.contains("bad.toml") && err.contains("line 6") && err.contains("threshold"),
-        "{err}"
+        shown.contains("[detector.alarm]\nthreshold = 2.0"),
+        "{shown}"
     );
 
     let out = std::process::Command::new(agent_bin())

@@ -349,7 +349,7 @@ fn run_args(port: u16, enabled: bool) -> Vec<String> {
             "agent.stats_interval=1s",
             // A low threshold, so that every model's alarm fires within a second or two
             // and each binary sensor's attributes topic can be seen carrying an alarm.
-            "detector.threshold=0.8",
+            "detector.alarm.threshold=0.8",
             &enabled,
         ],
     )
@@ -396,7 +396,7 @@ fn a_bad_discovery_prefix_is_a_config_error_with_exit_2() {
     assert!(out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stdout)
-            .contains("home assistant  discovery on under homeassistant/"),
+            .contains("[homeassistant]\nenabled = true\nprefix = \"homeassistant\"\n"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );

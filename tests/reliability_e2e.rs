@@ -67,7 +67,7 @@ fn raised(log: &str) -> Vec<(String, String)> {
                 format!(
                     "{}:{}:{}",
                     field(l, "host")?,
-                    field(l, "model")?,
+                    field(l, "alarm")?,
                     field(l, "started_at")?
                 ),
                 state.to_owned(),

@@ -25,7 +25,7 @@ fn sim_args(port: u16) -> Vec<String> {
             "simulate.kind_weights.spike=0",
             "simulate.kind_weights.drop=0",
             "simulate.kind_weights.stuck=0",
-            "detector.train_every_n=100000",
+            "detector.train.every=100000",
         ],
     )
 }

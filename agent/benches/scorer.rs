@@ -7,7 +7,7 @@ use std::io::BufReader;
 use std::path::Path;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use lookout_agent::config::{DetectorRaw, Source};
+use lookout_agent::decide::Detector;
 use lookout_agent::scorer::kmeans::{self, KMeansParams, Workspace};
 use lookout_agent::scorer::{Model, ModelParams};
 
@@ -54,10 +54,7 @@ fn scored_tick(c: &mut Criterion) {
 /// The shipped default detector on one dimension, every ensemble member trained: the
 /// per-model cost the agent pays each tick, and what one fit costs on the trainer.
 fn default_detector(c: &mut Criterion) {
-    let params = Source::empty()
-        .resolve_detector("detector", &DetectorRaw::builtin())
-        .unwrap()
-        .params;
+    let params = Detector::default().params;
     let series = |i: usize| [cpu_like(i)[0]];
     let mut m = Model::new(params, 1);
     let mut ws = m.workspace();
@@ -141,10 +138,7 @@ fn replay_throughput(c: &mut Criterion) {
             i % 60
         ));
     }
-    let src = Source::empty();
-    let detector = src
-        .resolve_detector("detector", &DetectorRaw::builtin())
-        .unwrap();
+    let detector = Detector::default();
     let mut g = c.benchmark_group("replay");
     g.sample_size(10);
     g.throughput(Throughput::Elements(200_000));
@@ -163,9 +157,9 @@ fn replay_throughput(c: &mut Criterion) {
     });
     // The seed notebook's detector (25 vectors, refit every 50 rows): fits cost little,
     // so this is mostly parsing and formatting.
-    let notebook = lookout_agent::config::Detector {
+    let notebook = Detector {
         params: ModelParams::notebook(),
-        alarm: lookout_agent::config::AlarmParams::with_threshold(3.0),
+        alarm: lookout_agent::alarm::AlarmParams::with_threshold(3.0),
         down_limit: None,
         upper_limit: None,
         only_show_anomaly: false,

@@ -36,13 +36,64 @@
 //! (integrations/sensor.mqtt, binary_sensor.mqtt, mqtt#discovery-payload);
 //! tests/homeassistant_e2e.rs checks each against those lists.
 
-use serde_json::{Value, json};
-
-use crate::config::Settings;
+use lookout_shared::config::Invalid;
 use lookout_shared::topics;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 /// Home Assistant's default discovery prefix.
 pub const DEFAULT_PREFIX: &str = "homeassistant";
+
+/// `[homeassistant]`: off by default.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HomeAssistantConfig {
+    pub enabled: bool,
+    /// Home Assistant's discovery prefix.
+    pub prefix: String,
+}
+
+impl Default for HomeAssistantConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            prefix: DEFAULT_PREFIX.into(),
+        }
+    }
+}
+
+impl HomeAssistantConfig {
+    /// Checks the table. The prefix is checked whether or not discovery is on: with it
+    /// off the agent still clears, under that prefix, the configs it published before.
+    /// With it on, the names of each table's models (`(table, names)`) must stay distinct
+    /// once reduced to the characters Home Assistant allows in discovery topics; the
+    /// error's key is then `<table>.<name>`, relative to the document.
+    pub fn check<'a>(
+        &self,
+        models: impl IntoIterator<Item = (&'a str, Vec<&'a str>)>,
+    ) -> Result<(), Invalid> {
+        check_prefix(&self.prefix).map_err(|m| Invalid::new("homeassistant.prefix", m))?;
+        if !self.enabled {
+            return Ok(());
+        }
+        for (table, names) in models {
+            let mut seen = std::collections::BTreeMap::new();
+            for name in names {
+                let id = object_id(name);
+                if let Some(other) = seen.insert(id.clone(), name) {
+                    return Err(Invalid::new(
+                        format!("{table}.{name}"),
+                        format!(
+                            "with homeassistant.enabled, model names must differ in letters, \
+                             digits, '_' and '-': {other:?} and {name:?} both become {id:?}"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
 
 /// A score sensor's state: the score, or `None` while the model learns (`score` is null
 /// then). Home Assistant's MQTT sensor takes the string `None` as "unknown" when it expects
@@ -150,16 +201,17 @@ pub struct HostDiscovery {
 /// The discovery a host's link runs with: its configs when discovery is on, none when it
 /// is off (the sweep then clears what an earlier run published).
 pub fn for_host<'a>(
-    settings: &Settings,
+    ha: &HomeAssistantConfig,
+    ctx_prefix: &str,
+    stats: bool,
     host: &str,
     models: impl IntoIterator<Item = Model<'a>>,
 ) -> HostDiscovery {
-    let ha = &settings.homeassistant;
     let announce = if ha.enabled {
         let ctx = Context {
             ha_prefix: &ha.prefix,
-            prefix: &settings.mqtt.prefix,
-            stats: !settings.stats_interval.is_zero(),
+            prefix: ctx_prefix,
+            stats,
         };
         configs(&ctx, host, models)
             .into_iter()
@@ -172,6 +224,74 @@ pub fn for_host<'a>(
         announce,
         sweep: sweep_filter(&ha.prefix, host),
     }
+}
+
+/// A model's two entities as (component, object id, fields): its score sensor and its
+/// alarm binary sensor.
+fn model_configs(ctx: &Context, host: &str, m: Model) -> [(&'static str, String, Value); 2] {
+    let model = m.name;
+    let id = object_id(model);
+    let scores = topics::score(ctx.prefix, host, model);
+    let score = json!({
+        "name": format!("{model} anomaly score"),
+        "state_topic": scores,
+        "value_template": SCORE_TEMPLATE,
+        "json_attributes_topic": scores,
+        "json_attributes_template": SCORE_ATTRIBUTES_TEMPLATE,
+        "state_class": "measurement",
+        "suggested_display_precision": 2,
+        "icon": "mdi:chart-bell-curve",
+    });
+    let alarms = topics::alarm(ctx.prefix, host, model);
+    let (state, template) = if m.scores_every_tick {
+        (&scores, ALARM_FROM_SCORE_TEMPLATE)
+    } else {
+        (&alarms, ALARM_TEMPLATE)
+    };
+    let alarm = json!({
+        "name": format!("{model} anomaly"),
+        "state_topic": state,
+        "value_template": template,
+        "json_attributes_topic": alarms,
+        "device_class": "problem",
+        "qos": 1,
+    });
+    [
+        ("sensor", format!("{id}_score"), score),
+        ("binary_sensor", format!("{id}_alarm"), alarm),
+    ]
+}
+
+/// The diagnostic sensors of the agent's stats, as (component, object id, fields).
+fn stats_configs(ctx: &Context, host: &str) -> [(&'static str, &'static str, Value); 2] {
+    let stats = topics::agent_stats(ctx.prefix, host);
+    [
+        (
+            "sensor",
+            "agent_rss",
+            json!({
+                "name": "Agent memory",
+                "state_topic": stats,
+                "value_template": RSS_TEMPLATE,
+                "device_class": "data_size",
+                "unit_of_measurement": "B",
+                "state_class": "measurement",
+                "entity_category": "diagnostic",
+            }),
+        ),
+        (
+            "sensor",
+            "agent_uptime",
+            json!({
+                "name": "Agent uptime",
+                "state_topic": stats,
+                "value_template": UPTIME_TEMPLATE,
+                "device_class": "duration",
+                "unit_of_measurement": "s",
+                "entity_category": "diagnostic",
+            }),
+        ),
+    ]
 }
 
 /// Every discovery config of one host: per model a score sensor and an alarm binary
@@ -195,8 +315,8 @@ pub fn configs<'a>(
         },
         "origin": origin(),
         "availability_topic": status,
-        "payload_available": crate::link::client::ONLINE,
-        "payload_not_available": crate::link::client::OFFLINE,
+        "payload_available": lookout_shared::payload::ONLINE,
+        "payload_not_available": lookout_shared::payload::OFFLINE,
     });
     let config = |component: &str, object: &str, fields: Value| {
         let mut payload = common.clone();
@@ -210,73 +330,11 @@ pub fn configs<'a>(
         }
     };
     let mut out = Vec::new();
-    for Model {
-        name: model,
-        scores_every_tick,
-    } in models
-    {
-        let id = object_id(model);
-        let scores = topics::score(ctx.prefix, host, model);
-        out.push(config(
-            "sensor",
-            &format!("{id}_score"),
-            json!({
-                "name": format!("{model} anomaly score"),
-                "state_topic": scores,
-                "value_template": SCORE_TEMPLATE,
-                "json_attributes_topic": scores,
-                "json_attributes_template": SCORE_ATTRIBUTES_TEMPLATE,
-                "state_class": "measurement",
-                "suggested_display_precision": 2,
-                "icon": "mdi:chart-bell-curve",
-            }),
-        ));
-        let alarms = topics::alarm(ctx.prefix, host, model);
-        let (state, template) = if scores_every_tick {
-            (&scores, ALARM_FROM_SCORE_TEMPLATE)
-        } else {
-            (&alarms, ALARM_TEMPLATE)
-        };
-        out.push(config(
-            "binary_sensor",
-            &format!("{id}_alarm"),
-            json!({
-                "name": format!("{model} anomaly"),
-                "state_topic": state,
-                "value_template": template,
-                "json_attributes_topic": alarms,
-                "device_class": "problem",
-                "qos": 1,
-            }),
-        ));
+    for m in models {
+        out.extend(model_configs(ctx, host, m).map(|(c, o, f)| config(c, &o, f)));
     }
     if ctx.stats {
-        let stats = topics::agent_stats(ctx.prefix, host);
-        out.push(config(
-            "sensor",
-            "agent_rss",
-            json!({
-                "name": "Agent memory",
-                "state_topic": stats,
-                "value_template": RSS_TEMPLATE,
-                "device_class": "data_size",
-                "unit_of_measurement": "B",
-                "state_class": "measurement",
-                "entity_category": "diagnostic",
-            }),
-        ));
-        out.push(config(
-            "sensor",
-            "agent_uptime",
-            json!({
-                "name": "Agent uptime",
-                "state_topic": stats,
-                "value_template": UPTIME_TEMPLATE,
-                "device_class": "duration",
-                "unit_of_measurement": "s",
-                "entity_category": "diagnostic",
-            }),
-        ));
+        out.extend(stats_configs(ctx, host).map(|(c, o, f)| config(c, o, f)));
     }
     out
 }
@@ -476,22 +534,39 @@ mod tests {
 
     #[test]
     fn disabled_announces_nothing_but_still_sweeps() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/agent.toml");
-        let source = crate::config::Source::read(&path).unwrap();
-        let off = source.load(&["agent.host=box".into()]).unwrap();
-        let d = for_host(&off, "box", [every_tick("cpu")]);
+        let off = HomeAssistantConfig::default();
+        let d = for_host(&off, "lookout", true, "box", [every_tick("cpu")]);
         assert!(d.announce.is_empty());
         assert_eq!(d.sweep, "homeassistant/+/lookout_box/+/config");
-        let on = source
-            .load(&[
-                "homeassistant.enabled=true".into(),
-                "homeassistant.prefix=ha".into(),
-            ])
-            .unwrap();
-        let d = for_host(&on, "box", [every_tick("cpu")]);
+        let on = HomeAssistantConfig {
+            enabled: true,
+            prefix: "ha".into(),
+        };
+        let d = for_host(&on, "lookout", true, "box", [every_tick("cpu")]);
         assert_eq!(d.announce.len(), 4);
         assert_eq!(d.sweep, "ha/+/lookout_box/+/config");
         let v: Value = serde_json::from_slice(&d.announce[0].1).unwrap();
         assert_eq!(v["value_template"], SCORE_TEMPLATE);
+    }
+
+    #[test]
+    fn with_discovery_on_model_names_must_stay_distinct_as_ids() {
+        let names = || [("models", vec!["disk.io", "disk_io"])];
+        assert!(
+            HomeAssistantConfig::default().check(names()).is_ok(),
+            "fine while off"
+        );
+        let on = HomeAssistantConfig {
+            enabled: true,
+            ..HomeAssistantConfig::default()
+        };
+        let err = on.check(names()).unwrap_err();
+        assert_eq!(err.key, "models.disk_io");
+        assert!(err.message.contains("\"disk_io\""), "{err}");
+        let bad = HomeAssistantConfig {
+            prefix: "ha/#".into(),
+            ..HomeAssistantConfig::default()
+        };
+        assert_eq!(bad.check(names()).unwrap_err().key, "homeassistant.prefix");
     }
 }

@@ -3,38 +3,51 @@
 //! Data flows one way: sample → preprocess → score → decide → publish.
 //!
 //! Layout:
-//! - [`config`]: the TOML config, parsed strictly, `--set` overrides, validation.
-//! - [`footprint`]: keeping resident memory small (paging hints for our own code).
-//! - [`frame`]: one tick's samples, the hand-off from samplers to models.
-//! - [`health`]: the agent's own health, published on `agent/stats`.
-//! - [`homeassistant`]: Home Assistant MQTT discovery configs, one device per host.
 //! - [`sampler`]: one file per `/proc` source (cpu, memory, disk, load, network).
 //! - [`simulate`]: simulated hosts with injected anomalies and their ground truth.
-//! - [`scorer`]: the lagged k-means scorer (preprocess, k-means, model, training thread).
-//! - [`alarm`]: hysteresis that turns anomalous ticks into firing/resolved alarms.
+//! - [`frame`]: one tick's samples, the hand-off from samplers to models.
+//! - [`scorer`]: the lagged k-means scorer (preprocess, k-means, model, fits, the
+//!   training thread) and its config keys.
+//! - [`alarm`]: per tick, anomalous or not and at which level; hysteresis into episodes;
+//!   alarm payloads, one builder for models and rules.
+//! - [`decide`]: the one decision path, model → score → judge → hysteresis → episode,
+//!   that `run` and `replay` share; `[detector]` and the models' tables.
+//! - [`tick`]: one host's tick as a function: frame in, what to publish ([`out`]) out.
 //! - [`rules`]: threshold rules as reference data: document, events, windows, evaluator,
-//!   and the `test-rules` command.
-//! - [`link`]: the MQTT side: client with reconnect and the embedded broker.
+//!   the running agent's rules, and the `test-rules` command.
+//! - [`link`]: the MQTT side: client with reconnect and outbox, the embedded broker, and
+//!   their config tables.
+//! - [`homeassistant`]: Home Assistant MQTT discovery configs, one device per host.
+//! - [`health`]: the agent's own health, published on `agent/stats`.
+//! - [`footprint`]: keeping resident memory small (paging hints for our own code).
+//! - [`config`]: reads the TOML document and hands each part its table; checks across
+//!   tables; old key names.
 //! - [`run`]: the `run` command, wiring the above into ticks.
 //! - [`replay`]: the `replay` command, a CSV streamed through one model offline, and its plot.
 //! - [`watch`]: the `watch` command, the fleet's hosts, scores and firing alarms seen as an
 //!   MQTT subscriber: live in the terminal, or one plain snapshot.
 //! - [`error`]: the crate's error type.
+//!
+//! Which part may use which is written down in `docs/architecture.md` and checked by
+//! `tests/architecture.rs`.
 
 pub mod alarm;
 pub mod config;
+pub mod decide;
 pub mod error;
 pub mod footprint;
 pub mod frame;
 pub mod health;
 pub mod homeassistant;
 pub mod link;
+pub mod out;
 pub mod replay;
 pub mod rules;
 pub mod run;
 pub mod sampler;
 pub mod scorer;
 pub mod simulate;
+pub mod tick;
 pub mod watch;
 
 pub use error::Error;

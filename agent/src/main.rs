@@ -2,14 +2,16 @@
 //! `config`, and handed to `run`, `replay`, `rules::offline` or `watch`; anyhow lives only
 //! at this edge.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use lookout_agent::config::{DetectorRaw, Source};
+use clap::{Args, Parser, Subcommand};
+use lookout_agent::config;
+use lookout_agent::decide::Detector;
 use lookout_agent::rules::{Limits, RuleSet, offline};
 use lookout_agent::watch::{self, fleet::HostFilter};
 use lookout_agent::{Error, replay, run};
+use lookout_shared::config::Source;
 use lookout_shared::duration::HumanDuration;
 
 /// The config shipped in `configs/agent.toml`, used when `--config` is not given so that
@@ -44,13 +46,11 @@ enum Command {
         #[arg(long, value_name = "X")]
         speed: Option<f64>,
     },
-    /// Check a config file and print what it resolves to; exit 2 on any error.
-    CheckConfig {
-        #[arg(long, short)]
-        config: PathBuf,
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
-    },
+    /// Work with config files: `config check`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// The same as `config check`.
+    CheckConfig(CheckArgs),
     /// Stream a CSV (timestamp,value[,value...]) through the scorer offline and write timestamp,score,alarm.
     Replay {
         #[arg(long, short)]
@@ -118,6 +118,22 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a config file (- for stdin) and print the effective config: every table with
+    /// its defaults, in the current shape (old key names are moved and warned about).
+    /// Exit 2 on any error, naming the file, line and key.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[arg(long, short)]
+    config: PathBuf,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
@@ -131,7 +147,7 @@ fn main() -> ExitCode {
         Err(e) => {
             let code = match e.downcast_ref::<Error>() {
                 Some(Error::Config { .. } | Error::Rule { .. } | Error::RulesDocument { .. }) => 2,
-                Some(Error::Io { .. }) if is_config_read(&e) => 2,
+                Some(Error::Io { .. }) if is_rules_read(&e) => 2,
                 _ => 1,
             };
             eprintln!("lookout-agent: {e:#}");
@@ -140,20 +156,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn is_config_read(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        let c = c.to_string();
-        c.starts_with("reading config") || c.starts_with("reading rules")
-    })
+fn is_rules_read(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.to_string().starts_with("reading rules"))
 }
 
-fn load_source(config: Option<&PathBuf>) -> anyhow::Result<Source> {
+/// The `--config` file, or the shipped config built into the binary.
+fn load_source(config: Option<&PathBuf>) -> Result<Source, Error> {
     match config {
-        Some(p) => Source::read(p).map_err(|e| anyhow::Error::new(e).context("reading config")),
-        None => Ok(Source {
-            origin: "(built-in configs/agent.toml)".into(),
-            text: SHIPPED_CONFIG.into(),
-        }),
+        Some(p) => Ok(Source::read(p)?),
+        None => Ok(Source::builtin(
+            "(built-in configs/agent.toml)",
+            SHIPPED_CONFIG,
+        )),
     }
 }
 
@@ -161,86 +176,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run {
             config,
-            mut set,
+            set,
             simulate,
             speed,
-        } => {
-            if let Some(n) = simulate {
-                set.push(format!("simulate.hosts={n}"));
-            }
-            if let Some(x) = speed {
-                set.push(format!("simulate.speed={x}"));
-            }
-            let settings = load_source(config.as_ref())?.load(&set)?;
-            if speed.is_some() && settings.simulate.hosts == 0 {
-                tracing::warn!(
-                    "--speed only applies to simulated hosts (--simulate N); sampling this host in real time"
-                );
-            }
-            // One thread runs the ticks and the MQTT links (a tick is microseconds of
-            // work); fits have their own thread. Fewer threads, fewer malloc arenas: the
-            // footprint is part of the contract on small devices.
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(run::run(settings))?;
-            Ok(())
-        }
-        Command::CheckConfig { config, set } => {
-            let source = load_source(Some(&config))?;
-            let s = source.load(&set)?;
-            println!("{}: OK", config.display());
-            println!("  host            {}", s.host);
-            println!("  interval        {:?}", s.interval);
-            println!(
-                "  mqtt            mqtt://{}:{} prefix {:?}",
-                s.mqtt.host, s.mqtt.port, s.mqtt.prefix
-            );
-            match &s.broker {
-                Some(b) => println!("  embedded broker {}", b.listen),
-                None => println!("  embedded broker off"),
-            }
-            match &s.rules.file {
-                Some(f) => println!(
-                    "  rules file      {} ({} rules), {} groups per window",
-                    f.display(),
-                    s.rules.initial.len(),
-                    s.rules.limits.groups_per_window
-                ),
-                None => println!(
-                    "  rules file      none, {} groups per window",
-                    s.rules.limits.groups_per_window
-                ),
-            }
-            if s.ingest.enabled {
-                println!(
-                    "  ingest          {}",
-                    lookout_shared::topics::ingest_filter(&s.mqtt.prefix)
-                );
-            } else {
-                println!("  ingest          off");
-            }
-            let ha = &s.homeassistant;
-            println!(
-                "  home assistant  discovery {} under {}/",
-                if ha.enabled { "on" } else { "off" },
-                ha.prefix
-            );
-            for (title, models) in [("model", &s.models), ("sim model", &s.sim_models)] {
-                for m in models {
-                    let dims: Vec<String> =
-                        m.metrics.iter().map(|(c, d)| format!("{c}|{d}")).collect();
-                    println!(
-                        "  {title:<15} {} [{}] threshold {} train {} every {}",
-                        m.name,
-                        dims.join(", "),
-                        m.detector.alarm.threshold,
-                        m.detector.params.train_data_size,
-                        m.detector.params.train_every_n
-                    );
-                }
-            }
-            Ok(())
+        } => run(config, set, simulate, speed),
+        Command::Config(ConfigCommand::Check(args)) | Command::CheckConfig(args) => {
+            check_config(&args)
         }
         Command::Replay {
             input,
@@ -252,38 +193,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             windows,
             skip_bad_rows,
         } => {
-            let detector = match config.as_ref() {
-                None => {
-                    let source = Source::empty();
-                    let raw = source.parse(&set)?;
-                    source.resolve_detector("detector", &raw.detector.or_builtin())?
-                }
-                Some(_) => {
-                    let source = load_source(config.as_ref())?;
-                    let s = source.load(&set)?;
-                    match model {
-                        Some(name) => s
-                            .models
-                            .iter()
-                            .chain(&s.sim_models)
-                            .find(|m| m.name == name)
-                            .map(|m| m.detector.clone())
-                            .ok_or_else(|| Error::Config {
-                                path: source.origin.clone(),
-                                message: format!(
-                                    "--model {name}: no such model in [models] or [sim_models]"
-                                ),
-                            })?,
-                        None => {
-                            let raw = source.parse(&set)?;
-                            source.resolve_detector(
-                                "detector",
-                                &raw.detector.or(&DetectorRaw::builtin()),
-                            )?
-                        }
-                    }
-                }
-            };
+            let detector = replay_detector(config.as_ref(), model.as_deref(), &set)?;
             // Read the windows before the replay, so that a bad file fails before any work.
             let plot = match plot {
                 Some(path) => Some(replay::PlotSpec {
@@ -326,25 +236,105 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             rules,
             events,
             max_groups,
-        } => {
-            // An unreadable rules file is a bad rules file (exit 2); an unreadable events
-            // file is a failed run (exit 1), as for replay's input.
-            let set = RuleSet::read(&rules).map_err(|e| match e {
-                Error::Io { .. } => anyhow::Error::new(e).context("reading rules"),
-                e => e.into(),
-            })?;
-            let limits = Limits {
-                groups_per_window: usize::try_from(max_groups).unwrap_or(usize::MAX),
-            };
-            let summary = offline::test_rules_files(
-                set,
-                &events,
-                limits,
-                &mut std::io::stdout().lock(),
-                &mut std::io::stderr().lock(),
-            )?;
-            tracing::debug!(?summary, "test-rules finished");
-            Ok(())
-        }
+        } => test_rules(&rules, &events, max_groups),
     }
+}
+
+fn run(
+    config: Option<PathBuf>,
+    mut set: Vec<String>,
+    simulate: Option<usize>,
+    speed: Option<f64>,
+) -> anyhow::Result<()> {
+    if let Some(n) = simulate {
+        set.push(format!("simulate.hosts={n}"));
+    }
+    if let Some(x) = speed {
+        set.push(format!("simulate.speed={x}"));
+    }
+    let settings = config::load(&load_source(config.as_ref())?, &set)?;
+    if speed.is_some() && settings.simulate.hosts == 0 {
+        tracing::warn!(
+            "--speed only applies to simulated hosts (--simulate N); sampling this host in real time"
+        );
+    }
+    // One thread runs the ticks and the MQTT links (a tick is microseconds of work); fits
+    // have their own thread. Fewer threads, fewer malloc arenas: the footprint is part of
+    // the contract on small devices.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run::run(settings))?;
+    Ok(())
+}
+
+/// `config check`: validates everything (as `run` would), then prints the effective
+/// config. The first line says which file is OK, for scripts that grep for it.
+fn check_config(args: &CheckArgs) -> anyhow::Result<()> {
+    let source = load_source(Some(&args.config))?;
+    let parsed = config::parse(&source, &args.set)?;
+    let settings = parsed.resolve()?;
+    let effective = parsed.effective_toml()?;
+    println!(
+        "# {}: OK (host {}, {} models, {} simulated-host models)",
+        source.origin,
+        settings.host,
+        settings.models.len(),
+        settings.sim_models.len()
+    );
+    print!("{effective}");
+    Ok(())
+}
+
+/// The detector `replay` runs: the built-in default without `--config`; with it, the
+/// config's `[detector]`, or the model `--model` names.
+fn replay_detector(
+    config: Option<&PathBuf>,
+    model: Option<&str>,
+    set: &[String],
+) -> anyhow::Result<Detector> {
+    let source = match config {
+        Some(_) => load_source(config)?,
+        None => Source::empty(),
+    };
+    let parsed = config::parse(&source, set)?;
+    let Some(name) = model else {
+        let d = parsed
+            .detector()?
+            .resolve()
+            .map_err(|e| parsed.invalid("detector", e))?;
+        return Ok(d);
+    };
+    let s = parsed.resolve()?;
+    let found = s
+        .models
+        .iter()
+        .chain(&s.sim_models)
+        .find(|m| m.name == name)
+        .map(|m| m.detector.clone());
+    Ok(found.ok_or_else(|| Error::Config {
+        path: source.origin.clone(),
+        message: format!("--model {name}: no such model in [models] or [sim_models]"),
+    })?)
+}
+
+fn test_rules(rules: &Path, events: &Path, max_groups: u64) -> anyhow::Result<()> {
+    // An unreadable rules file is a bad rules file (exit 2); an unreadable events file is
+    // a failed run (exit 1), as for replay's input.
+    let set = RuleSet::read(rules).map_err(|e| match e {
+        Error::Io { .. } => anyhow::Error::new(e).context("reading rules"),
+        e => e.into(),
+    })?;
+    let limits = Limits {
+        groups_per_window: usize::try_from(max_groups).unwrap_or(usize::MAX),
+    };
+    let summary = offline::test_rules_files(
+        set,
+        events,
+        limits,
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    )?;
+    tracing::debug!(?summary, "test-rules finished");
+    Ok(())
 }

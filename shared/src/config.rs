@@ -37,6 +37,40 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// What a section's owner finds wrong while checking its own table: the key relative to
+/// that table, and why. The assembler prefixes the table ([`Invalid::within`]) and places
+/// it with [`Source::invalid`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    pub key: String,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(key: impl Into<String>, message: impl fmt::Display) -> Self {
+        Self {
+            key: key.into(),
+            message: message.to_string(),
+        }
+    }
+
+    /// The same error, with its key inside `table` (`models.cpu` + `alarm.t2`).
+    pub fn within(self, table: &str) -> Self {
+        let key = match (table.is_empty(), self.key.is_empty()) {
+            (true, _) => self.key,
+            (false, true) => table.to_owned(),
+            (false, false) => format!("{table}.{}", self.key),
+        };
+        Self { key, ..self }
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
 /// A key a release renamed, found in a document and moved to its new place.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Renamed {
@@ -95,6 +129,19 @@ impl Source {
         }
     }
 
+    /// An owner's [`Invalid`], placed at its key's line (or at the old key's line when
+    /// the key was given under a name a release `renamed`).
+    pub fn invalid(&self, e: Invalid, renamed: &[Renamed]) -> ConfigError {
+        match renamed.iter().find(|r| r.new == e.key) {
+            Some(r) => {
+                let mut err = self.error(&r.old, e.message);
+                err.message = format!("{} (now {})", err.message, r.new);
+                err
+            }
+            None => self.error(&e.key, e.message),
+        }
+    }
+
     /// The document with `overrides` applied, as a TOML table.
     pub fn table(&self, overrides: &[String]) -> Result<toml::Table, ConfigError> {
         let mut doc: toml::Table = toml::from_str(&self.text).map_err(|e| ConfigError {
@@ -110,41 +157,64 @@ impl Source {
         Ok(doc)
     }
 
-    /// Parses into `T` with `overrides` applied; see [`Source::parse_with`].
+    /// Parses into `T` with `overrides` applied.
     pub fn parse<T: DeserializeOwned>(&self, overrides: &[String]) -> Result<T, ConfigError> {
-        self.parse_with(overrides, |_| Vec::new()).map(|(t, _)| t)
+        let doc = self.table(overrides)?;
+        self.deserialize(doc, "", overrides, &[])
     }
 
-    /// Parses into `T`: overrides applied, then `migrate` moves renamed keys (returning
-    /// what it moved, for the caller to warn about), then strict deserialization.
-    pub fn parse_with<T: DeserializeOwned>(
+    /// The document for a release that renamed keys: `migrate` moves the renamed keys
+    /// found in the text to their new places (and returns what it moved), then each
+    /// override is applied under its new name when `rename` gives one, so that an old
+    /// `--set` still works and still wins over the file.
+    pub fn document(
         &self,
         overrides: &[String],
-        migrate: impl FnOnce(&mut toml::Table) -> Vec<Renamed>,
-    ) -> Result<(T, Vec<Renamed>), ConfigError> {
-        let mut doc = self.table(overrides)?;
-        let renamed = migrate(&mut doc);
-        let value = self.deserialize(doc, overrides)?;
-        Ok((value, renamed))
+        migrate: impl FnOnce(&mut toml::Table) -> Result<Vec<Renamed>, Invalid>,
+        rename: impl Fn(&str) -> Option<String>,
+    ) -> Result<(toml::Table, Vec<Renamed>), ConfigError> {
+        let mut doc = self.table(&[])?;
+        let mut renamed = migrate(&mut doc).map_err(|e| self.error(&e.key, e.message))?;
+        for o in overrides {
+            let (key, value) = o.split_once('=').unwrap_or((o, ""));
+            let spec = match rename(key.trim()) {
+                Some(new) => {
+                    renamed.push(Renamed {
+                        old: key.trim().to_owned(),
+                        new: new.clone(),
+                    });
+                    format!("{new}={value}")
+                }
+                None => o.clone(),
+            };
+            crate::overrides::apply(&mut doc, &spec).map_err(|message| ConfigError {
+                at: format!("--set {o}"),
+                message,
+            })?;
+        }
+        Ok((doc, renamed))
     }
 
-    /// Deserializes a (possibly edited) document of this source into `T`; errors name the
-    /// key's path and line, and the `--set` that set it when one did.
+    /// Deserializes one table of this source's document (at dotted `prefix`) into `T`;
+    /// errors name the key's path and line, and the `--set` that set it when one did.
     pub fn deserialize<T: DeserializeOwned>(
         &self,
-        doc: toml::Table,
+        table: toml::Table,
+        prefix: &str,
         overrides: &[String],
+        renamed: &[Renamed],
     ) -> Result<T, ConfigError> {
-        serde_path_to_error::deserialize(toml::Value::Table(doc))
-            .map_err(|e| self.deserialize_error(&e, "", overrides))
+        serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| self.deserialize_error(&e, prefix, overrides, renamed))
     }
 
     /// `e` from deserializing the table at `prefix` (dotted, empty for the document).
-    pub fn deserialize_error(
+    fn deserialize_error(
         &self,
         e: &serde_path_to_error::Error<toml::de::Error>,
         prefix: &str,
         overrides: &[String],
+        renamed: &[Renamed],
     ) -> ConfigError {
         let mut key = prefix.to_owned();
         for seg in e.path().iter() {
@@ -182,7 +252,7 @@ impl Source {
                 at: format!("--set {o}"),
                 message: format!("{key}: {message}"),
             },
-            None => self.error(&key, message),
+            None => self.invalid(Invalid { key, message }, renamed),
         }
     }
 }
@@ -336,24 +406,40 @@ mod tests {
     }
 
     #[test]
-    fn migrations_move_keys_and_report_them() {
-        let (doc, renamed): (Doc, _) = src("[models.m]\ndirection = \"down\"\n")
-            .parse_with(&[], |t| {
-                let m = t["models"]["m"].as_table_mut().map(|m| {
-                    let v = m.remove("direction").unwrap();
-                    let mut a = toml::Table::new();
-                    a.insert("direction".into(), v);
-                    m.insert("alarm".into(), a.into());
-                });
-                assert!(m.is_some());
-                vec![Renamed {
-                    old: "models.m.direction".into(),
-                    new: "models.m.alarm.direction".into(),
-                }]
-            })
+    fn migrations_move_keys_and_overrides_follow_them() {
+        let migrate = |t: &mut toml::Table| {
+            let m = t["models"]["m"].as_table_mut().unwrap();
+            let v = m.remove("direction").unwrap();
+            let mut a = toml::Table::new();
+            a.insert("direction".into(), v);
+            m.insert("alarm".into(), a.into());
+            Ok(vec![Renamed {
+                old: "models.m.direction".into(),
+                new: "models.m.alarm.direction".into(),
+            }])
+        };
+        let rename = |k: &str| (k == "models.m.threshold").then(|| "models.m.threshold".into());
+        let source = src("[models.m]\ndirection = \"down\"\nthreshold = 1.0\n");
+        let (doc, renamed) = source
+            .document(&["models.m.threshold=2.0".into()], migrate, rename)
             .unwrap();
+        assert_eq!(renamed.len(), 2);
+        let doc: Doc = source.deserialize(doc, "", &[], &renamed).unwrap();
         assert_eq!(doc.models["m"].alarm.direction, "down");
-        assert_eq!(renamed.len(), 1);
+        assert_eq!(doc.models["m"].threshold, 2.0);
+        let err = source
+            .deserialize::<Doc>(
+                toml::from_str("[models.m]\nalarm = { direction = 3 }").unwrap(),
+                "",
+                &[],
+                &renamed,
+            )
+            .unwrap_err();
+        assert_eq!(err.at, "t.toml:2", "the old key's line: {err}");
+        assert!(
+            err.message.contains("(now models.m.alarm.direction)"),
+            "{err}"
+        );
     }
 
     #[test]

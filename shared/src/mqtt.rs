@@ -13,6 +13,12 @@ use crate::secret::Secret;
 use crate::tls::{TlsError, TlsSettings};
 use crate::url::MqttUrl;
 
+/// Largest packet a subscribing client reads. A packet over the client's limit drops the
+/// connection, and a retained one would then be redelivered on every reconnect, so the
+/// limit is generous and the receiver judges sizes itself; larger packets are the
+/// broker's to refuse (mosquitto: `message_size_limit`).
+pub const SUBSCRIBER_PACKET_LIMIT: usize = 4 * 1024 * 1024;
+
 /// Brokers disconnect clients whose keep-alive is very short and the network is slow;
 /// below this a configured value is raised.
 pub const MIN_KEEP_ALIVE: Duration = Duration::from_secs(5);
@@ -104,6 +110,45 @@ impl ClientConfig {
         }
         o.set_transport(crate::tls::transport(&self.url, &self.tls, context)?);
         Ok(o)
+    }
+
+    /// [`ClientConfig::options`] for a client that must keep running when its TLS files
+    /// became unusable after start: the error is logged and the options point at a TLS
+    /// setup that trusts nothing, so every connection fails (and says why in the log)
+    /// instead of falling back to plain TCP.
+    pub fn options_or_refusing(&self, session: &Session, context: &str) -> MqttOptions {
+        match self.options(session, context) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(client = context, error = %e, "TLS settings unusable; the MQTT connection will fail");
+                let mut plain = Self {
+                    tls: TlsSettings::default(),
+                    url: MqttUrl {
+                        tls: false,
+                        ..self.url.clone()
+                    },
+                    ..self.clone()
+                }
+                .options(session, context)
+                .unwrap_or_else(|_| {
+                    MqttOptions::new(&self.client_id, self.url.host.clone(), self.url.port)
+                });
+                let refusing = rumqttc::tokio_rustls::rustls::ClientConfig::builder_with_provider(
+                    crate::tls::provider(),
+                )
+                .with_safe_default_protocol_versions()
+                .map(|b| {
+                    b.with_root_certificates(rumqttc::tokio_rustls::rustls::RootCertStore::empty())
+                        .with_no_client_auth()
+                });
+                if let Ok(config) = refusing {
+                    plain.set_transport(rumqttc::Transport::tls_with_config(
+                        rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(config)),
+                    ));
+                }
+                plain
+            }
+        }
     }
 
     /// The same client under another id (simulated hosts, `watch`).

@@ -5,6 +5,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// The retained payloads of `<prefix>/<host>/status`: published on every connect, and
+/// left by the broker as the last will.
+pub const ONLINE: &str = "online";
+pub const OFFLINE: &str = "offline";
+
 /// Labels attached to a host or an alarm (`ip`, ...). A BTreeMap keeps the JSON key order
 /// stable, which makes payloads diffable and tests deterministic.
 pub type Labels = BTreeMap<String, String>;

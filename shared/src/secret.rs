@@ -55,6 +55,14 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Serialized as `<redacted>`: printing an effective config (`config check`) must not
+/// print the password.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let spec = String::deserialize(d)?;

@@ -12,15 +12,18 @@
 //!   higher level is announced at once and a lower one once it has held for
 //!   `resolve_after` ticks.
 
+pub mod config;
+pub mod publish;
 pub mod saturation;
 pub mod severity;
 
-use crate::config::AlarmParams;
+pub use config::{AlarmConfig, AlarmParams, Kind, SaturationConfig};
 pub use saturation::{Saturation, SaturationParams};
 pub use severity::Grading;
 
 /// Which side of normal may alarm.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Direction {
     #[default]
     Both,

@@ -29,9 +29,8 @@ pub struct SaturationParams {
 pub struct Saturation {
     params: SaturationParams,
     prev: Option<f64>,
-    rises: [i64; KEPT],
-    next: usize,
-    count: usize,
+    /// Times of the last [`KEPT`] rises; the oldest is overwritten.
+    rises: heapless::HistoryBuf<i64, KEPT>,
 }
 
 impl Saturation {
@@ -39,9 +38,7 @@ impl Saturation {
         Self {
             params,
             prev: None,
-            rises: [0; KEPT],
-            next: 0,
-            count: 0,
+            rises: heapless::HistoryBuf::new(),
         }
     }
 
@@ -51,18 +48,17 @@ impl Saturation {
             return;
         }
         if self.prev.is_some_and(|p| value > p) {
-            self.rises[self.next] = ts;
-            self.next = (self.next + 1) % KEPT;
-            self.count = (self.count + 1).min(KEPT);
+            self.rises.write(ts);
         }
         self.prev = Some(value);
     }
 
     fn rises_within(&self, now: i64) -> u32 {
         let since = now - self.params.window_ms;
-        (0..self.count)
-            .map(|i| self.rises[(self.next + KEPT - 1 - i) % KEPT])
-            .take_while(|&t| t > since)
+        self.rises
+            .oldest_ordered()
+            .rev()
+            .take_while(|&&t| t > since)
             .count() as u32
     }
 

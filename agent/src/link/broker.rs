@@ -8,8 +8,8 @@ use std::net::TcpListener;
 
 use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings, TlsConfig};
 
+use super::config::BrokerSettings;
 use crate::Error;
-use crate::config::BrokerSettings;
 
 /// Starts the broker on its own thread. The address is bound once here first, so a port
 /// already in use is reported as a clear error instead of a log line from a thread.

@@ -33,17 +33,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, Publish, QoS,
-};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Outgoing, Packet, Publish, QoS};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use lookout_shared::time::Backoff;
 
+use super::config::MqttSettings;
 use super::outbox::{Outbox, OutboxStats};
 use super::sweep::{Sweep, Verdict};
-use crate::config::MqttSettings;
+use crate::out::Out;
+use lookout_shared::mqtt::Session;
 
 /// QoS 1 messages that need no durability (status, simulator events, re-sent states) held
 /// while the request queue is full or the link is down; beyond this the oldest go.
@@ -69,14 +69,10 @@ struct Qos1 {
     ready: bool,
 }
 
-pub const ONLINE: &str = "online";
-pub const OFFLINE: &str = "offline";
+pub use lookout_shared::payload::{OFFLINE, ONLINE};
 
-/// Largest packet a link reads when it subscribes. A packet over the client's limit drops
-/// the connection, and a retained one would then be redelivered on every reconnect, so
-/// the limit is generous and the receiver judges sizes itself; larger packets are the
-/// broker's to refuse (mosquitto: `message_size_limit`).
-pub const INCOMING_PACKET_LIMIT: usize = 4 * 1024 * 1024;
+/// Largest packet a link reads when it subscribes (shared::mqtt says why it is large).
+pub const INCOMING_PACKET_LIMIT: usize = lookout_shared::mqtt::SUBSCRIBER_PACKET_LIMIT;
 
 /// Largest packet a link that subscribes to nothing reads (acks and the like).
 const QUIET_PACKET_LIMIT: usize = 256 * 1024;
@@ -165,42 +161,28 @@ impl Link {
             sweep,
         } = extras;
         let status_topic = lookout_shared::topics::status(&settings.prefix, host);
-        let mut opts = MqttOptions::new(client_id, settings.host.clone(), settings.port);
-        opts.set_keep_alive(settings.keep_alive);
-        if let Some((user, password)) = &settings.credentials {
-            opts.set_credentials(user.clone(), password.expose().to_owned());
-        }
-        if settings.tls {
-            let url = lookout_shared::url::MqttUrl {
-                tls: true,
-                host: settings.host.clone(),
-                port: settings.port,
-            };
-            // Checked when the config was loaded; a failure now (a file changed since) is
-            // logged, and the connection then fails (and says so) rather than going plain.
-            match lookout_shared::tls::transport(&url, &settings.tls_settings, host) {
-                Ok(t) => {
-                    opts.set_transport(t);
-                }
-                Err(e) => {
-                    tracing::error!(host, error = %e, "TLS settings unusable; the MQTT connection will fail")
-                }
-            }
-        }
-        opts.set_clean_session(true);
         // A sweep reads retained messages that anyone may have published under its filter.
         let incoming_limit = if inbox.is_some() || sweep.is_some() {
             INCOMING_PACKET_LIMIT
         } else {
             QUIET_PACKET_LIMIT
         };
-        opts.set_max_packet_size(incoming_limit, 256 * 1024);
-        opts.set_last_will(LastWill::new(
-            &status_topic,
-            OFFLINE,
-            QoS::AtLeastOnce,
-            true,
-        ));
+        let session = Session {
+            clean: true,
+            manual_acks: false,
+            max_incoming: incoming_limit,
+            max_outgoing: 256 * 1024,
+            last_will: Some(LastWill::new(
+                &status_topic,
+                OFFLINE,
+                QoS::AtLeastOnce,
+                true,
+            )),
+        };
+        let opts = settings
+            .client
+            .with_client_id(client_id.to_owned())
+            .options_or_refusing(&session, host);
         let (client, eventloop) = AsyncClient::new(opts, settings.queue);
         let o = &settings.outbox;
         let dir = o.dir.join(lookout_shared::topics::sanitize_level(host));
@@ -240,7 +222,7 @@ impl Link {
             eventloop,
             link.clone(),
             host.to_owned(),
-            format!("{}:{}", settings.host, settings.port),
+            settings.client.url.display(),
             Backoff::new(settings.reconnect_min, settings.reconnect_max, host),
             inbox.map(Receiving::new),
         ));
@@ -263,6 +245,26 @@ impl Link {
                     );
                 }
                 false
+            }
+        }
+    }
+
+    /// Publishes what the tick loop, the rules or the health report asked for, each kind
+    /// with its delivery (see [`Out`]).
+    pub fn publish(&self, out: Out) {
+        match out {
+            Out::Metrics { topic, payload } | Out::Score { topic, payload } => {
+                self.publish_lossy(&topic, payload);
+            }
+            Out::Alarm { topic, payload } | Out::State { topic, payload } => {
+                self.publish_state(&topic, payload);
+            }
+            Out::Forget { topic } => self.forget_state(&topic),
+            Out::Truth { topic, payload } => {
+                self.publish_event(&topic, payload);
+            }
+            Out::Stats { topic, payload } => {
+                self.publish_report(&topic, payload);
             }
         }
     }

@@ -25,9 +25,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::Error;
-use crate::alarm::{Hysteresis, Judge, Tick, Transition};
-use crate::config::Detector;
-use crate::scorer::Model;
+use crate::alarm::Transition;
+use crate::decide::{Decider, Decision, Detector, Scored};
+use crate::scorer::fit::Inline;
 use timestamp::Timestamp;
 use windows::Window;
 
@@ -143,189 +143,255 @@ pub fn replay_collecting<R: Read, W: Write>(
     out: &mut W,
     detector: &Detector,
     origin: &str,
-    mut progress: Option<Progress>,
+    progress: Option<Progress>,
     mut rows: Option<&mut Vec<Row>>,
     skip_bad_rows: bool,
+) -> Result<Summary, Error> {
+    let threshold = detector.alarm.threshold;
+    replay_observed(
+        input,
+        out,
+        detector,
+        origin,
+        progress,
+        skip_bad_rows,
+        &mut |r: &Replayed| {
+            if let Some(rows) = rows.as_deref_mut() {
+                rows.push(Row {
+                    ts: timestamp::parse(r.ts),
+                    value: r.values[0],
+                    score: r.score(),
+                    threshold: Some(threshold),
+                    alarm: r.firing(),
+                });
+            }
+        },
+    )
+}
+
+/// One replayed row, as [`replay_observed`] shows it to its observer.
+#[derive(Debug)]
+pub struct Replayed<'a> {
+    /// The timestamp field as written.
+    pub ts: &'a str,
+    /// The row's time in Unix ms: its own when it is a date, else one second per row.
+    pub ts_ms: i64,
+    pub values: &'a [f64],
+    pub decision: Decision,
+}
+
+impl Replayed<'_> {
+    pub fn score(&self) -> Option<f64> {
+        match self.decision {
+            Decision::Scored(s) => Some(s.score),
+            _ => None,
+        }
+    }
+
+    /// An alarm was firing after this row (the plot's red rows).
+    pub fn firing(&self) -> bool {
+        matches!(self.decision, Decision::Scored(s) if s.firing)
+    }
+
+    /// An alarm was raised at this row (the output's `alarm` column).
+    pub fn fired(&self) -> bool {
+        matches!(
+            self.decision,
+            Decision::Scored(Scored {
+                transition: Some(Transition::Fired { .. }),
+                ..
+            })
+        )
+    }
+}
+
+/// The streaming core: each row through the decision path ([`Decider`]) with fits run
+/// inline, one output row per input row, and each replayed row shown to `observe`.
+pub fn replay_observed<R: Read, W: Write>(
+    mut input: BufReader<R>,
+    out: &mut W,
+    detector: &Detector,
+    origin: &str,
+    mut progress: Option<Progress>,
+    skip_bad_rows: bool,
+    observe: &mut dyn FnMut(&Replayed),
 ) -> Result<Summary, Error> {
     let csv_err = |line: u64, message: String| Error::Csv {
         path: origin.to_owned(),
         line,
         message,
     };
-    // A bad row: the error, or with skip_bad_rows a note, an empty output row and `None`.
-    let bad_row = |summary: &mut Summary,
-                   out: &mut W,
-                   line: u64,
-                   ts: Option<&str>,
-                   message: String|
-     -> Result<(), Error> {
-        if !skip_bad_rows {
-            return Err(csv_err(line, message));
-        }
-        summary.skipped += 1;
-        if summary.skipped <= 10 {
-            tracing::warn!(
-                file = origin,
-                line,
-                "{message}; row skipped (--skip-bad-rows)"
-            );
-        }
-        if let Some(ts) = ts {
-            writeln!(out, "{ts},,0").map_err(|e| csv_err(0, format!("writing output: {e}")))?;
-        }
-        Ok(())
-    };
     let write_err = |e: std::io::Error| csv_err(0, format!("writing output: {e}"));
-    let mut input = input;
-    let mut line = Vec::with_capacity(256);
-    let mut values: Vec<f64> = Vec::new();
-    let mut model: Option<Model> = None;
-    let mut ws = None;
-    let mut alarm = Hysteresis::new(detector.alarm);
-    let mut judge = Judge::new(detector.alarm);
+    let mut reader = LineReader::default();
+    let mut decider: Option<(Decider, Inline)> = None;
     let mut summary = Summary::default();
-    let mut line_no: u64 = 0;
-    let mut bytes: u64 = 0;
-    let mut width: Option<usize> = None;
     out.write_all(b"timestamp,score,alarm\n")
         .map_err(write_err)?;
     loop {
-        line.clear();
-        let n = input
-            .read_until(b'\n', &mut line)
-            .map_err(|e| csv_err(line_no + 1, format!("reading: {e}")))?;
-        if n == 0 {
-            break;
-        }
-        bytes += n as u64;
-        line_no += 1;
-        let Ok(text) = std::str::from_utf8(&line) else {
-            bad_row(&mut summary, out, line_no, None, "not UTF-8".into())?;
-            continue;
+        let line = match reader.next(&mut input) {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
+            Err(e) => return Err(csv_err(reader.line_no + 1, format!("reading: {e}"))),
         };
-        let text = text.trim_end_matches(['\n', '\r']);
-        if text.trim().is_empty() {
-            continue;
-        }
-        let Some((ts, rest)) = text.split_once(',') else {
-            bad_row(
-                &mut summary,
-                out,
-                line_no,
-                None,
-                format!("expected timestamp,value[,value...], got {text:?}"),
-            )?;
-            continue;
-        };
-        values.clear();
-        let mut parsed_all = true;
-        for field in rest.split(',') {
-            match field.trim().parse::<f64>() {
-                Ok(v) => values.push(v),
-                Err(_) => {
-                    parsed_all = false;
-                    break;
+        let (ts, values) = match line {
+            Line::Skip => continue,
+            Line::Row { ts, values } => (ts, values),
+            Line::Bad { line, ts, message } => {
+                if !skip_bad_rows {
+                    return Err(csv_err(line, message));
                 }
-            }
-        }
-        if !parsed_all {
-            if width.is_none() && summary.rows == 0 {
-                // The header: it names the columns; its width is the model's.
-                width = Some(rest.split(',').count());
+                summary.skipped += 1;
+                if summary.skipped <= 10 {
+                    tracing::warn!(
+                        file = origin,
+                        line,
+                        "{message}; row skipped (--skip-bad-rows)"
+                    );
+                }
+                if let Some(ts) = ts {
+                    writeln!(out, "{ts},,0").map_err(write_err)?;
+                }
                 continue;
             }
-            bad_row(
-                &mut summary,
-                out,
-                line_no,
-                Some(ts),
-                format!("value is not a number in {text:?}"),
-            )?;
-            continue;
-        }
-        let expected = *width.get_or_insert(values.len());
-        if values.len() != expected {
-            bad_row(
-                &mut summary,
-                out,
-                line_no,
-                Some(ts),
-                format!(
-                    "{} value columns where the header/first row has {expected}",
-                    values.len()
-                ),
-            )?;
-            continue;
-        }
-        let m = model.get_or_insert_with(|| Model::new(detector.params, expected));
-        let ws = ws.get_or_insert_with(|| m.workspace());
+        };
+        let (d, fitter) = decider.get_or_insert_with(|| {
+            let d = Decider::new(detector, values.len());
+            let fitter = Inline::for_model(d.model());
+            (d, fitter)
+        });
         summary.rows += 1;
-        // Time for saturation windows: the row's own when it is a date, else one second
-        // per row.
         let ts_ms = match timestamp::parse(ts) {
             Some(Timestamp::Civil(secs)) => (secs * 1000.0) as i64,
             _ => summary.rows as i64 * 1000,
         };
-        let mut score = None;
-        let mut fired = false;
-        let valid = values.iter().all(|v| detector.valid(*v));
-        if !valid {
-            summary.invalid += 1;
-        } else if let Ok(train_due) = m.ingest(&values) {
-            if train_due {
-                m.fit_now(ws);
-                summary.fits += 1;
-            }
-            score = m.score();
-        }
-        if let Some(s) = score {
-            fired = matches!(
-                alarm.step(
-                    ts_ms,
-                    s,
-                    judge.judge(&Tick {
-                        ts: ts_ms,
-                        score: s,
-                        novelty: m.novelty(),
-                        deviation: if judge.needs_deviation() {
-                            m.deviation()
-                        } else {
-                            0.0
-                        },
-                        value: values[0],
-                    }),
-                ),
-                Some(Transition::Fired { .. })
-            );
-            summary.scored += 1;
-        }
-        summary.alarms += u64::from(fired);
-        let firing = alarm.is_firing();
-        summary.alarm_rows += u64::from(firing);
-        if let Some(rows) = rows.as_deref_mut() {
-            rows.push(Row {
-                ts: timestamp::parse(ts),
-                value: values[0],
-                score,
-                threshold: Some(detector.alarm.threshold),
-                alarm: firing,
-            });
-        }
-        out.write_all(ts.as_bytes()).map_err(write_err)?;
-        out.write_all(b",").map_err(write_err)?;
-        if let Some(s) = score {
-            write!(out, "{s}").map_err(write_err)?;
-        }
-        out.write_all(if fired { b",1\n" } else { b",0\n" })
-            .map_err(write_err)?;
+        let (decision, fitted) = d.step(ts_ms, values, (0, 0), fitter);
+        let r = Replayed {
+            ts,
+            ts_ms,
+            values,
+            decision,
+        };
+        summary.count(&r, fitted);
+        observe(&r);
+        write_row(out, &r).map_err(write_err)?;
         if let Some(p) = progress.as_mut() {
-            p.update(summary.rows, bytes);
+            p.update(summary.rows, reader.bytes);
         }
     }
     if let Some(p) = progress.as_mut() {
         p.finish(summary.rows);
     }
     Ok(summary)
+}
+
+impl Summary {
+    fn count(&mut self, r: &Replayed, fitted: bool) {
+        self.fits += u64::from(fitted);
+        self.invalid += u64::from(r.decision == Decision::Invalid);
+        self.scored += u64::from(r.score().is_some());
+        self.alarms += u64::from(r.fired());
+        self.alarm_rows += u64::from(r.firing());
+    }
+}
+
+/// `timestamp,score,alarm`.
+fn write_row<W: Write>(out: &mut W, r: &Replayed) -> std::io::Result<()> {
+    out.write_all(r.ts.as_bytes())?;
+    out.write_all(b",")?;
+    if let Some(s) = r.score() {
+        write!(out, "{s}")?;
+    }
+    out.write_all(if r.fired() { b",1\n" } else { b",0\n" })
+}
+
+/// What one input line is.
+enum Line<'a> {
+    /// Blank, or the header.
+    Skip,
+    Row {
+        ts: &'a str,
+        values: &'a [f64],
+    },
+    /// Malformed line number `line`; `ts` when the line has one.
+    Bad {
+        line: u64,
+        ts: Option<&'a str>,
+        message: String,
+    },
+}
+
+/// Reads the CSV a line at a time into one reused buffer.
+#[derive(Default)]
+struct LineReader {
+    line: Vec<u8>,
+    values: Vec<f64>,
+    line_no: u64,
+    bytes: u64,
+    rows: u64,
+    /// Value columns: the header's or the first row's; every row must have as many.
+    width: Option<usize>,
+}
+
+impl LineReader {
+    fn next<R: Read>(&mut self, input: &mut BufReader<R>) -> std::io::Result<Option<Line<'_>>> {
+        self.line.clear();
+        let n = input.read_until(b'\n', &mut self.line)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.bytes += n as u64;
+        self.line_no += 1;
+        let Ok(text) = std::str::from_utf8(&self.line) else {
+            return Ok(Some(Line::Bad {
+                line: self.line_no,
+                ts: None,
+                message: "not UTF-8".into(),
+            }));
+        };
+        let text = text.trim_end_matches(['\n', '\r']);
+        if text.trim().is_empty() {
+            return Ok(Some(Line::Skip));
+        }
+        let Some((ts, rest)) = text.split_once(',') else {
+            return Ok(Some(Line::Bad {
+                line: self.line_no,
+                ts: None,
+                message: format!("expected timestamp,value[,value...], got {text:?}"),
+            }));
+        };
+        self.values.clear();
+        let parsed_all = rest
+            .split(',')
+            .all(|f| f.trim().parse::<f64>().map(|v| self.values.push(v)).is_ok());
+        if !parsed_all {
+            if self.width.is_none() && self.rows == 0 {
+                // The header: it names the columns; its width is the model's.
+                self.width = Some(rest.split(',').count());
+                return Ok(Some(Line::Skip));
+            }
+            return Ok(Some(Line::Bad {
+                line: self.line_no,
+                ts: Some(ts),
+                message: format!("value is not a number in {text:?}"),
+            }));
+        }
+        let expected = *self.width.get_or_insert(self.values.len());
+        if self.values.len() != expected {
+            return Ok(Some(Line::Bad {
+                line: self.line_no,
+                ts: Some(ts),
+                message: format!(
+                    "{} value columns where the header/first row has {expected}",
+                    self.values.len()
+                ),
+            }));
+        }
+        self.rows += 1;
+        Ok(Some(Line::Row {
+            ts,
+            values: &self.values,
+        }))
+    }
 }
 
 /// Rows/s and ETA on stderr, redrawn at most 4 times a second.
@@ -376,13 +442,16 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DetectorRaw, Source};
+    use lookout_shared::config::Source;
 
     fn detector(overrides: &[&str]) -> Detector {
         let sets: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-        let raw = Source::empty().parse(&sets).unwrap();
-        Source::empty()
-            .resolve_detector("detector", &raw.detector.or_builtin())
+        let source = Source::empty();
+        crate::config::parse(&source, &sets)
+            .unwrap()
+            .detector()
+            .unwrap()
+            .resolve()
             .unwrap()
     }
 
@@ -399,9 +468,9 @@ mod tests {
             csv.push_str(&format!("t{i},{}\n", (i as f64 * 0.2).sin() * 10.0));
         }
         let d = detector(&[
-            "detector.train_data_size=100",
-            "detector.train_every_n=50",
-            "detector.min_train_points=100",
+            "detector.train.window=100",
+            "detector.train.every=50",
+            "detector.train.min_points=100",
         ]);
         let (out, s) = run(&csv, &d).unwrap();
         let lines: Vec<&str> = out.lines().collect();
@@ -426,9 +495,9 @@ mod tests {
             csv.push_str(&format!("{i},{},{}\n", i % 7, i % 3));
         }
         let d = detector(&[
-            "detector.train_data_size=50",
-            "detector.train_every_n=50",
-            "detector.min_train_points=50",
+            "detector.train.window=50",
+            "detector.train.every=50",
+            "detector.train.min_points=50",
         ]);
         let (_, s) = run(&csv, &d).unwrap();
         assert_eq!(s.scored, 150);
@@ -457,8 +526,8 @@ mod tests {
             csv.push_str(&format!("t{i},{v}\n"));
         }
         let d = detector(&[
-            "detector.train_data_size=100",
-            "detector.min_train_points=100",
+            "detector.train.window=100",
+            "detector.train.min_points=100",
             "detector.down_limit=0",
             "detector.upper_limit=100",
         ]);
@@ -519,9 +588,9 @@ mod tests {
 
     fn alarming_detector() -> Detector {
         detector(&[
-            "detector.train_data_size=200",
-            "detector.train_every_n=100",
-            "detector.threshold=1.5",
+            "detector.train.window=200",
+            "detector.train.every=100",
+            "detector.alarm.threshold=1.5",
         ])
     }
 
@@ -629,10 +698,6 @@ mod tests {
 
     #[test]
     fn builtin_default_is_used_without_config() {
-        let d = detector(&[]);
-        let expected = Source::empty()
-            .resolve_detector("detector", &DetectorRaw::builtin())
-            .unwrap();
-        assert_eq!(d, expected);
+        assert_eq!(detector(&[]), Detector::default());
     }
 }

@@ -27,16 +27,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use lookout_shared::codec::to_json;
 use lookout_shared::duration::HumanDuration;
-use lookout_shared::payload::{Alarm, AlarmState, Labels};
+use lookout_shared::payload::{AlarmState, Labels};
 use lookout_shared::topics;
 use serde::Serialize;
 
+use super::config::RulesSettings;
 use super::document::{Cmp, DIMS, Rule, RuleSet, Stat};
 use super::engine::{Cause, Change, Closed, Engine, Stats};
 use super::event::{Defaults, Event, events};
 use super::window::{Aggregate, GroupKey};
-use crate::config::RulesSettings;
+use crate::alarm::publish::{Episode, Publisher};
 use crate::frame::Frame;
+pub use crate::out::Out;
 
 /// How far past the agent's clock an event's own time may lie. The engine's clock follows
 /// event time, so a device whose clock runs ahead would otherwise close everyone's windows
@@ -56,15 +58,6 @@ pub const RESOLVED_KEPT: usize = 1024;
 
 /// Bad events are logged at most this often, with the number left unlogged.
 const BAD_LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// Something for the host's link to do.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Out {
-    /// Publish a state: QoS 1, retained, re-sent after reconnects.
-    State { topic: String, payload: Vec<u8> },
-    /// Stop re-sending a state after reconnects (see [`RESOLVED_KEPT`]).
-    Forget { topic: String },
-}
 
 /// What the running agent's rules need from the config.
 #[derive(Clone, Debug)]
@@ -159,7 +152,8 @@ pub struct Live {
     engine: Engine,
     prefix: String,
     host: String,
-    labels: Labels,
+    /// Rule alarms' payloads, built as the learned models' are.
+    alarms: Publisher,
     host_topic: String,
     fleet_topic: String,
     error_topic: String,
@@ -207,9 +201,9 @@ impl Live {
             host_topic: topics::rules(&p.prefix, &p.host),
             fleet_topic: topics::fleet_rules(&p.prefix),
             error_topic: topics::rules_error(&p.prefix, &p.host),
+            alarms: Publisher::new(&p.prefix, &p.host, &p.labels),
             prefix: p.prefix,
             host: p.host,
-            labels: p.labels,
             ingest: p.ingest,
             host_metrics: p.host_metrics,
             file,
@@ -569,10 +563,9 @@ impl Live {
             } => (rule, key, *started_at),
         };
         let name = alarm_name(rule, &key.group);
-        let topic = topics::alarm(&self.prefix, &self.host, &name);
+        let topic = self.alarms.topic(&name);
         let stat = rule.operator.stat;
-        let mut labels = self.labels.clone();
-        labels.extend(rule_labels(rule, &key.group));
+        let mut labels: Labels = rule_labels(rule, &key.group).into_iter().collect();
         let where_ = place(rule, &key.group);
         let (state, ts, score, summary) = match change {
             Change::Fired { output, .. } => {
@@ -604,38 +597,20 @@ impl Live {
                     .map(|a| a.stat(stat))
                     .or(fired)
                     .unwrap_or(rule.value);
-                let why = match cause {
-                    Cause::NoLongerMatches => format!(
-                        "{} {} {score} no longer {} {}",
-                        rule.metric,
-                        stat_name(stat),
-                        cmp_sign(rule.operator.cmp),
-                        rule.value
-                    ),
-                    Cause::NoData => format!("no {} events in a window", rule.metric),
-                    Cause::RuleRemoved => "the rule was removed".into(),
-                    Cause::RuleChanged => "the rule now selects other events".into(),
-                };
-                let lasted = HumanDuration(Duration::from_millis(
-                    u64::try_from(at - started_at).unwrap_or(0),
-                ));
-                let summary = format!("{}: resolved on {where_} after {lasted}: {why}", rule.alert);
+                let summary = format!(
+                    "{}: resolved on {where_} after {}: {}",
+                    rule.alert,
+                    HumanDuration(Duration::from_millis(
+                        u64::try_from(at - started_at).unwrap_or(0),
+                    )),
+                    resolution(rule, stat, score, *cause)
+                );
                 (AlarmState::Resolved, *at, score, summary)
             }
         };
-        tracing::info!(
-            host = %self.host,
-            rule = %rule.id,
-            device = %key.group.device,
-            alarm = %name,
-            state = state.as_str(),
-            score,
-            "rule alarm {}",
-            state.as_str()
-        );
-        let alarm = Alarm {
-            id: Alarm::episode_id(&self.host, &name, started_at),
-            host: self.host.clone(),
+        tracing::debug!(host = %self.host, rule = %rule.id, device = %key.group.device, "rule alarm {}", state.as_str());
+        out.push(self.alarms.publish(Episode {
+            name,
             source: topics::rule_source(&rule.id.to_string()),
             state,
             severity: rule.severity,
@@ -645,11 +620,7 @@ impl Live {
             threshold: rule.value,
             summary,
             labels,
-        };
-        out.push(Out::State {
-            topic: topic.clone(),
-            payload: to_json(&alarm),
-        });
+        }));
         if state == AlarmState::Resolved {
             self.keep_resolved(topic, out);
         }
@@ -665,6 +636,22 @@ impl Live {
                 out.push(Out::Forget { topic: old });
             }
         }
+    }
+}
+
+/// Why a rule alarm resolved, in words.
+fn resolution(rule: &Rule, stat: Stat, score: f64, cause: Cause) -> String {
+    match cause {
+        Cause::NoLongerMatches => format!(
+            "{} {} {score} no longer {} {}",
+            rule.metric,
+            stat_name(stat),
+            cmp_sign(rule.operator.cmp),
+            rule.value
+        ),
+        Cause::NoData => format!("no {} events in a window", rule.metric),
+        Cause::RuleRemoved => "the rule was removed".into(),
+        Cause::RuleChanged => "the rule now selects other events".into(),
     }
 }
 

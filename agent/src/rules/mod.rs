@@ -5,6 +5,7 @@
 //! output events and alarm changes.
 //!
 //! Layout:
+//! - [`config`]: the `[rules]` and `[ingest]` tables.
 //! - [`document`]: the rules document, parsed and validated as a whole; operators.
 //! - [`event`]: input events (the seed's shape and the plain ingest form), one or a stream.
 //! - [`window`]: one rule's open tumbling window and its bounded groups.
@@ -15,6 +16,7 @@
 //!   MQTT messages, events from `<prefix>/ingest/#` and the host's samples, alarms.
 //! - `glob`, `time`: `deviceId` globs and RFC 3339 times, small enough to write here.
 
+pub mod config;
 pub mod document;
 pub mod engine;
 pub mod event;
@@ -27,6 +29,7 @@ pub mod window;
 #[cfg(test)]
 mod tests;
 
+pub use config::{IngestConfig, RulesConfig, RulesSettings};
 pub use document::{Operator, Rule, RuleId, RuleSet};
 pub use engine::{AlarmKey, Cause, Change, Closed, Engine, Limits, Output, Stats};
 pub use event::{Defaults, Event, events};

@@ -13,7 +13,8 @@ use super::kmeans::{self, KMeansParams, Workspace};
 use super::preprocess::DimPreprocessor;
 
 /// How a vector's distance to a model's centres is measured.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Distance {
     /// Mean distance to all centres: the notebook's score.
     Mean,

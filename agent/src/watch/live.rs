@@ -58,7 +58,11 @@ pub(super) async fn run(opts: &Options) -> Result<(), Error> {
     let mut net = tokio::spawn(drive(events, client, opts.filters(), Arc::clone(&shared)));
     let quit = Arc::new(AtomicBool::new(false));
     let mut ui = tokio::task::spawn_blocking({
-        let (shared, quit, source) = (Arc::clone(&shared), Arc::clone(&quit), opts.url().display());
+        let (shared, quit, source) = (
+            Arc::clone(&shared),
+            Arc::clone(&quit),
+            opts.client.url.display(),
+        );
         move || ui_loop(&shared, &quit, &source)
     });
     let result = tokio::select! {

@@ -23,6 +23,8 @@ pub mod tui;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
+use lookout_shared::config::Source;
+use lookout_shared::mqtt::{ClientConfig, Session};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter,
 };
@@ -30,10 +32,8 @@ use tokio::time::Instant;
 
 use lookout_shared::time::now_ms;
 use lookout_shared::topics;
-use lookout_shared::url::MqttUrl;
 
 use crate::Error;
-use crate::config::{MqttSettings, Source};
 use fleet::{Fleet, HostFilter, Limits};
 
 /// How long the first connection may take before `--once` gives up.
@@ -45,7 +45,9 @@ const RETRY_MIN: Duration = Duration::from_millis(250);
 /// What `watch` runs on: resolved and validated.
 #[derive(Clone, Debug)]
 pub struct Options {
-    pub mqtt: MqttSettings,
+    /// The broker connection, as the agent's `[mqtt]` would make it.
+    pub client: ClientConfig,
+    pub prefix: String,
     pub filter: Option<HostFilter>,
     /// Print one snapshot after `wait` and exit, instead of the live view.
     pub once: bool,
@@ -69,15 +71,15 @@ impl Options {
             path: flag.into(),
             message,
         };
-        let mut raw = source.parse(&[])?;
+        let mut parsed = crate::config::parse(source, &[])?;
         if let Some(url) = url {
-            let parsed = lookout_shared::url::parse(&url).map_err(|m| flag("--url", m))?;
-            if !parsed.tls {
-                let m = &mut raw.mqtt;
+            let parsed_url = lookout_shared::url::parse(&url).map_err(|m| flag("--url", m))?;
+            let m = &mut parsed.raw.mqtt;
+            if !parsed_url.tls {
                 (m.ca_file, m.cert_file, m.key_file) = (None, None, None);
                 m.insecure_skip_verify = false;
             }
-            raw.mqtt.url = url;
+            m.url = url;
         }
         if let Some(prefix) = prefix {
             if prefix.is_empty() || prefix.contains(['+', '#']) {
@@ -86,28 +88,21 @@ impl Options {
                     format!("{prefix:?} must be non-empty and free of MQTT wildcards"),
                 ));
             }
-            raw.mqtt.prefix = prefix;
+            parsed.raw.mqtt.prefix = prefix;
         }
-        let settings = source.resolve(raw)?;
+        let (client, prefix) = parsed.client()?;
         Ok(Self {
-            mqtt: settings.mqtt,
+            client,
+            prefix,
             filter,
             once,
             wait,
         })
     }
 
-    fn url(&self) -> MqttUrl {
-        MqttUrl {
-            tls: self.mqtt.tls,
-            host: self.mqtt.host.clone(),
-            port: self.mqtt.port,
-        }
-    }
-
     /// The subscriptions: every host's topics, or one host's when the filter names one.
     fn filters(&self) -> Vec<SubscribeFilter> {
-        let p = &self.mqtt.prefix;
+        let p = &self.prefix;
         let host = self
             .filter
             .as_ref()
@@ -122,7 +117,6 @@ impl Options {
     }
 
     fn mqtt_options(&self) -> Result<MqttOptions, Error> {
-        let m = &self.mqtt;
         // Unique enough that two watches (or a restarted one) never take over each
         // other's session: the pid and the clock's nanoseconds.
         let nanos = std::time::SystemTime::now()
@@ -133,26 +127,20 @@ impl Options {
             std::process::id(),
             nanos & 0xffff
         );
-        let mut o = MqttOptions::new(id, m.host.clone(), m.port);
-        o.set_keep_alive(m.keep_alive);
-        o.set_clean_session(true);
         // Generous, as for the agent's own subscribing link: a packet over the limit would
         // drop the connection, and a retained one would do so on every reconnect. The
         // fleet judges payload sizes itself.
-        o.set_max_packet_size(crate::link::client::INCOMING_PACKET_LIMIT, 64 * 1024);
-        if let Some((user, password)) = &m.credentials {
-            o.set_credentials(user.clone(), password.expose().to_owned());
-        }
-        if m.tls {
-            let t = lookout_shared::tls::transport(&self.url(), &m.tls_settings, "watch").map_err(
-                |e| Error::Config {
-                    path: "mqtt".into(),
-                    message: e.to_string(),
-                },
-            )?;
-            o.set_transport(t);
-        }
-        Ok(o)
+        let session = Session {
+            max_incoming: lookout_shared::mqtt::SUBSCRIBER_PACKET_LIMIT,
+            ..Session::default()
+        };
+        self.client
+            .with_client_id(id)
+            .options(&session, "watch")
+            .map_err(|e| Error::Config {
+                path: "mqtt".into(),
+                message: e.to_string(),
+            })
     }
 }
 
@@ -173,7 +161,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
 }
 
 fn new_fleet(opts: &Options) -> Fleet {
-    Fleet::new(&opts.mqtt.prefix, opts.filter.clone(), Limits::default())
+    Fleet::new(&opts.prefix, opts.filter.clone(), Limits::default())
 }
 
 fn why(e: &ConnectionError) -> String {
@@ -185,7 +173,7 @@ fn why(e: &ConnectionError) -> String {
 
 /// `--once`: connect (or fail naming the URL), collect for `wait`, print one snapshot.
 async fn once(opts: &Options) -> Result<(), Error> {
-    let url = opts.url().display();
+    let url = opts.client.url.display();
     let (client, mut events) = AsyncClient::new(opts.mqtt_options()?, 16);
     let connect_error = |message: String| Error::Connect {
         url: url.clone(),
@@ -258,10 +246,7 @@ mod tests {
     use super::*;
 
     fn resolve(text: &str, url: Option<&str>, prefix: Option<&str>) -> Result<Options, Error> {
-        let source = Source {
-            origin: "test.toml".into(),
-            text: text.into(),
-        };
+        let source = Source::builtin("test.toml", text);
         Options::resolve(
             &source,
             url.map(str::to_owned),
@@ -275,27 +260,27 @@ mod tests {
     #[test]
     fn flags_win_over_the_config_and_the_config_over_defaults() {
         let o = resolve("", None, None).unwrap();
-        assert_eq!(o.url().display(), "mqtt://127.0.0.1:1883");
-        assert_eq!(o.mqtt.prefix, "lookout");
+        assert_eq!(o.client.url.display(), "mqtt://127.0.0.1:1883");
+        assert_eq!(o.prefix, "lookout");
         let cfg = "[mqtt]\nurl = \"mqtt://broker:1884\"\nprefix = \"plant\"\nusername = \"u\"\npassword = \"p\"\n";
         let o = resolve(cfg, None, None).unwrap();
-        assert_eq!(o.url().display(), "mqtt://broker:1884");
-        assert_eq!(o.mqtt.prefix, "plant");
-        assert_eq!(o.mqtt.credentials.as_ref().unwrap().0, "u");
+        assert_eq!(o.client.url.display(), "mqtt://broker:1884");
+        assert_eq!(o.prefix, "plant");
+        assert_eq!(o.client.login.as_ref().unwrap().0, "u");
         let o = resolve(cfg, Some("mqtt://other:1"), Some("x")).unwrap();
-        assert_eq!(o.url().display(), "mqtt://other:1");
-        assert_eq!(o.mqtt.prefix, "x");
-        assert!(o.mqtt.credentials.is_some(), "the login still applies");
+        assert_eq!(o.client.url.display(), "mqtt://other:1");
+        assert_eq!(o.prefix, "x");
+        assert!(o.client.login.is_some(), "the login still applies");
     }
 
     #[test]
     fn a_plain_url_drops_the_configs_tls_keys() {
         let cfg = "[mqtt]\nurl = \"mqtts://broker\"\ninsecure_skip_verify = true\n";
         let o = resolve(cfg, Some("mqtt://127.0.0.1:1883"), None).unwrap();
-        assert!(!o.mqtt.tls);
-        assert!(o.mqtt.tls_settings.is_empty());
+        assert!(!o.client.url.tls);
+        assert!(o.client.tls.is_empty());
         let o = resolve(cfg, None, None).unwrap();
-        assert!(o.mqtt.tls);
+        assert!(o.client.url.tls);
     }
 
     #[test]

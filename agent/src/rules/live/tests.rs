@@ -42,13 +42,13 @@ fn live_with(initial: &str, file: Option<PathBuf>, host_metrics: bool) -> Live {
 fn states(out: &[Out]) -> Vec<(String, Value)> {
     out.iter()
         .filter_map(|o| match o {
-            Out::State { topic, payload } if payload.is_empty() => {
+            Out::State { topic, payload } | Out::Alarm { topic, payload } if payload.is_empty() => {
                 Some((topic.clone(), Value::Null))
             }
-            Out::State { topic, payload } => {
+            Out::State { topic, payload } | Out::Alarm { topic, payload } => {
                 Some((topic.clone(), serde_json::from_slice(payload).unwrap()))
             }
-            Out::Forget { .. } => None,
+            _ => None,
         })
         .collect()
 }

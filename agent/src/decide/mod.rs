@@ -1,0 +1,262 @@
+//! The one decision path: a model's values in, its score, whether the tick is anomalous
+//! and at what level, and the alarm episode's changes out. `run` (every host, every
+//! tick) and `replay` (a CSV, row by row) both call [`Decider::step`]; there is no second
+//! copy whose behaviour could drift from what a device does.
+//!
+//! Model → score → [`Judge`] (threshold, context, direction, saturation, grading) →
+//! [`Hysteresis`] (for, resolve_after, suppress, level changes) → [`Episode`].
+//!
+//! Layout:
+//! - this file: [`Decider`], one model's decision state.
+//! - [`config`]: `[detector]` as written, and the [`Detector`] it resolves to.
+
+pub mod config;
+
+pub use config::{Detector, DetectorConfig, ModelSpec};
+
+use lookout_shared::payload::AlarmState;
+
+use crate::alarm::publish::Episode;
+use crate::alarm::{Hysteresis, Judge, Tick, Transition};
+use crate::scorer::Model;
+use crate::scorer::fit::Fitter;
+use crate::scorer::trainer::ModelKey;
+
+/// What one tick did to a model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Decision {
+    /// A value lay outside the detector's `down_limit`/`upper_limit`: counted, not scored.
+    Invalid,
+    /// A value was not a finite number: the model did not advance.
+    Skipped,
+    /// Taken in, but the model has not fitted yet: no score.
+    Learning,
+    Scored(Scored),
+}
+
+/// A scored tick.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scored {
+    pub score: f64,
+    /// The tick's level (1–4) when it is anomalous.
+    pub level: Option<u8>,
+    /// Whether an alarm is firing after this tick.
+    pub firing: bool,
+    /// The alarm episode's change at this tick, if any.
+    pub transition: Option<Transition>,
+}
+
+/// One model's decision state: the model, its judge and its hysteresis.
+#[derive(Debug)]
+pub struct Decider {
+    model: Model,
+    judge: Judge,
+    hysteresis: Hysteresis,
+    detector: Detector,
+    /// Ticks refused because a value was outside the detector's limits.
+    invalid: u64,
+}
+
+impl Decider {
+    pub fn new(detector: &Detector, n_dims: usize) -> Self {
+        Self {
+            model: Model::new(detector.params, n_dims),
+            judge: Judge::new(detector.alarm),
+            hysteresis: Hysteresis::new(detector.alarm),
+            detector: detector.clone(),
+            invalid: 0,
+        }
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// For installing a fit that finished on the trainer thread.
+    pub fn model_mut(&mut self) -> &mut Model {
+        &mut self.model
+    }
+
+    pub fn detector(&self) -> &Detector {
+        &self.detector
+    }
+
+    pub fn invalid(&self) -> u64 {
+        self.invalid
+    }
+
+    /// One tick at time `ts` (Unix ms) with one value per dimension. A due fit goes to
+    /// `fitter` as model `key`; the second value says whether one finished inline.
+    pub fn step(
+        &mut self,
+        ts: i64,
+        values: &[f64],
+        key: ModelKey,
+        fitter: &mut dyn Fitter,
+    ) -> (Decision, bool) {
+        if !values.iter().all(|v| self.detector.valid(*v)) {
+            self.invalid += 1;
+            return (Decision::Invalid, false);
+        }
+        let Ok(train_due) = self.model.ingest(values) else {
+            return (Decision::Skipped, false);
+        };
+        let fitted = train_due && fitter.fit(key, &mut self.model);
+        let Some(score) = self.model.score() else {
+            return (Decision::Learning, fitted);
+        };
+        let level = self.judge.judge(&Tick {
+            ts,
+            score,
+            novelty: self.model.novelty(),
+            // Only direction and saturation look at it; skip the work otherwise.
+            deviation: if self.judge.needs_deviation() {
+                self.model.deviation()
+            } else {
+                0.0
+            },
+            value: values[0],
+        });
+        let transition = self.hysteresis.step(ts, score, level);
+        let scored = Scored {
+            score,
+            level,
+            firing: self.hysteresis.is_firing(),
+            transition,
+        };
+        (Decision::Scored(scored), fitted)
+    }
+
+    /// The alarm episode change of `t` for the model called `name` on `host` at `ts`.
+    pub fn episode(&self, name: &str, host: &str, ts: i64, t: Transition) -> Episode {
+        let threshold = self.detector.alarm.threshold;
+        let (state, started_at, score, severity) = match t {
+            Transition::Fired {
+                started_at,
+                score,
+                severity,
+            }
+            | Transition::Changed {
+                started_at,
+                score,
+                severity,
+            } => (AlarmState::Firing, started_at, score, severity),
+            Transition::Resolved {
+                started_at,
+                score,
+                severity,
+            } => (AlarmState::Resolved, started_at, score, severity),
+        };
+        let summary = match state {
+            AlarmState::Firing if score >= threshold => format!(
+                "{name}: anomaly score {score:.2} >= {threshold:.2} on {host} (severity {severity})"
+            ),
+            AlarmState::Firing => format!(
+                "{name}: values in an order never seen before on {host} (score {score:.2}, severity {severity})"
+            ),
+            AlarmState::Resolved => format!(
+                "{name}: back to normal on {host} (score {score:.2}) after {}",
+                humanize_ms(ts - started_at)
+            ),
+        };
+        Episode {
+            name: name.to_owned(),
+            source: name.to_owned(),
+            state,
+            severity,
+            ts,
+            started_at,
+            score,
+            threshold,
+            summary,
+            labels: Default::default(),
+        }
+    }
+}
+
+fn humanize_ms(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scorer::fit::Inline;
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(humanize_ms(12_000), "12s");
+        assert_eq!(humanize_ms(192_000), "3m12s");
+        assert_eq!(humanize_ms(3_720_000), "1h02m");
+    }
+
+    fn small() -> Detector {
+        let mut c = DetectorConfig::default();
+        c.train.window = 100;
+        c.train.every = 50;
+        c.train.min_points = 100;
+        c.alarm.threshold = 1.5;
+        c.alarm.suppress = 0;
+        // Context novelty alarms on what it has barely seen; this test is about scores.
+        c.context.levels = 0;
+        c.down_limit = Some(-1000.0);
+        c.resolve().unwrap()
+    }
+
+    #[test]
+    fn learning_then_scores_then_a_jump_fires_and_resolves_with_one_id() {
+        let d = small();
+        let mut dec = Decider::new(&d, 1);
+        let mut fit = Inline::for_model(dec.model());
+        let mut transitions = Vec::new();
+        let mut fits = 0;
+        for i in 0..600 {
+            let v = (i as f64 * 0.3).sin() + if (400..430).contains(&i) { 40.0 } else { 0.0 };
+            let (decision, fitted) = dec.step(i * 1000, &[v], (0, 0), &mut fit);
+            fits += usize::from(fitted);
+            match decision {
+                Decision::Learning => assert!(i < 100, "row {i}"),
+                Decision::Scored(s) => {
+                    assert!(i >= 100);
+                    if let Some(t) = s.transition {
+                        transitions.push(dec.episode("m", "h", i * 1000, t));
+                    }
+                }
+                other => panic!("row {i}: {other:?}"),
+            }
+        }
+        assert!(fits >= 10, "{fits}");
+        let fired = transitions
+            .iter()
+            .find(|e| e.state == AlarmState::Firing)
+            .expect("the jump fires");
+        assert!((400_000..430_000).contains(&fired.started_at), "{fired:?}");
+        let resolved = transitions
+            .iter()
+            .find(|e| e.state == AlarmState::Resolved)
+            .expect("and resolves");
+        assert_eq!(resolved.started_at, fired.started_at);
+        assert!(
+            resolved.summary.contains("back to normal on h"),
+            "{resolved:?}"
+        );
+        assert_eq!(
+            dec.step(0, &[-5000.0], (0, 0), &mut fit).0,
+            Decision::Invalid
+        );
+        assert_eq!(
+            dec.step(0, &[f64::NAN], (0, 0), &mut fit).0,
+            Decision::Invalid,
+            "NaN is not within the limits"
+        );
+        assert_eq!(dec.invalid(), 2);
+        let mut no_limits = Decider::new(&Detector::default(), 1);
+        let d = no_limits.step(0, &[f64::NAN], (0, 0), &mut fit).0;
+        assert_eq!(d, Decision::Skipped, "without limits NaN is skipped");
+    }
+}

@@ -1,0 +1,227 @@
+//! One host's tick as a function: its frame of samples (and the simulator's ground
+//! truth) in, the messages to publish out ([`Out`]): metrics, every model's score and
+//! alarm changes. No MQTT handle in sight: `run` hands the outputs to the host's link,
+//! and the tests feed frames and read outputs without a broker.
+//!
+//! Each model's values go through [`Decider::step`], the same decision path `replay` runs.
+
+use lookout_shared::codec::to_json;
+use lookout_shared::payload::{Labels, Score, SimTruth};
+use lookout_shared::topics;
+
+use crate::alarm::publish::Publisher;
+use crate::decide::{Decider, Decision, ModelSpec};
+use crate::frame::Frame;
+use crate::health::ModelsReport;
+use crate::out::Out;
+use crate::scorer::fit::Fitter;
+use crate::scorer::model::TrainJob;
+
+/// Ticks a model's metric may be missing before that is worth a warning.
+const MISSING_WARN_AFTER: u32 = 5;
+
+/// One model of one host, with everything its tick needs prepared at start.
+struct ModelRun {
+    name: String,
+    metrics: Vec<(String, String)>,
+    values: Vec<f64>,
+    decider: Decider,
+    score_topic: String,
+    /// Consecutive ticks without this model's metrics; the warning goes out once, when a
+    /// metric is still missing after a few ticks (rates appear only from the second).
+    missing_ticks: u32,
+}
+
+/// One published host: its models, topics and labels.
+pub struct Host {
+    name: String,
+    labels: Labels,
+    metrics_topic: String,
+    truth_topic: String,
+    alarms: Publisher,
+    models: Vec<ModelRun>,
+}
+
+impl Host {
+    pub fn new(prefix: &str, name: &str, labels: &Labels, specs: &[ModelSpec]) -> Self {
+        let models = specs
+            .iter()
+            .map(|s| ModelRun {
+                name: s.name.clone(),
+                metrics: s.metrics.clone(),
+                values: vec![0.0; s.metrics.len()],
+                decider: Decider::new(&s.detector, s.metrics.len()),
+                score_topic: topics::score(prefix, name, &s.name),
+                missing_ticks: 0,
+            })
+            .collect();
+        Self {
+            name: name.to_owned(),
+            labels: labels.clone(),
+            metrics_topic: topics::metrics(prefix, name),
+            truth_topic: topics::sim_truth(prefix, name),
+            alarms: Publisher::new(prefix, name, labels),
+            models,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// One tick: `index` is the host's place in the run (it keys the fits it asks
+    /// `fitter` for).
+    pub fn tick(
+        &mut self,
+        index: usize,
+        frame: &Frame,
+        truth: &[SimTruth],
+        fitter: &mut dyn Fitter,
+        out: &mut Vec<Out>,
+    ) {
+        for t in truth {
+            tracing::info!(host = %t.host, metric = %t.metric, kind = %t.kind, start = t.start, end = t.end, "simulator injected an anomaly");
+            out.push(Out::Truth {
+                topic: self.truth_topic.clone(),
+                payload: to_json(t),
+            });
+        }
+        if !frame.samples.is_empty() {
+            out.push(Out::Metrics {
+                topic: self.metrics_topic.clone(),
+                payload: metrics_json(&self.name, frame),
+            });
+        }
+        for (mi, mr) in self.models.iter_mut().enumerate() {
+            if !mr.take_values(&self.name, frame) {
+                continue;
+            }
+            let (decision, _) = mr.decider.step(frame.ts, &mr.values, (index, mi), fitter);
+            mr.publish(decision, frame.ts, &self.alarms, &self.labels, out);
+        }
+    }
+
+    /// A fit of model `model` finished on the trainer thread: hands its staging buffer
+    /// back (to the trainer's pool), or the job's own buffer when the model is gone.
+    pub fn install(&mut self, model: usize, job: TrainJob) -> Box<[f32]> {
+        match self.models.get_mut(model) {
+            Some(mr) => mr.decider.model_mut().install(job),
+            None => job.data,
+        }
+    }
+
+    pub fn models_report(&self) -> ModelsReport {
+        let trained = |m: &&ModelRun| m.decider.model().is_trained();
+        ModelsReport {
+            learning: self.models.len() - self.models.iter().filter(trained).count(),
+            ready: self.models.iter().filter(trained).count(),
+            invalid_values: self.models.iter().map(|m| m.decider.invalid()).sum(),
+        }
+    }
+}
+
+impl ModelRun {
+    /// Copies this model's values out of the frame; false while one is missing.
+    fn take_values(&mut self, host: &str, frame: &Frame) -> bool {
+        for (v, (chart, dim)) in self.values.iter_mut().zip(&self.metrics) {
+            match frame.get(chart, dim) {
+                Some(x) => *v = x,
+                None => {
+                    self.missing_ticks = self.missing_ticks.saturating_add(1);
+                    if self.missing_ticks == MISSING_WARN_AFTER {
+                        tracing::warn!(host, model = %self.name, chart, dim, "metric not available on this host; model waits for it (logged once)");
+                    }
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// The score (unless `only_show_anomaly` hides it) and the alarm change, if any.
+    fn publish(
+        &self,
+        decision: Decision,
+        ts: i64,
+        alarms: &Publisher,
+        labels: &Labels,
+        out: &mut Vec<Out>,
+    ) {
+        let detector = self.decider.detector();
+        let scored = match decision {
+            Decision::Invalid => {
+                let invalid = self.decider.invalid();
+                // Once, then every 10,000th: a sensor stuck out of range must not flood
+                // the log.
+                if invalid % 10_000 == 1 {
+                    tracing::warn!(host = alarms.host(), model = %self.name, values = ?self.values, invalid, down_limit = ?detector.down_limit, upper_limit = ?detector.upper_limit, "value outside the model's limits: not scored");
+                }
+                return;
+            }
+            Decision::Skipped => return,
+            Decision::Learning => None,
+            Decision::Scored(s) => Some(s),
+        };
+        let anomalous = scored.is_some_and(|s| s.level.is_some());
+        if anomalous || !detector.only_show_anomaly {
+            let msg = Score {
+                ts,
+                host: alarms.host().to_owned(),
+                model: self.name.clone(),
+                score: scored.map(|s| s.score),
+                learning: scored.is_none(),
+                anomalous,
+                level: scored.and_then(|s| s.level).unwrap_or(0),
+                threshold: detector.alarm.threshold,
+                alarm: scored.is_some_and(|s| s.firing),
+                labels: labels.clone(),
+            };
+            out.push(Out::Score {
+                topic: self.score_topic.clone(),
+                payload: to_json(&msg),
+            });
+        }
+        if let Some(t) = scored.and_then(|s| s.transition) {
+            let episode = self.decider.episode(&self.name, alarms.host(), ts, t);
+            out.push(alarms.publish(episode));
+        }
+    }
+}
+
+/// `{"ts":…,"host":…,"metrics":{chart:{dim:value}}}` written straight from the frame;
+/// samples of one chart are contiguous because each source pushes a chart at a time.
+fn metrics_json(host: &str, frame: &Frame) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = Vec::with_capacity(64 + frame.samples.len() * 24);
+    let _ = write!(out, "{{\"ts\":{},\"host\":", frame.ts);
+    let _ = serde_json::to_writer(&mut out, host);
+    out.extend_from_slice(b",\"metrics\":{");
+    let mut chart: Option<&str> = None;
+    for s in &frame.samples {
+        if chart != Some(&*s.chart) {
+            if chart.is_some() {
+                out.extend_from_slice(b"},");
+            }
+            let _ = serde_json::to_writer(&mut out, &*s.chart);
+            out.extend_from_slice(b":{");
+            chart = Some(&*s.chart);
+        } else {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut out, &*s.dim);
+        out.push(b':');
+        if s.value.is_finite() {
+            let _ = serde_json::to_writer(&mut out, &s.value);
+        } else {
+            out.extend_from_slice(b"null");
+        }
+    }
+    if chart.is_some() {
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"}}");
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,171 @@
+use std::io::BufReader;
+use std::path::Path;
+use std::sync::Arc;
+
+use lookout_shared::payload::{Alarm, AlarmState};
+
+use super::*;
+use crate::decide::Detector;
+use crate::replay::{Replayed, replay_observed};
+use crate::scorer::fit::Inline;
+
+#[test]
+fn metrics_json_groups_dims_by_chart_and_parses() {
+    let mut f = Frame::with_capacity(4);
+    f.clear(42);
+    let (cpu, load): (Arc<str>, Arc<str>) = ("system.cpu".into(), "system.load".into());
+    f.push(&cpu, &"user".into(), 1.5);
+    f.push(&cpu, &"system".into(), 0.5);
+    f.push(&load, &"load1".into(), f64::NAN);
+    let v: lookout_shared::payload::Metrics = serde_json::from_slice(&metrics_json("h\"1", &f))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: {}",
+                String::from_utf8_lossy(&metrics_json("h\"1", &f))
+            )
+        });
+    assert_eq!(v.ts, 42);
+    assert_eq!(v.host, "h\"1");
+    assert_eq!(v.metrics["system.cpu"]["user"], Some(1.5));
+    assert_eq!(v.metrics["system.cpu"].len(), 2);
+    let raw: serde_json::Value = serde_json::from_slice(&metrics_json("h", &f)).unwrap();
+    assert!(raw["metrics"]["system.load"]["load1"].is_null());
+}
+
+/// An alarm change as both paths report it.
+#[derive(Clone, Debug, PartialEq)]
+struct Change {
+    ts: i64,
+    started_at: i64,
+    state: AlarmState,
+    severity: u8,
+}
+
+/// The same DEV series, row by row, through `replay` and through the live tick loop (one
+/// host, one model, frames built from the rows, fits inline as replay runs them): the
+/// alarms must be the same, change for change. There is one decision path, so this holds
+/// by construction; the test keeps it that way.
+#[test]
+fn replay_and_the_live_tick_loop_raise_identical_alarms_on_a_dev_series() {
+    let input = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/parity/ec2_cpu_utilization_24ae8d.input.csv");
+    let text = std::fs::read_to_string(&input).unwrap();
+    // A detector that alarms several times on this series, so that the comparison has
+    // something to compare: the default's threshold, less suppression.
+    let mut config = crate::decide::DetectorConfig::default();
+    config.alarm.suppress = 0;
+    config.alarm.threshold = 1.0;
+    config.train.window = 400;
+    config.train.every = 100;
+    let detector: Detector = config.resolve().unwrap();
+
+    let mut replayed = Vec::new();
+    let mut rows = Vec::new();
+    let mut sink = Vec::new();
+    let mut scores = Vec::new();
+    replay_observed(
+        BufReader::new(text.as_bytes()),
+        &mut sink,
+        &detector,
+        "dev.csv",
+        None,
+        false,
+        &mut |r: &Replayed| {
+            rows.push((r.ts_ms, r.values[0]));
+            scores.push(r.score());
+            if let crate::decide::Decision::Scored(s) = r.decision
+                && let Some(t) = s.transition
+            {
+                let (started_at, severity, state) = match t {
+                    crate::alarm::Transition::Fired {
+                        started_at,
+                        severity,
+                        ..
+                    }
+                    | crate::alarm::Transition::Changed {
+                        started_at,
+                        severity,
+                        ..
+                    } => (started_at, severity, AlarmState::Firing),
+                    crate::alarm::Transition::Resolved {
+                        started_at,
+                        severity,
+                        ..
+                    } => (started_at, severity, AlarmState::Resolved),
+                };
+                replayed.push(Change {
+                    ts: r.ts_ms,
+                    started_at,
+                    state,
+                    severity,
+                });
+            }
+        },
+    )
+    .unwrap();
+
+    let spec = ModelSpec {
+        name: "value".into(),
+        metrics: vec![("nab".into(), "value".into())],
+        detector: detector.clone(),
+    };
+    let mut host = Host::new(
+        "lookout",
+        "dev",
+        &Labels::new(),
+        std::slice::from_ref(&spec),
+    );
+    let mut fitter = Inline::new(1, 1, 1);
+    let (chart, dim): (Arc<str>, Arc<str>) = ("nab".into(), "value".into());
+    let mut frame = Frame::with_capacity(1);
+    let mut out = Vec::new();
+    let mut live = Vec::new();
+    let mut live_scores = Vec::new();
+    for &(ts, v) in &rows {
+        frame.clear(ts);
+        frame.push(&chart, &dim, v);
+        host.tick(0, &frame, &[], &mut fitter, &mut out);
+        for o in out.drain(..) {
+            match o {
+                Out::Alarm { topic, payload } => {
+                    assert_eq!(topic, "lookout/dev/alarms/value");
+                    let a: Alarm = serde_json::from_slice(&payload).unwrap();
+                    assert_eq!(a.id, Alarm::episode_id("dev", "value", a.started_at));
+                    live.push(Change {
+                        ts: a.ts,
+                        started_at: a.started_at,
+                        state: a.state,
+                        severity: a.severity,
+                    });
+                }
+                Out::Score { payload, .. } => {
+                    let s: lookout_shared::payload::Score =
+                        serde_json::from_slice(&payload).unwrap();
+                    live_scores.push(s.score);
+                }
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(live, replayed);
+    assert!(
+        replayed
+            .iter()
+            .filter(|c| c.state == AlarmState::Firing)
+            .count()
+            >= 3,
+        "the series must alarm for the comparison to mean something: {replayed:?}"
+    );
+    // Every score is the same (to JSON's round trip, which serde_json does not promise
+    // to the last bit).
+    assert_eq!(live_scores.len(), scores.len());
+    for (i, (a, b)) in live_scores.iter().zip(&scores).enumerate() {
+        match (a, b) {
+            (Some(a), Some(b)) => assert!(
+                (a - b).abs() <= 1e-12 * b.abs().max(1.0),
+                "row {i}: {a} {b}"
+            ),
+            (a, b) => assert_eq!(a, b, "row {i}"),
+        }
+    }
+}
