@@ -11,13 +11,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::{
-    AsyncClient, Event, MqttOptions, Outgoing, Packet, Publish, QoS, TlsConfiguration, Transport,
-};
+use lookout_shared::mqtt::Session;
+use rumqttc::{AsyncClient, Event, Outgoing, Packet, Publish, QoS};
 use tokio::sync::mpsc;
 
 use crate::Error;
-use crate::config::Settings;
+use crate::config::{Built, Resolved, Settings};
 use crate::dedup::{Key, NotificationLog};
 use crate::deliver::{self, DeadLetter, Queued};
 use crate::group::{Added, Groups};
@@ -33,12 +32,15 @@ use crate::stats::{RateLimited, RouteStats, Stats, TargetStats};
 /// (mosquitto: `message_size_limit`).
 const INCOMING_PACKET_LIMIT: usize = 16 * 1024 * 1024;
 
-pub async fn run(settings: Settings) -> Result<(), Error> {
+pub async fn run(resolved: Resolved) -> Result<(), Error> {
     // The state directory first: a second bridge on it stops here, before connecting.
-    let (log, mut recovered, positions) = match &settings.state_dir {
+    let (log, mut recovered, positions) = match &resolved.settings.state_dir {
         Some(dir) => {
-            let (log, recovered, loaded) =
-                NotificationLog::open(dir, settings.dedup_capacity, settings.state_sync)?;
+            let (log, recovered, loaded) = NotificationLog::open(
+                dir,
+                resolved.settings.dedup_capacity,
+                resolved.settings.state_sync,
+            )?;
             if loaded.bad_lines > 0 || loaded.torn_tail > 0 {
                 tracing::warn!(
                     path = %dir.join(crate::dedup::LOG_FILE).display(),
@@ -60,13 +62,17 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         None => {
             tracing::info!("bridge.state_dir is empty: dedup keys and queues are in memory only");
             (
-                NotificationLog::memory(settings.dedup_capacity),
+                NotificationLog::memory(resolved.settings.dedup_capacity),
                 Vec::new(),
                 Default::default(),
             )
         }
     };
     let log = Arc::new(log);
+    let Built {
+        settings,
+        notifiers,
+    } = resolved.build()?;
     let mut stats = Stats::default();
     for r in &settings.routes {
         stats.routes.push(RouteStats {
@@ -74,15 +80,12 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             ..Default::default()
         });
     }
-    let mut notifiers = Vec::with_capacity(settings.targets.len());
-    for (name, cfg) in &settings.targets {
-        let n = cfg.build(name)?;
+    for (name, n) in settings.targets.iter().zip(&notifiers) {
         stats.targets.push(TargetStats {
             name: name.clone(),
             kind: n.kind(),
             ..Default::default()
         });
-        notifiers.push(n);
     }
     let stats = Arc::new(stats);
     let dead = Arc::new(DeadLetter::new(settings.delivery.dead_letter.clone()));
@@ -92,7 +95,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     // position recorded with the last finished notification, the one in flight when the
     // last run died (the target's oldest unfinished one) was written: not again.
     for (t, n) in notifiers.iter().enumerate() {
-        let name = &settings.targets[t].0;
+        let name = &settings.targets[t];
         let Some(now) = n.position() else { continue };
         if let Some(&last) = positions.get(name)
             && now > last
@@ -107,7 +110,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     for (idx, n) in notifiers.into_iter().enumerate() {
         let (tx, task) = deliver::spawn(
             idx,
-            settings.targets[idx].0.clone(),
+            settings.targets[idx].clone(),
             n,
             settings.delivery.clone(),
             Arc::clone(&stats),
@@ -119,11 +122,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     }
     // What a previous run queued and did not finish goes first, in its order.
     for r in recovered {
-        match settings
-            .targets
-            .iter()
-            .position(|(name, _)| *name == r.n.target)
-        {
+        match settings.targets.iter().position(|name| *name == r.n.target) {
             Some(t) => {
                 stats.replayed.inc();
                 stats.targets[t].queued.inc();
@@ -142,39 +141,31 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     }
 
     let m = &settings.mqtt;
-    let mut opts = MqttOptions::new(m.client_id.clone(), m.url.host.clone(), m.url.port);
-    if let Some(tls) = &m.tls_config {
-        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            Arc::clone(tls),
-        )));
-    }
-    opts.set_keep_alive(m.keep_alive);
-    opts.set_manual_acks(true);
-    // A persistent session: the broker keeps our QoS 1 messages while we restart.
-    opts.set_clean_session(false);
-    // Read packets far larger than `max_payload` and reject them ourselves (counted,
-    // acked, skipped): a packet over the client's own limit kills the connection, and the
-    // broker would redeliver it on every reconnect, blocking the session for good.
-    opts.set_max_packet_size(
-        INCOMING_PACKET_LIMIT.max(settings.max_payload + 4096),
-        64 * 1024,
-    );
-    if let Some(user) = &m.username {
-        opts.set_credentials(
-            user.clone(),
-            m.password
-                .as_ref()
-                .map(|p| p.expose().to_owned())
-                .unwrap_or_default(),
-        );
-    }
+    let session = Session {
+        // A persistent session: the broker keeps our QoS 1 messages while we restart.
+        clean: false,
+        manual_acks: true,
+        // Read packets far larger than `max_payload` and reject them ourselves (counted,
+        // acked, skipped): a packet over the client's own limit kills the connection, and
+        // the broker would redeliver it on every reconnect, blocking the session for good.
+        max_incoming: INCOMING_PACKET_LIMIT.max(settings.max_payload + 4096),
+        max_outgoing: 64 * 1024,
+        last_will: None,
+    };
+    let opts = m
+        .client
+        .options(&session, "bridge mqtt")
+        .map_err(|e| Error::Config {
+            path: format!("mqtt.{}", e.key()),
+            message: e.reason(),
+        })?;
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     let stats_topic = format!("{}/bridge/{}/stats", settings.prefix, settings.id);
     tracing::info!(
-        broker = %m.url.display(),
-        tls = m.url.tls,
-        client_cert = m.tls.cert_file.is_some(),
-        login = m.username.is_some(),
+        broker = %m.client.url.display(),
+        tls = m.client.url.tls,
+        client_cert = m.client.tls.cert_file.is_some(),
+        login = m.client.login.is_some(),
         filters = ?m.filters,
         targets = settings.targets.len(),
         routes = settings.routes.len(),
@@ -280,11 +271,11 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
                     } else if let Some(hint) = hint {
                         // A certificate problem does not go away by retrying: say so loudly.
                         failures.hit(|suppressed| {
-                            tracing::error!(broker = %m.url.display(), %error, hint, suppressed, "MQTT TLS connection refused; retrying with backoff");
+                            tracing::error!(broker = %m.client.url.display(), %error, hint, suppressed, "MQTT TLS connection refused; retrying with backoff");
                         });
                     } else {
                         failures.hit(|suppressed| {
-                            tracing::warn!(broker = %m.url.display(), %error, suppressed, "MQTT connection failed; retrying with backoff");
+                            tracing::warn!(broker = %m.client.url.display(), %error, suppressed, "MQTT connection failed; retrying with backoff");
                         });
                     }
                     connected = false;
@@ -468,7 +459,7 @@ impl Pipeline<'_> {
                         Some(sev) if state == "firing" => format!("firing:{sev}"),
                         _ => state.clone(),
                     };
-                    let k = crate::dedup::key(&self.settings.targets[t].0, id, &state_key);
+                    let k = crate::dedup::key(&self.settings.targets[t], id, &state_key);
                     if !self.log.first(k) {
                         self.stats.deduplicated.inc();
                         continue;
@@ -500,7 +491,7 @@ impl Pipeline<'_> {
                         .unwrap_or_else(|_| raw_text.to_string()),
                 };
                 let n = Notification {
-                    target: self.settings.targets[t].0.clone(),
+                    target: self.settings.targets[t].clone(),
                     topic: topic.to_owned(),
                     title,
                     body,
@@ -548,7 +539,7 @@ impl Pipeline<'_> {
         self.stats.targets[t].queued.inc();
         let seq = self.log.queued(keys, &n);
         if self.queues[t].send(Queued { seq, n }).await.is_err() {
-            tracing::error!(target_name = %self.settings.targets[t].0, "target worker stopped");
+            tracing::error!(target_name = %self.settings.targets[t], "target worker stopped");
         }
     }
 
