@@ -210,8 +210,11 @@ pub async fn run(resolved: Resolved) -> Result<(), Error> {
     let mut stats_tick = tokio::time::interval(settings.stats_interval);
     stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut shutdown = std::pin::pin!(lookout_shared::signal::shutdown());
-    let mut delay = Duration::from_millis(250);
-    let mut jitter = lookout_shared::time::Jitter::from_name(&settings.id);
+    let mut backoff = lookout_shared::time::Backoff::new(
+        Duration::from_millis(250),
+        Duration::from_secs(30),
+        &settings.id,
+    );
     let mut connected = false;
     let failures = RateLimited::new(Duration::from_secs(30));
     // Acks waiting for room in the client's request queue: the event loop can hand us a
@@ -248,7 +251,7 @@ pub async fn run(resolved: Resolved) -> Result<(), Error> {
                     // redelivers those messages and dedup keeps them single.
                     unacked.clear();
                     connected = true;
-                    delay = Duration::from_millis(250);
+                    backoff.reset();
                     for f in &filters {
                         if let Err(e) = client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
                             tracing::error!(filter = %f, error = %e, "cannot subscribe");
@@ -279,8 +282,7 @@ pub async fn run(resolved: Resolved) -> Result<(), Error> {
                         });
                     }
                     connected = false;
-                    tokio::time::sleep(jitter.apply(delay)).await;
-                    delay = (delay * 2).min(Duration::from_secs(30));
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
             }
         }
