@@ -514,3 +514,64 @@ fn resolve_delivery(source: &Source, d: &DeliveryRaw) -> Result<DeliverySettings
         dead_letter: d.dead_letter.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TARGET_AND_ROUTE: &str =
+        "[targets.f]\ntype = \"log\"\n\n[[routes]]\ntopic = \"#\"\ntargets = [\"f\"]\n";
+
+    fn error(text: &str, overrides: &[&str]) -> String {
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        resolve(&Source::builtin("bridge.toml", text), &overrides)
+            .expect_err("an error")
+            .to_string()
+    }
+
+    #[test]
+    fn the_shipped_config_resolves() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../configs/bridge.toml"
+        ))
+        .unwrap();
+        let r = resolve(&Source::builtin("configs/bridge.toml", &text), &[]).unwrap();
+        assert_eq!(r.settings.targets.len(), r.targets.len());
+        assert!(!r.settings.routes.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_key_its_line_and_the_closest_known_key() {
+        let err = error(
+            &format!("[mqtt]\nurl = \"mqtt://h\"\nkeep_alvie = \"5s\"\n{TARGET_AND_ROUTE}"),
+            &[],
+        );
+        assert!(
+            err.starts_with(
+                "bridge.toml:3: mqtt.keep_alvie: unknown key; did you mean `keep_alive`?"
+            ),
+            "{err}"
+        );
+        let err = error(
+            &format!("[mqtt]\nurl = \"broker:1883\"\n{TARGET_AND_ROUTE}"),
+            &[],
+        );
+        assert!(err.starts_with("bridge.toml:2: mqtt.url: "), "{err}");
+        let err = error(TARGET_AND_ROUTE, &["delivery.queue=0"]);
+        assert_eq!(err, "bridge.toml: delivery.queue: must be at least 1");
+        let err = error(TARGET_AND_ROUTE, &["delivery.queue=many"]);
+        assert!(
+            err.starts_with("--set delivery.queue=many: delivery.queue: "),
+            "{err}"
+        );
+        let err = error(
+            &TARGET_AND_ROUTE.replace("targets = [\"f\"]", "targets = [\"f\"]\nrate_burst = 3"),
+            &[],
+        );
+        assert_eq!(err, "bridge.toml: routes[0].rate_burst: needs rate_limit");
+        let err = error("[mqtt]\npassword = \"pw\"\n", &[]);
+        assert!(err.contains("mqtt.username: is required"), "{err}");
+        assert!(!err.contains("pw\""), "{err}");
+    }
+}

@@ -71,8 +71,54 @@ pub struct Queued {
     pub n: Notification,
 }
 
+/// The targets' workers, running.
+pub struct Workers(Vec<JoinHandle<()>>);
+
+impl Workers {
+    /// Waits until every worker has finished its queue (drop the queues' senders first),
+    /// for at most `grace`; false when the grace time ran out first.
+    pub async fn drain(self, grace: Duration) -> bool {
+        tokio::time::timeout(grace, async {
+            for w in self.0 {
+                let _ = w.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+}
+
+/// Starts one worker per target (`names` and `notifiers` in index order), sharing one
+/// dead-letter file; returns their queues, in the same order.
+pub fn start(
+    names: &[String],
+    notifiers: Vec<Box<dyn Notifier>>,
+    settings: &DeliverySettings,
+    stats: &Arc<Stats>,
+    log: &Arc<NotificationLog>,
+) -> (Vec<mpsc::Sender<Queued>>, Workers) {
+    let dead = Arc::new(DeadLetter::new(settings.dead_letter.clone()));
+    let (queues, tasks) = names
+        .iter()
+        .zip(notifiers)
+        .enumerate()
+        .map(|(idx, (name, n))| {
+            spawn(
+                idx,
+                name.clone(),
+                n,
+                settings.clone(),
+                Arc::clone(stats),
+                Arc::clone(&dead),
+                Arc::clone(log),
+            )
+        })
+        .unzip();
+    (queues, Workers(tasks))
+}
+
 /// Starts the worker of target `idx`; returns its queue.
-pub fn spawn(
+fn spawn(
     idx: usize,
     name: String,
     notifier: Box<dyn Notifier>,
