@@ -1,25 +1,28 @@
-//! The bridge's TOML config, parsed strictly and built into runtime objects in one step
-//! (targets become plugins, `when` and templates are parsed): nothing at run time reads
-//! raw config. Keys are documented in `docs/bridge.md`.
+//! The bridge's TOML config, parsed strictly and resolved into runtime objects (`when`
+//! and templates parsed, target names turned into indices, TLS files read), then the
+//! targets built into plugins: nothing at run time reads raw config. Keys are documented
+//! in `docs/bridge.md`.
+//!
+//! Reading, `--set` overrides and strict parsing are [`lookout_shared::config`]'s, the
+//! same as the agent's: every error names the key, its line and, for an unknown key, the
+//! closest known one.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use std::sync::Arc;
-
+use lookout_shared::config::{ConfigError, Source};
 use lookout_shared::duration::HumanDuration;
+use lookout_shared::mqtt::ClientConfig;
 use lookout_shared::secret::Secret;
-use lookout_shared::tls::TlsSettings;
-use lookout_shared::url::MqttUrl;
-use rumqttc::tokio_rustls::rustls;
+use lookout_shared::tls::{TlsError, TlsSettings};
 use serde::Deserialize;
 
 use crate::Error;
 use crate::expr::Expr;
 use crate::group::GroupSpec;
 use crate::limits::{Limits, Rate};
-use crate::notify::TargetConfig;
+use crate::notify::{Notifier, TargetConfig};
 use crate::route::Route;
 use crate::silence::{Silence, SilenceRaw};
 use crate::template::Template;
@@ -200,17 +203,12 @@ fn yes() -> bool {
 
 #[derive(Clone, Debug)]
 pub struct MqttSettings {
-    pub url: MqttUrl,
-    /// The TLS keys as given (for check-config), and the client config built from them
-    /// (`Some` with `mqtts://`): files are read once, here.
-    pub tls: TlsSettings,
-    pub tls_config: Option<Arc<rustls::ClientConfig>>,
+    /// Broker, client id, login and TLS. The TLS files were read once while resolving, so
+    /// a wrong path fails at start, not at the first connection.
+    pub client: ClientConfig,
+    /// What to subscribe to: `mqtt.topics`, each under `$share/<group>/` with
+    /// `share_group`.
     pub filters: Vec<String>,
-    pub client_id: String,
-    pub username: Option<String>,
-    /// From `password` or `password_file`.
-    pub password: Option<Secret>,
-    pub keep_alive: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -223,7 +221,7 @@ pub struct DeliverySettings {
     pub dead_letter: PathBuf,
 }
 
-/// Everything the bridge runs on, except the plugins (built inside the runtime).
+/// Everything the bridge runs on, except the plugins (see [`Resolved`]).
 #[derive(Debug)]
 pub struct Settings {
     pub id: String,
@@ -237,240 +235,343 @@ pub struct Settings {
     pub grace: Duration,
     pub mqtt: MqttSettings,
     pub delivery: DeliverySettings,
-    /// Target names and their configs, in index order.
-    pub targets: Vec<(String, TargetConfig)>,
+    /// Target names in index order: routes, queues and stats refer to targets by index.
+    pub targets: Vec<String>,
     pub routes: Vec<Route>,
     pub silences: Vec<Silence>,
     pub inhibit_offline: bool,
 }
 
-pub struct Source {
-    pub origin: String,
-    pub text: String,
+/// A config resolved and checked, its targets not yet built. Building is a step of its
+/// own because a plugin may start a connection when built (the `mqtt` target), which needs
+/// the tokio runtime, and `run` locks the state directory first, so that a second bridge
+/// on the same directory stops before it connects anywhere.
+#[derive(Debug)]
+pub struct Resolved {
+    pub settings: Settings,
+    /// One per target, in index order.
+    targets: Vec<TargetConfig>,
 }
 
-impl Source {
-    pub fn read(path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        Ok(Self {
-            origin: path.display().to_string(),
-            text,
+/// The settings with every target's plugin built, once: what the bridge runs on.
+pub struct Built {
+    pub settings: Settings,
+    /// One per target, in index order.
+    pub notifiers: Vec<Box<dyn Notifier>>,
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::Config {
+            path: e.at,
+            message: e.message,
+        }
+    }
+}
+
+/// Reads the config at `path` (`-`: standard input), applies `overrides` and resolves it.
+pub fn load(path: &Path, overrides: &[String]) -> Result<Resolved, Error> {
+    resolve(&Source::read(path)?, overrides)
+}
+
+/// Parses `source` strictly with `overrides` applied and resolves it; every error names
+/// the key at fault.
+pub fn resolve(source: &Source, overrides: &[String]) -> Result<Resolved, Error> {
+    let raw: Raw = source.parse(overrides)?;
+    let id = bridge_id(&raw.bridge);
+    let mqtt = resolve_mqtt(source, &raw.mqtt, &id)?;
+    if raw.targets.is_empty() {
+        return Err(source
+            .error("targets", "define at least one [targets.NAME] table")
+            .into());
+    }
+    let names: Vec<String> = raw.targets.keys().cloned().collect();
+    let routes = resolve_routes(source, &raw, &names)?;
+    let silences = raw
+        .silences
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Silence::build(s).map_err(|m| source.error(&format!("silences[{i}]"), m)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let delivery = resolve_delivery(source, &raw.delivery)?;
+    let b = &raw.bridge;
+    let settings = Settings {
+        id,
+        prefix: b.prefix.clone(),
+        stats_interval: b.stats_interval.0.max(Duration::from_secs(1)),
+        max_payload: b.max_payload.max(1),
+        dedup_capacity: b.dedup_capacity,
+        state_dir: (!b.state_dir.as_os_str().is_empty()).then(|| b.state_dir.clone()),
+        state_sync: b.state_sync.0,
+        grace: b.grace.0,
+        mqtt,
+        delivery,
+        targets: names,
+        routes,
+        silences,
+        inhibit_offline: b.inhibit_offline,
+    };
+    Ok(Resolved {
+        settings,
+        targets: raw.targets.into_values().collect(),
+    })
+}
+
+impl Resolved {
+    /// Builds every target's plugin; errors name the target and the key at fault. Call it
+    /// inside the tokio runtime the bridge runs on: the `mqtt` target spawns its
+    /// connection task there.
+    pub fn build(self) -> Result<Built, Error> {
+        let notifiers = self
+            .settings
+            .targets
+            .iter()
+            .zip(&self.targets)
+            .map(|(name, cfg)| cfg.build(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Built {
+            settings: self.settings,
+            notifiers,
         })
     }
+}
 
-    fn err(&self, key: &str, message: impl std::fmt::Display) -> Error {
-        Error::Config {
-            path: self.origin.clone(),
-            message: format!("{key}: {message}"),
-        }
+/// `bridge.id`, default the host name, as one topic level.
+fn bridge_id(b: &BridgeRaw) -> String {
+    let id = if b.id.is_empty() {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "bridge".into())
+    } else {
+        b.id.clone()
+    };
+    lookout_shared::topics::sanitize_level(&id)
+}
+
+fn resolve_mqtt(source: &Source, m: &MqttRaw, id: &str) -> Result<MqttSettings, Error> {
+    let url = lookout_shared::url::parse(&m.url).map_err(|e| source.error("mqtt.url", e))?;
+    let tls_err = |e: TlsError| source.error(&format!("mqtt.{}", e.key()), e.reason());
+    let password = lookout_shared::tls::password(m.password.clone(), m.password_file.as_deref())
+        .map_err(tls_err)?;
+    let tls = TlsSettings {
+        ca_file: m.ca_file.clone(),
+        cert_file: m.cert_file.clone(),
+        key_file: m.key_file.clone(),
+        insecure_skip_verify: m.insecure_skip_verify,
+    };
+    let client_id = if m.client_id.is_empty() {
+        format!("lookout-bridge-{id}")
+    } else {
+        m.client_id.clone()
+    };
+    let client = ClientConfig::new(
+        url,
+        client_id,
+        m.keep_alive.0,
+        m.username.clone(),
+        password,
+        tls,
+        "bridge mqtt",
+    )
+    .map_err(tls_err)?;
+    if m.topics.is_empty() {
+        return Err(source
+            .error("mqtt.topics", "list at least one topic filter")
+            .into());
     }
-
-    pub fn load(&self, overrides: &[String]) -> Result<Settings, Error> {
-        let raw: Raw = lookout_shared::overrides::parse_toml(&self.origin, &self.text, overrides)
-            .map_err(|(path, message)| Error::Config { path, message })?;
-        self.resolve(raw)
-    }
-
-    fn resolve(&self, raw: Raw) -> Result<Settings, Error> {
-        let url = lookout_shared::url::parse(&raw.mqtt.url).map_err(|m| self.err("mqtt.url", m))?;
-        let m = &raw.mqtt;
-        let tls = TlsSettings {
-            ca_file: m.ca_file.clone(),
-            cert_file: m.cert_file.clone(),
-            key_file: m.key_file.clone(),
-            insecure_skip_verify: m.insecure_skip_verify,
-        };
-        let tls_err =
-            |e: lookout_shared::tls::TlsError| self.err(&format!("mqtt.{}", e.key()), e.reason());
-        tls.check(url.tls).map_err(tls_err)?;
-        let password =
-            lookout_shared::tls::password(m.password.clone(), m.password_file.as_deref())
-                .map_err(tls_err)?;
-        if password.is_some() && m.username.is_none() {
-            return Err(self.err("mqtt.username", "is required when a password is set"));
-        }
-        let tls_config = if url.tls {
-            Some(Arc::new(
-                lookout_shared::tls::client_config(&tls, "bridge mqtt").map_err(tls_err)?,
-            ))
-        } else {
-            None
-        };
-        if raw.mqtt.topics.is_empty() {
-            return Err(self.err("mqtt.topics", "list at least one topic filter"));
-        }
-        let filters = match &raw.mqtt.share_group {
-            Some(g) if g.is_empty() || g.contains(['/', '+', '#']) => {
-                return Err(self.err(
+    let filters = match &m.share_group {
+        Some(g) if g.is_empty() || g.contains(['/', '+', '#']) => {
+            return Err(source
+                .error(
                     "mqtt.share_group",
                     "a non-empty name without '/', '+' or '#'",
-                ));
-            }
-            Some(g) => raw
-                .mqtt
-                .topics
+                )
+                .into());
+        }
+        Some(g) => m.topics.iter().map(|t| format!("$share/{g}/{t}")).collect(),
+        None => m.topics.clone(),
+    };
+    Ok(MqttSettings { client, filters })
+}
+
+fn resolve_routes(source: &Source, raw: &Raw, names: &[String]) -> Result<Vec<Route>, Error> {
+    if raw.routes.is_empty() {
+        return Err(source
+            .error("routes", "define at least one [[routes]] table")
+            .into());
+    }
+    raw.routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| resolve_route(source, &format!("routes[{i}]"), r, names, &raw.bridge))
+        .collect()
+}
+
+/// One `[[routes]]` table; `key` is its place (`routes[2]`) for error messages.
+fn resolve_route(
+    source: &Source,
+    key: &str,
+    r: &RouteRaw,
+    names: &[String],
+    bridge: &BridgeRaw,
+) -> Result<Route, Error> {
+    let err = |sub: &str, m: String| Error::from(source.error(&format!("{key}.{sub}"), m));
+    let when = r
+        .when
+        .as_deref()
+        .map(Expr::parse)
+        .transpose()
+        .map_err(|m| err("when", m))?;
+    let mut targets = Vec::with_capacity(r.targets.len());
+    for t in &r.targets {
+        let idx = names.iter().position(|n| n == t).ok_or_else(|| {
+            err(
+                "targets",
+                format!("no target named {t:?}; define [targets.{t}]"),
+            )
+        })?;
+        targets.push(idx);
+    }
+    if targets.is_empty() {
+        return Err(err("targets", "list at least one target".into()));
+    }
+    let template = |text: &Option<String>, sub: &str| {
+        text.as_deref()
+            .map(Template::parse)
+            .transpose()
+            .map_err(|m| err(sub, m))
+    };
+    let title = template(&r.title, "title")?;
+    let body = template(&r.body, "body")?;
+    let max_payload = r.max_payload.unwrap_or(bridge.max_payload);
+    if max_payload > bridge.max_payload {
+        return Err(err(
+            "max_payload",
+            format!(
+                "{max_payload} is over bridge.max_payload ({}), which every message must \
+                 pass first",
+                bridge.max_payload
+            ),
+        ));
+    }
+    let rate = resolve_rate(r).map_err(|(sub, m)| err(sub, m.into()))?;
+    Ok(Route {
+        topic: r.topic.clone(),
+        when,
+        targets,
+        title,
+        body,
+        send_resolved: r.send_resolved,
+        repeat_interval: r.repeat_interval.map(|d| d.0.max(Duration::from_secs(1))),
+        group: (!r.group_by.is_empty()).then(|| GroupSpec {
+            by: r
+                .group_by
                 .iter()
-                .map(|t| format!("$share/{g}/{t}"))
+                .map(|p| p.split('.').map(str::to_owned).collect())
                 .collect(),
-            None => raw.mqtt.topics.clone(),
-        };
-        let id = if raw.bridge.id.is_empty() {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|s| s.trim().to_owned())
-                .unwrap_or_else(|_| "bridge".into())
-        } else {
-            raw.bridge.id.clone()
-        };
-        let id = lookout_shared::topics::sanitize_level(&id);
-        if raw.targets.is_empty() {
-            return Err(self.err("targets", "define at least one [targets.NAME] table"));
-        }
-        let names: Vec<&String> = raw.targets.keys().collect();
-        let mut routes = Vec::with_capacity(raw.routes.len());
-        if raw.routes.is_empty() {
-            return Err(self.err("routes", "define at least one [[routes]] table"));
-        }
-        for (i, r) in raw.routes.iter().enumerate() {
-            let key = format!("routes[{i}]");
-            let when = r
-                .when
-                .as_deref()
-                .map(Expr::parse)
-                .transpose()
-                .map_err(|m| self.err(&format!("{key}.when"), m))?;
-            let mut targets = Vec::with_capacity(r.targets.len());
-            for t in &r.targets {
-                let idx = names.iter().position(|n| *n == t).ok_or_else(|| {
-                    self.err(
-                        &format!("{key}.targets"),
-                        format!("no target named {t:?}; define [targets.{t}]"),
-                    )
-                })?;
-                targets.push(idx);
-            }
-            if targets.is_empty() {
-                return Err(self.err(&format!("{key}.targets"), "list at least one target"));
-            }
-            let title = r
-                .title
-                .as_deref()
-                .map(Template::parse)
-                .transpose()
-                .map_err(|m| self.err(&format!("{key}.title"), m))?;
-            let body = r
-                .body
-                .as_deref()
-                .map(Template::parse)
-                .transpose()
-                .map_err(|m| self.err(&format!("{key}.body"), m))?;
-            let max_payload = r.max_payload.unwrap_or(raw.bridge.max_payload);
-            if max_payload > raw.bridge.max_payload {
-                return Err(self.err(
-                    &format!("{key}.max_payload"),
-                    format!(
-                        "{max_payload} is over bridge.max_payload ({}), which every message \
-                         must pass first",
-                        raw.bridge.max_payload
-                    ),
-                ));
-            }
-            let rate = match (r.rate_limit, r.rate_burst) {
-                (None, None) => None,
-                (None, Some(_)) => {
-                    return Err(self.err(&format!("{key}.rate_burst"), "needs rate_limit"));
-                }
-                (Some(per_second), burst) => {
-                    if !(per_second.is_finite() && per_second > 0.0) {
-                        return Err(self.err(
-                            &format!("{key}.rate_limit"),
-                            "must be a number of messages per second above 0",
-                        ));
-                    }
-                    let burst = match burst {
-                        Some(0) => {
-                            return Err(
-                                self.err(&format!("{key}.rate_burst"), "must be at least 1")
-                            );
-                        }
-                        Some(b) => f64::from(b),
-                        None => per_second.ceil().max(1.0),
-                    };
-                    Some(Rate { per_second, burst })
-                }
-            };
-            routes.push(Route {
-                topic: r.topic.clone(),
-                when,
-                targets,
-                title,
-                body,
-                send_resolved: r.send_resolved,
-                repeat_interval: r.repeat_interval.map(|d| d.0.max(Duration::from_secs(1))),
-                group: (!r.group_by.is_empty()).then(|| GroupSpec {
-                    by: r
-                        .group_by
-                        .iter()
-                        .map(|p| p.split('.').map(str::to_owned).collect())
-                        .collect(),
-                    wait: r.group_wait.0,
-                    interval: r.group_interval.0.max(Duration::from_secs(1)),
-                }),
-                limits: Limits {
-                    max_payload,
-                    max_topic_length: r.max_topic_length.unwrap_or(raw.bridge.max_topic_length),
-                    rate,
-                },
-            });
-        }
-        let silences = raw
-            .silences
-            .iter()
-            .enumerate()
-            .map(|(i, s)| Silence::build(s).map_err(|m| self.err(&format!("silences[{i}]"), m)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let d = &raw.delivery;
-        if d.queue == 0 {
-            return Err(self.err("delivery.queue", "must be at least 1"));
-        }
-        Ok(Settings {
-            id: id.clone(),
-            prefix: raw.bridge.prefix.clone(),
-            stats_interval: raw.bridge.stats_interval.0.max(Duration::from_secs(1)),
-            max_payload: raw.bridge.max_payload.max(1),
-            dedup_capacity: raw.bridge.dedup_capacity,
-            state_dir: (!raw.bridge.state_dir.as_os_str().is_empty())
-                .then(|| raw.bridge.state_dir.clone()),
-            state_sync: raw.bridge.state_sync.0,
-            grace: raw.bridge.grace.0,
-            mqtt: MqttSettings {
-                url,
-                tls,
-                tls_config,
-                filters,
-                client_id: if raw.mqtt.client_id.is_empty() {
-                    format!("lookout-bridge-{id}")
-                } else {
-                    raw.mqtt.client_id.clone()
-                },
-                username: raw.mqtt.username.clone(),
-                password,
-                keep_alive: raw.mqtt.keep_alive.0.max(Duration::from_secs(5)),
-            },
-            delivery: DeliverySettings {
-                queue: d.queue,
-                retries: d.retries,
-                backoff_min: d.backoff_min.0,
-                backoff_max: d.backoff_max.0.max(d.backoff_min.0),
-                timeout: d.timeout.0.max(Duration::from_millis(10)),
-                dead_letter: d.dead_letter.clone(),
-            },
-            targets: raw.targets.into_iter().collect(),
-            routes,
-            silences,
-            inhibit_offline: raw.bridge.inhibit_offline,
-        })
+            wait: r.group_wait.0,
+            interval: r.group_interval.0.max(Duration::from_secs(1)),
+        }),
+        limits: Limits {
+            max_payload,
+            max_topic_length: r.max_topic_length.unwrap_or(bridge.max_topic_length),
+            rate,
+        },
+    })
+}
+
+/// A route's `rate_limit` and `rate_burst`; the error names the key within the route.
+fn resolve_rate(r: &RouteRaw) -> Result<Option<Rate>, (&'static str, &'static str)> {
+    let per_second = match (r.rate_limit, r.rate_burst) {
+        (None, None) => return Ok(None),
+        (None, Some(_)) => return Err(("rate_burst", "needs rate_limit")),
+        (Some(per_second), _) => per_second,
+    };
+    if !(per_second.is_finite() && per_second > 0.0) {
+        return Err((
+            "rate_limit",
+            "must be a number of messages per second above 0",
+        ));
+    }
+    let burst = match r.rate_burst {
+        Some(0) => return Err(("rate_burst", "must be at least 1")),
+        Some(b) => f64::from(b),
+        None => per_second.ceil().max(1.0),
+    };
+    Ok(Some(Rate { per_second, burst }))
+}
+
+fn resolve_delivery(source: &Source, d: &DeliveryRaw) -> Result<DeliverySettings, Error> {
+    if d.queue == 0 {
+        return Err(source.error("delivery.queue", "must be at least 1").into());
+    }
+    Ok(DeliverySettings {
+        queue: d.queue,
+        retries: d.retries,
+        backoff_min: d.backoff_min.0,
+        backoff_max: d.backoff_max.0.max(d.backoff_min.0),
+        timeout: d.timeout.0.max(Duration::from_millis(10)),
+        dead_letter: d.dead_letter.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TARGET_AND_ROUTE: &str =
+        "[targets.f]\ntype = \"log\"\n\n[[routes]]\ntopic = \"#\"\ntargets = [\"f\"]\n";
+
+    fn error(text: &str, overrides: &[&str]) -> String {
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        resolve(&Source::builtin("bridge.toml", text), &overrides)
+            .expect_err("an error")
+            .to_string()
+    }
+
+    #[test]
+    fn the_shipped_config_resolves() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../configs/bridge.toml"
+        ))
+        .unwrap();
+        let r = resolve(&Source::builtin("configs/bridge.toml", &text), &[]).unwrap();
+        assert_eq!(r.settings.targets.len(), r.targets.len());
+        assert!(!r.settings.routes.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_key_its_line_and_the_closest_known_key() {
+        let err = error(
+            &format!("[mqtt]\nurl = \"mqtt://h\"\nkeep_alvie = \"5s\"\n{TARGET_AND_ROUTE}"),
+            &[],
+        );
+        assert!(
+            err.starts_with(
+                "bridge.toml:3: mqtt.keep_alvie: unknown key; did you mean `keep_alive`?"
+            ),
+            "{err}"
+        );
+        let err = error(
+            &format!("[mqtt]\nurl = \"broker:1883\"\n{TARGET_AND_ROUTE}"),
+            &[],
+        );
+        assert!(err.starts_with("bridge.toml:2: mqtt.url: "), "{err}");
+        let err = error(TARGET_AND_ROUTE, &["delivery.queue=0"]);
+        assert_eq!(err, "bridge.toml: delivery.queue: must be at least 1");
+        let err = error(TARGET_AND_ROUTE, &["delivery.queue=many"]);
+        assert!(
+            err.starts_with("--set delivery.queue=many: delivery.queue: "),
+            "{err}"
+        );
+        let err = error(
+            &TARGET_AND_ROUTE.replace("targets = [\"f\"]", "targets = [\"f\"]\nrate_burst = 3"),
+            &[],
+        );
+        assert_eq!(err, "bridge.toml: routes[0].rate_burst: needs rate_limit");
+        let err = error("[mqtt]\npassword = \"pw\"\n", &[]);
+        assert!(err.contains("mqtt.username: is required"), "{err}");
+        assert!(!err.contains("pw\""), "{err}");
     }
 }

@@ -1,5 +1,5 @@
 //! The notification log: which `(target, alarm id, state)` have been notified (or are on
-//! their way; a firing state counts once per severity, see run.rs), so redeliveries, QoS 1
+//! their way; a firing state counts once per severity, see pipeline.rs), so redeliveries, QoS 1
 //! duplicates and retained states sent again after a reconnect or a restart notify nobody
 //! twice; and, with `bridge.state_dir`, every
 //! notification queued for a target and not yet finished, so a bridge killed with
@@ -205,92 +205,35 @@ impl NotificationLog {
         capacity: usize,
         sync_every: Duration,
     ) -> Result<(Self, Vec<Recovered>, Loaded), Error> {
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| Error::Io { path, source }
-        };
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        try_lock(&lock).map_err(|e| Error::Config {
-            path: dir.display().to_string(),
-            message: format!(
-                "bridge.state_dir: cannot lock {} ({e}); is another lookout-bridge using \
-                 this directory? Each bridge needs its own.",
-                lock_path.display()
-            ),
-        })?;
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let lock = lock_dir(dir)?;
         let path = dir.join(LOG_FILE);
         let (records, loaded) = match File::open(&path) {
-            Ok(f) => read_log(BufReader::new(f)).map_err(io(&path))?,
+            Ok(f) => read_log(BufReader::new(f)).map_err(io_error(&path))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), Loaded::default()),
-            Err(e) => return Err(io(&path)(e)),
+            Err(e) => return Err(io_error(&path)(e)),
         };
         let mut inner = Inner::new(capacity, None);
-        let mut queued: HashMap<u64, QueuedIn> = HashMap::new();
-        for r in records {
-            match r {
-                Record::Key(k) => {
-                    inner.remember(k);
-                }
-                Record::Queued(seq, q) => {
-                    for k in q.keys.iter().filter_map(|k| parse_key(k)) {
-                        inner.remember(k);
-                    }
-                    inner.next_seq = inner.next_seq.max(seq + 1);
-                    queued.insert(seq, q);
-                }
-                Record::Done(seq, position) => {
-                    queued.remove(&seq);
-                    if let Some((pos, target)) = position {
-                        inner.positions.insert(target, pos);
-                    }
-                }
-                Record::Position(pos, target) => {
-                    inner.positions.insert(target, pos);
-                }
-            }
-        }
+        let recovered = inner.replay(records);
         let loaded = Loaded {
             keys: inner.keys.len(),
             positions: inner.positions.clone(),
             ..loaded
         };
-        let mut recovered: Vec<Recovered> = queued
-            .into_iter()
-            .map(|(seq, q)| Recovered {
-                seq,
-                n: Notification {
-                    target: q.target,
-                    topic: q.topic,
-                    title: q.title,
-                    body: q.body,
-                    fields: q.fields,
-                    raw: q.raw.into_bytes(),
-                },
-            })
-            .collect();
-        recovered.sort_by_key(|r| r.seq);
 
         // Rewrite: drops bad lines and finished records, before anything is appended.
         let tmp = dir.join(format!("{LOG_FILE}.tmp"));
         let mut out = Vec::new();
         encode_state(&mut out, &inner.order, &inner.positions);
         for r in &recovered {
-            let keys: Vec<Key> = Vec::new();
-            encode_queued(&mut out, r.seq, &keys, &r.n);
+            // The recovered notifications' keys are among the K records already.
+            encode_queued(&mut out, r.seq, &[], &r.n);
         }
-        // The recovered notifications' keys are among the K records already.
-        write_new(&tmp, &path, dir, &out).map_err(io(&path))?;
+        write_new(&tmp, &path, dir, &out).map_err(io_error(&path))?;
         let file = OpenOptions::new()
             .append(true)
             .open(&path)
-            .map_err(io(&path))?;
+            .map_err(io_error(&path))?;
         let len = out.len() as u64;
         inner.disk = Some(Disk {
             dir: dir.to_owned(),
@@ -467,6 +410,51 @@ impl Inner {
             errors: 0,
             positions: HashMap::new(),
         }
+    }
+
+    /// Applies the records read at start: every key remembered, each target's last
+    /// position kept; returns the `Q` records without their `D`, in their original order.
+    fn replay(&mut self, records: Vec<Record>) -> Vec<Recovered> {
+        let mut queued: HashMap<u64, QueuedIn> = HashMap::new();
+        for r in records {
+            match r {
+                Record::Key(k) => {
+                    self.remember(k);
+                }
+                Record::Queued(seq, q) => {
+                    for k in q.keys.iter().filter_map(|k| parse_key(k)) {
+                        self.remember(k);
+                    }
+                    self.next_seq = self.next_seq.max(seq + 1);
+                    queued.insert(seq, q);
+                }
+                Record::Done(seq, position) => {
+                    queued.remove(&seq);
+                    if let Some((pos, target)) = position {
+                        self.positions.insert(target, pos);
+                    }
+                }
+                Record::Position(pos, target) => {
+                    self.positions.insert(target, pos);
+                }
+            }
+        }
+        let mut recovered: Vec<Recovered> = queued
+            .into_iter()
+            .map(|(seq, q)| Recovered {
+                seq,
+                n: Notification {
+                    target: q.target,
+                    topic: q.topic,
+                    title: q.title,
+                    body: q.body,
+                    fields: q.fields,
+                    raw: q.raw.into_bytes(),
+                },
+            })
+            .collect();
+        recovered.sort_by_key(|r| r.seq);
+        recovered
     }
 
     /// Appends one encoded record, fsyncs if `state_sync` is zero, compacts when due.
@@ -705,6 +693,33 @@ fn read_log(mut r: impl BufRead) -> std::io::Result<(Vec<Record>, Loaded)> {
 /// CRC-32 (IEEE 802.3), the checksum of each line.
 fn crc32(data: &[u8]) -> u32 {
     crc32fast::hash(data)
+}
+
+/// Turns an I/O error on `path` into the crate's error, naming the file.
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_owned();
+    move |source| Error::Io { path, source }
+}
+
+/// Creates and locks `dir`'s lock file: one bridge per state directory. The returned file
+/// holds the lock until it is dropped.
+fn lock_dir(dir: &Path) -> Result<File, Error> {
+    let lock_path = dir.join(LOCK_FILE);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_error(&lock_path))?;
+    try_lock(&lock).map_err(|e| Error::Config {
+        path: dir.display().to_string(),
+        message: format!(
+            "bridge.state_dir: cannot lock {} ({e}); is another lookout-bridge using \
+             this directory? Each bridge needs its own.",
+            lock_path.display()
+        ),
+    })?;
+    Ok(lock)
 }
 
 /// An exclusive, non-blocking `flock`: released by the kernel when the process dies,

@@ -13,6 +13,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 
+use lookout_shared::time::Backoff;
+
 use crate::config::DeliverySettings;
 use crate::dedup::NotificationLog;
 use crate::notify::{Notification, Notifier, SendError};
@@ -69,8 +71,54 @@ pub struct Queued {
     pub n: Notification,
 }
 
+/// The targets' workers, running.
+pub struct Workers(Vec<JoinHandle<()>>);
+
+impl Workers {
+    /// Waits until every worker has finished its queue (drop the queues' senders first),
+    /// for at most `grace`; false when the grace time ran out first.
+    pub async fn drain(self, grace: Duration) -> bool {
+        tokio::time::timeout(grace, async {
+            for w in self.0 {
+                let _ = w.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+}
+
+/// Starts one worker per target (`names` and `notifiers` in index order), sharing one
+/// dead-letter file; returns their queues, in the same order.
+pub fn start(
+    names: &[String],
+    notifiers: Vec<Box<dyn Notifier>>,
+    settings: &DeliverySettings,
+    stats: &Arc<Stats>,
+    log: &Arc<NotificationLog>,
+) -> (Vec<mpsc::Sender<Queued>>, Workers) {
+    let dead = Arc::new(DeadLetter::new(settings.dead_letter.clone()));
+    let (queues, tasks) = names
+        .iter()
+        .zip(notifiers)
+        .enumerate()
+        .map(|(idx, (name, n))| {
+            spawn(
+                idx,
+                name.clone(),
+                n,
+                settings.clone(),
+                Arc::clone(stats),
+                Arc::clone(&dead),
+                Arc::clone(log),
+            )
+        })
+        .unzip();
+    (queues, Workers(tasks))
+}
+
 /// Starts the worker of target `idx`; returns its queue.
-pub fn spawn(
+fn spawn(
     idx: usize,
     name: String,
     notifier: Box<dyn Notifier>,
@@ -79,74 +127,84 @@ pub fn spawn(
     dead: Arc<DeadLetter>,
     log: Arc<NotificationLog>,
 ) -> (mpsc::Sender<Queued>, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Queued>(settings.queue);
-    let task = tokio::spawn(async move {
-        let failures = RateLimited::new(Duration::from_secs(10));
-        let mut jitter = lookout_shared::time::Jitter::new(idx as u64);
-        while let Some(Queued { seq, n }) = rx.recv().await {
-            deliver(
-                idx,
-                notifier.as_ref(),
-                &settings,
-                &stats,
-                &dead,
-                &failures,
-                &mut jitter,
-                n,
-            )
-            .await;
-            if let Some(seq) = seq {
-                let position = notifier.position();
-                log.done(seq, position.map(|p| (name.as_str(), p)));
-            }
-        }
-    });
-    (tx, task)
+    let (tx, rx) = mpsc::channel::<Queued>(settings.queue);
+    let worker = Worker {
+        backoff: Backoff::new(settings.backoff_min, settings.backoff_max, &name),
+        idx,
+        name,
+        notifier,
+        settings,
+        stats,
+        dead,
+        log,
+        failures: RateLimited::new(Duration::from_secs(10)),
+    };
+    (tx, tokio::spawn(worker.run(rx)))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn deliver(
+/// One target's worker: what it needs to deliver, retry and dead-letter.
+struct Worker {
     idx: usize,
-    notifier: &dyn Notifier,
-    settings: &DeliverySettings,
-    stats: &Stats,
-    dead: &DeadLetter,
-    failures: &RateLimited,
-    jitter: &mut lookout_shared::time::Jitter,
-    n: Notification,
-) {
-    let ts = &stats.targets[idx];
-    let mut delay = settings.backoff_min;
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        let result = match tokio::time::timeout(settings.timeout, notifier.send(&n)).await {
-            Ok(r) => r,
-            Err(_) => Err(SendError::Retry(format!(
-                "no answer within {:?}",
-                settings.timeout
-            ))),
-        };
-        let err = match result {
-            Ok(()) => {
-                ts.delivered.inc();
-                tracing::debug!(target_name = %n.target, topic = %n.topic, attempt, "delivered");
+    name: String,
+    notifier: Box<dyn Notifier>,
+    settings: DeliverySettings,
+    stats: Arc<Stats>,
+    dead: Arc<DeadLetter>,
+    log: Arc<NotificationLog>,
+    failures: RateLimited,
+    backoff: Backoff,
+}
+
+impl Worker {
+    /// Delivers the queue's notifications one at a time, in order, until the queue is
+    /// closed and empty; each is marked done in the log as soon as it is finished.
+    async fn run(mut self, mut rx: mpsc::Receiver<Queued>) {
+        while let Some(Queued { seq, n }) = rx.recv().await {
+            self.deliver(n).await;
+            if let Some(seq) = seq {
+                let position = self.notifier.position();
+                self.log
+                    .done(seq, position.map(|p| (self.name.as_str(), p)));
+            }
+        }
+    }
+
+    /// Sends `n`, retrying what is worth retrying, and dead-letters it when that fails.
+    async fn deliver(&mut self, n: Notification) {
+        let ts = &self.stats.targets[self.idx];
+        let settings = &self.settings;
+        self.backoff.reset();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let result = match tokio::time::timeout(settings.timeout, self.notifier.send(&n)).await
+            {
+                Ok(r) => r,
+                Err(_) => Err(SendError::Retry(format!(
+                    "no answer within {:?}",
+                    settings.timeout
+                ))),
+            };
+            let err = match result {
+                Ok(()) => {
+                    ts.delivered.inc();
+                    tracing::debug!(target_name = %n.target, topic = %n.topic, attempt, "delivered");
+                    return;
+                }
+                Err(e) => e,
+            };
+            let retry = matches!(err, SendError::Retry(_)) && attempt <= settings.retries;
+            self.failures.hit(|suppressed| {
+                tracing::warn!(target_name = %n.target, kind = self.notifier.kind(), attempt, retry, error = %err, suppressed, "delivery failed");
+            });
+            if !retry {
+                ts.failed.inc();
+                ts.dead_lettered.inc();
+                self.dead.write(&n, attempt, &err.to_string()).await;
                 return;
             }
-            Err(e) => e,
-        };
-        let retry = matches!(err, SendError::Retry(_)) && attempt <= settings.retries;
-        failures.hit(|suppressed| {
-            tracing::warn!(target_name = %n.target, kind = notifier.kind(), attempt, retry, error = %err, suppressed, "delivery failed");
-        });
-        if !retry {
-            ts.failed.inc();
-            ts.dead_lettered.inc();
-            dead.write(&n, attempt, &err.to_string()).await;
-            return;
+            ts.retried.inc();
+            tokio::time::sleep(self.backoff.next_delay()).await;
         }
-        ts.retried.inc();
-        tokio::time::sleep(jitter.apply(delay)).await;
-        delay = (delay * 2).min(settings.backoff_max);
     }
 }

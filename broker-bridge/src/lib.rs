@@ -1,22 +1,32 @@
 //! The Lookout broker-bridge: subscribes to alarm topics and fans each alarm out to
 //! notifier plugins, with Alertmanager-grade handling.
 //!
-//! Data flows one way: message → decode → route → silence/inhibit/dedup → queue → deliver.
+//! Data flows one way, one stage per file:
+//! source → pipeline (limits → decode → silence/inhibit → dedup → render → repeat →
+//! group) → per-target queue → deliver → plugin; recover puts what a previous run left
+//! unfinished at the head of the queues.
 //!
 //! Layout:
-//! - [`config`]: the TOML config, parsed strictly and built into routes and targets.
-//! - [`message`]: decoding payloads (alarm JSON, other JSON, text) into fields.
-//! - [`route`]: topic filters and `when` conditions ([`expr`]), templates ([`template`]).
-//! - [`limits`]: per-route limits on input: payload size, topic length, message rate.
-//! - [`dedup`]: the notification log that keeps (target, alarm id, state) unique and,
-//!   under `bridge.state_dir`, keeps queued notifications across restarts and `kill -9`.
-//! - [`group`]: batching notifications that share labels into one.
-//! - [`silence`], [`inhibit`], [`repeat`]: silences, holding back offline hosts' alarms,
-//!   re-sending alarms that stay firing.
+//! - [`config`]: the TOML config, parsed strictly, resolved, then built into plugins once.
+//! - [`source`]: the MQTT subscription (reconnects with backoff, manual acks) and the
+//!   sorting of what arrives into control messages and messages to route.
+//! - [`pipeline`]: a message's way from the source to the target queues, one function per
+//!   stage; the state of each stage lives in its own module:
+//!   - [`limits`]: per-route limits on input: payload size, topic length, message rate;
+//!   - [`message`]: decoding payloads (alarm JSON, other JSON, text) into fields;
+//!   - [`silence`], [`inhibit`]: silences, holding back offline hosts' alarms;
+//!   - [`route`]: topic filters and `when` conditions ([`expr`]), templates ([`template`]);
+//!   - [`dedup`]: the notification log that keeps (target, alarm id, state) unique and,
+//!     under `bridge.state_dir`, keeps queued notifications across restarts and `kill -9`;
+//!   - [`repeat`], [`group`]: re-sending alarms that stay firing, batching notifications
+//!     that share labels into one.
 //! - [`deliver`]: per-target bounded queues, workers, retries, dead letters.
-//! - [`notify`]: the notifier plugins, one file each, behind one trait.
+//! - [`recover`]: at start, the notification log's unfinished notifications, settled or
+//!   queued again.
+//! - [`notify`]: the notifier plugins, one file each, behind one trait. They depend on
+//!   nothing upstream of them (no `pipeline`, `source` or `run`).
 //! - [`stats`]: counters, published on `<prefix>/bridge/<id>/stats`.
-//! - [`run`]: the `run` command.
+//! - [`run`]: the `run` command: the stages wired together, the main loop, shutdown.
 //! - [`error`]: the crate's error type.
 
 pub mod config;
@@ -29,12 +39,15 @@ pub mod inhibit;
 pub mod limits;
 pub mod message;
 pub mod notify;
+pub mod pipeline;
 #[cfg(test)]
 mod proptests;
+pub mod recover;
 pub mod repeat;
 pub mod route;
 pub mod run;
 pub mod silence;
+pub mod source;
 pub mod stats;
 pub mod template;
 

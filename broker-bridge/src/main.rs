@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use lookout_bridge::Error;
-use lookout_bridge::config::Source;
+use lookout_bridge::config::{Built, load};
 
 #[derive(Parser)]
 #[command(
@@ -66,56 +66,63 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Run { config, set } => {
-            let settings = Source::read(&config)?.load(&set)?;
-            rt.block_on(lookout_bridge::run::run(settings))?;
+            let resolved = load(&config, &set)?;
+            rt.block_on(lookout_bridge::run::run(resolved))?;
         }
         Command::CheckConfig { config, set } => {
-            let settings = Source::read(&config)?.load(&set)?;
+            let resolved = load(&config, &set)?;
             // Build every plugin (inside the runtime: some start connections) so that a
             // bad target is caught here, not at the first alarm.
             rt.block_on(async {
-                for (name, cfg) in &settings.targets {
-                    cfg.build(name)?;
-                }
+                let built = resolved.build()?;
+                print_check(&config, &built);
                 Ok::<(), Error>(())
             })?;
-            println!("{}: OK", config.display());
-            let m = &settings.mqtt;
-            println!("  mqtt    {} {:?}", m.url.display(), m.filters);
-            if m.url.tls {
-                let show = |p: &Option<PathBuf>| {
-                    p.as_ref()
-                        .map_or("-".to_string(), |p| p.display().to_string())
-                };
-                println!(
-                    "  tls     ca_file {} (system roots when -), cert_file {}, key_file {}, verify {}",
-                    show(&m.tls.ca_file),
-                    show(&m.tls.cert_file),
-                    show(&m.tls.key_file),
-                    if m.tls.insecure_skip_verify {
-                        "OFF (insecure_skip_verify)"
-                    } else {
-                        "on"
-                    }
-                );
-            }
-            if let Some(user) = &m.username {
-                // The password is a Secret: it prints as <redacted>.
-                let pw = m
-                    .password
-                    .as_ref()
-                    .map_or("none".to_string(), |p| p.to_string());
-                println!("  login   {user} (password {pw})");
-            }
-            match &settings.state_dir {
-                Some(dir) => println!("  state   {}", dir.display()),
-                None => println!("  state   in memory only (bridge.state_dir = \"\")"),
-            }
-            for (name, cfg) in &settings.targets {
-                println!("  target  {name} ({})", cfg.kind());
-            }
-            println!("  routes  {}", settings.routes.len());
         }
     }
     Ok(())
+}
+
+/// What `check-config` found, secrets redacted.
+fn print_check(path: &std::path::Path, built: &Built) {
+    let settings = &built.settings;
+    println!("{}: OK", path.display());
+    let m = &settings.mqtt;
+    let c = &m.client;
+    println!("  mqtt    {} {:?}", c.url.display(), m.filters);
+    if c.url.tls {
+        let show = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map_or("-".to_string(), |p| p.display().to_string())
+        };
+        println!(
+            "  tls     ca_file {} (system roots when -), cert_file {}, key_file {}, verify {}",
+            show(&c.tls.ca_file),
+            show(&c.tls.cert_file),
+            show(&c.tls.key_file),
+            if c.tls.insecure_skip_verify {
+                "OFF (insecure_skip_verify)"
+            } else {
+                "on"
+            }
+        );
+    }
+    if let Some((user, password)) = &c.login {
+        // The password is a Secret: it prints as <redacted>. A login without one has an
+        // empty password.
+        let pw = if password.expose().is_empty() {
+            "none".to_string()
+        } else {
+            password.to_string()
+        };
+        println!("  login   {user} (password {pw})");
+    }
+    match &settings.state_dir {
+        Some(dir) => println!("  state   {}", dir.display()),
+        None => println!("  state   in memory only (bridge.state_dir = \"\")"),
+    }
+    for (name, n) in settings.targets.iter().zip(&built.notifiers) {
+        println!("  target  {name} ({})", n.kind());
+    }
+    println!("  routes  {}", settings.routes.len());
 }

@@ -19,6 +19,8 @@ pub mod mqtt;
 pub mod slack;
 pub mod smtp;
 pub mod telegram;
+#[cfg(test)]
+pub(crate) mod test_server;
 
 /// One message, rendered for one target.
 #[derive(Clone, Debug, PartialEq)]

@@ -18,17 +18,17 @@
 //! published after a reconnect. Sends while disconnected wait up to `timeout` for the
 //! connection and then ask for a retry.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasher;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use lookout_shared::duration::HumanDuration;
+use lookout_shared::mqtt::{ClientConfig, Session};
 use lookout_shared::secret::Secret;
+use lookout_shared::time::Backoff;
 use lookout_shared::tls::TlsSettings;
-use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, QoS};
 use serde::Deserialize;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
@@ -240,27 +240,33 @@ impl Mqtt {
         let password =
             lookout_shared::tls::password(cfg.password.clone(), cfg.password_file.as_deref())
                 .map_err(tls_error)?;
-
-        let mut options = MqttOptions::new(client_id, url.host.clone(), url.port);
-        options
-            .set_keep_alive(KEEP_ALIVE)
-            .set_clean_session(true)
-            .set_max_packet_size(64 * 1024, MAX_PACKET);
         let tls = TlsSettings {
             ca_file: cfg.ca_file.clone(),
             cert_file: cfg.cert_file.clone(),
             key_file: cfg.key_file.clone(),
             insecure_skip_verify: cfg.insecure_skip_verify,
         };
-        lookout_shared::tls::configure(
-            &mut options,
-            &url,
-            &tls,
-            cfg.username.as_deref(),
-            password.as_ref(),
-            &format!("targets.{name}"),
+        let context = format!("targets.{name}");
+        let connection = ClientConfig::new(
+            url,
+            client_id,
+            KEEP_ALIVE,
+            cfg.username.clone(),
+            password,
+            tls,
+            &context,
         )
         .map_err(tls_error)?;
+        // A clean session: what the broker did not acknowledge is retried by the worker,
+        // never resumed by the broker (see the module docs).
+        let session = Session {
+            clean: true,
+            manual_acks: false,
+            max_incoming: 64 * 1024,
+            max_outgoing: MAX_PACKET,
+            last_will: None,
+        };
+        let options = connection.options(&session, &context).map_err(tls_error)?;
 
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             crate::Error::Mqtt(format!(
@@ -271,7 +277,7 @@ impl Mqtt {
         let tracker = Arc::new(Mutex::new(Tracker::default()));
         let (connected_tx, connected) = watch::channel(false);
         let (stop, stopped) = oneshot::channel();
-        let broker = url.display();
+        let broker = connection.url.display();
         runtime.spawn(drive(Connection {
             eventloop,
             client: client.clone(),
@@ -403,7 +409,7 @@ struct Connection {
 /// Polls the event loop until the plugin is dropped: completes waiting sends, and on a
 /// connection error fails them, empties rumqttc's queues and sleeps before reconnecting.
 async fn drive(mut c: Connection) {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX, &c.target);
     loop {
         let polled = tokio::select! {
             _ = &mut c.stopped => break,
@@ -413,7 +419,7 @@ async fn drive(mut c: Connection) {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 lock(&c.tracker).connected = true;
                 c.connected.send_replace(true);
-                backoff = BACKOFF_MIN;
+                backoff.reset();
                 tracing::info!(target_name = %c.target, broker = %c.broker, "mqtt target connected");
             }
             Ok(event) => lock(&c.tracker).on_event(&event),
@@ -430,7 +436,7 @@ async fn drive(mut c: Connection) {
                     was
                 };
                 c.connected.send_replace(false);
-                let delay = jitter(backoff);
+                let delay = backoff.next_delay();
                 if was_connected {
                     tracing::warn!(target_name = %c.target, broker = %c.broker, error = %why, "mqtt target lost its connection");
                 } else {
@@ -440,7 +446,6 @@ async fn drive(mut c: Connection) {
                     _ = &mut c.stopped => break,
                     () = tokio::time::sleep(delay) => {}
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
     }
@@ -479,12 +484,6 @@ fn describe(e: &ConnectionError) -> String {
     }
 }
 
-/// `d` scaled by a random factor in [0.5, 1), so many bridges do not reconnect in step.
-fn jitter(d: Duration) -> Duration {
-    let r = RandomState::new().hash_one(std::time::SystemTime::now());
-    d.mul_f64(0.5 + (r % 1000) as f64 / 2000.0)
-}
-
 fn check_topic_template(template: &str) -> Result<(), String> {
     if template.is_empty() {
         return Err("must not be empty".into());
@@ -499,10 +498,13 @@ fn check_topic_template(template: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::hash_map::RandomState;
+    use std::hash::BuildHasher;
     use std::net::TcpListener;
     use std::path::Path;
     use std::process::{Child, Command, Stdio};
 
+    use rumqttc::MqttOptions;
     use serde_json::json;
     use tokio::sync::mpsc;
 

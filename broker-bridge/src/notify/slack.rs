@@ -175,7 +175,7 @@ mod tests {
 
     use super::*;
     use crate::notify::TargetConfig;
-    use crate::notify::http::test_server::{Reply, TestServer, alarm, refused_addr};
+    use crate::notify::test_server::{Reply, TestServer, alarm, refused_addr};
 
     const HOOK_PATH: &str = "/services/T0001/B0002/XyZsecretWebhookToken42";
 

@@ -343,7 +343,7 @@ mod tests {
 
     use super::*;
     use crate::notify::TargetConfig;
-    use crate::notify::http::test_server::{Reply as Answer, TestServer, alarm, refused_addr};
+    use crate::notify::test_server::{Reply as Answer, TestServer, alarm, refused_addr};
 
     const TOKEN: &str = "123456789:AAHsecretKeyFromBotFather_x-42";
 

@@ -1,0 +1,539 @@
+//! Everything between a message and the target queues, one stage per function, in the
+//! order a message meets them:
+//!
+//! 1. control messages: the fleet-wide silences document replaces the silences; a host's
+//!    status updates inhibition and may raise its `offline` alarm, routed like any other;
+//! 2. `admit`: the size limit and each matching route's limits, before decoding, so a
+//!    flood on one route costs little and never holds back another;
+//! 3. `decode` ([`crate::message`]);
+//! 4. `silenced`, then `inhibited`;
+//! 5. per route whose `when` holds, per target not reached by an earlier route: `dedup`,
+//!    `render`, `repeat`, then `group` or `enqueue` into the target's bounded queue
+//!    ([`crate::deliver`]).
+//!
+//! The state each stage keeps (gates, silences, hosts, repeats, groups) lives in its own
+//! module; this file strings the stages together and counts what each one decided.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::Error;
+use crate::config::Settings;
+use crate::dedup::{Key, NotificationLog};
+use crate::deliver::Queued;
+use crate::group::{Added, GroupSpec, Groups};
+use crate::inhibit::Hosts;
+use crate::limits::Gate;
+use crate::message::{Decoded, Rejected};
+use crate::notify::Notification;
+use crate::repeat::Repeats;
+use crate::route::Route;
+use crate::silence::Silences;
+use crate::source::Incoming;
+use crate::stats::{RateLimited, Stats};
+use crate::template::Template;
+
+/// The pipeline and the state it keeps between messages.
+pub struct Pipeline<'a> {
+    settings: &'a Settings,
+    stats: &'a Stats,
+    queues: &'a [mpsc::Sender<Queued>],
+    log: &'a NotificationLog,
+    /// Per route, in route order: its limits' run-time state.
+    gates: Vec<Gate>,
+    silences: Silences,
+    hosts: Hosts,
+    repeats: Repeats,
+    groups: Groups,
+    invalid_log: RateLimited,
+    template_log: RateLimited,
+    default_title: Template,
+}
+
+/// A decoded message on its way through the routes.
+struct Message<'m> {
+    topic: &'m str,
+    payload: &'m [u8],
+    decoded: Decoded,
+    /// The payload as text, for templates that fail and bodies of plain-text messages.
+    raw_text: std::borrow::Cow<'m, str>,
+}
+
+/// Dedup or `send_resolved` held the message back from a target.
+struct Skipped;
+
+impl<'a> Pipeline<'a> {
+    pub fn new(
+        settings: &'a Settings,
+        stats: &'a Stats,
+        queues: &'a [mpsc::Sender<Queued>],
+        log: &'a NotificationLog,
+    ) -> Result<Self, Error> {
+        let default_title =
+            Template::parse(crate::config::DEFAULT_TITLE).map_err(|m| Error::Config {
+                path: "built-in default title".into(),
+                message: m,
+            })?;
+        Ok(Self {
+            settings,
+            stats,
+            queues,
+            log,
+            gates: settings
+                .routes
+                .iter()
+                .map(|r| Gate::new(r.limits.clone(), Instant::now()))
+                .collect(),
+            silences: Silences::new(settings.silences.clone()),
+            hosts: Hosts::new(settings.dedup_capacity),
+            repeats: Repeats::new(settings.dedup_capacity),
+            groups: Groups::new(settings.dedup_capacity),
+            invalid_log: RateLimited::new(Duration::from_secs(10)),
+            template_log: RateLimited::new(Duration::from_secs(10)),
+            default_title,
+        })
+    }
+
+    /// Handles one message from the broker: control topics (silences, host status) first,
+    /// then alarms and other messages.
+    pub async fn handle(&mut self, incoming: Incoming<'_>) {
+        self.stats.received.inc();
+        match incoming {
+            Incoming::Silences { topic, payload } => self.replace_silences(topic, payload),
+            Incoming::Status { host, payload } => self.host_status(host, payload).await,
+            Incoming::Message { topic, payload } => self.route(topic, payload).await,
+        }
+    }
+
+    fn replace_silences(&mut self, topic: &str, payload: &[u8]) {
+        match self.silences.replace_from_json(payload) {
+            Ok(n) => tracing::info!(topic, silences = n, "silences replaced"),
+            Err(e) => {
+                self.stats.invalid.inc();
+                tracing::warn!(topic, error = %e, "silences rejected; the previous ones stay");
+            }
+        }
+    }
+
+    /// A host's availability: with `inhibit_offline`, going offline raises the host's
+    /// `offline` alarm and coming back resolves it, both routed like any alarm.
+    async fn host_status(&mut self, host: &str, payload: &[u8]) {
+        if !self.settings.inhibit_offline {
+            return;
+        }
+        let Some(alarm) = self
+            .hosts
+            .update(host, payload, lookout_shared::time::now_ms())
+        else {
+            return;
+        };
+        let topic = lookout_shared::topics::alarm(&self.settings.prefix, host, "offline");
+        let raw = alarm.to_string().into_bytes();
+        self.route(&topic, &raw).await;
+    }
+
+    /// An alarm or any other message, through every stage to the target queues.
+    async fn route(&mut self, topic: &str, payload: &[u8]) {
+        let Some(admitted) = self.admit(topic, payload) else {
+            return;
+        };
+        let Some(decoded) = self.decode(topic, payload) else {
+            return;
+        };
+        if self.silenced(topic, &decoded) || self.inhibited(&decoded) {
+            return;
+        }
+        if let Some((id, state)) = &decoded.alarm
+            && state == "resolved"
+        {
+            self.repeats.resolved(id);
+        }
+        let m = Message {
+            topic,
+            payload,
+            decoded,
+            raw_text: String::from_utf8_lossy(payload),
+        };
+        if self.fan_out(&admitted, &m).await {
+            self.stats.routed.inc();
+        } else {
+            self.stats.unrouted.inc();
+        }
+    }
+
+    /// The payload size limit, then the limits of every route whose filter matches: which
+    /// routes admit the message, or `None` when it goes no further (too large, or every
+    /// matching route refused it).
+    fn admit(&mut self, topic: &str, payload: &[u8]) -> Option<Vec<bool>> {
+        if payload.len() > self.settings.max_payload {
+            self.invalid(
+                topic,
+                &Rejected::TooLarge {
+                    size: payload.len(),
+                    limit: self.settings.max_payload,
+                },
+            );
+            return None;
+        }
+        let now = Instant::now();
+        let mut admitted = vec![false; self.settings.routes.len()];
+        let mut matched = false;
+        for (ri, route) in self.settings.routes.iter().enumerate() {
+            if !crate::route::topic_matches(&route.topic, topic) {
+                continue;
+            }
+            matched = true;
+            match self.gates[ri].admit(topic, payload.len(), now) {
+                Ok(()) => admitted[ri] = true,
+                Err(why) => self.gates[ri].emit(&self.stats.routes[ri], topic, why),
+            }
+        }
+        (!matched || admitted.contains(&true)).then_some(admitted)
+    }
+
+    /// The payload as fields; `None` for an empty payload (a cleared retained message) and
+    /// for one that cannot be decoded (counted and logged).
+    fn decode(&self, topic: &str, payload: &[u8]) -> Option<Decoded> {
+        match crate::message::decode(payload, self.settings.max_payload) {
+            Ok(d) => d,
+            Err(e) => {
+                self.invalid(topic, &e);
+                None
+            }
+        }
+    }
+
+    fn silenced(&self, topic: &str, d: &Decoded) -> bool {
+        let Some(s) = self
+            .silences
+            .silenced_by(&d.fields, lookout_shared::time::now_ms())
+        else {
+            return false;
+        };
+        self.stats.silenced.inc();
+        tracing::debug!(topic, comment = %s.comment, "silenced");
+        true
+    }
+
+    /// An offline host's alarms are held back, except its own `offline` alarm.
+    fn inhibited(&self, d: &Decoded) -> bool {
+        let held = d
+            .fields
+            .get("host")
+            .and_then(|h| h.as_str())
+            .is_some_and(|host| self.hosts.is_offline(host))
+            && d.fields.get("source").and_then(|s| s.as_str()) != Some("offline");
+        if held {
+            self.stats.inhibited.inc();
+        }
+        held
+    }
+
+    /// Each route that admitted the message and whose `when` holds, to each of its targets
+    /// not reached by an earlier route. True when some target took it.
+    async fn fan_out(&mut self, admitted: &[bool], m: &Message<'_>) -> bool {
+        let settings = self.settings;
+        let mut chosen = vec![false; self.queues.len()];
+        let mut routed = false;
+        for (ri, route) in settings.routes.iter().enumerate() {
+            if !admitted[ri] || !route.when_holds(&m.decoded.fields) {
+                continue;
+            }
+            for &t in &route.targets {
+                if std::mem::replace(&mut chosen[t], true) {
+                    continue;
+                }
+                routed |= self.for_target(ri, route, t, m).await;
+            }
+        }
+        routed
+    }
+
+    /// One message for target `t` by route `ri`. False when dedup or `send_resolved` held
+    /// it back.
+    async fn for_target(&mut self, ri: usize, route: &Route, t: usize, m: &Message<'_>) -> bool {
+        let Ok(dedup_key) = self.dedup(route, t, &m.decoded) else {
+            return false;
+        };
+        let n = self.render(route, t, m);
+        self.repeat(route, t, &m.decoded, &n);
+        match &route.group {
+            Some(spec) => self.group(ri, t, spec, n, dedup_key),
+            None => {
+                let keys: Vec<Key> = dedup_key.into_iter().collect();
+                self.enqueue(t, n, &keys).await;
+            }
+        }
+        true
+    }
+
+    /// The agent's alarms reach each target once per `(id, state)`, a firing state once
+    /// per severity; returns the key that settles it (`None` for other messages).
+    fn dedup(&self, route: &Route, t: usize, d: &Decoded) -> Result<Option<Key>, Skipped> {
+        let Some((id, state)) = &d.alarm else {
+            return Ok(None);
+        };
+        if state == "resolved" && !route.send_resolved {
+            self.stats.resolved_skipped.inc();
+            return Err(Skipped);
+        }
+        // A firing alarm whose level changed is news (the agent re-publishes it with the
+        // same id): the severity is part of what is deduplicated.
+        let state_key = match d.fields.get("severity").and_then(|v| v.as_u64()) {
+            Some(sev) if state == "firing" => format!("firing:{sev}"),
+            _ => state.clone(),
+        };
+        let k = crate::dedup::key(&self.settings.targets[t], id, &state_key);
+        if !self.log.first(k) {
+            self.stats.deduplicated.inc();
+            return Err(Skipped);
+        }
+        Ok(Some(k))
+    }
+
+    /// The notification for target `t`: the route's templates, else the defaults (the
+    /// alarm title, or the topic; the text of a plain-text message, else its JSON).
+    fn render(&self, route: &Route, t: usize, m: &Message<'_>) -> Notification {
+        let title = match (&route.title, &m.decoded.alarm) {
+            (Some(tpl), _) => self.fill(tpl, m),
+            (None, Some(_)) => self.fill(&self.default_title, m),
+            (None, None) => m.topic.to_owned(),
+        };
+        let fields = &m.decoded.fields;
+        let plain_text = fields
+            .as_object()
+            .is_some_and(|o| o.len() == 1 && o.contains_key("payload"));
+        let body = match &route.body {
+            Some(b) => self.fill(b, m),
+            None if plain_text => m.raw_text.to_string(),
+            None => serde_json::to_string(fields).unwrap_or_else(|_| m.raw_text.to_string()),
+        };
+        Notification {
+            target: self.settings.targets[t].clone(),
+            topic: m.topic.to_owned(),
+            title,
+            body,
+            fields: fields.clone(),
+            raw: m.payload.to_vec(),
+        }
+    }
+
+    /// A template filled in; a template error sends the raw payload instead (counted,
+    /// logged at most once per 10 s).
+    fn fill(&self, tpl: &Template, m: &Message<'_>) -> String {
+        tpl.render(&m.decoded.fields, m.topic, m.payload)
+            .unwrap_or_else(|e| {
+                self.stats.template_errors.inc();
+                self.template_log.hit(|suppressed| {
+                    tracing::warn!(topic = m.topic, error = %e, suppressed, "template error; sending the raw payload")
+                });
+                m.raw_text.to_string()
+            })
+    }
+
+    /// A firing alarm on a route with `repeat_interval` is remembered, to be sent again
+    /// while it stays firing.
+    fn repeat(&mut self, route: &Route, t: usize, d: &Decoded, n: &Notification) {
+        if let (Some(every), Some((id, state))) = (route.repeat_interval, &d.alarm)
+            && state == "firing"
+            && !self.repeats.firing(t, id, every, n.clone(), Instant::now())
+        {
+            self.stats.repeat_full.inc();
+        }
+    }
+
+    fn group(&mut self, ri: usize, t: usize, spec: &GroupSpec, n: Notification, key: Option<Key>) {
+        if self.groups.add(ri, t, spec, n, key, Instant::now()) == Added::Full {
+            self.stats.group_full.inc();
+        }
+    }
+
+    /// Counts and logs (rate-limited) a message that cannot be decoded.
+    fn invalid(&self, topic: &str, e: &Rejected) {
+        self.stats.invalid.inc();
+        self.invalid_log
+            .hit(|suppressed| log_invalid(topic, e, suppressed));
+    }
+
+    /// Writes the notification to the log (with the dedup keys it settles), then queues
+    /// it: on disk before the message can be acknowledged.
+    async fn enqueue(&self, t: usize, n: Notification, keys: &[Key]) {
+        self.stats.targets[t].queued.inc();
+        let seq = self.log.queued(keys, &n);
+        if self.queues[t].send(Queued { seq, n }).await.is_err() {
+            tracing::error!(target_name = %self.settings.targets[t], "target worker stopped");
+        }
+    }
+
+    /// Sends the batches whose time has come and re-sends alarms whose repeat interval
+    /// has come.
+    pub async fn timers(&mut self) {
+        let now = Instant::now();
+        for (t, n, keys) in self.groups.due(now) {
+            self.stats.grouped.inc();
+            self.enqueue(t, n, &keys).await;
+        }
+        for (t, n) in self.repeats.due(now) {
+            self.stats.repeated.inc();
+            self.enqueue(t, n, &[]).await;
+        }
+    }
+}
+
+fn log_invalid(topic: &str, e: &Rejected, suppressed: u64) {
+    // Bounded: a hostile topic or a long parser message does not make a long log line.
+    let topic: String = topic.chars().take(200).collect();
+    tracing::warn!(topic, error = %e, suppressed, "invalid message skipped");
+}
+
+#[cfg(test)]
+mod tests {
+    use lookout_shared::config::Source;
+    use serde_json::json;
+
+    use super::*;
+    use crate::stats::TargetStats;
+
+    /// Two log targets, `a` by the alarm route and `b` by both routes, and what each
+    /// target's queue receives.
+    struct Bench {
+        settings: Settings,
+        stats: Stats,
+        log: NotificationLog,
+        queues: Vec<mpsc::Sender<Queued>>,
+        received: Vec<mpsc::Receiver<Queued>>,
+    }
+
+    impl Bench {
+        fn new() -> Self {
+            let text = r#"
+                [bridge]
+                state_dir = ""
+                [targets.a]
+                type = "log"
+                [targets.b]
+                type = "log"
+                [[routes]]
+                topic = "lookout/+/alarms/#"
+                targets = ["a", "b"]
+                [[routes]]
+                topic = "lookout/#"
+                targets = ["b"]
+            "#;
+            let settings = crate::config::resolve(&Source::builtin("test.toml", text), &[])
+                .unwrap()
+                .settings;
+            let mut stats = Stats::default();
+            for name in &settings.targets {
+                stats.targets.push(TargetStats {
+                    name: name.clone(),
+                    ..Default::default()
+                });
+            }
+            let (queues, received) = settings.targets.iter().map(|_| mpsc::channel(16)).unzip();
+            Self {
+                log: NotificationLog::memory(settings.dedup_capacity),
+                settings,
+                stats,
+                queues,
+                received,
+            }
+        }
+
+        fn pipeline(&self) -> Pipeline<'_> {
+            Pipeline::new(&self.settings, &self.stats, &self.queues, &self.log).unwrap()
+        }
+
+        /// Everything queued for target `t` so far.
+        fn queued(&mut self, t: usize) -> Vec<Notification> {
+            let mut out = Vec::new();
+            while let Ok(q) = self.received[t].try_recv() {
+                out.push(q.n);
+            }
+            out
+        }
+    }
+
+    fn alarm(host: &str, state: &str) -> Vec<u8> {
+        json!({"id": format!("{host}:cpu:1"), "host": host, "source": "cpu", "state": state, "severity": 2})
+            .to_string()
+            .into_bytes()
+    }
+
+    fn message<'a>(topic: &'a str, payload: &'a [u8]) -> Incoming<'a> {
+        Incoming::Message { topic, payload }
+    }
+
+    #[tokio::test]
+    async fn an_alarm_reaches_each_target_once_and_a_redelivery_reaches_none() {
+        let mut bench = Bench::new();
+        let mut p = bench.pipeline();
+        let firing = alarm("edge-1", "firing");
+        p.handle(message("lookout/edge-1/alarms/cpu", &firing))
+            .await;
+        p.handle(message("lookout/edge-1/alarms/cpu", &firing))
+            .await;
+        drop(p);
+
+        let a = bench.queued(0);
+        let b = bench.queued(1);
+        assert_eq!((a.len(), b.len()), (1, 1), "{a:?} {b:?}");
+        assert_eq!(a[0].title, "[firing] edge-1: cpu (severity 2)");
+        assert_eq!(b[0].target, "b");
+        let s = &bench.stats;
+        assert_eq!(s.received.get(), 2);
+        assert_eq!(s.routed.get(), 1);
+        assert_eq!(s.deduplicated.get(), 2, "the redelivery, once per target");
+    }
+
+    #[tokio::test]
+    async fn an_offline_host_raises_its_offline_alarm_and_holds_back_its_others() {
+        let mut bench = Bench::new();
+        let mut p = bench.pipeline();
+        let status = |host, payload| Incoming::Status { host, payload };
+        p.handle(status("edge-1", b"offline")).await;
+        let firing = alarm("edge-1", "firing");
+        p.handle(message("lookout/edge-1/alarms/cpu", &firing))
+            .await;
+        let other = alarm("edge-2", "firing");
+        p.handle(message("lookout/edge-2/alarms/cpu", &other)).await;
+        p.handle(status("edge-1", b"online")).await;
+        drop(p);
+
+        let got: Vec<String> = bench
+            .queued(0)
+            .iter()
+            .map(|n| {
+                format!(
+                    "{} {} {}",
+                    n.fields["host"], n.fields["source"], n.fields["state"]
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                r#""edge-1" "offline" "firing""#,
+                r#""edge-2" "cpu" "firing""#,
+                r#""edge-1" "offline" "resolved""#,
+            ]
+        );
+        assert_eq!(bench.stats.inhibited.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn bad_input_is_counted_and_goes_nowhere() {
+        let mut bench = Bench::new();
+        let mut p = bench.pipeline();
+        p.handle(message("lookout/edge-1/alarms/cpu", b"{\"id\": broken"))
+            .await;
+        p.handle(message("lookout/edge-1/alarms/cpu", &[0xff, 0xfe]))
+            .await;
+        p.handle(message("lookout/edge-1/alarms/cpu", b"")).await;
+        drop(p);
+
+        assert_eq!(bench.stats.invalid.get(), 2);
+        assert!(bench.queued(0).is_empty() && bench.queued(1).is_empty());
+    }
+}
