@@ -116,12 +116,7 @@ impl Subscription {
             last_will: None,
         };
         let c = &settings.mqtt.client;
-        let options = c
-            .options(&session, "bridge mqtt")
-            .map_err(|e| Error::Config {
-                path: format!("mqtt.{}", e.key()),
-                message: e.reason(),
-            })?;
+        let options = c.options(&session);
         let (client, eventloop) = AsyncClient::new(options, REQUESTS);
         let topics = ControlTopics::new(&settings.prefix);
         Ok(Self {

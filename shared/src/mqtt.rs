@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use rumqttc::{LastWill, MqttOptions};
+use rumqttc::{LastWill, MqttOptions, Transport};
 
 use crate::secret::Secret;
 use crate::tls::{TlsError, TlsSettings};
@@ -23,15 +23,31 @@ pub const SUBSCRIBER_PACKET_LIMIT: usize = 4 * 1024 * 1024;
 /// below this a configured value is raised.
 pub const MIN_KEEP_ALIVE: Duration = Duration::from_secs(5);
 
-/// Who connects where, as configured (validated; files not yet read).
-#[derive(Clone, Debug)]
+/// Who connects where, as configured: validated, and the TLS files read once, at start
+/// (a wrong path fails there, naming the key, not at the first connection).
+#[derive(Clone)]
 pub struct ClientConfig {
     pub url: MqttUrl,
     pub client_id: String,
     pub keep_alive: Duration,
     /// Username and password.
     pub login: Option<(String, Secret)>,
+    /// The keys as given (for `check-config` and logs).
     pub tls: TlsSettings,
+    /// Plain TCP, or TLS built from `tls`.
+    transport: Transport,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("url", &self.url)
+            .field("client_id", &self.client_id)
+            .field("keep_alive", &self.keep_alive)
+            .field("login", &self.login)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How this particular client uses its connection.
@@ -62,8 +78,7 @@ impl Default for Session {
 
 impl ClientConfig {
     /// Checks the login and TLS keys together: a password needs a username, TLS keys need
-    /// `mqtts://`, and the TLS files are read once now so that a wrong path fails at start.
-    /// `context` names the client in TLS log lines.
+    /// `mqtts://`; reads the TLS files. `context` names the client in TLS log lines.
     pub fn new(
         url: MqttUrl,
         client_id: String,
@@ -83,72 +98,32 @@ impl ClientConfig {
             }
             (None, None) => None,
         };
-        crate::tls::transport(&url, &tls, context)?;
+        let transport = crate::tls::transport(&url, &tls, context)?;
         Ok(Self {
             url,
             client_id,
             keep_alive: keep_alive.max(MIN_KEEP_ALIVE),
             login,
             tls,
+            transport,
         })
     }
 
-    /// rumqttc's options for this client and session. Builds the TLS configuration again
-    /// from the files (they were checked at start; one that has become unreadable since
-    /// is an error here, never a silent fall-back to plain TCP).
-    pub fn options(&self, session: &Session, context: &str) -> Result<MqttOptions, TlsError> {
+    /// rumqttc's options for this client and session.
+    pub fn options(&self, session: &Session) -> MqttOptions {
         let mut o = MqttOptions::new(&self.client_id, self.url.host.clone(), self.url.port);
         o.set_keep_alive(self.keep_alive)
             .set_clean_session(session.clean)
             .set_manual_acks(session.manual_acks)
-            .set_max_packet_size(session.max_incoming, session.max_outgoing);
+            .set_max_packet_size(session.max_incoming, session.max_outgoing)
+            .set_transport(self.transport.clone());
         if let Some(will) = &session.last_will {
             o.set_last_will(will.clone());
         }
         if let Some((user, password)) = &self.login {
             o.set_credentials(user.clone(), password.expose().to_owned());
         }
-        o.set_transport(crate::tls::transport(&self.url, &self.tls, context)?);
-        Ok(o)
-    }
-
-    /// [`ClientConfig::options`] for a client that must keep running when its TLS files
-    /// became unusable after start: the error is logged and the options point at a TLS
-    /// setup that trusts nothing, so every connection fails (and says why in the log)
-    /// instead of falling back to plain TCP.
-    pub fn options_or_refusing(&self, session: &Session, context: &str) -> MqttOptions {
-        match self.options(session, context) {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::error!(client = context, error = %e, "TLS settings unusable; the MQTT connection will fail");
-                let mut plain = Self {
-                    tls: TlsSettings::default(),
-                    url: MqttUrl {
-                        tls: false,
-                        ..self.url.clone()
-                    },
-                    ..self.clone()
-                }
-                .options(session, context)
-                .unwrap_or_else(|_| {
-                    MqttOptions::new(&self.client_id, self.url.host.clone(), self.url.port)
-                });
-                let refusing = rumqttc::tokio_rustls::rustls::ClientConfig::builder_with_provider(
-                    crate::tls::provider(),
-                )
-                .with_safe_default_protocol_versions()
-                .map(|b| {
-                    b.with_root_certificates(rumqttc::tokio_rustls::rustls::RootCertStore::empty())
-                        .with_no_client_auth()
-                });
-                if let Ok(config) = refusing {
-                    plain.set_transport(rumqttc::Transport::tls_with_config(
-                        rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(config)),
-                    ));
-                }
-                plain
-            }
-        }
+        o
     }
 
     /// The same client under another id (simulated hosts, `watch`).
@@ -181,18 +156,13 @@ mod tests {
         )
         .unwrap();
         let will = LastWill::new("s", "offline", rumqttc::QoS::AtLeastOnce, true);
-        let o = c
-            .options(
-                &Session {
-                    clean: false,
-                    manual_acks: true,
-                    max_incoming: 1000,
-                    max_outgoing: 2000,
-                    last_will: Some(will.clone()),
-                },
-                "test",
-            )
-            .unwrap();
+        let o = c.options(&Session {
+            clean: false,
+            manual_acks: true,
+            max_incoming: 1000,
+            max_outgoing: 2000,
+            last_will: Some(will.clone()),
+        });
         assert_eq!(o.client_id(), "id-1");
         assert_eq!(o.broker_address(), ("127.0.0.1".to_string(), 1884));
         assert_eq!(o.keep_alive(), MIN_KEEP_ALIVE);

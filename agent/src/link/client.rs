@@ -182,7 +182,7 @@ impl Link {
         let opts = settings
             .client
             .with_client_id(client_id.to_owned())
-            .options_or_refusing(&session, host);
+            .options(&session);
         let (client, eventloop) = AsyncClient::new(opts, settings.queue);
         let o = &settings.outbox;
         let dir = o.dir.join(lookout_shared::topics::sanitize_level(host));

@@ -54,7 +54,7 @@ pub(super) async fn run(opts: &Options) -> Result<(), Error> {
         fleet: new_fleet(opts),
         conn: Conn::Connecting,
     }));
-    let (client, events) = AsyncClient::new(opts.mqtt_options()?, 16);
+    let (client, events) = AsyncClient::new(opts.mqtt_options(), 16);
     let mut net = tokio::spawn(drive(events, client, opts.filters(), Arc::clone(&shared)));
     let quit = Arc::new(AtomicBool::new(false));
     let mut ui = tokio::task::spawn_blocking({

@@ -116,7 +116,7 @@ impl Options {
         ]
     }
 
-    fn mqtt_options(&self) -> Result<MqttOptions, Error> {
+    fn mqtt_options(&self) -> MqttOptions {
         // Unique enough that two watches (or a restarted one) never take over each
         // other's session: the pid and the clock's nanoseconds.
         let nanos = std::time::SystemTime::now()
@@ -134,13 +134,7 @@ impl Options {
             max_incoming: lookout_shared::mqtt::SUBSCRIBER_PACKET_LIMIT,
             ..Session::default()
         };
-        self.client
-            .with_client_id(id)
-            .options(&session, "watch")
-            .map_err(|e| Error::Config {
-                path: "mqtt".into(),
-                message: e.to_string(),
-            })
+        self.client.with_client_id(id).options(&session)
     }
 }
 
@@ -174,7 +168,7 @@ fn why(e: &ConnectionError) -> String {
 /// `--once`: connect (or fail naming the URL), collect for `wait`, print one snapshot.
 async fn once(opts: &Options) -> Result<(), Error> {
     let url = opts.client.url.display();
-    let (client, mut events) = AsyncClient::new(opts.mqtt_options()?, 16);
+    let (client, mut events) = AsyncClient::new(opts.mqtt_options(), 16);
     let connect_error = |message: String| Error::Connect {
         url: url.clone(),
         message,

@@ -266,7 +266,7 @@ impl Mqtt {
             max_outgoing: MAX_PACKET,
             last_will: None,
         };
-        let options = connection.options(&session, &context).map_err(tls_error)?;
+        let options = connection.options(&session);
 
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             crate::Error::Mqtt(format!(
