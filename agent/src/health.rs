@@ -17,9 +17,8 @@ pub struct Health {
     started: Instant,
     period: Duration,
     last_scheduled: Option<tokio::time::Instant>,
-    lags_ms: [f32; LAGS],
-    lag_len: usize,
-    lag_next: usize,
+    /// The last [`LAGS`] ticks' lags, the oldest overwritten.
+    lags_ms: heapless::HistoryBuf<f32, LAGS>,
     lag_max_ms: f32,
     pub ticks: u64,
     pub skipped: u64,
@@ -73,9 +72,7 @@ impl Health {
             started: Instant::now(),
             period,
             last_scheduled: None,
-            lags_ms: [0.0; LAGS],
-            lag_len: 0,
-            lag_next: 0,
+            lags_ms: heapless::HistoryBuf::new(),
             lag_max_ms: 0.0,
             ticks: 0,
             skipped: 0,
@@ -97,16 +94,16 @@ impl Health {
         }
         self.last_scheduled = Some(scheduled);
         let lag = now.saturating_duration_since(scheduled).as_secs_f32() * 1000.0;
-        self.lags_ms[self.lag_next] = lag;
-        self.lag_next = (self.lag_next + 1) % LAGS;
-        self.lag_len = (self.lag_len + 1).min(LAGS);
+        self.lags_ms.write(lag);
         self.lag_max_ms = self.lag_max_ms.max(lag);
     }
 
     /// Median of the recent lags and the maximum since the last call.
     pub fn take_lag(&mut self) -> Lag {
-        let mut recent = self.lags_ms;
-        let recent = &mut recent[..self.lag_len];
+        let kept = self.lags_ms.as_slice();
+        let mut copy = [0.0; LAGS];
+        let recent = &mut copy[..kept.len()];
+        recent.copy_from_slice(kept);
         let p50 = if recent.is_empty() {
             0.0
         } else {

@@ -4,7 +4,7 @@
 # evaluator and prints the published detectors' rows with Lookout's added.
 #
 #   bench/nab/run.sh                          # the shipped default
-#   bench/nab/run.sh --set detector.train.ensemble=1# an ablation: any replay flags pass through
+#   bench/nab/run.sh --set detector.train.ensemble=1   # an ablation: any replay flags pass through
 #   OUT=/tmp/nab-lookout bench/nab/run.sh      # where outputs and result.json go
 #
 # Needs ../shared (beside the repo root) for the data and evaluate.py; Python 3 only.
