@@ -9,7 +9,7 @@
 //! - [`config`]: reading a config document (file, stdin, built-in), `--set` overrides,
 //!   renamed keys, strict parsing with errors that name the key, its line and a suggestion.
 //! - [`mqtt`]: MQTT client options built one way for every client of both binaries.
-//! - [`overrides`]: `--set KEY=VALUE` applied to a TOML document, and parsing with them.
+//! - [`overrides`]: `--set KEY=VALUE` applied to a TOML document.
 //! - [`url`]: `mqtt://host:port` and `mqtts://host:port` as written in configs.
 //! - [`tls`]: TLS (CA, client certificate, verification) and login for MQTT clients.
 //! - [`signal`]: the SIGINT/SIGTERM future both binaries shut down on.

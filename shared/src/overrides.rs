@@ -31,22 +31,3 @@ pub fn apply(doc: &mut toml::Table, spec: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses a config document into `T`, with `KEY=VALUE` overrides applied first.
-/// Without overrides the text is parsed directly, so toml's errors carry the line and
-/// column. The error is `(where, what)`: the file (or the override) and toml's message.
-pub fn parse_toml<T: serde::de::DeserializeOwned>(
-    origin: &str,
-    text: &str,
-    overrides: &[String],
-) -> Result<T, (String, String)> {
-    let message = |e: toml::de::Error| e.to_string().trim_end().to_owned();
-    if overrides.is_empty() {
-        return toml::from_str(text).map_err(|e| (origin.to_owned(), message(e)));
-    }
-    let mut doc: toml::Table = toml::from_str(text).map_err(|e| (origin.to_owned(), message(e)))?;
-    for o in overrides {
-        apply(&mut doc, o).map_err(|m| (format!("--set {o}"), m))?;
-    }
-    T::deserialize(toml::Value::Table(doc))
-        .map_err(|e| (format!("{origin} with --set overrides"), message(e)))
-}

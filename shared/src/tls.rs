@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rumqttc::tokio_rustls::rustls;
-use rumqttc::{MqttOptions, TlsConfiguration, Transport};
+use rumqttc::{TlsConfiguration, Transport};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -207,32 +207,6 @@ pub fn transport(
     Ok(Transport::tls_with_config(TlsConfiguration::Rustls(
         Arc::new(config),
     )))
-}
-
-/// Sets the transport and the login of `options`. `password` without `username` is an
-/// error (a broker would ignore it, and the user would think they are logged in).
-pub fn configure(
-    options: &mut MqttOptions,
-    url: &MqttUrl,
-    settings: &TlsSettings,
-    username: Option<&str>,
-    password: Option<&Secret>,
-    context: &str,
-) -> Result<(), TlsError> {
-    options.set_transport(transport(url, settings, context)?);
-    match (username, password) {
-        (Some(user), pw) => {
-            options.set_credentials(user, pw.map(Secret::expose).unwrap_or_default());
-        }
-        (None, Some(_)) => {
-            return Err(TlsError::Key {
-                key: "username",
-                message: "is required when a password is set".into(),
-            });
-        }
-        (None, None) => {}
-    }
-    Ok(())
 }
 
 /// `password` or `password_file`, not both; the file's content with its trailing newline
@@ -564,32 +538,7 @@ mod tests {
         assert_eq!(err.key(), "password_file");
         let err = password(None, Some(&f.path("nope"))).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
-        let mut opts = MqttOptions::new("c", "localhost", 1883);
-        let url = crate::url::parse("mqtt://localhost").unwrap();
-        let err = configure(
-            &mut opts,
-            &url,
-            &TlsSettings::default(),
-            None,
-            Some(&pw),
-            "test",
-        )
-        .unwrap_err();
-        assert_eq!(err.key(), "username");
+        // The login itself is checked where it is used: shared::mqtt::ClientConfig.
         assert!(!err.to_string().contains("s3cret"));
-        configure(
-            &mut opts,
-            &url,
-            &TlsSettings::default(),
-            Some("u"),
-            Some(&pw),
-            "test",
-        )
-        .unwrap();
-        let login = opts.credentials().unwrap();
-        assert_eq!(
-            (login.username.as_str(), login.password.as_str()),
-            ("u", "s3cret")
-        );
     }
 }

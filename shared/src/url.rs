@@ -93,19 +93,6 @@ pub fn parse(url: &str) -> Result<MqttUrl, String> {
     })
 }
 
-/// `mqtt://host:port` (or `tcp://`) only; the port defaults to 1883. For programs that do
-/// not speak TLS yet: `mqtts://` is refused with a message saying so. New code uses
-/// [`parse`].
-pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
-    let u = parse(url)?;
-    if u.tls {
-        return Err(format!(
-            "{url:?}: mqtts:// (TLS) is not supported here yet; use mqtt://"
-        ));
-    }
-    Ok((u.host, u.port))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,14 +137,5 @@ mod tests {
         let err = parse("mqtt://user:hunter2@broker").unwrap_err();
         assert!(err.contains("username and password have keys"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
-    }
-
-    #[test]
-    fn the_plain_only_parser_refuses_tls_with_a_reason() {
-        assert_eq!(
-            parse_mqtt_url("mqtt://127.0.0.1:1884").unwrap(),
-            ("127.0.0.1".to_string(), 1884)
-        );
-        assert!(parse_mqtt_url("mqtts://h").unwrap_err().contains("TLS"));
     }
 }

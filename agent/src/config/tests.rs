@@ -337,22 +337,3 @@ fn the_effective_config_prints_in_the_nested_shape_and_loads_back_the_same() {
         parsed.resolve().unwrap().models
     );
 }
-
-#[test]
-fn mqtt_urls() {
-    use lookout_shared::url::parse_mqtt_url;
-    assert_eq!(
-        parse_mqtt_url("mqtt://127.0.0.1:1884").unwrap(),
-        ("127.0.0.1".into(), 1884)
-    );
-    assert_eq!(
-        parse_mqtt_url("mqtt://broker").unwrap(),
-        ("broker".into(), 1883)
-    );
-    assert_eq!(
-        parse_mqtt_url("mqtt://[::1]:1885").unwrap(),
-        ("::1".into(), 1885)
-    );
-    assert!(parse_mqtt_url("http://x").is_err());
-    assert!(parse_mqtt_url("mqtt://x:99999").is_err());
-}
