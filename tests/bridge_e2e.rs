@@ -337,13 +337,15 @@ async fn a_failing_webhook_gets_every_alarm_after_retries_without_delaying_the_f
     let port = free_port();
     let _broker = mosquitto(port, dir.path());
     // The webhook fails its first 8 requests with 500, then accepts.
-    let hook = HttpCapture::start(vec![500; 8].into_iter().chain([200]).collect()).await;
+    let mut script = vec![http::Reply::text(500, "failing"); 8];
+    script.push(http::Reply::text(200, "ok"));
+    let hook = http::TestServer::start(script).await;
     let out = dir.path().join("alarms.log");
     let cfg = bridge_config(dir.path(), port, &out);
     let mut text = std::fs::read_to_string(&cfg).unwrap();
     text.push_str(&format!(
-        "\n[targets.hook]\ntype = \"http\"\nurl = \"http://127.0.0.1:{}/hook\"\n\n[[routes]]\ntopic = \"lookout/+/alarms/#\"\ntargets = [\"hook\"]\n",
-        hook.port
+        "\n[targets.hook]\ntype = \"http\"\nurl = \"{}\"\n\n[[routes]]\ntopic = \"lookout/+/alarms/#\"\ntargets = [\"hook\"]\n",
+        hook.url("/hook")
     ));
     std::fs::write(&cfg, text).unwrap();
     let mut bridge = bridge(

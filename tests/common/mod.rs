@@ -1,8 +1,11 @@
 //! Helpers for end-to-end tests: real processes, real brokers, loopback only, every wait
 //! bounded. Each process is killed when its guard drops, so a failing test leaves nothing
-//! running.
+//! running. [`http`] is the scripted HTTP server for notifier targets; the bridge's unit
+//! tests include that file as well.
 
 #![allow(dead_code)]
+
+pub mod http;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -380,94 +383,6 @@ pub fn scratch(name: &str) -> tempfile::TempDir {
         .prefix(&format!("lookout-{name}-"))
         .tempdir()
         .unwrap()
-}
-
-/// A tiny HTTP/1.1 server on 127.0.0.1 for notifier tests: answers each request with the
-/// next status from `script` (the last one repeats) and records the bodies it got.
-pub struct HttpCapture {
-    pub port: u16,
-    pub bodies: std::sync::Arc<std::sync::Mutex<Vec<(u16, String)>>>,
-    _task: tokio::task::JoinHandle<()>,
-}
-
-impl HttpCapture {
-    pub async fn start(script: Vec<u16>) -> Self {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let log = std::sync::Arc::clone(&bodies);
-        let task = tokio::spawn(async move {
-            let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            loop {
-                let Ok((mut sock, _)) = listener.accept().await else {
-                    return;
-                };
-                let (log, n, script) = (
-                    std::sync::Arc::clone(&log),
-                    std::sync::Arc::clone(&n),
-                    script.clone(),
-                );
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    let (head_end, len) = loop {
-                        let Ok(k) = sock.read(&mut chunk).await else {
-                            return;
-                        };
-                        if k == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..k]);
-                        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buf[..p]).to_lowercase();
-                            let len = head
-                                .lines()
-                                .find_map(|l| {
-                                    l.strip_prefix("content-length:")
-                                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                                })
-                                .unwrap_or(0);
-                            break (p + 4, len);
-                        }
-                    };
-                    while buf.len() < head_end + len {
-                        let Ok(k) = sock.read(&mut chunk).await else {
-                            return;
-                        };
-                        if k == 0 {
-                            break;
-                        }
-                        buf.extend_from_slice(&chunk[..k]);
-                    }
-                    let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let status = *script.get(i).or(script.last()).unwrap_or(&200);
-                    let body = String::from_utf8_lossy(&buf[head_end..]).into_owned();
-                    log.lock().unwrap().push((status, body));
-                    let reply = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
-                    );
-                    let _ = sock.write_all(reply.as_bytes()).await;
-                });
-            }
-        });
-        Self {
-            port,
-            bodies,
-            _task: task,
-        }
-    }
-
-    /// Bodies of requests answered 2xx.
-    pub fn accepted(&self) -> Vec<String> {
-        self.bodies
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(s, _)| *s < 300)
-            .map(|(_, b)| b.clone())
-            .collect()
-    }
 }
 
 /// Publishes `n` distinct firing alarms (ids `h:cpu:0`…) at QoS 1 and waits until sent.

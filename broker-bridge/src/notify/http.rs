@@ -3,7 +3,8 @@
 //!
 //! Also home of what the HTTP-based plugins share ([`slack`](super::slack),
 //! [`telegram`](super::telegram)): the client settings, the status classification, the
-//! redaction of secrets from error messages, and the test server their tests talk to.
+//! redaction of secrets from error messages. Their tests talk to the test HTTP server that
+//! the end-to-end tests use too (`tests/common/http.rs`).
 //!
 //! ```toml
 //! [targets.ops-webhook]
@@ -547,7 +548,8 @@ mod tests {
 
     use super::*;
     use crate::notify::TargetConfig;
-    use crate::notify::test_server::{Reply, TestServer, alarm, refused_addr};
+    use crate::notify::test_server::{Reply, Request, TestServer, refused_addr};
+    use crate::notify::test_support::alarm;
 
     fn config(toml_text: &str) -> Config {
         toml::from_str(toml_text).expect("valid config")
@@ -561,6 +563,12 @@ mod tests {
         Http::build("hook", &config(toml_text))
             .expect_err("rejected")
             .to_string()
+    }
+
+    /// The body decoded as `application/x-www-form-urlencoded`.
+    fn form(req: &Request) -> Vec<(String, String)> {
+        let url = reqwest::Url::parse(&format!("x:?{}", req.text())).expect("form body");
+        url.query_pairs().into_owned().collect()
     }
 
     #[tokio::test]
@@ -641,7 +649,7 @@ mod tests {
             req.text()
                 .starts_with("title=%5Bfiring%5D+sim-1+cpu_util&body=cpu_util%3A+anomaly")
         );
-        let form = req.form();
+        let form = form(&req);
         let get = |k: &str| {
             form.iter()
                 .find(|(key, _)| key == k)

@@ -19,8 +19,13 @@ pub mod mqtt;
 pub mod slack;
 pub mod smtp;
 pub mod telegram;
+/// The test HTTP server the plugins' tests talk to: the end-to-end tests' own, one file
+/// for both.
 #[cfg(test)]
+#[path = "../../../tests/common/http.rs"]
 pub(crate) mod test_server;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 /// One message, rendered for one target.
 #[derive(Clone, Debug, PartialEq)]

@@ -175,7 +175,8 @@ mod tests {
 
     use super::*;
     use crate::notify::TargetConfig;
-    use crate::notify::test_server::{Reply, TestServer, alarm, refused_addr};
+    use crate::notify::test_server::{Reply, TestServer, refused_addr};
+    use crate::notify::test_support::alarm;
 
     const HOOK_PATH: &str = "/services/T0001/B0002/XyZsecretWebhookToken42";
 

@@ -343,7 +343,8 @@ mod tests {
 
     use super::*;
     use crate::notify::TargetConfig;
-    use crate::notify::test_server::{Reply as Answer, TestServer, alarm, refused_addr};
+    use crate::notify::test_server::{Reply as Answer, TestServer, refused_addr};
+    use crate::notify::test_support::alarm;
 
     const TOKEN: &str = "123456789:AAHsecretKeyFromBotFather_x-42";
 
