@@ -73,127 +73,140 @@ fn draw<DB: DrawingBackend>(
     // Title and legend on top, so that no legend box hides data; then the two panels.
     let (header, body) = root.split_vertically(HEADER_HEIGHT);
     let (top, bottom) = body.split_vertically(body.dim_in_pixel().1 * 47 / 100);
-
-    let (axis, xs) = x_values(rows);
-    let (x_lo, x_hi) = padded(xs.iter().copied(), 0.0);
-    let (mut x_ticks, x_step) = match axis {
-        XAxis::Time => time_ticks(x_lo, x_hi),
-        XAxis::Number | XAxis::Row => number_ticks(x_lo, x_hi, 8),
-    };
-    // A label centred on a tick this close to the right edge would be cut off.
-    x_ticks.retain(|t| x_hi - t >= (x_hi - x_lo) * 0.04);
-    let number_label = number_labels(&x_ticks, x_step);
-    let x_label = move |x: &f64| match axis {
-        XAxis::Time => timestamp::format_civil(*x, x_step < 86_400.0),
-        XAxis::Number | XAxis::Row => number_label(x),
-    };
-    let shaded: Vec<(f64, f64)> = if axis == XAxis::Time {
-        windows
-            .iter()
-            .filter(|w| w.end >= x_lo && w.start <= x_hi)
-            .map(|w| (w.start.max(x_lo), w.end.min(x_hi)))
-            .collect()
-    } else {
-        if !windows.is_empty() {
-            tracing::warn!(
-                "the x axis is not calendar time (the timestamps are not all dates or epoch times); labelled windows are not drawn"
-            );
-        }
-        Vec::new()
-    };
+    let x = XScale::new(rows, windows);
     let mut legend = vec![(Marker::Line(VALUE_COLOUR), "value".to_owned())];
+    draw_values(&top, rows, &x, &mut legend)?;
+    draw_scores(&bottom, rows, &x, &mut legend)?;
+    if !x.shaded.is_empty() {
+        legend.push((Marker::Shade, "labelled anomaly window".to_owned()));
+    }
+    draw_header(&header, title, &legend)
+}
 
-    // Top panel: the input series, alarm rows in red.
+/// The x axis both panels share.
+struct XScale {
+    axis: XAxis,
+    /// The x of every row.
+    xs: Vec<f64>,
+    lo: f64,
+    hi: f64,
+    ticks: Vec<f64>,
+    step: f64,
+    /// The labelled windows within the axis; none unless it is calendar time.
+    shaded: Vec<(f64, f64)>,
+}
+
+impl XScale {
+    fn new(rows: &[Row], windows: &[Window]) -> Self {
+        let (axis, xs) = x_values(rows);
+        let (lo, hi) = padded(xs.iter().copied(), 0.0);
+        let (mut ticks, step) = match axis {
+            XAxis::Time => time_ticks(lo, hi),
+            XAxis::Number | XAxis::Row => number_ticks(lo, hi, 8),
+        };
+        // A label centred on a tick this close to the right edge would be cut off.
+        ticks.retain(|t| hi - t >= (hi - lo) * 0.04);
+        let shaded = if axis == XAxis::Time {
+            windows
+                .iter()
+                .filter(|w| w.end >= lo && w.start <= hi)
+                .map(|w| (w.start.max(lo), w.end.min(hi)))
+                .collect()
+        } else {
+            if !windows.is_empty() {
+                tracing::warn!(
+                    "the x axis is not calendar time (the timestamps are not all dates or epoch times); labelled windows are not drawn"
+                );
+            }
+            Vec::new()
+        };
+        Self {
+            axis,
+            xs,
+            lo,
+            hi,
+            ticks,
+            step,
+            shaded,
+        }
+    }
+
+    /// Tick labels: dates, with the time of day when ticks are less than a day apart, or
+    /// short numbers.
+    fn label(&self) -> impl Fn(&f64) -> String + use<> {
+        let number_label = number_labels(&self.ticks, self.step);
+        let (axis, step) = (self.axis, self.step);
+        move |x: &f64| match axis {
+            XAxis::Time => timestamp::format_civil(*x, step < 86_400.0),
+            XAxis::Number | XAxis::Row => number_label(x),
+        }
+    }
+
+    fn desc(&self) -> &'static str {
+        match self.axis {
+            XAxis::Time => "time (UTC)",
+            XAxis::Number => "timestamp",
+            XAxis::Row => "row",
+        }
+    }
+}
+
+/// Top panel: the input series, alarm rows in red.
+fn draw_values<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    rows: &[Row],
+    x: &XScale,
+    legend: &mut Vec<(Marker, String)>,
+) -> DrawResult<DB> {
     let values = || {
-        xs.iter()
+        x.xs.iter()
             .zip(rows)
             .filter(|(_, r)| r.value.is_finite())
             .map(|(x, r)| (*x, r.value))
     };
-    let (v_lo, v_hi) = padded(values().map(|(_, v)| v), 0.05);
-    let (v_ticks, v_step) = number_ticks(v_lo, v_hi, 6);
-    let v_label = number_labels(&v_ticks, v_step);
-    let mut chart = ChartBuilder::on(&top)
-        .margin_left(10)
-        .margin_right(25)
-        .margin_top(4)
-        .y_label_area_size(Y_LABEL_AREA)
-        .x_label_area_size(4)
-        .build_cartesian_2d(
-            Ticked::new(x_lo..x_hi, x_ticks.clone()),
-            Ticked::new(v_lo..v_hi, v_ticks),
-        )?;
-    chart
-        .configure_mesh()
-        .bold_line_style(BLACK.mix(0.1))
-        .light_line_style(TRANSPARENT)
-        .x_label_formatter(&|_| String::new())
-        .y_label_formatter(&v_label)
-        .y_desc("value")
-        .label_style((FONT, LABEL_SIZE))
-        .axis_desc_style((FONT, LABEL_SIZE))
-        .draw()?;
-    shade_windows(&mut chart, &shaded, v_lo, v_hi)?;
+    let y = padded(values().map(|(_, v)| v), 0.05);
+    let mut chart = panel(area, x, y, Panel::Values)?;
     chart.draw_series(LineSeries::new(values(), VALUE_COLOUR.stroke_width(1)))?;
-    let alarms: Vec<(f64, f64)> = xs
-        .iter()
-        .zip(rows)
-        .filter(|(_, r)| r.alarm && r.value.is_finite())
-        .map(|(x, r)| (*x, r.value))
-        .collect();
-    if !alarms.is_empty() {
-        for run in runs(rows, &xs, |r| r.alarm && r.value.is_finite()) {
-            chart.draw_series(LineSeries::new(
-                run.map(|(x, r)| (x, r.value)),
-                ALARM_COLOUR.stroke_width(2),
-            ))?;
-        }
-        chart.draw_series(
-            alarms
-                .iter()
-                .map(|p| Circle::new(*p, ALARM_DOT, ALARM_COLOUR.filled())),
-        )?;
-        legend.push((Marker::Alarm, "alarm firing".to_owned()));
+    let alarms: Vec<(f64, f64)> =
+        x.xs.iter()
+            .zip(rows)
+            .filter(|(_, r)| r.alarm && r.value.is_finite())
+            .map(|(x, r)| (*x, r.value))
+            .collect();
+    if alarms.is_empty() {
+        return Ok(());
     }
+    for run in runs(rows, &x.xs, |r| r.alarm && r.value.is_finite()) {
+        chart.draw_series(LineSeries::new(
+            run.map(|(x, r)| (x, r.value)),
+            ALARM_COLOUR.stroke_width(2),
+        ))?;
+    }
+    chart.draw_series(
+        alarms
+            .iter()
+            .map(|p| Circle::new(*p, ALARM_DOT, ALARM_COLOUR.filled())),
+    )?;
+    legend.push((Marker::Alarm, "alarm firing".to_owned()));
+    Ok(())
+}
 
-    // Bottom panel: score and threshold.
+/// Bottom panel: the score, and the threshold as a dashed step line.
+fn draw_scores<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    rows: &[Row],
+    x: &XScale,
+    legend: &mut Vec<(Marker, String)>,
+) -> DrawResult<DB> {
     let scores = rows
         .iter()
         .filter_map(|r| r.score.filter(|s| s.is_finite()));
     let thresholds = rows
         .iter()
         .filter_map(|r| r.threshold.filter(|t| t.is_finite()));
-    let (s_lo, s_hi) = padded(scores.chain(thresholds).chain([0.0]), 0.06);
-    let (s_ticks, s_step) = number_ticks(s_lo, s_hi, 5);
-    let s_label = number_labels(&s_ticks, s_step);
-    let mut chart = ChartBuilder::on(&bottom)
-        .margin_left(10)
-        .margin_right(25)
-        .margin_top(8)
-        .margin_bottom(4)
-        .y_label_area_size(Y_LABEL_AREA)
-        .x_label_area_size(48)
-        .build_cartesian_2d(
-            Ticked::new(x_lo..x_hi, x_ticks),
-            Ticked::new(s_lo..s_hi, s_ticks),
-        )?;
-    chart
-        .configure_mesh()
-        .bold_line_style(BLACK.mix(0.1))
-        .light_line_style(TRANSPARENT)
-        .x_label_formatter(&x_label)
-        .y_label_formatter(&s_label)
-        .x_desc(match axis {
-            XAxis::Time => "time (UTC)",
-            XAxis::Number => "timestamp",
-            XAxis::Row => "row",
-        })
-        .y_desc("score")
-        .label_style((FONT, LABEL_SIZE))
-        .axis_desc_style((FONT, LABEL_SIZE))
-        .draw()?;
-    shade_windows(&mut chart, &shaded, s_lo, s_hi)?;
-    let mut score_runs = runs(rows, &xs, |r| r.score.is_some_and(f64::is_finite)).peekable();
+    let y = padded(scores.chain(thresholds).chain([0.0]), 0.06);
+    let mut chart = panel(area, x, y, Panel::Scores)?;
+    let mut score_runs = runs(rows, &x.xs, |r| r.score.is_some_and(f64::is_finite)).peekable();
     if score_runs.peek().is_some() {
         legend.push((Marker::Line(SCORE_COLOUR), "score".to_owned()));
     }
@@ -203,29 +216,78 @@ fn draw<DB: DrawingBackend>(
             SCORE_COLOUR.stroke_width(1),
         ))?;
     }
-    let steps = threshold_steps(rows, &xs);
-    if !steps.is_empty() {
-        for run in steps.split(|p| p.1.is_nan()) {
-            chart.draw_series(DashedLineSeries::new(
-                run.iter().copied(),
-                DASH.0,
-                DASH.1,
-                THRESHOLD_COLOUR.stroke_width(2),
-            ))?;
-        }
-        let constant = steps.windows(2).all(|w| w[0].1 == w[1].1);
-        let label = if constant {
-            format!("alarm threshold {}", steps[0].1)
-        } else {
-            "alarm threshold".to_owned()
-        };
-        legend.push((Marker::Dashed, label));
+    let steps = threshold_steps(rows, &x.xs);
+    if steps.is_empty() {
+        return Ok(());
     }
-    if !shaded.is_empty() {
-        legend.push((Marker::Shade, "labelled anomaly window".to_owned()));
+    for run in steps.split(|p| p.1.is_nan()) {
+        chart.draw_series(DashedLineSeries::new(
+            run.iter().copied(),
+            DASH.0,
+            DASH.1,
+            THRESHOLD_COLOUR.stroke_width(2),
+        ))?;
     }
+    let constant = steps.windows(2).all(|w| w[0].1 == w[1].1);
+    let label = if constant {
+        format!("alarm threshold {}", steps[0].1)
+    } else {
+        "alarm threshold".to_owned()
+    };
+    legend.push((Marker::Dashed, label));
+    Ok(())
+}
 
-    draw_header(&header, title, &legend)
+/// The two panels; the scores', at the bottom, carries the x labels for both.
+#[derive(Clone, Copy, Debug)]
+enum Panel {
+    Values,
+    Scores,
+}
+
+/// A panel's chart from `y.0` to `y.1` on the shared x axis, with its grid, labels and
+/// shaded windows drawn.
+fn panel<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    x: &XScale,
+    (y_lo, y_hi): (f64, f64),
+    which: Panel,
+) -> Result<Chart<'a, DB>, DrawingAreaErrorKind<DB::ErrorType>> {
+    let (y_desc, y_tick_count) = match which {
+        Panel::Values => ("value", 6),
+        Panel::Scores => ("score", 5),
+    };
+    let (y_ticks, y_step) = number_ticks(y_lo, y_hi, y_tick_count);
+    let y_label = number_labels(&y_ticks, y_step);
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .margin_left(10)
+        .margin_right(25)
+        .y_label_area_size(Y_LABEL_AREA);
+    match which {
+        Panel::Values => builder.margin_top(4).x_label_area_size(4),
+        Panel::Scores => builder.margin_top(8).margin_bottom(4).x_label_area_size(48),
+    };
+    let mut chart = builder.build_cartesian_2d(
+        Ticked::new(x.lo..x.hi, x.ticks.clone()),
+        Ticked::new(y_lo..y_hi, y_ticks),
+    )?;
+    let x_label = x.label();
+    let no_label = |_: &f64| String::new();
+    let mut mesh = chart.configure_mesh();
+    mesh.bold_line_style(BLACK.mix(0.1))
+        .light_line_style(TRANSPARENT)
+        .y_label_formatter(&y_label)
+        .y_desc(y_desc)
+        .label_style((FONT, LABEL_SIZE))
+        .axis_desc_style((FONT, LABEL_SIZE));
+    match which {
+        Panel::Values => mesh.x_label_formatter(&no_label),
+        Panel::Scores => mesh.x_label_formatter(&x_label).x_desc(x.desc()),
+    };
+    mesh.draw()?;
+    shade_windows(&mut chart, &x.shaded, y_lo, y_hi)?;
+    Ok(chart)
 }
 
 /// How a legend entry is drawn.

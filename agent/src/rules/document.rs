@@ -357,89 +357,21 @@ fn parse_rule(origin: &str, index: Option<usize>, value: &Value) -> Result<Rule,
             format!("unknown field; a rule has {}", FIELDS.join(", ")),
         ));
     }
-    let text = |field: &str| -> Result<String, Error> {
-        match obj.get(field) {
-            None => Err(err(field, "missing".into())),
-            Some(v) => match scalar_text(v) {
-                Some(s) if !s.is_empty() => Ok(s),
-                Some(_) => Err(err(field, "must not be empty".into())),
-                None => Err(err(field, format!("expected a string, got {v}"))),
-            },
-        }
-    };
-    let device = DeviceMatch::new(text("deviceId")?);
-    let metric = text("metricName")?;
-    let alert = text("alertName")?;
-    let operator = match obj.get("operator") {
-        None => return Err(err("operator", "missing".into())),
-        Some(v) => v.as_str().and_then(Operator::parse).ok_or_else(|| {
-            let names: Vec<&str> = Operator::ALL.iter().map(|op| op.name()).collect();
-            err(
-                "operator",
-                format!(
-                    "{v} is not an operator; expected one of {}",
-                    names.join(", ")
-                ),
-            )
-        })?,
-    };
-    let value = match obj.get("value") {
-        None => return Err(err("value", "missing".into())),
-        Some(v) => v
-            .as_f64()
-            .filter(|x| x.is_finite())
-            .ok_or_else(|| err("value", format!("expected a number, got {v}")))?,
-    };
+    let device = DeviceMatch::new(required(obj, "deviceId", &err, parse_text)?);
+    let metric = required(obj, "metricName", &err, parse_text)?;
+    let alert = required(obj, "alertName", &err, parse_text)?;
+    let operator = required(obj, "operator", &err, parse_operator)?;
+    let value = required(obj, "value", &err, parse_number)?;
     if operator.stat == Stat::Count && value < 0.0 {
         return Err(err(
             "value",
             format!("{value} is below 0, and a {operator} rule counts events; write 0 or more"),
         ));
     }
-    let include_dim = numbered(obj, "includeDim", &err, |v| match v {
-        Value::Bool(b) => Ok(*b),
-        Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(true),
-        Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(false),
-        _ => Err(format!(
-            "expected \"TRUE\", \"FALSE\" or a boolean, got {v}"
-        )),
-    })?
-    .map(|b| b.unwrap_or(false));
-    let filter = numbered(obj, "filter", &err, |v| match v {
-        Value::Null => Ok(None),
-        v => match scalar_text(v) {
-            Some(s) if s.is_empty() => Ok(None),
-            Some(s) => Ok(Some(s)),
-            None => Err(format!("expected \"\" (no filter) or a value, got {v}")),
-        },
-    })?
-    .map(Option::flatten);
-    let window = match obj.get("window") {
-        None => DEFAULT_WINDOW,
-        Some(Value::String(s)) => {
-            let d = s.parse::<HumanDuration>().map_err(|m| err("window", m))?.0;
-            if d < MIN_WINDOW || d > MAX_WINDOW || d.subsec_nanos() % 1_000_000 != 0 {
-                return Err(err(
-                    "window",
-                    format!("{s:?}: must be from 1s to 7d in whole milliseconds"),
-                ));
-            }
-            d
-        }
-        Some(v) => {
-            return Err(err(
-                "window",
-                format!("expected a duration like \"60s\" or \"5m\", got {v}"),
-            ));
-        }
-    };
-    let severity = match obj.get("severity") {
-        None => DEFAULT_SEVERITY,
-        Some(v) => match v.as_u64() {
-            Some(n @ 1..=4) => n as u8,
-            _ => return Err(err("severity", format!("expected 1, 2, 3 or 4, got {v}"))),
-        },
-    };
+    let include_dim = numbered(obj, "includeDim", &err, parse_flag)?.map(|b| b.unwrap_or(false));
+    let filter = numbered(obj, "filter", &err, parse_filter)?.map(Option::flatten);
+    let window = optional(obj, "window", &err, parse_window)?.unwrap_or(DEFAULT_WINDOW);
+    let severity = optional(obj, "severity", &err, parse_severity)?.unwrap_or(DEFAULT_SEVERITY);
     Ok(Rule {
         id,
         device,
@@ -452,6 +384,102 @@ fn parse_rule(origin: &str, index: Option<usize>, value: &Value) -> Result<Rule,
         window,
         severity,
     })
+}
+
+/// A field every rule must have, read by `parse`; its errors name the field.
+fn required<T>(
+    obj: &Map<String, Value>,
+    field: &str,
+    err: &dyn Fn(&str, String) -> Error,
+    parse: impl FnOnce(&Value) -> Result<T, String>,
+) -> Result<T, Error> {
+    let v = obj.get(field).ok_or_else(|| err(field, "missing".into()))?;
+    parse(v).map_err(|m| err(field, m))
+}
+
+/// A field with a default, read by `parse`: `None` when the rule leaves it out.
+fn optional<T>(
+    obj: &Map<String, Value>,
+    field: &str,
+    err: &dyn Fn(&str, String) -> Error,
+    parse: impl FnOnce(&Value) -> Result<T, String>,
+) -> Result<Option<T>, Error> {
+    obj.get(field)
+        .map(parse)
+        .transpose()
+        .map_err(|m| err(field, m))
+}
+
+/// `deviceId`, `metricName`, `alertName`: text a rule is matched or named by, so never empty.
+fn parse_text(v: &Value) -> Result<String, String> {
+    match scalar_text(v) {
+        Some(s) if !s.is_empty() => Ok(s),
+        Some(_) => Err("must not be empty".into()),
+        None => Err(format!("expected a string, got {v}")),
+    }
+}
+
+fn parse_operator(v: &Value) -> Result<Operator, String> {
+    v.as_str().and_then(Operator::parse).ok_or_else(|| {
+        let names: Vec<&str> = Operator::ALL.iter().map(|op| op.name()).collect();
+        format!(
+            "{v} is not an operator; expected one of {}",
+            names.join(", ")
+        )
+    })
+}
+
+fn parse_number(v: &Value) -> Result<f64, String> {
+    v.as_f64()
+        .filter(|x| x.is_finite())
+        .ok_or_else(|| format!("expected a number, got {v}"))
+}
+
+/// An `includeDim` entry: the seed writes `"TRUE"` and `"FALSE"`; JSON booleans mean the same.
+fn parse_flag(v: &Value) -> Result<bool, String> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(true),
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(false),
+        _ => Err(format!(
+            "expected \"TRUE\", \"FALSE\" or a boolean, got {v}"
+        )),
+    }
+}
+
+/// A `filter` entry: the seed writes `""` for no filter on that number.
+fn parse_filter(v: &Value) -> Result<Option<String>, String> {
+    match v {
+        Value::Null => Ok(None),
+        v => match scalar_text(v) {
+            Some(s) if s.is_empty() => Ok(None),
+            Some(s) => Ok(Some(s)),
+            None => Err(format!("expected \"\" (no filter) or a value, got {v}")),
+        },
+    }
+}
+
+/// Whole milliseconds, because the engine keeps every time in them ([`Rule::window_ms`]).
+fn parse_window(v: &Value) -> Result<Duration, String> {
+    let Value::String(s) = v else {
+        return Err(format!(
+            "expected a duration like \"60s\" or \"5m\", got {v}"
+        ));
+    };
+    let d = s.parse::<HumanDuration>()?.0;
+    if d < MIN_WINDOW || d > MAX_WINDOW || d.subsec_nanos() % 1_000_000 != 0 {
+        return Err(format!(
+            "{s:?}: must be from 1s to 7d in whole milliseconds"
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_severity(v: &Value) -> Result<u8, String> {
+    match v.as_u64() {
+        Some(n @ 1..=4) => Ok(n as u8),
+        _ => Err(format!("expected 1, 2, 3 or 4, got {v}")),
+    }
 }
 
 fn parse_id(obj: &Map<String, Value>) -> Result<RuleId, String> {
@@ -708,6 +736,20 @@ mod tests {
         let (_, field, message) = rejected(&negative_count);
         assert_eq!(field, "value");
         assert!(message.contains("-1 is below 0"), "{message}");
+    }
+
+    #[test]
+    fn windows_are_whole_milliseconds_from_a_second_to_a_week() {
+        let window = |s: &str| parse_window(&Value::from(s));
+        assert_eq!(window("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(window("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(window("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        for bad in ["999ms", "8d", "1s500us"] {
+            let message = window(bad).unwrap_err();
+            assert!(message.contains("from 1s to 7d"), "{bad}: {message}");
+        }
+        let message = parse_window(&Value::from(60)).unwrap_err();
+        assert!(message.contains("like \"60s\""), "{message}");
     }
 
     #[test]

@@ -2,10 +2,10 @@
 
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Devices, ProcFile, add_to_total, elapsed_secs, lines, push_totals, rate};
+use super::counter::CounterFile;
+use super::{Devices, lines, rate};
 use crate::frame::Frame;
 
 /// `read_bytes` and `write_bytes` come first: `system.io` reuses them.
@@ -36,6 +36,23 @@ impl Counters {
             && self.write_sectors == 0
             && self.io_ticks == 0
     }
+
+    /// Per-second rates since `prev`, in [`DIMS`] order.
+    fn rates(prev: Self, cur: Self, secs: f64) -> [Option<f64>; 5] {
+        let read_bytes = rate(prev.read_sectors, cur.read_sectors, secs).map(|s| s * SECTOR_BYTES);
+        let write_bytes =
+            rate(prev.write_sectors, cur.write_sectors, secs).map(|s| s * SECTOR_BYTES);
+        // Busy milliseconds per elapsed second, as a percentage of that second. Merged
+        // and in-flight accounting can overshoot a little, hence the cap.
+        let busy_pct = rate(prev.io_ticks, cur.io_ticks, secs).map(|ms| (ms / 10.0).min(100.0));
+        [
+            read_bytes,
+            write_bytes,
+            rate(prev.reads, cur.reads, secs),
+            rate(prev.writes, cur.writes, secs),
+            busy_pct,
+        ]
+    }
 }
 
 /// A device line of the current read. Its name is a range into `DiskStats::names` so that
@@ -46,36 +63,30 @@ struct Row {
 }
 
 pub(super) struct DiskStats {
-    file: ProcFile,
-    prev_at: Option<Instant>,
-    disks: Devices<Counters>,
+    disks: CounterFile<Counters, 5>,
     /// Scratch for this read's rows and their names, reused every tick.
     rows: Vec<Row>,
     names: String,
-    host: Arc<str>,
-    dims: [Arc<str>; 5],
 }
 
 impl DiskStats {
     pub(super) fn new(path: PathBuf) -> Self {
         Self {
-            file: ProcFile::new(path),
-            prev_at: None,
-            disks: Devices::new("disk.", "block devices"),
+            disks: CounterFile::new(
+                path,
+                Devices::new("disk.", "block devices"),
+                "system.io",
+                DIMS,
+            ),
             rows: Vec::new(),
             names: String::new(),
-            host: Arc::from("system.io"),
-            dims: DIMS.map(Arc::from),
         }
     }
 
     pub(super) fn sample(&mut self, now: Instant, buf: &mut Vec<u8>, frame: &mut Frame) {
-        if !self.file.read(buf) {
+        if !self.disks.begin(now, buf) {
             return;
         }
-        let secs = elapsed_secs(self.prev_at, now);
-        self.prev_at = Some(now);
-
         // All rows first: whether `sda1` is a partition to skip depends on whether `sda`
         // is listed, wherever its line is.
         self.rows.clear();
@@ -92,9 +103,6 @@ impl DiskStats {
             });
         }
 
-        let mut read_total = Some(0.0);
-        let mut write_total = Some(0.0);
-        self.disks.begin();
         for row in &self.rows {
             let Some(name) = self.names.get(row.name.clone()) else {
                 continue;
@@ -109,47 +117,10 @@ impl DiskStats {
             if partition || row.counters.all_zero() {
                 continue;
             }
-            let cur = row.counters;
-            let Some((chart, prev)) = self.disks.update(name, cur) else {
-                continue;
-            };
-            // A new device has no rates yet and is left out of this tick's totals.
-            let (Some(secs), Some(prev)) = (secs, prev) else {
-                continue;
-            };
-            let read_bytes =
-                rate(prev.read_sectors, cur.read_sectors, secs).map(|s| s * SECTOR_BYTES);
-            let write_bytes =
-                rate(prev.write_sectors, cur.write_sectors, secs).map(|s| s * SECTOR_BYTES);
-            // Busy milliseconds per elapsed second, as a percentage of that second. Merged
-            // and in-flight accounting can overshoot a little, hence the cap.
-            let busy_pct = rate(prev.io_ticks, cur.io_ticks, secs).map(|ms| (ms / 10.0).min(100.0));
-            let values = [
-                read_bytes,
-                write_bytes,
-                rate(prev.reads, cur.reads, secs),
-                rate(prev.writes, cur.writes, secs),
-                busy_pct,
-            ];
-            for (dim, v) in self.dims.iter().zip(values) {
-                if let Some(v) = v {
-                    frame.push(chart, dim, v);
-                }
-            }
-            add_to_total(&mut read_total, read_bytes);
-            add_to_total(&mut write_total, write_bytes);
+            self.disks
+                .device(frame, name, row.counters, Counters::rates);
         }
-        self.disks.end();
-        if secs.is_none() {
-            return;
-        }
-        let [read_dim, write_dim, ..] = &self.dims;
-        push_totals(
-            frame,
-            &self.host,
-            [read_dim, write_dim],
-            [read_total, write_total],
-        );
+        self.disks.end(frame);
     }
 }
 

@@ -7,6 +7,8 @@
 //! - `diskstats`: `/proc/diskstats` → `disk.<dev>`, `system.io`.
 //! - `diskspace`: `/proc/self/mounts` and `statvfs` → `disk_space.<mountpoint>`.
 //! - `net`: `/proc/net/dev` → `net.<iface>`, `system.net`.
+//! - `counter`: what `diskstats` and `net` share: per-device counters read into rates,
+//!   and the host totals of those rates.
 //!
 //! Rules every source follows, because the agent runs unattended on hosts we do not control
 //! (containers, old kernels, odd devices): a file that cannot be read is warned about once
@@ -14,6 +16,7 @@
 //! that tick; per-device state is bounded; after the first tick a tick allocates nothing
 //! unless a device, interface or mount appears.
 
+mod counter;
 mod cpu;
 mod diskspace;
 mod diskstats;
@@ -132,27 +135,6 @@ fn rate(prev: u64, cur: u64, secs: f64) -> Option<f64> {
         return None;
     }
     cur.checked_sub(prev).map(|delta| delta as f64 / secs)
-}
-
-/// Adds one device's rate to a host total. A device without a rate (counter reset) spoils
-/// the total for the tick: a sum missing one device would look like a sudden drop.
-fn add_to_total(total: &mut Option<f64>, rate: Option<f64>) {
-    *total = total.zip(rate).map(|(sum, r)| sum + r);
-}
-
-/// Pushes the host-wide totals (`system.io`, `system.net`) that every device contributed
-/// a rate to; a total some device could not give a rate for this tick is left out.
-fn push_totals(
-    frame: &mut Frame,
-    chart: &Arc<str>,
-    dims: [&Arc<str>; 2],
-    totals: [Option<f64>; 2],
-) {
-    for (dim, total) in dims.into_iter().zip(totals) {
-        if let Some(t) = total {
-            frame.push(chart, dim, t);
-        }
-    }
 }
 
 /// Counters kept per device (or interface) from one read to the next, bounded by

@@ -1,10 +1,10 @@
 //! `/proc/net/dev` → `net.<iface>` per interface and `system.net` for the host.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Devices, ProcFile, add_to_total, elapsed_secs, lines, push_totals, rate};
+use super::counter::CounterFile;
+use super::{Devices, lines, rate};
 use crate::frame::Frame;
 
 /// The order of [`Counters`]; `received` and `sent` come first, for the host totals.
@@ -24,69 +24,35 @@ const DIMS: [&str; 8] = [
 struct Counters([u64; 8]);
 
 pub(super) struct Net {
-    file: ProcFile,
-    prev_at: Option<Instant>,
-    ifaces: Devices<Counters>,
-    host: Arc<str>,
-    dims: [Arc<str>; 8],
+    ifaces: CounterFile<Counters, 8>,
 }
 
 impl Net {
     pub(super) fn new(path: PathBuf) -> Self {
         Self {
-            file: ProcFile::new(path),
-            prev_at: None,
-            ifaces: Devices::new("net.", "network interfaces"),
-            host: Arc::from("system.net"),
-            dims: DIMS.map(Arc::from),
+            ifaces: CounterFile::new(
+                path,
+                Devices::new("net.", "network interfaces"),
+                "system.net",
+                DIMS,
+            ),
         }
     }
 
     pub(super) fn sample(&mut self, now: Instant, buf: &mut Vec<u8>, frame: &mut Frame) {
-        if !self.file.read(buf) {
+        if !self.ifaces.begin(now, buf) {
             return;
         }
-        let secs = elapsed_secs(self.prev_at, now);
-        self.prev_at = Some(now);
-        let mut received = Some(0.0);
-        let mut sent = Some(0.0);
-        self.ifaces.begin();
         for (name, cur) in lines(buf).filter_map(parse) {
             // Loopback traffic is the host talking to itself, not load on the network.
             if name == "lo" {
                 continue;
             }
-            let Some((chart, prev)) = self.ifaces.update(name, cur) else {
-                continue;
-            };
-            // A new interface has no rates yet and is left out of this tick's totals.
-            let (Some(secs), Some(prev)) = (secs, prev) else {
-                continue;
-            };
-            let mut rates = [None; 8];
-            for ((r, p), c) in rates.iter_mut().zip(prev.0).zip(cur.0) {
-                *r = rate(p, c, secs);
-            }
-            for (dim, r) in self.dims.iter().zip(rates) {
-                if let Some(r) = r {
-                    frame.push(chart, dim, r);
-                }
-            }
-            let [rx, tx, ..] = rates;
-            add_to_total(&mut received, rx);
-            add_to_total(&mut sent, tx);
+            self.ifaces.device(frame, name, cur, |prev, cur, secs| {
+                std::array::from_fn(|i| rate(prev.0[i], cur.0[i], secs))
+            });
         }
-        self.ifaces.end();
-        if secs.is_none() {
-            return;
-        }
-        let [received_dim, sent_dim, ..] = &self.dims;
-        push_totals(
-            frame,
-            &self.host,
-            [received_dim, sent_dim],
-            [received, sent],
-        );
+        self.ifaces.end(frame);
     }
 }
 

@@ -9,7 +9,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Paragraph, Row, Table};
 
-use super::fleet::{Fleet, Status, format_age, format_score};
+use super::fleet::{AlarmView, Counters, Fleet, HostView, Status, format_age, format_score};
 use super::live::Conn;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -83,21 +83,43 @@ pub fn draw(
 ) {
     let hosts = fleet.hosts(now);
     let alarms = fleet.firing(now);
-    // The host pane takes what its rows need, at most 60 % of the screen (and at least
-    // room for one row); the alarm pane the rest.
-    let panes = frame.area().height.saturating_sub(2);
-    let wanted = u16::try_from(hosts.len().max(1) + 3).unwrap_or(u16::MAX);
+    let [top, hosts_area, alarms_area, bottom] = layout(frame.area(), hosts.len());
+    let head = header_line(fleet, conn, source, &hosts, alarms.len());
+    frame.render_widget(Paragraph::new(head), top);
+    draw_hosts(frame, hosts_area, &hosts, view);
+    draw_alarms(frame, alarms_area, &alarms, view);
+    view.page = rows_inside(match view.focus {
+        Pane::Hosts => hosts_area,
+        Pane::Alarms => alarms_area,
+    });
+    frame.render_widget(footer(fleet.counters()), bottom);
+}
+
+/// Header line, host pane, alarm pane and footer. The host pane takes what its rows need,
+/// at most 60 % of the screen (and at least room for one row); the alarm pane the rest.
+fn layout(area: Rect, host_count: usize) -> [Rect; 4] {
+    let panes = area.height.saturating_sub(2);
+    let wanted = u16::try_from(host_count.max(1) + 3).unwrap_or(u16::MAX);
     let hosts_h = wanted.min((panes * 3 / 5).max(4));
-    let [top, hosts_area, alarms_area, bottom] = Layout::vertical([
+    Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(hosts_h),
         Constraint::Fill(1),
         Constraint::Length(1),
     ])
-    .areas(frame.area());
+    .areas(area)
+}
+
+/// What is watched, the connection, and the fleet in numbers.
+fn header_line(
+    fleet: &Fleet,
+    conn: &Conn,
+    source: &str,
+    hosts: &[HostView<'_>],
+    firing: usize,
+) -> Line<'static> {
     let online = hosts.iter().filter(|h| h.status == Status::Online).count();
     let offline = hosts.iter().filter(|h| h.status == Status::Offline).count();
-
     let mut head = vec![
         Span::styled("lookout watch ", HEADER),
         Span::raw(format!("{source} prefix {}", fleet.prefix())),
@@ -115,51 +137,17 @@ pub fn draw(
         ),
     });
     head.push(Span::raw(format!(
-        "  {} hosts, {online} online, {offline} offline, {} firing",
+        "  {} hosts, {online} online, {offline} offline, {firing} firing",
         hosts.len(),
-        alarms.len()
     )));
-    frame.render_widget(Paragraph::new(Line::from(head)), top);
+    Line::from(head)
+}
 
-    // Hosts.
-    let visible = rows_inside(hosts_area);
-    view.host_offset = view.host_offset.min(hosts.len().saturating_sub(visible));
-    let shown = &hosts[view.host_offset..hosts.len().min(view.host_offset + visible)];
+fn draw_hosts(frame: &mut Frame, area: Rect, hosts: &[HostView<'_>], view: &mut View) {
+    let shown = page(hosts, &mut view.host_offset, area);
     let name_w = column_width(shown.iter().map(|h| h.name), "HOST", 32);
-    let rows = shown.iter().map(|h| {
-        let status = match h.status {
-            Status::Online => Color::Green,
-            Status::Offline => Color::Red,
-            Status::Unknown => Color::Yellow,
-        };
-        let mut scores = Vec::with_capacity(h.scores.len() * 2);
-        for (model, s) in h.scores {
-            let v = format_score(s);
-            if s.anomalous {
-                scores.push(Span::styled(
-                    format!("{model} {v}!"),
-                    Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
-                ));
-            } else {
-                scores.push(Span::raw(format!("{model} {v}")));
-            }
-            scores.push(Span::raw("  "));
-        }
-        scores.pop();
-        Row::new(vec![
-            Cell::from(h.name),
-            Cell::from(h.status.as_str()).style(Style::new().fg(status)),
-            Cell::from(h.seen_ago.map_or("-".into(), format_age)),
-            Cell::from(h.firing.to_string()).style(if h.firing > 0 {
-                Style::new().fg(Color::Red)
-            } else {
-                Style::new()
-            }),
-            Cell::from(Line::from(scores)),
-        ])
-    });
-    let table = Table::new(
-        rows,
+    let table = pane_table(
+        shown.iter().map(host_row),
         [
             Constraint::Length(name_w),
             Constraint::Length(7),
@@ -167,9 +155,8 @@ pub fn draw(
             Constraint::Length(6),
             Constraint::Fill(1),
         ],
+        ["HOST", "STATUS", "SEEN", "ALARMS", "SCORES"],
     )
-    .column_spacing(2)
-    .header(Row::new(["HOST", "STATUS", "SEEN", "ALARMS", "SCORES"]).style(HEADER))
     .block(pane_block(
         "Hosts",
         view.host_offset,
@@ -177,32 +164,48 @@ pub fn draw(
         hosts.len(),
         view.focus == Pane::Hosts,
     ));
-    frame.render_widget(table, hosts_area);
+    frame.render_widget(table, area);
+}
 
-    // Firing alarms.
-    let visible_alarms = rows_inside(alarms_area);
-    view.alarm_offset = view
-        .alarm_offset
-        .min(alarms.len().saturating_sub(visible_alarms));
-    let shown = &alarms[view.alarm_offset..alarms.len().min(view.alarm_offset + visible_alarms)];
+fn host_row<'a>(h: &HostView<'a>) -> Row<'a> {
+    let status = match h.status {
+        Status::Online => Color::Green,
+        Status::Offline => Color::Red,
+        Status::Unknown => Color::Yellow,
+    };
+    let mut scores = Vec::with_capacity(h.scores.len() * 2);
+    for (model, s) in h.scores {
+        let v = format_score(s);
+        if s.anomalous {
+            scores.push(Span::styled(
+                format!("{model} {v}!"),
+                Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+            ));
+        } else {
+            scores.push(Span::raw(format!("{model} {v}")));
+        }
+        scores.push(Span::raw("  "));
+    }
+    scores.pop();
+    Row::new(vec![
+        Cell::from(h.name),
+        Cell::from(h.status.as_str()).style(Style::new().fg(status)),
+        Cell::from(h.seen_ago.map_or("-".into(), format_age)),
+        Cell::from(h.firing.to_string()).style(if h.firing > 0 {
+            Style::new().fg(Color::Red)
+        } else {
+            Style::new()
+        }),
+        Cell::from(Line::from(scores)),
+    ])
+}
+
+fn draw_alarms(frame: &mut Frame, area: Rect, alarms: &[AlarmView<'_>], view: &mut View) {
+    let shown = page(alarms, &mut view.alarm_offset, area);
     let host_w = column_width(shown.iter().map(|a| a.host), "HOST", 32);
     let source_w = column_width(shown.iter().map(|a| a.source), "SOURCE", 32);
-    let rows = shown.iter().map(|a| {
-        let sev = if a.severity >= 3 {
-            Color::Red
-        } else {
-            Color::Yellow
-        };
-        Row::new(vec![
-            Cell::from(a.host),
-            Cell::from(a.source),
-            Cell::from(a.severity.to_string()).style(Style::new().fg(sev)),
-            Cell::from(format_age(a.age)),
-            Cell::from(a.summary),
-        ])
-    });
-    let table = Table::new(
-        rows,
+    let table = pane_table(
+        shown.iter().map(alarm_row),
         [
             Constraint::Length(host_w),
             Constraint::Length(source_w),
@@ -210,9 +213,8 @@ pub fn draw(
             Constraint::Length(4),
             Constraint::Fill(1),
         ],
+        ["HOST", "SOURCE", "SEV", "AGE", "SUMMARY"],
     )
-    .column_spacing(2)
-    .header(Row::new(["HOST", "SOURCE", "SEV", "AGE", "SUMMARY"]).style(HEADER))
     .block(pane_block(
         "Firing alarms",
         view.alarm_offset,
@@ -220,21 +222,50 @@ pub fn draw(
         alarms.len(),
         view.focus == Pane::Alarms,
     ));
-    frame.render_widget(table, alarms_area);
-    view.page = match view.focus {
-        Pane::Hosts => visible,
-        Pane::Alarms => visible_alarms,
-    };
+    frame.render_widget(table, area);
+}
 
-    let c = fleet.counters();
+fn alarm_row<'a>(a: &AlarmView<'a>) -> Row<'a> {
+    let sev = if a.severity >= 3 {
+        Color::Red
+    } else {
+        Color::Yellow
+    };
+    Row::new(vec![
+        Cell::from(a.host),
+        Cell::from(a.source),
+        Cell::from(a.severity.to_string()).style(Style::new().fg(sev)),
+        Cell::from(format_age(a.age)),
+        Cell::from(a.summary),
+    ])
+}
+
+/// The keys, and what became of the messages so far.
+fn footer(c: Counters) -> Paragraph<'static> {
     let foot = format!(
         "q quit  ↑↓ PgUp PgDn Home End scroll  Tab pane | messages {} bad {} filtered {} dropped: hosts {} models {} alarms {}",
         c.received, c.bad, c.filtered, c.hosts_dropped, c.models_dropped, c.alarms_dropped
     );
-    frame.render_widget(
-        Paragraph::new(foot).style(Style::new().add_modifier(Modifier::DIM)),
-        bottom,
-    );
+    Paragraph::new(foot).style(Style::new().add_modifier(Modifier::DIM))
+}
+
+/// The items a pane shows in `area` from `offset`, which is first clamped so that the
+/// last page is full: End sets it past the end, and a pane that grew taller shows more.
+fn page<'a, T>(items: &'a [T], offset: &mut usize, area: Rect) -> &'a [T] {
+    let visible = rows_inside(area);
+    *offset = (*offset).min(items.len().saturating_sub(visible));
+    &items[*offset..items.len().min(*offset + visible)]
+}
+
+/// Both panes' tables look alike: two spaces between columns, bold titles.
+fn pane_table<'a>(
+    rows: impl IntoIterator<Item = Row<'a>>,
+    widths: [Constraint; 5],
+    titles: [&'a str; 5],
+) -> Table<'a> {
+    Table::new(rows, widths)
+        .column_spacing(2)
+        .header(Row::new(titles).style(HEADER))
 }
 
 /// Table rows that fit in `area` inside its border and below the header.
@@ -359,5 +390,20 @@ mod tests {
             .map(|c| c.symbol())
             .collect();
         assert!(text.contains("cpu 2.50!"), "{text}");
+    }
+
+    #[test]
+    fn a_pane_scrolled_too_far_shows_its_last_full_page() {
+        let items: Vec<usize> = (0..10).collect();
+        // Four rows inside the border and below the header.
+        let area = Rect::new(0, 0, 20, 7);
+        let mut offset = usize::MAX;
+        assert_eq!(page(&items, &mut offset, area), [6, 7, 8, 9]);
+        assert_eq!(offset, 6);
+        let mut offset = 2;
+        assert_eq!(page(&items, &mut offset, area), [2, 3, 4, 5]);
+        let mut offset = 3;
+        assert_eq!(page(&items[..2], &mut offset, area), [0, 1]);
+        assert_eq!(offset, 0);
     }
 }
