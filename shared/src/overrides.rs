@@ -30,4 +30,3 @@ pub fn apply(doc: &mut toml::Table, spec: &str) -> Result<(), String> {
     cur.insert(last.to_string(), parsed);
     Ok(())
 }
-
