@@ -114,6 +114,7 @@ const AGENT: &[(&str, Rule)] = &[
     ("tick.rs", Rule::Never(&["config", "link", "run"])),
     ("homeassistant.rs", Rule::Never(&["config", "link", "run"])),
     ("health.rs", Rule::Never(&["config", "link", "run"])),
+    ("sim_fleet.rs", Rule::Never(&["link", "run"])),
 ];
 
 /// The bridge's: plugins know nothing of the pipeline that feeds them.

@@ -24,6 +24,8 @@
 //!   tables; old key names.
 //! - [`run`]: the `run` command, wiring the above into ticks.
 //! - [`replay`]: the `replay` command, a CSV streamed through one model offline, and its plot.
+//! - [`sim_fleet`]: the `simulate` command, a simulated fleet offline through the tick
+//!   loop, for the fleet benchmark.
 //! - [`watch`]: the `watch` command, the fleet's hosts, scores and firing alarms seen as an
 //!   MQTT subscriber: live in the terminal, or one plain snapshot.
 //! - [`error`]: the crate's error type.
@@ -46,6 +48,7 @@ pub mod rules;
 pub mod run;
 pub mod sampler;
 pub mod scorer;
+pub mod sim_fleet;
 pub mod simulate;
 pub mod tick;
 pub mod watch;

@@ -78,6 +78,32 @@ enum Command {
         #[arg(long)]
         skip_bad_rows: bool,
     },
+    /// Run a simulated fleet offline through the agent's tick loop, as fast as the machine
+    /// goes (fits inline: the same result on every run), and write every injected anomaly
+    /// and every alarm change as one JSON line. For the fleet benchmark (bench/fleet/).
+    Simulate {
+        /// TOML config whose [sim_models], [simulate] and [detector] to use; default: the
+        /// shipped one.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Simulated hosts (sim-1 ... sim-N).
+        #[arg(long, default_value_t = 8)]
+        hosts: usize,
+        /// Simulated time.
+        #[arg(long, value_name = "DURATION", default_value = "7d")]
+        duration: HumanDuration,
+        /// Seed of the simulated data and anomalies (simulate.seed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Simulated start, Unix ms (default 2026-01-05 00:00 UTC, a Monday).
+        #[arg(long, default_value_t = 1_767_571_200_000)]
+        start_ms: i64,
+        /// Where the JSON lines go; - for stdout.
+        #[arg(long, short, default_value = "-")]
+        output: PathBuf,
+    },
     /// Evaluate a rules document against events offline, windowed by their eventTime; print
     /// each output event as one JSON line. Exit 2 on a bad rules file.
     TestRules {
@@ -140,6 +166,8 @@ fn main() -> ExitCode {
         // The live view owns the terminal: a log line would tear it.
         Command::Watch { once: false, .. } => {}
         Command::Watch { once: true, .. } => lookout_shared::logging::init("warn,rumqttc=off"),
+        // Every alarm of a simulated week would be a log line; the output has them all.
+        Command::Simulate { .. } => lookout_shared::logging::init("warn"),
         _ => lookout_shared::logging::init("info,rumqttd=off,rumqttc=warn"),
     }
     match dispatch(cli) {
@@ -237,6 +265,38 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             events,
             max_groups,
         } => test_rules(&rules, &events, max_groups),
+        Command::Simulate {
+            config,
+            mut set,
+            hosts,
+            duration,
+            seed,
+            start_ms,
+            output,
+        } => {
+            if let Some(seed) = seed {
+                set.push(format!("simulate.seed={seed}"));
+            }
+            let settings = config::load(&load_source(config.as_ref())?, &set)?;
+            let plan = lookout_agent::sim_fleet::Plan {
+                hosts,
+                duration_ms: i64::try_from(duration.0.as_millis()).unwrap_or(i64::MAX),
+                start_ms,
+            };
+            let write = |out: &mut dyn std::io::Write| {
+                lookout_agent::sim_fleet::simulate(&settings, &plan, out)
+            };
+            if output == Path::new("-") {
+                write(&mut std::io::stdout().lock())?;
+            } else {
+                let file = std::fs::File::create(&output).map_err(|source| Error::Io {
+                    path: output.clone(),
+                    source,
+                })?;
+                write(&mut std::io::BufWriter::new(file))?;
+            }
+            Ok(())
+        }
     }
 }
 
