@@ -17,6 +17,7 @@
 //!   the running agent's rules, and the `test-rules` command.
 //! - [`link`]: the MQTT side: client with reconnect and outbox, the embedded broker, and
 //!   their config tables.
+//! - [`persist`]: model snapshots on disk, written atomically, and `[snapshots]`.
 //! - [`homeassistant`]: Home Assistant MQTT discovery configs, one device per host.
 //! - [`health`]: the agent's own health, published on `agent/stats`.
 //! - [`footprint`]: keeping resident memory small (paging hints for our own code).
@@ -43,6 +44,7 @@ pub mod health;
 pub mod homeassistant;
 pub mod link;
 pub mod out;
+pub mod persist;
 pub mod replay;
 pub mod rules;
 pub mod run;

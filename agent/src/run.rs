@@ -19,6 +19,7 @@ use crate::frame::Frame;
 use crate::health::{Health, Lag, OutboxReport, Report};
 use crate::link::{Extras, Inbox, Incoming, Link, LinkStats, broker};
 use crate::out::Out;
+use crate::persist::Store;
 use crate::rules::live::{Live, LiveParams};
 use crate::sampler::HostSampler;
 use crate::scorer::trainer::Trainer;
@@ -103,6 +104,15 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     let mut stats_timer =
         tokio::time::interval_at(tokio::time::Instant::now() + stats_every, stats_every);
     stats_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let snapshot_every = agent
+        .settings
+        .snapshots
+        .as_ref()
+        .map_or(Duration::from_secs(3600), |s| s.interval);
+    let mut snapshot_timer =
+        tokio::time::interval_at(tokio::time::Instant::now() + snapshot_every, snapshot_every);
+    snapshot_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let snapshots_on = agent.settings.snapshots.is_some();
     let mut tick: i64 = 0;
     let mut scratch = Scratch::default();
     loop {
@@ -110,6 +120,12 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
             scheduled = ticker.tick() => health.tick(scheduled),
             _ = stats_timer.tick(), if stats_on => {
                 agent.publish_health(&mut health);
+                continue;
+            }
+            _ = snapshot_timer.tick(), if snapshots_on => {
+                // Off the tick loop's thread: an fsync on an SD card can take a while.
+                let writes = agent.snapshots();
+                tokio::task::spawn_blocking(move || save(writes));
                 continue;
             }
             Some(msg) = inbox.recv() => {
@@ -216,6 +232,11 @@ impl Agent {
             flush(&first.link, &mut outs);
         }
         let trainer = spawn_trainer(specs)?;
+        if let Some(snap) = &settings.snapshots {
+            for r in &mut running {
+                restore(&Store::new(&snap.dir, r.host.name()), &mut r.host);
+            }
+        }
         let agent = Self {
             settings,
             hosts: running,
@@ -329,9 +350,31 @@ impl Agent {
         }
     }
 
-    /// Says goodbye on every link (offline status), waits a moment for the links to flush,
-    /// and stops the trainer.
+    /// Every model's snapshot with the store it goes to.
+    fn snapshots(&self) -> Vec<(Store, String, Vec<u8>)> {
+        let Some(snap) = &self.settings.snapshots else {
+            return Vec::new();
+        };
+        let now = lookout_shared::time::now_ms();
+        let mut out = Vec::new();
+        for r in &self.hosts {
+            let store = Store::new(&snap.dir, r.host.name());
+            for (model, bytes) in r.host.snapshots(now) {
+                out.push((store.clone(), model, bytes));
+            }
+        }
+        out
+    }
+
+    /// Saves every model, says goodbye on every link (offline status), waits a moment
+    /// for the links to flush, and stops the trainer.
     async fn stop(self) {
+        let writes = self.snapshots();
+        if !writes.is_empty() {
+            let n = writes.len();
+            let _ = tokio::task::spawn_blocking(move || save(writes)).await;
+            tracing::info!(models = n, "models saved");
+        }
         let rs = self.live.stats();
         tracing::info!(
             accepted = rs.accepted,
@@ -414,6 +457,49 @@ fn spawn_trainer(specs: &[ModelSpec]) -> Result<Trainer, Error> {
         what: "trainer",
         source,
     })
+}
+
+/// Takes back what `store` holds for each of `host`'s models. A snapshot that cannot be
+/// used is set aside with one warning naming the model and why, and that model alone
+/// learns afresh; nothing here stops the agent from starting.
+fn restore(store: &Store, host: &mut Host) {
+    let names: Vec<String> = host.model_names().map(str::to_owned).collect();
+    let now = lookout_shared::time::now_ms();
+    for model in names {
+        let result = match store.load(&model) {
+            None => continue,
+            Some(Err(e)) => Err(format!("cannot read it: {e}")),
+            Some(Ok(bytes)) => host.restore(&model, &bytes).map_err(|e| e.to_string()),
+        };
+        match result {
+            Ok(saved_at) => tracing::info!(
+                host = host.name(),
+                model,
+                saved_s_ago = (now - saved_at).max(0) / 1000,
+                "model restored from its snapshot"
+            ),
+            Err(why) => {
+                let aside = store.set_aside(&model);
+                tracing::warn!(
+                    host = host.name(),
+                    model,
+                    reason = %why,
+                    set_aside = ?aside.as_ref().ok(),
+                    "model snapshot not used: this model learns afresh"
+                );
+            }
+        }
+    }
+}
+
+/// Writes snapshots; a failure is logged (rate: once per model and attempt) and the
+/// previous snapshot stays.
+fn save(writes: Vec<(Store, String, Vec<u8>)>) {
+    for (store, model, bytes) in writes {
+        if let Err(e) = store.save(&model, &bytes) {
+            tracing::warn!(model, error = %e, "cannot save the model's snapshot; the previous one stays");
+        }
+    }
 }
 
 /// Hands outputs to a link.

@@ -10,7 +10,7 @@ use lookout_shared::payload::{Labels, Score, SimTruth};
 use lookout_shared::topics;
 
 use crate::alarm::publish::Publisher;
-use crate::decide::{Decider, Decision, ModelSpec};
+use crate::decide::{Decider, Decision, ModelSpec, Refused, shape_key};
 use crate::frame::Frame;
 use crate::health::ModelsReport;
 use crate::out::Out;
@@ -26,6 +26,8 @@ struct ModelRun {
     metrics: Vec<(String, String)>,
     values: Vec<f64>,
     decider: Decider,
+    /// What a snapshot of this model must have been taken for.
+    shape: u64,
     score_topic: String,
     /// Consecutive ticks without this model's metrics; the warning goes out once, when a
     /// metric is still missing after a few ticks (rates appear only from the second).
@@ -51,6 +53,7 @@ impl Host {
                 metrics: s.metrics.clone(),
                 values: vec![0.0; s.metrics.len()],
                 decider: Decider::new(&s.detector, s.metrics.len()),
+                shape: shape_key(&s.detector, &s.metrics),
                 score_topic: topics::score(prefix, name, &s.name),
                 missing_ticks: 0,
             })
@@ -108,6 +111,28 @@ impl Host {
             Some(mr) => mr.decider.model_mut().install(job),
             None => job.data,
         }
+    }
+
+    /// Every model's snapshot, taken at `now` (Unix ms): (model name, bytes).
+    pub fn snapshots(&self, now: i64) -> Vec<(String, Vec<u8>)> {
+        self.models
+            .iter()
+            .map(|m| (m.name.clone(), m.decider.snapshot(m.shape, now)))
+            .collect()
+    }
+
+    /// Model names, in order.
+    pub fn model_names(&self) -> impl Iterator<Item = &str> {
+        self.models.iter().map(|m| m.name.as_str())
+    }
+
+    /// Takes back model `name`'s snapshot; returns when it was saved. A refused snapshot
+    /// leaves the model as it was.
+    pub fn restore(&mut self, name: &str, bytes: &[u8]) -> Result<i64, Refused> {
+        let Some(m) = self.models.iter_mut().find(|m| m.name == name) else {
+            return Err(Refused::Shape);
+        };
+        m.decider.restore(bytes, m.shape)
     }
 
     pub fn models_report(&self) -> ModelsReport {

@@ -257,6 +257,30 @@ impl Source {
     }
 }
 
+/// Where a part keeps its state when its config names no directory: `sub` under
+/// `$STATE_DIRECTORY` (systemd), else `$XDG_STATE_HOME/lookout`, else
+/// `~/.local/state/lookout`, else `.lookout-state` in the working directory.
+pub fn state_dir(sub: &str) -> std::path::PathBuf {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(d) = var("STATE_DIRECTORY") {
+        // systemd may pass several, separated by ':'; the first is ours.
+        let first = d
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        return Path::new(&first).join(sub);
+    }
+    if let Some(d) = var("XDG_STATE_HOME") {
+        return Path::new(&d).join("lookout").join(sub);
+    }
+    if let Some(h) = var("HOME") {
+        return Path::new(&h).join(".local/state/lookout").join(sub);
+    }
+    Path::new(".lookout-state").join(sub)
+}
+
 /// serde's "unknown field `x`, expected one of `a`, `b`" (or "expected `a` or `b`", or
 /// "there are no fields"), as the field and the known names.
 fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {

@@ -9,7 +9,7 @@ use lookout_shared::config::Invalid;
 use lookout_shared::duration::HumanDuration;
 use serde::{Deserialize, Serialize};
 
-use super::{Direction, Grading, SaturationParams};
+use super::{Calm, Direction, Grading, SaturationParams};
 
 /// What kind of metric a model watches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -35,9 +35,19 @@ pub struct AlarmConfig {
     pub resolve_after: u32,
     /// Ticks after an alarm fires before the same model may fire again.
     pub suppress: u32,
+    /// Ticks a model scores after its first fit before it may alarm at all: what it
+    /// flags must be out of sample, not the data it has just learned from.
+    pub settle: u32,
     /// Graded severity (seed `003`): tolerance band and step beyond the learned bound.
     pub t2: f64,
     pub step: f64,
+    /// Calm severity (`alarm::calm`): anomalous time before level 2, before level 3–4,
+    /// how long a new level must hold, and the least time between two changes in one
+    /// direction.
+    pub confirm: HumanDuration,
+    pub escalate: HumanDuration,
+    pub hold: HumanDuration,
+    pub every: HumanDuration,
     pub direction: Direction,
     pub kind: Kind,
 }
@@ -49,8 +59,13 @@ impl Default for AlarmConfig {
             for_ticks: 1,
             resolve_after: 5,
             suppress: 288,
+            settle: 360,
             t2: 0.2,
             step: 0.2,
+            confirm: HumanDuration::from_secs(30),
+            escalate: HumanDuration::from_secs(300),
+            hold: HumanDuration::from_secs(30),
+            every: HumanDuration::from_secs(300),
             direction: Direction::Both,
             kind: Kind::Normal,
         }
@@ -89,7 +104,7 @@ impl Default for SaturationConfig {
 
 /// When an anomalous score becomes an alarm and when it ends: the resolved form of
 /// [`AlarmConfig`] and [`SaturationConfig`].
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AlarmParams {
     pub threshold: f64,
     /// Consecutive anomalous ticks before firing.
@@ -98,10 +113,14 @@ pub struct AlarmParams {
     pub resolve_after: u32,
     /// Ticks after an alarm fires during which the same model does not fire again.
     pub suppress: u32,
+    /// Ticks scored after the first fit before any may be anomalous.
+    pub settle: u32,
     /// A tick is also anomalous when this share of the last ticks had unseen contexts.
     pub context_threshold: f64,
     /// Severity levels above the threshold (seed `003`).
     pub grading: Grading,
+    /// How a firing alarm's level may move.
+    pub calm: Calm,
     pub direction: Direction,
     /// Set for `kind = "saturation"` models.
     pub saturation: Option<SaturationParams>,
@@ -116,8 +135,10 @@ impl AlarmParams {
             for_ticks: 1,
             resolve_after: 1,
             suppress: 0,
+            settle: 0,
             context_threshold: 1.0,
             grading: Grading::default(),
+            calm: Calm::default(),
             direction: Direction::Both,
             saturation: None,
         }
@@ -187,10 +208,17 @@ impl AlarmParams {
             for_ticks: a.for_ticks,
             resolve_after: a.resolve_after,
             suppress: a.suppress,
+            settle: a.settle,
             context_threshold,
             grading: Grading {
                 t2: a.t2,
                 step: a.step,
+            },
+            calm: Calm {
+                confirm_ms: a.confirm.0.as_millis() as i64,
+                escalate_ms: a.escalate.0.as_millis() as i64,
+                hold_ms: a.hold.0.as_millis() as i64,
+                every_ms: a.every.0.as_millis() as i64,
             },
             direction: a.direction,
             saturation,

@@ -12,11 +12,13 @@
 //!   higher level is announced at once and a lower one once it has held for
 //!   `resolve_after` ticks.
 
+pub mod calm;
 pub mod config;
 pub mod publish;
 pub mod saturation;
 pub mod severity;
 
+pub use calm::Calm;
 pub use config::{AlarmConfig, AlarmParams, Kind, SaturationConfig};
 pub use saturation::{Saturation, SaturationParams};
 pub use severity::Grading;
@@ -47,7 +49,7 @@ pub struct Tick {
 }
 
 /// Per-tick decision: anomalous or not, and at which level.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Judge {
     params: AlarmParams,
     saturation: Option<Saturation>,
@@ -59,6 +61,16 @@ impl Judge {
             params,
             saturation: params.saturation.map(Saturation::new),
         }
+    }
+
+    /// The same judge under today's `params` (a state read back from a snapshot): the
+    /// saturation memory is kept when the model is still a saturation model.
+    pub fn adopt(self, params: AlarmParams) -> Self {
+        let saturation = match (self.saturation, params.saturation) {
+            (Some(s), Some(p)) => Some(s.adopt(p)),
+            (_, p) => p.map(Saturation::new),
+        };
+        Self { params, saturation }
     }
 
     /// Whether [`Tick::deviation`] is looked at: only for a direction or saturation, so
@@ -116,7 +128,7 @@ pub enum Transition {
     },
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Hysteresis {
     params: AlarmParams,
     anomalous_run: u32,
@@ -127,15 +139,14 @@ pub struct Hysteresis {
     /// Updates seen, and the update at which the last alarm fired.
     ticks: u64,
     last_fired: Option<u64>,
+    /// Time of the previous tick: a tick's share of anomalous time is the time since it.
+    last_ts: Option<i64>,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Firing {
     started_at: i64,
-    /// The level last announced, and for how many ticks the level has been below it.
-    severity: u8,
-    lower_run: u32,
-    lower_max: u8,
+    level: calm::Level,
 }
 
 impl Hysteresis {
@@ -148,11 +159,17 @@ impl Hysteresis {
             firing: None,
             ticks: 0,
             last_fired: None,
+            last_ts: None,
         }
     }
 
     pub fn is_firing(&self) -> bool {
         self.firing.is_some()
+    }
+
+    /// The same episode state under today's `params` (a state read back from a snapshot).
+    pub fn adopt(self, params: AlarmParams) -> Self {
+        Self { params, ..self }
     }
 
     pub fn is_anomalous(&self, score: f64) -> bool {
@@ -173,12 +190,26 @@ impl Hysteresis {
 
     /// Feeds one tick's decision (from [`Judge`]): `level` is `Some` when anomalous.
     pub fn step(&mut self, ts: i64, score: f64, level: Option<u8>) -> Option<Transition> {
+        self.step_agreed(ts, score, level, false)
+    }
+
+    /// [`Hysteresis::step`], knowing whether other models of the host agree that
+    /// something is wrong (see [`calm`]: agreement escalates sooner).
+    pub fn step_agreed(
+        &mut self,
+        ts: i64,
+        score: f64,
+        level: Option<u8>,
+        agreed: bool,
+    ) -> Option<Transition> {
         let tick = self.ticks;
         self.ticks += 1;
+        let dt = self.last_ts.map_or(0, |t| (ts - t).max(0));
+        self.last_ts = Some(ts);
         let quiet = self
             .last_fired
             .is_some_and(|t| tick - t < u64::from(self.params.suppress));
-        let resolve_after = self.params.resolve_after;
+        let calm = self.params.calm;
         match level {
             Some(sev) => {
                 if self.anomalous_run == 0 {
@@ -188,7 +219,8 @@ impl Hysteresis {
                 self.normal_run = 0;
                 match &mut self.firing {
                     Some(f) => f
-                        .relevel(sev, resolve_after)
+                        .level
+                        .step(&calm, ts, dt, Some(sev), agreed)
                         .map(|severity| Transition::Changed {
                             started_at: f.started_at,
                             score,
@@ -196,16 +228,16 @@ impl Hysteresis {
                         }),
                     None if self.anomalous_run >= self.params.for_ticks && !quiet => {
                         self.last_fired = Some(tick);
+                        let level = calm::Level::fire(&calm, ts, dt, sev, agreed);
+                        let severity = level.announced();
                         self.firing = Some(Firing {
                             started_at: self.run_started_at,
-                            severity: sev,
-                            lower_run: 0,
-                            lower_max: 0,
+                            level,
                         });
                         Some(Transition::Fired {
                             started_at: self.run_started_at,
                             score,
-                            severity: sev,
+                            severity,
                         })
                     }
                     None => None,
@@ -214,46 +246,28 @@ impl Hysteresis {
             None => {
                 self.anomalous_run = 0;
                 self.normal_run = self.normal_run.saturating_add(1);
-                match self.firing {
-                    Some(f) if self.normal_run >= resolve_after => {
-                        self.firing = None;
-                        Some(Transition::Resolved {
+                let resolve = self.normal_run >= self.params.resolve_after;
+                match &mut self.firing {
+                    Some(f) if resolve => {
+                        let t = Transition::Resolved {
                             started_at: f.started_at,
                             score,
-                            severity: f.severity,
-                        })
+                            severity: f.level.announced(),
+                        };
+                        self.firing = None;
+                        Some(t)
                     }
-                    _ => None,
+                    Some(f) => f.level.step(&calm, ts, dt, None, agreed).map(|severity| {
+                        Transition::Changed {
+                            started_at: f.started_at,
+                            score,
+                            severity,
+                        }
+                    }),
+                    None => None,
                 }
             }
         }
-    }
-}
-
-impl Firing {
-    /// A new level while firing: the announced level if it changes.
-    fn relevel(&mut self, level: u8, hold: u32) -> Option<u8> {
-        if level > self.severity {
-            self.severity = level;
-            self.lower_run = 0;
-            return Some(level);
-        }
-        if level == self.severity {
-            self.lower_run = 0;
-            return None;
-        }
-        self.lower_max = if self.lower_run == 0 {
-            level
-        } else {
-            self.lower_max.max(level)
-        };
-        self.lower_run += 1;
-        if self.lower_run >= hold.max(1) {
-            self.severity = self.lower_max;
-            self.lower_run = 0;
-            return Some(self.severity);
-        }
-        None
     }
 }
 
@@ -324,27 +338,38 @@ mod tests {
         ));
     }
 
+    fn calm(hold_ms: i64) -> Calm {
+        Calm {
+            hold_ms,
+            ..Calm::default()
+        }
+    }
+
     #[test]
-    fn resolves_after_resolve_after_normal_ticks_and_keeps_peak_severity() {
-        let mut a = h(1, 3);
+    fn resolves_after_resolve_after_normal_ticks_and_keeps_its_level() {
+        let mut a = Hysteresis::new(AlarmParams {
+            calm: calm(3),
+            ..params(1, 3)
+        });
         assert!(matches!(
             a.update(1, 2.0),
             Some(Transition::Fired { severity: 1, .. })
         ));
+        assert_eq!(a.update(2, 4.5), None, "a new level must hold");
         assert!(matches!(
-            a.update(2, 4.5),
+            a.update(4, 4.5),
             Some(Transition::Changed { severity: 4, .. })
         ));
-        assert_eq!(a.update(3, 1.0), None);
-        assert_eq!(
-            a.update(4, 2.1),
-            None,
-            "an anomalous tick resets the normal run"
-        );
         assert_eq!(a.update(5, 1.0), None);
-        assert_eq!(a.update(6, 1.0), None);
         assert_eq!(
-            a.update(7, 0.5),
+            a.update(6, 2.1),
+            None,
+            "an anomalous tick resets the normal run; one lower tick changes nothing"
+        );
+        assert_eq!(a.update(7, 1.0), None);
+        assert_eq!(a.update(8, 1.0), None);
+        assert_eq!(
+            a.update(9, 0.5),
             Some(Transition::Resolved {
                 started_at: 1,
                 score: 0.5,
@@ -441,29 +466,31 @@ mod tests {
     }
 
     #[test]
-    fn a_higher_level_is_announced_at_once_and_a_lower_one_after_it_holds() {
-        let mut a = h(1, 2);
+    fn a_new_level_is_announced_once_it_has_held_up_or_down() {
+        let mut a = Hysteresis::new(AlarmParams {
+            calm: calm(2),
+            ..params(1, 2)
+        });
         assert!(matches!(
             a.step(0, 2.0, Some(1)),
             Some(Transition::Fired { severity: 1, .. })
         ));
+        assert_eq!(a.step(1, 3.0, Some(3)), None, "not held yet");
         assert!(matches!(
-            a.step(1, 3.0, Some(3)),
+            a.step(2, 3.0, Some(3)),
             Some(Transition::Changed {
                 severity: 3,
                 started_at: 0,
                 ..
             })
         ));
-        assert_eq!(a.step(2, 2.0, Some(2)), None, "one tick lower: not yet");
-        assert_eq!(a.step(3, 3.0, Some(3)), None, "back to the announced level");
-        assert_eq!(a.step(4, 2.0, Some(2)), None);
+        assert_eq!(a.step(3, 2.0, Some(2)), None, "one tick lower: not yet");
         assert!(
             matches!(
-                a.step(5, 2.0, Some(1)),
+                a.step(4, 2.0, Some(2)),
                 Some(Transition::Changed { severity: 2, .. })
             ),
-            "two ticks lower: the highest of them is announced"
+            "lower for the whole hold: announced"
         );
     }
 }

@@ -14,7 +14,7 @@
 /// Rise times kept: more than any count the rules ask about.
 const KEPT: usize = 16;
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SaturationParams {
     pub limit: f64,
     /// Share of the limit, 0–1 (the seed's 70 %: 0.7).
@@ -25,7 +25,7 @@ pub struct SaturationParams {
     pub rises_level3: u32,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Saturation {
     params: SaturationParams,
     prev: Option<f64>,
@@ -40,6 +40,11 @@ impl Saturation {
             prev: None,
             rises: heapless::HistoryBuf::new(),
         }
+    }
+
+    /// The same rise memory under today's `params`.
+    pub fn adopt(self, params: SaturationParams) -> Self {
+        Self { params, ..self }
     }
 
     /// Records the tick's value; call on every tick, anomalous or not.

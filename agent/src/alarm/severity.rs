@@ -8,7 +8,7 @@
 //! escalates above it.
 
 /// `t2` and `step` of the seed, checked in config (`0 ≤ t2 < 0.4`, `step > 0`).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Grading {
     pub t2: f64,
     pub step: f64,

@@ -24,6 +24,7 @@ use crate::Error;
 use crate::decide::{DetectorConfig, ModelSpec};
 use crate::homeassistant::HomeAssistantConfig;
 use crate::link::{BrokerConfig, BrokerSettings, MqttConfig, MqttSettings, OutboxConfig};
+use crate::persist::{SnapshotConfig, SnapshotSettings};
 use crate::rules::{IngestConfig, RulesConfig, RulesSettings};
 use crate::simulate::SimParams;
 
@@ -73,6 +74,8 @@ pub struct Raw {
     #[serde(default)]
     pub outbox: OutboxConfig,
     #[serde(default)]
+    pub snapshots: SnapshotConfig,
+    #[serde(default)]
     pub detector: toml::Table,
     #[serde(default)]
     pub models: BTreeMap<String, toml::Table>,
@@ -107,6 +110,8 @@ pub struct Settings {
     pub stats_interval: Duration,
     pub mqtt: MqttSettings,
     pub broker: Option<BrokerSettings>,
+    /// Where models are saved and taken back from; `None`: not at all.
+    pub snapshots: Option<SnapshotSettings>,
     pub models: Vec<ModelSpec>,
     pub sim_models: Vec<ModelSpec>,
     pub simulate: SimParams,
@@ -152,6 +157,10 @@ impl Parsed<'_> {
             .resolve()
             .map_err(|e| self.invalid("broker", e))?;
         let mqtt = self.mqtt(&host, broker.as_ref())?;
+        let snapshots = raw
+            .snapshots
+            .resolve()
+            .map_err(|e| self.invalid("snapshots", e))?;
         raw.simulate
             .validate()
             .map_err(|m| self.invalid("", Invalid::new("simulate", m)))?;
@@ -171,6 +180,7 @@ impl Parsed<'_> {
             stats_interval: raw.agent.stats_interval.0,
             mqtt,
             broker,
+            snapshots,
             models,
             sim_models,
             simulate: raw.simulate.clone(),
@@ -333,6 +343,7 @@ impl Parsed<'_> {
             mqtt: &'a MqttConfig,
             broker: &'a BrokerConfig,
             outbox: &'a OutboxConfig,
+            snapshots: &'a SnapshotConfig,
             rules: &'a RulesConfig,
             ingest: &'a IngestConfig,
             homeassistant: &'a HomeAssistantConfig,
@@ -363,6 +374,7 @@ impl Parsed<'_> {
             mqtt: &r.mqtt,
             broker: &r.broker,
             outbox: &r.outbox,
+            snapshots: &r.snapshots,
             rules: &r.rules,
             ingest: &r.ingest,
             homeassistant: &r.homeassistant,

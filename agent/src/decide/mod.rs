@@ -11,8 +11,10 @@
 //! - [`config`]: `[detector]` as written, and the [`Detector`] it resolves to.
 
 pub mod config;
+pub mod snapshot;
 
 pub use config::{Detector, DetectorConfig, ModelSpec};
+pub use snapshot::{Refused, shape_key};
 
 use lookout_shared::payload::AlarmState;
 
@@ -55,6 +57,10 @@ pub struct Decider {
     detector: Detector,
     /// Ticks refused because a value was outside the detector's limits.
     invalid: u64,
+    /// Ticks that are scored but may not be anomalous (just after a restore).
+    mute: u32,
+    /// Ticks scored since the first fit (up to `alarm.settle`): out-of-sample evidence.
+    scored: u32,
 }
 
 impl Decider {
@@ -65,6 +71,8 @@ impl Decider {
             hysteresis: Hysteresis::new(detector.alarm),
             detector: detector.clone(),
             invalid: 0,
+            mute: 0,
+            scored: 0,
         }
     }
 
@@ -117,6 +125,18 @@ impl Decider {
             },
             value: values[0],
         });
+        // Not yet: just after a restore (vectors mixing values from before and after it),
+        // or before the model has scored `settle` ticks it did not learn from.
+        let settled = self.scored >= self.detector.alarm.settle;
+        self.scored = self.scored.saturating_add(1);
+        let level = if self.mute > 0 {
+            self.mute -= 1;
+            None
+        } else if !settled {
+            None
+        } else {
+            level
+        };
         let transition = self.hysteresis.step(ts, score, level);
         let scored = Scored {
             score,
@@ -202,6 +222,7 @@ mod tests {
         c.train.min_points = 100;
         c.alarm.threshold = 1.5;
         c.alarm.suppress = 0;
+        c.alarm.settle = 0;
         // Context novelty alarms on what it has barely seen; this test is about scores.
         c.context.levels = 0;
         c.down_limit = Some(-1000.0);

@@ -329,7 +329,7 @@ impl OutboxConfig {
         }
         Ok(OutboxSettings {
             dir: if self.dir.is_empty() {
-                default_outbox_dir()
+                lookout_shared::config::state_dir("outbox")
             } else {
                 self.dir.clone().into()
             },
@@ -337,26 +337,4 @@ impl OutboxConfig {
             fsync: self.fsync,
         })
     }
-}
-
-/// The outbox directory when the config names none.
-fn default_outbox_dir() -> PathBuf {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
-    if let Some(d) = var("STATE_DIRECTORY") {
-        // systemd may pass several, separated by ':'; the first is ours.
-        let first = d
-            .to_string_lossy()
-            .split(':')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        return Path::new(&first).join("outbox");
-    }
-    if let Some(d) = var("XDG_STATE_HOME") {
-        return Path::new(&d).join("lookout/outbox");
-    }
-    if let Some(h) = var("HOME") {
-        return Path::new(&h).join(".local/state/lookout/outbox");
-    }
-    Path::new(".lookout-state/outbox").to_owned()
 }

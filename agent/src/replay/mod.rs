@@ -591,6 +591,7 @@ mod tests {
             "detector.train.window=200",
             "detector.train.every=100",
             "detector.alarm.threshold=1.5",
+            "detector.alarm.settle=0",
         ])
     }
 

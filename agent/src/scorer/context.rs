@@ -20,7 +20,7 @@
 //! or the previous set has it.
 
 /// Context parameters; `levels = 0` turns the detector off.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ContextParams {
     pub levels: usize,
     pub length: usize,
@@ -47,7 +47,7 @@ impl ContextParams {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Dim {
     /// Quantisation range, and the range of the values seen while learning it.
     lo: f64,
@@ -62,7 +62,7 @@ struct Dim {
     previous: Box<[u64]>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Context {
     params: ContextParams,
     dims: Vec<Dim>,
@@ -71,6 +71,38 @@ pub struct Context {
     recent_len: usize,
     /// Ticks since the period started; `None` until [`Context::start`].
     in_period: Option<usize>,
+}
+
+impl Dim {
+    /// Quantises `v` into its band and appends it; once the last `length` bands are
+    /// known, returns the index of their context: the bands, oldest first, as digits in
+    /// base `levels + 2`.
+    #[inline]
+    fn push_band(&mut self, v: f64, levels: usize) -> Option<usize> {
+        // Band 0 is below the range, 1..=levels inside it, levels + 1 above it.
+        let band = if v < self.lo {
+            0
+        } else if v > self.lo + self.span {
+            levels as u8 + 1
+        } else if self.span > 0.0 {
+            let q = ((v - self.lo) / self.span * levels as f64).floor() as usize;
+            q.min(levels - 1) as u8 + 1
+        } else {
+            1
+        };
+        let n = self.bands.len();
+        self.bands[self.band_pos] = band;
+        self.band_pos = (self.band_pos + 1) % n;
+        self.band_len = (self.band_len + 1).min(n);
+        if self.band_len < n {
+            return None;
+        }
+        let mut index = 0usize;
+        for i in 0..n {
+            index = index * (levels + 2) + usize::from(self.bands[(self.band_pos + i) % n]);
+        }
+        Some(index)
+    }
 }
 
 impl Context {
@@ -123,30 +155,10 @@ impl Context {
         let mut novel = false;
         let mut complete = true;
         for (d, &v) in self.dims.iter_mut().zip(values) {
-            // Band 0 is below the range, 1..=levels inside it, levels + 1 above it.
-            let band = if v < d.lo {
-                0
-            } else if v > d.lo + d.span {
-                levels as u8 + 1
-            } else if d.span > 0.0 {
-                let q = ((v - d.lo) / d.span * levels as f64).floor() as usize;
-                q.min(levels - 1) as u8 + 1
-            } else {
-                1
-            };
-            let n = d.bands.len();
-            d.bands[d.band_pos] = band;
-            d.band_pos = (d.band_pos + 1) % n;
-            d.band_len = (d.band_len + 1).min(n);
-            if d.band_len < n {
+            let Some(index) = d.push_band(v, levels) else {
                 complete = false;
                 continue;
-            }
-            // The context's index: its bands, oldest first, as digits in base levels + 2.
-            let mut index = 0usize;
-            for i in 0..n {
-                index = index * (levels + 2) + usize::from(d.bands[(d.band_pos + i) % n]);
-            }
+            };
             let (word, bit) = (index / 64, 1u64 << (index % 64));
             let known = (d.current[word] | d.previous[word]) & bit != 0;
             d.current[word] |= bit;
@@ -156,6 +168,31 @@ impl Context {
         if complete {
             self.recent = (self.recent << 1) | u64::from(novel);
             self.recent_len = (self.recent_len + 1).min(self.params.window);
+        }
+    }
+
+    /// Marks the context ending with `values` as seen, without scoring it: for the values
+    /// the model learned from (see `Model::seed_context`). Call after [`start`](Self::start),
+    /// then [`end_seeding`](Self::end_seeding).
+    pub fn remember(&mut self, values: &[f64]) {
+        if !self.params.enabled() || self.in_period.is_none() {
+            return;
+        }
+        let levels = self.params.levels;
+        for (d, &v) in self.dims.iter_mut().zip(values) {
+            if let Some(index) = d.push_band(v, levels) {
+                let (word, bit) = (index / 64, 1u64 << (index % 64));
+                d.current[word] |= bit;
+            }
+        }
+    }
+
+    /// After seeding: the live stream starts its contexts afresh, so that none spans the
+    /// seeded values and the live ones.
+    pub fn end_seeding(&mut self) {
+        for d in &mut self.dims {
+            d.band_len = 0;
+            d.band_pos = 0;
         }
     }
 

@@ -24,7 +24,7 @@ pub enum Distance {
 }
 
 /// What a score of 1.0 means.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Scale {
     /// The notebook's min–max scaling: 0 = the training vector nearest the centres,
     /// 1 = the farthest one. One outlier in the training window sets the scale for the
@@ -37,7 +37,7 @@ pub enum Scale {
 
 /// The notebook's parameters plus what Lookout adds: the distance, the scale, the
 /// ensemble and the learning gate.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelParams {
     pub diffs: bool,
     pub n_smoothing: usize,
@@ -269,7 +269,7 @@ fn distance(kind: Distance, x: &[f64], centres: &[f64], k: usize) -> f64 {
 
 /// How raw distances become scores: `(distance − lo) / (hi − lo)`, with
 /// 1 / (hi − lo) taken once at fit time; `None` when hi = lo (flat training data).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 struct Norm {
     lo: f64,
     hi: f64,
@@ -297,7 +297,7 @@ impl Norm {
 /// models instead of a copy of the ring in each, which would be a third of a model.
 type Spare = (Box<[f64]>, Box<[u32]>);
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Model {
     params: ModelParams,
     dims: Vec<DimPreprocessor>,
@@ -319,7 +319,9 @@ pub struct Model {
     centres: Box<[f64]>,
     norms: Box<[Option<Norm>]>,
     next_member: usize,
-    /// Buffers lent to the trainer; `None` while a fit is in flight.
+    /// Buffers lent to the trainer; `None` while a fit is in flight. Not in a snapshot:
+    /// a restored model makes new ones ([`Model::restored`]).
+    #[serde(skip)]
     spare: Option<Spare>,
     context: Context,
     /// Training vectors per centre of the newest fit, for `decay`.
@@ -361,6 +363,35 @@ impl Model {
 
     pub fn params(&self) -> &ModelParams {
         &self.params
+    }
+
+    /// A model read back from a snapshot, made ready to run with `params`: the buffers a
+    /// fit borrows are made again (a fit in flight when the snapshot was taken is lost:
+    /// the next one is due on schedule), and the parameters that do not change the
+    /// model's shape (schedule, restarts, scale, cap) are today's config's. `None` when
+    /// the snapshot does not fit `params` and `n_dims` (a config change the caller should
+    /// have caught by its shape key).
+    pub fn restored(mut self, params: ModelParams, n_dims: usize) -> Option<Self> {
+        let fresh = Model::new(params, n_dims);
+        let same_shape = self.dims.len() == n_dims
+            && self.width == fresh.width
+            && self.ring.len() == fresh.ring.len()
+            && self.centres.len() == fresh.centres.len()
+            && self.norms.len() == fresh.norms.len()
+            && self.counts.len() == fresh.counts.len()
+            && self.current.len() == fresh.current.len();
+        if !same_shape {
+            return None;
+        }
+        self.params = params;
+        self.spare = fresh.spare;
+        self.fit_pending = false;
+        Some(self)
+    }
+
+    /// Ticks from the first value to the first complete feature vector.
+    pub fn warmup_ticks(&self) -> u32 {
+        self.dims.first().map_or(0, |d| d.warmup() as u32)
     }
 
     pub fn n_dims(&self) -> usize {
@@ -427,10 +458,30 @@ impl Model {
             && (n.is_multiple_of(every) || !self.fit_requested);
         if due && !self.fit_requested {
             self.context.start();
+            self.seed_context();
         }
         self.fit_requested |= due;
         self.fit_pending |= due;
         Ok(self.fit_pending)
+    }
+
+    /// Marks the contexts of the training window as seen, at the first fit: the model
+    /// learned those ticks as normal, so their order must not look new to the context
+    /// detector either (without this, everything right after the first fit, or after a
+    /// restart that replays familiar data, is "an order never seen before"). The ring
+    /// holds smoothed values rather than raw ones: close enough to fall in the same bands.
+    fn seed_context(&mut self) {
+        let n_dims = self.dims.len();
+        let ticks = self.ring.len() / n_dims.max(1);
+        let mut values = vec![0.0; n_dims];
+        for i in 0..self.ring_len {
+            let slot = (self.ring_head + i) % ticks;
+            for (d, v) in values.iter_mut().enumerate() {
+                *v = f64::from(self.ring[slot * n_dims + d]);
+            }
+            self.context.remember(&values);
+        }
+        self.context.end_seeding();
     }
 
     /// The current vector's score, or `None` before the first fit: the lowest score any

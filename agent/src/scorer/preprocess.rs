@@ -6,7 +6,7 @@
 //! small rings of fixed capacity hold only what the next step needs, so a tick costs a
 //! few additions and one copy, and allocates nothing.
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct DimPreprocessor {
     n_smoothing: usize,
     diffs: bool,

@@ -1,0 +1,239 @@
+//! A model's learned state as bytes, so that a restart, an upgrade or a reboot does not
+//! start it over: the scorer's model (ring, centres of every ensemble member, scales,
+//! context memory) and the alarm's state (saturation rises, the episode in progress),
+//! encoded with postcard.
+//!
+//! A snapshot is taken for one model shape: the dimensions and every setting that sizes
+//! or changes what the model learned (smoothing, lags, differences, clusters, training
+//! window, ensemble, context). A snapshot of another shape, another format version, or
+//! bytes that do not decode is refused with the reason, and the caller lets that model
+//! learn afresh. Settings that do not change the shape (thresholds, the fit schedule,
+//! severity grading) come from today's config, so tuning them keeps what was learned.
+
+use serde::{Deserialize, Serialize};
+
+use crate::alarm::{Hysteresis, Judge};
+use crate::scorer::Model;
+
+use super::{Decider, Detector};
+
+/// The snapshot layout; a change to any serialized type bumps it.
+pub const FORMAT: u32 = 1;
+
+/// What every snapshot starts with, so that any other file is told apart from a snapshot
+/// of another format.
+const MAGIC: &[u8; 8] = b"LKTMODEL";
+
+#[derive(Serialize)]
+struct Out<'a> {
+    format: u32,
+    shape: u64,
+    saved_at: i64,
+    model: &'a Model,
+    judge: &'a Judge,
+    hysteresis: &'a Hysteresis,
+    scored: u32,
+}
+
+#[derive(Deserialize)]
+struct In {
+    format: u32,
+    shape: u64,
+    saved_at: i64,
+    model: Model,
+    judge: Judge,
+    hysteresis: Hysteresis,
+    scored: u32,
+}
+
+/// Why a snapshot was not taken back.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("not a readable snapshot ({0})")]
+    Corrupt(String),
+    #[error("snapshot format {found}, this agent reads format {FORMAT}")]
+    Format { found: u32 },
+    #[error("the model's dimensions or detector settings changed since it was saved")]
+    Shape,
+}
+
+/// What identifies a model's shape: its dimensions' names and the settings that size or
+/// change what it learns. FNV-1a over their text, stable across runs and machines.
+pub fn shape_key(detector: &Detector, metrics: &[(String, String)]) -> u64 {
+    let p = &detector.params;
+    let text = format!(
+        "{metrics:?}|diffs {}|smoothing {}|lags {}|k {}|window {}|ensemble {}|context {:?}",
+        p.diffs, p.n_smoothing, p.n_lags, p.n_clusters, p.train_data_size, p.ensemble, p.context
+    );
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x1000_0000_01b3);
+    }
+    h
+}
+
+impl Decider {
+    /// The model's learned state, saved at `now` (Unix ms).
+    pub fn snapshot(&self, shape: u64, now: i64) -> Vec<u8> {
+        let out = Out {
+            format: FORMAT,
+            shape,
+            saved_at: now,
+            model: &self.model,
+            judge: &self.judge,
+            hysteresis: &self.hysteresis,
+            scored: self.scored,
+        };
+        // Serializing owned in-memory data cannot fail with postcard's Vec flavour.
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend(postcard::to_allocvec(&out).unwrap_or_default());
+        bytes
+    }
+
+    /// Takes back a snapshot of this model's `shape`; returns when it was saved. On
+    /// refusal the decider is left as it was.
+    pub fn restore(&mut self, bytes: &[u8], shape: u64) -> Result<i64, Refused> {
+        let Some(bytes) = bytes.strip_prefix(MAGIC) else {
+            return Err(Refused::Corrupt("not a Lookout model snapshot".into()));
+        };
+        // The format comes first, so it is read before the rest is trusted.
+        let format: u32 = postcard::take_from_bytes::<u32>(bytes)
+            .map(|(f, _)| f)
+            .map_err(|e| Refused::Corrupt(e.to_string()))?;
+        if format != FORMAT {
+            return Err(Refused::Format { found: format });
+        }
+        let s: In = postcard::from_bytes(bytes).map_err(|e| Refused::Corrupt(e.to_string()))?;
+        if s.format != FORMAT {
+            return Err(Refused::Format { found: s.format });
+        }
+        if s.shape != shape {
+            return Err(Refused::Shape);
+        }
+        let n_dims = self.model.n_dims();
+        let model = s
+            .model
+            .restored(self.detector.params, n_dims)
+            .ok_or(Refused::Shape)?;
+        self.model = model;
+        self.judge = s.judge.adopt(self.detector.alarm);
+        self.hysteresis = s.hysteresis.adopt(self.detector.alarm);
+        self.scored = s.scored;
+        // The first vectors after a restart mix values from before and after it: they
+        // are scored but may not raise an alarm.
+        self.mute = self.model.warmup_ticks();
+        Ok(s.saved_at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::{Decision, DetectorConfig};
+    use crate::scorer::fit::Inline;
+
+    fn detector() -> Detector {
+        let mut c = DetectorConfig::default();
+        c.train.window = 200;
+        c.train.every = 100;
+        c.train.min_points = 150;
+        c.resolve().unwrap()
+    }
+
+    fn value(i: i64) -> [f64; 2] {
+        let t = i as f64;
+        [
+            (t * 0.1).sin() * 10.0 + 50.0,
+            (t * 0.037).cos() * 3.0 + 20.0,
+        ]
+    }
+
+    fn trained(d: &Detector, ticks: i64) -> Decider {
+        let mut dec = Decider::new(d, 2);
+        let mut fit = Inline::for_model(dec.model());
+        for i in 0..ticks {
+            dec.step(i * 1000, &value(i), (0, 0), &mut fit);
+        }
+        dec
+    }
+
+    fn scores(dec: &mut Decider, from: i64, to: i64) -> Vec<Decision> {
+        let mut fit = Inline::for_model(dec.model());
+        (from..to)
+            .map(|i| dec.step(i * 1000, &value(i), (0, 0), &mut fit).0)
+            .collect()
+    }
+
+    #[test]
+    fn a_restored_model_scores_from_its_first_tick_as_if_it_had_never_stopped() {
+        let d = detector();
+        let metrics = vec![("c".to_string(), "a".to_string()), ("c".into(), "b".into())];
+        let shape = shape_key(&d, &metrics);
+        let mut original = trained(&d, 600);
+        let bytes = original.snapshot(shape, 42);
+        let mut restored = Decider::new(&d, 2);
+        assert_eq!(restored.restore(&bytes, shape), Ok(42));
+        let (a, b) = (
+            scores(&mut original, 600, 900),
+            scores(&mut restored, 600, 900),
+        );
+        assert!(
+            b.iter().all(|d| matches!(d, Decision::Scored(_))),
+            "no learning period"
+        );
+        let score = |d: &Decision| match d {
+            Decision::Scored(s) => s.score,
+            _ => f64::NAN,
+        };
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(score(x).to_bits(), score(y).to_bits());
+        }
+        // Settings that do not change the shape come from today's config.
+        let mut tuned = DetectorConfig::default();
+        tuned.train.window = 200;
+        tuned.train.every = 100;
+        tuned.train.min_points = 150;
+        tuned.alarm.threshold = 9.0;
+        let tuned = tuned.resolve().unwrap();
+        let mut t = Decider::new(&tuned, 2);
+        assert!(t.restore(&bytes, shape_key(&tuned, &metrics)).is_ok());
+        assert_eq!(t.detector().alarm.threshold, 9.0);
+    }
+
+    #[test]
+    fn snapshots_of_another_shape_format_or_garbage_are_refused_and_change_nothing() {
+        let d = detector();
+        let metrics = vec![("c".to_string(), "a".to_string()), ("c".into(), "b".into())];
+        let shape = shape_key(&d, &metrics);
+        let bytes = trained(&d, 400).snapshot(shape, 1);
+        let mut fresh = Decider::new(&d, 2);
+        assert_eq!(fresh.restore(&bytes, shape ^ 1), Err(Refused::Shape));
+        assert!(matches!(
+            fresh.restore(&bytes[..bytes.len() / 2], shape),
+            Err(Refused::Corrupt(_))
+        ));
+        assert!(matches!(
+            fresh.restore(b"", shape),
+            Err(Refused::Corrupt(_))
+        ));
+        let mut other = bytes.clone();
+        other[MAGIC.len()] = 9;
+        assert_eq!(
+            fresh.restore(&other, shape),
+            Err(Refused::Format { found: 9 })
+        );
+        assert!(
+            !fresh.model().is_trained(),
+            "a refused snapshot leaves the model as it was"
+        );
+        let mut wider = DetectorConfig::default();
+        wider.train.window = 300;
+        let wider = wider.resolve().unwrap();
+        assert_ne!(
+            shape_key(&wider, &metrics),
+            shape,
+            "the window is part of the shape"
+        );
+        assert_ne!(shape_key(&d, &metrics[..1]), shape, "so are the dimensions");
+    }
+}
