@@ -106,9 +106,10 @@ async fn a_restarted_agent_keeps_its_models_and_a_bad_snapshot_relearns_alone() 
     );
     assert_eq!(second.terminate(Duration::from_secs(10)), Some(0));
     let log = second.log_text();
+    // The models and the host-level judgement (its alarm may be firing).
     assert_eq!(
         log.matches("model restored from its snapshot").count(),
-        MODELS.len(),
+        MODELS.len() + 1,
         "{log}"
     );
 

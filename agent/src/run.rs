@@ -166,22 +166,7 @@ impl Agent {
         } else {
             &settings.models
         };
-        let mut hosts: Vec<(String, Labels, Source)> = Vec::new();
-        if sim {
-            for i in 1..=settings.simulate.hosts {
-                let sh = SimHost::new(i, &settings.simulate, start_ts, interval_ms);
-                let mut labels = settings.labels.clone();
-                labels.extend(sh.labels().iter().map(|(k, v)| (k.clone(), v.clone())));
-                hosts.push((sh.name().to_owned(), labels, Source::Sim(Box::new(sh))));
-            }
-        } else {
-            let sampler = Box::new(HostSampler::new("/proc"));
-            hosts.push((
-                settings.host.clone(),
-                settings.labels.clone(),
-                Source::Real(sampler),
-            ));
-        }
+        let hosts = sources(&settings, start_ts, interval_ms);
         let (inbox_tx, inbox) = mpsc::channel::<Incoming>(INBOX_CAPACITY);
         let (first, first_labels) = match hosts.first() {
             Some((name, labels, _)) => (name.clone(), labels.clone()),
@@ -223,7 +208,14 @@ impl Agent {
                 extras,
             );
             tasks.push(task);
-            let host = Host::new(&settings.mqtt.prefix, &name, &labels, specs);
+            let host = Host::new(
+                &settings.mqtt.prefix,
+                &name,
+                &labels,
+                specs,
+                &settings.host_judge,
+                settings.host_alarm,
+            );
             running.push(Running { source, host, link });
         }
         let mut outs = Vec::new();
@@ -407,6 +399,26 @@ impl Agent {
         }
         drop(self.trainer);
     }
+}
+
+/// The published hosts: this one, sampled from `/proc`, or the simulated ones.
+fn sources(settings: &Settings, start_ts: i64, interval_ms: i64) -> Vec<(String, Labels, Source)> {
+    if settings.simulate.hosts == 0 {
+        let sampler = Box::new(HostSampler::new("/proc"));
+        return vec![(
+            settings.host.clone(),
+            settings.labels.clone(),
+            Source::Real(sampler),
+        )];
+    }
+    (1..=settings.simulate.hosts)
+        .map(|i| {
+            let sh = SimHost::new(i, &settings.simulate, start_ts, interval_ms);
+            let mut labels = settings.labels.clone();
+            labels.extend(sh.labels().iter().map(|(k, v)| (k.clone(), v.clone())));
+            (sh.name().to_owned(), labels, Source::Sim(Box::new(sh)))
+        })
+        .collect()
 }
 
 /// What a host's link announces and sweeps for Home Assistant, and the subscriptions of

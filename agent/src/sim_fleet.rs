@@ -122,6 +122,8 @@ fn run_hosts(
             sim.name(),
             &labels,
             &settings.sim_models,
+            &settings.host_judge,
+            settings.host_alarm,
         );
         let mut fitter = Inline::new(1, 1, 1);
         for t in 0..ticks {

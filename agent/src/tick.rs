@@ -6,10 +6,12 @@
 //! Each model's values go through [`Decider::step`], the same decision path `replay` runs.
 
 use lookout_shared::codec::to_json;
-use lookout_shared::payload::{Labels, Score, SimTruth};
+use lookout_shared::payload::{AnomalyRate, Labels, Score, SimTruth};
 use lookout_shared::topics;
 
+use crate::alarm::AlarmParams;
 use crate::alarm::publish::Publisher;
+use crate::decide::host::{self, HostConfig, HostJudge};
 use crate::decide::{Decider, Decision, ModelSpec, Refused, shape_key};
 use crate::frame::Frame;
 use crate::health::ModelsReport;
@@ -42,11 +44,24 @@ pub struct Host {
     truth_topic: String,
     alarms: Publisher,
     models: Vec<ModelRun>,
+    judge: HostJudge,
+    rate_topic: String,
+    /// Models anomalous at this tick (reused).
+    anomalous: Vec<usize>,
 }
 
 impl Host {
-    pub fn new(prefix: &str, name: &str, labels: &Labels, specs: &[ModelSpec]) -> Self {
-        let models = specs
+    /// `host` and `alarm` (the `[detector.alarm]` the host-level alarm shares) set the
+    /// host-level judgement.
+    pub fn new(
+        prefix: &str,
+        name: &str,
+        labels: &Labels,
+        specs: &[ModelSpec],
+        host: &HostConfig,
+        alarm: AlarmParams,
+    ) -> Self {
+        let models: Vec<ModelRun> = specs
             .iter()
             .map(|s| ModelRun {
                 name: s.name.clone(),
@@ -64,6 +79,9 @@ impl Host {
             metrics_topic: topics::metrics(prefix, name),
             truth_topic: topics::sim_truth(prefix, name),
             alarms: Publisher::new(prefix, name, labels),
+            judge: HostJudge::new(host, models.len(), alarm),
+            rate_topic: topics::anomaly_rate(prefix, name),
+            anomalous: Vec::with_capacity(models.len()),
             models,
         }
     }
@@ -95,12 +113,48 @@ impl Host {
                 payload: metrics_json(&self.name, frame),
             });
         }
+        let agreed = self.judge.agreed(frame.ts);
+        self.anomalous.clear();
         for (mi, mr) in self.models.iter_mut().enumerate() {
             if !mr.take_values(&self.name, frame) {
                 continue;
             }
+            mr.decider.set_agreed(agreed);
             let (decision, _) = mr.decider.step(frame.ts, &mr.values, (index, mi), fitter);
+            if matches!(decision, Decision::Scored(s) if s.level.is_some()) {
+                self.anomalous.push(mi);
+            }
             mr.publish(decision, frame.ts, &self.alarms, &self.labels, out);
+        }
+        self.judge_host(frame.ts, out);
+    }
+
+    /// The host-level judgement of this tick: its anomaly rate, and its alarm's change.
+    fn judge_host(&mut self, ts: i64, out: &mut Vec<Out>) {
+        let h = self.judge.tick(ts, self.anomalous.iter().copied());
+        let names: Vec<&str> = h
+            .anomalous
+            .iter()
+            .filter_map(|&i| self.models.get(i).map(|m| m.name.as_str()))
+            .collect();
+        let rate = AnomalyRate {
+            ts,
+            host: self.name.clone(),
+            rate: h.rate,
+            anomalous: names.iter().map(|s| (*s).to_owned()).collect(),
+            models: self.models.len(),
+            alarm: self.judge.is_firing(),
+            labels: self.labels.clone(),
+        };
+        out.push(Out::Score {
+            topic: self.rate_topic.clone(),
+            payload: to_json(&rate),
+        });
+        if let Some(t) = h.transition {
+            out.push(
+                self.alarms
+                    .publish(self.judge.episode(&self.name, ts, t, &names)),
+            );
         }
     }
 
@@ -113,22 +167,32 @@ impl Host {
         }
     }
 
-    /// Every model's snapshot, taken at `now` (Unix ms): (model name, bytes).
+    /// Every model's snapshot, taken at `now` (Unix ms): (model name, bytes), and the
+    /// host judgement's (its alarm may be firing) as model [`host::NAME`].
     pub fn snapshots(&self, now: i64) -> Vec<(String, Vec<u8>)> {
-        self.models
+        let mut out: Vec<(String, Vec<u8>)> = self
+            .models
             .iter()
             .map(|m| (m.name.clone(), m.decider.snapshot(m.shape, now)))
-            .collect()
+            .collect();
+        out.push((host::NAME.to_owned(), self.judge.snapshot(now)));
+        out
     }
 
-    /// Model names, in order.
+    /// What [`Host::snapshots`] saves, in order: the models, then [`host::NAME`].
     pub fn model_names(&self) -> impl Iterator<Item = &str> {
-        self.models.iter().map(|m| m.name.as_str())
+        self.models
+            .iter()
+            .map(|m| m.name.as_str())
+            .chain(std::iter::once(host::NAME))
     }
 
     /// Takes back model `name`'s snapshot; returns when it was saved. A refused snapshot
     /// leaves the model as it was.
     pub fn restore(&mut self, name: &str, bytes: &[u8]) -> Result<i64, Refused> {
+        if name == host::NAME {
+            return self.judge.restore(bytes, self.models.len());
+        }
         let Some(m) = self.models.iter_mut().find(|m| m.name == name) else {
             return Err(Refused::Shape);
         };

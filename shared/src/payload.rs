@@ -23,6 +23,24 @@ pub struct Metrics {
     pub metrics: BTreeMap<String, BTreeMap<String, Option<f64>>>,
 }
 
+/// `<prefix>/<host>/anomaly_rate`, every tick: how many of the host's models are
+/// anomalous at once (each counts for the host's `[host] window` after its last anomalous
+/// tick).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AnomalyRate {
+    pub ts: i64,
+    pub host: String,
+    /// Share of the host's models counted anomalous, 0 to 1.
+    pub rate: f64,
+    /// Those models' names.
+    pub anomalous: Vec<String>,
+    pub models: usize,
+    /// True while the host-level alarm (`alarms/host`) is firing.
+    pub alarm: bool,
+    #[serde(default)]
+    pub labels: Labels,
+}
+
 /// `<prefix>/<host>/scores/<model>`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Score {

@@ -54,6 +54,11 @@ pub fn alarm(prefix: &str, host: &str, source: &str) -> String {
     format!("{prefix}/{host}/alarms/{source}")
 }
 
+/// `<prefix>/<host>/anomaly_rate`: the share of the host's models anomalous at once.
+pub fn anomaly_rate(prefix: &str, host: &str) -> String {
+    format!("{prefix}/{host}/anomaly_rate")
+}
+
 pub fn sim_truth(prefix: &str, host: &str) -> String {
     format!("{prefix}/{host}/sim/truth")
 }

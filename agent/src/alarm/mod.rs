@@ -167,6 +167,10 @@ impl Hysteresis {
         self.firing.is_some()
     }
 
+    pub fn params(&self) -> AlarmParams {
+        self.params
+    }
+
     /// The same episode state under today's `params` (a state read back from a snapshot).
     pub fn adopt(self, params: AlarmParams) -> Self {
         Self { params, ..self }

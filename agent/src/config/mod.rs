@@ -21,6 +21,8 @@ use lookout_shared::payload::Labels;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::alarm::AlarmParams;
+use crate::decide::host::HostConfig;
 use crate::decide::{DetectorConfig, ModelSpec};
 use crate::homeassistant::HomeAssistantConfig;
 use crate::link::{BrokerConfig, BrokerSettings, MqttConfig, MqttSettings, OutboxConfig};
@@ -76,6 +78,8 @@ pub struct Raw {
     #[serde(default)]
     pub snapshots: SnapshotConfig,
     #[serde(default)]
+    pub host: HostConfig,
+    #[serde(default)]
     pub detector: toml::Table,
     #[serde(default)]
     pub models: BTreeMap<String, toml::Table>,
@@ -114,6 +118,9 @@ pub struct Settings {
     pub snapshots: Option<SnapshotSettings>,
     pub models: Vec<ModelSpec>,
     pub sim_models: Vec<ModelSpec>,
+    /// Host-level judgement, and the `[detector.alarm]` its alarm shares.
+    pub host_judge: HostConfig,
+    pub host_alarm: AlarmParams,
     pub simulate: SimParams,
     pub rules: RulesSettings,
     pub ingest: IngestConfig,
@@ -164,6 +171,12 @@ impl Parsed<'_> {
         raw.simulate
             .validate()
             .map_err(|m| self.invalid("", Invalid::new("simulate", m)))?;
+        raw.host.check().map_err(|e| self.invalid("host", e))?;
+        let host_alarm = self
+            .detector()?
+            .resolve()
+            .map_err(|e| self.invalid("detector", e))?
+            .alarm;
         let models = self.models("models", &raw.models)?;
         let sim_models = self.models("sim_models", &raw.sim_models)?;
         let rules = raw.rules.resolve().map_err(|e| self.invalid("rules", e))?;
@@ -183,6 +196,8 @@ impl Parsed<'_> {
             snapshots,
             models,
             sim_models,
+            host_judge: raw.host.clone(),
+            host_alarm,
             simulate: raw.simulate.clone(),
             rules,
             ingest: raw.ingest,
@@ -282,6 +297,15 @@ impl Parsed<'_> {
         let mut out = Vec::with_capacity(models.len());
         for (name, t) in models {
             let key = format!("{table}.{name}");
+            if name == crate::decide::host::NAME {
+                return Err(self.invalid(
+                    &key,
+                    Invalid::new(
+                        "",
+                        "\"host\" is the host-level alarm's name (alarms/host); call the model something else",
+                    ),
+                ));
+            }
             if name.is_empty() || name.contains(['/', '+', '#']) {
                 return Err(self.invalid(
                     &key,
@@ -344,6 +368,7 @@ impl Parsed<'_> {
             broker: &'a BrokerConfig,
             outbox: &'a OutboxConfig,
             snapshots: &'a SnapshotConfig,
+            host: &'a HostConfig,
             rules: &'a RulesConfig,
             ingest: &'a IngestConfig,
             homeassistant: &'a HomeAssistantConfig,
@@ -375,6 +400,7 @@ impl Parsed<'_> {
             broker: &r.broker,
             outbox: &r.outbox,
             snapshots: &r.snapshots,
+            host: &r.host,
             rules: &r.rules,
             ingest: &r.ingest,
             homeassistant: &r.homeassistant,

@@ -11,6 +11,7 @@
 //! - [`config`]: `[detector]` as written, and the [`Detector`] it resolves to.
 
 pub mod config;
+pub mod host;
 pub mod snapshot;
 
 pub use config::{Detector, DetectorConfig, ModelSpec};
@@ -61,6 +62,8 @@ pub struct Decider {
     mute: u32,
     /// Ticks scored since the first fit (up to `alarm.settle`): out-of-sample evidence.
     scored: u32,
+    /// Other models of the host agree that something is wrong ([`host`]).
+    agreed: bool,
 }
 
 impl Decider {
@@ -73,6 +76,7 @@ impl Decider {
             invalid: 0,
             mute: 0,
             scored: 0,
+            agreed: false,
         }
     }
 
@@ -91,6 +95,11 @@ impl Decider {
 
     pub fn invalid(&self) -> u64 {
         self.invalid
+    }
+
+    /// Whether the host's other models agree that something is wrong, for the next ticks.
+    pub fn set_agreed(&mut self, agreed: bool) {
+        self.agreed = agreed;
     }
 
     /// One tick at time `ts` (Unix ms) with one value per dimension. A due fit goes to
@@ -137,7 +146,7 @@ impl Decider {
         } else {
             level
         };
-        let transition = self.hysteresis.step(ts, score, level);
+        let transition = self.hysteresis.step_agreed(ts, score, level, self.agreed);
         let scored = Scored {
             score,
             level,

@@ -114,6 +114,8 @@ fn replay_and_the_live_tick_loop_raise_identical_alarms_on_a_dev_series() {
         "dev",
         &Labels::new(),
         std::slice::from_ref(&spec),
+        &crate::decide::host::HostConfig::default(),
+        detector.alarm,
     );
     let mut fitter = Inline::new(1, 1, 1);
     let (chart, dim): (Arc<str>, Arc<str>) = ("nab".into(), "value".into());
@@ -138,7 +140,7 @@ fn replay_and_the_live_tick_loop_raise_identical_alarms_on_a_dev_series() {
                         severity: a.severity,
                     });
                 }
-                Out::Score { payload, .. } => {
+                Out::Score { topic, payload } if topic.contains("/scores/") => {
                     let s: lookout_shared::payload::Score =
                         serde_json::from_slice(&payload).unwrap();
                     live_scores.push(s.score);
