@@ -38,6 +38,9 @@ pub struct AlarmConfig {
     /// Ticks a model scores after its first fit before it may alarm at all: what it
     /// flags must be out of sample, not the data it has just learned from.
     pub settle: u32,
+    /// A dimension unchanged for at least this long, and for more than twice its longest
+    /// normal run, is stuck (`alarm::flat`); "0s": off.
+    pub flat: HumanDuration,
     /// Graded severity (seed `003`): tolerance band and step beyond the learned bound.
     pub t2: f64,
     pub step: f64,
@@ -60,6 +63,7 @@ impl Default for AlarmConfig {
             resolve_after: 5,
             suppress: 288,
             settle: 360,
+            flat: HumanDuration::from_secs(60),
             t2: 0.2,
             step: 0.2,
             confirm: HumanDuration::from_secs(30),
@@ -115,6 +119,8 @@ pub struct AlarmParams {
     pub suppress: u32,
     /// Ticks scored after the first fit before any may be anomalous.
     pub settle: u32,
+    /// Milliseconds a dimension must be unchanged to be stuck (0: off).
+    pub flat_ms: i64,
     /// A tick is also anomalous when this share of the last ticks had unseen contexts.
     pub context_threshold: f64,
     /// Severity levels above the threshold (seed `003`).
@@ -136,6 +142,7 @@ impl AlarmParams {
             resolve_after: 1,
             suppress: 0,
             settle: 0,
+            flat_ms: 0,
             context_threshold: 1.0,
             grading: Grading::default(),
             calm: Calm::default(),
@@ -209,6 +216,7 @@ impl AlarmParams {
             resolve_after: a.resolve_after,
             suppress: a.suppress,
             settle: a.settle,
+            flat_ms: a.flat.0.as_millis() as i64,
             context_threshold,
             grading: Grading {
                 t2: a.t2,

@@ -14,6 +14,7 @@
 
 pub mod calm;
 pub mod config;
+pub mod flat;
 pub mod publish;
 pub mod saturation;
 pub mod severity;
@@ -46,6 +47,8 @@ pub struct Tick {
     pub deviation: f64,
     /// The model's first raw value, for saturation limits.
     pub value: f64,
+    /// A dimension has not changed for far longer than it normally does (`flat`).
+    pub flat: bool,
 }
 
 /// Per-tick decision: anomalous or not, and at which level.
@@ -85,6 +88,10 @@ impl Judge {
             s.observe(t.ts, t.value);
         }
         let p = &self.params;
+        // A stuck reading is a fault whichever side of normal it stopped on.
+        if t.flat {
+            return Some(2);
+        }
         let by_score = t.score >= p.threshold;
         let by_context = t.novelty.is_some_and(|n| n >= p.context_threshold);
         if !(by_score || by_context) {
@@ -390,6 +397,7 @@ mod tests {
             novelty,
             deviation,
             value: 0.0,
+            flat: false,
         }
     }
 
@@ -458,6 +466,7 @@ mod tests {
             novelty: None,
             deviation,
             value,
+            flat: false,
         };
         // Anomalous but steady and far from the limit: not saturation.
         assert_eq!(j.judge(&at(0, 20.0, 1.0)), None);

@@ -20,6 +20,7 @@ pub use snapshot::{Refused, shape_key};
 use lookout_shared::payload::AlarmState;
 
 use crate::alarm::publish::Episode;
+use crate::alarm::flat::Flat;
 use crate::alarm::{Hysteresis, Judge, Tick, Transition};
 use crate::scorer::Model;
 use crate::scorer::fit::Fitter;
@@ -55,6 +56,7 @@ pub struct Decider {
     model: Model,
     judge: Judge,
     hysteresis: Hysteresis,
+    flat: Flat,
     detector: Detector,
     /// Ticks refused because a value was outside the detector's limits.
     invalid: u64,
@@ -72,6 +74,7 @@ impl Decider {
             model: Model::new(detector.params, n_dims),
             judge: Judge::new(detector.alarm),
             hysteresis: Hysteresis::new(detector.alarm),
+            flat: Flat::new(detector.alarm.flat_ms, n_dims),
             detector: detector.clone(),
             invalid: 0,
             mute: 0,
@@ -118,6 +121,7 @@ impl Decider {
         let Ok(train_due) = self.model.ingest(values) else {
             return (Decision::Skipped, false);
         };
+        let flat = self.flat.observe(ts, values, !self.hysteresis.is_firing());
         let fitted = train_due && fitter.fit(key, &mut self.model);
         let Some(score) = self.model.score() else {
             return (Decision::Learning, fitted);
@@ -133,6 +137,7 @@ impl Decider {
                 0.0
             },
             value: values[0],
+            flat,
         });
         // Not yet: just after a restore (vectors mixing values from before and after it),
         // or before the model has scored `settle` ticks it did not learn from.

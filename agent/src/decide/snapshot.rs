@@ -12,6 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::alarm::flat::Flat;
 use crate::alarm::{Hysteresis, Judge};
 use crate::scorer::Model;
 
@@ -32,6 +33,7 @@ struct Out<'a> {
     model: &'a Model,
     judge: &'a Judge,
     hysteresis: &'a Hysteresis,
+    flat: &'a Flat,
     scored: u32,
 }
 
@@ -43,6 +45,7 @@ struct In {
     model: Model,
     judge: Judge,
     hysteresis: Hysteresis,
+    flat: Flat,
     scored: u32,
 }
 
@@ -82,6 +85,7 @@ impl Decider {
             model: &self.model,
             judge: &self.judge,
             hysteresis: &self.hysteresis,
+            flat: &self.flat,
             scored: self.scored,
         };
         // Serializing owned in-memory data cannot fail with postcard's Vec flavour.
@@ -118,6 +122,7 @@ impl Decider {
         self.model = model;
         self.judge = s.judge.adopt(self.detector.alarm);
         self.hysteresis = s.hysteresis.adopt(self.detector.alarm);
+        self.flat = s.flat.adopt(self.detector.alarm.flat_ms);
         self.scored = s.scored;
         // The first vectors after a restart mix values from before and after it: they
         // are scored but may not raise an alarm.
