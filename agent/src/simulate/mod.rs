@@ -96,7 +96,8 @@ pub struct SimParams {
     pub first_anomaly_after: HumanDuration,
     /// Typical duration of an anomaly. Actual durations vary by kind: spikes last
     /// 1/9x..0.5x of it (20-90 s for "3m"), level shifts and stuck values 0.5x..2x, drops
-    /// 0.5x..1.5x. After each anomaly a host stays quiet for at least this long.
+    /// and oscillations 0.5x..1.5x, climbs 1x..2x, dropouts 0.25x..1x. After each anomaly a
+    /// host stays quiet for at least this long.
     pub anomaly_duration: HumanDuration,
     /// Relative weights of the anomaly kinds; 0 disables a kind.
     pub kind_weights: KindWeights,
@@ -125,13 +126,9 @@ impl SimParams {
                 self.speed
             ));
         }
-        let w = &self.kind_weights;
-        for (name, v) in [
-            ("spike", w.spike),
-            ("level_shift", w.level_shift),
-            ("drop", w.drop),
-            ("stuck", w.stuck),
-        ] {
+        // The kinds' names are the table's keys.
+        for kind in Kind::ALL {
+            let (name, v) = (kind.as_str(), kind.weight(&self.kind_weights));
             if !(v.is_finite() && v >= 0.0) {
                 return Err(format!(
                     "kind_weights.{name} must be a number >= 0, not {v}"
@@ -144,7 +141,8 @@ impl SimParams {
 
 /// The `[simulate.kind_weights]` table: how often each anomaly kind is picked, relative to
 /// the others. Each injection picks a metric and a kind at random with these weights
-/// (`drop` and `stuck` are never applied to `net_err_util`, which idles near zero).
+/// (`drop`, `stuck`, `climb` and `dropout` are never applied to `net_err_util`, which idles
+/// near zero and has no top to climb to).
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KindWeights {
@@ -158,6 +156,17 @@ pub struct KindWeights {
     pub drop: f64,
     /// The value freezes at its last reading, without noise.
     pub stuck: f64,
+    /// Climb to saturation: in equal steps over the first 50..80 % of the anomaly, from the
+    /// last reading to cpu 97..100 %, mem and disk 95..99 % (at least +20 points for cpu,
+    /// +10 for mem and disk), load 6..10 (at least +3); then it stays there, noise riding
+    /// on it, until the end.
+    pub climb: f64,
+    /// Periodic swings around the normal value, a sine with a period of 10..60 s (at least
+    /// 4 intervals) and an amplitude of cpu 15..25 points, mem 6..10, disk 4..8,
+    /// load 0.5..0.8; net_err, which cannot go negative, pulses between +0 and +3..6.
+    pub oscillation: f64,
+    /// The collector reports 0, exactly, for the whole anomaly.
+    pub dropout: f64,
 }
 
 impl Default for KindWeights {
@@ -167,6 +176,9 @@ impl Default for KindWeights {
             level_shift: 1.0,
             drop: 1.0,
             stuck: 1.0,
+            climb: 1.0,
+            oscillation: 1.0,
+            dropout: 1.0,
         }
     }
 }

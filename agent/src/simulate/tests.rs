@@ -55,6 +55,19 @@ fn run(
     (rows, truth)
 }
 
+/// Weight 1 for `kinds`, 0 for the others, set by name in a `[simulate.kind_weights]` table.
+fn only(kinds: &[Kind]) -> KindWeights {
+    let table: String = Kind::ALL
+        .iter()
+        .map(|k| format!("{} = {}\n", k.as_str(), u8::from(kinds.contains(k))))
+        .collect();
+    toml::from_str(&table).unwrap()
+}
+
+fn kind_of(t: &SimTruth) -> Kind {
+    *Kind::ALL.iter().find(|k| k.as_str() == t.kind).unwrap()
+}
+
 fn metric_index(t: &SimTruth) -> usize {
     DIMS.iter().position(|d| *d == t.metric).unwrap()
 }
@@ -266,11 +279,8 @@ fn truth_records_are_consistent_with_the_planned_duration() {
             assert!(t.start < t.end, "{t:?}");
             assert_eq!((t.end - t.start) % interval, 0, "{t:?}");
             let span = t.end - t.start + interval;
-            let (lo, hi) = if t.kind == "spike" {
-                (d / 9, d / 2)
-            } else {
-                (d / 2, 2 * d)
-            };
+            let (lo, hi) = kind_of(t).duration_factor();
+            let (lo, hi) = ((d as f64 * lo) as i64, (d as f64 * hi) as i64);
             assert!(
                 span >= lo - interval && span <= hi + interval,
                 "{t:?} lasts {span} ms"
@@ -292,30 +302,23 @@ fn anomaly_every_zero_or_zero_weights_disable_injection() {
     let off = params("0s", "0s");
     assert!(run(1, &off, 10 * SECOND, 3 * DAY).1.is_empty());
     let no_kinds = SimParams {
-        kind_weights: KindWeights {
-            spike: 0.0,
-            level_shift: 0.0,
-            drop: 0.0,
-            stuck: 0.0,
-        },
+        kind_weights: only(&[]),
         ..params("5m", "0s")
     };
     assert!(run(1, &no_kinds, 10 * SECOND, DAY).1.is_empty());
-    let spikes_only = SimParams {
-        kind_weights: KindWeights {
-            spike: 1.0,
-            level_shift: 0.0,
-            drop: 0.0,
-            stuck: 0.0,
-        },
-        ..params("5m", "0s")
-    };
-    let (_, truth) = run(1, &spikes_only, 10 * SECOND, DAY);
-    assert!(!truth.is_empty() && truth.iter().all(|t| t.kind == "spike"));
+    for kind in Kind::ALL {
+        let one_kind = SimParams {
+            kind_weights: only(&[kind]),
+            ..params("5m", "0s")
+        };
+        let (_, truth) = run(1, &one_kind, 10 * SECOND, DAY);
+        assert!(truth.len() > 20, "{} injections of {kind:?}", truth.len());
+        assert!(truth.iter().all(|t| t.kind == kind.as_str()));
+    }
 }
 
 #[test]
-fn spikes_level_shifts_and_drops_stand_out_from_the_noise_at_onset() {
+fn spikes_level_shifts_drops_and_dropouts_stand_out_from_the_noise_at_onset() {
     let p = params("10m", "10m");
     for index in [1, 2, 3] {
         let (rows, truth) = run(index, &p, SECOND, DAY);
@@ -326,10 +329,10 @@ fn spikes_level_shifts_and_drops_stand_out_from_the_noise_at_onset() {
                 .iter()
                 .fold(0.0f64, |a, v| a.max(v.abs()));
             let seen = smoothed_diffs(&rows, m);
-            for t in truth
-                .iter()
-                .filter(|t| metric_index(t) == m && t.kind != "stuck")
-            {
+            for t in truth.iter().filter(|t| {
+                metric_index(t) == m
+                    && ["spike", "level_shift", "drop", "dropout"].contains(&t.kind.as_str())
+            }) {
                 let s = tick_of(t.start, SECOND);
                 let onset = seen[s..s + 3].iter().fold(0.0f64, |a, v| a.max(v.abs()));
                 assert!(
@@ -339,6 +342,81 @@ fn spikes_level_shifts_and_drops_stand_out_from_the_noise_at_onset() {
             }
         }
     }
+}
+
+/// Swings of `xs` between above `mid + band` and below `mid - band` (each change counts).
+fn swings(xs: &[f64], mid: f64, band: f64) -> usize {
+    let mut side = 0;
+    let mut n = 0;
+    for &x in xs {
+        let now = if x > mid + band {
+            1
+        } else if x < mid - band {
+            -1
+        } else {
+            side
+        };
+        if side != 0 && now != side {
+            n += 1;
+        }
+        side = now;
+    }
+    n
+}
+
+#[test]
+fn climbs_oscillations_and_dropouts_show_on_their_metric_within_their_window() {
+    let p = SimParams {
+        kind_weights: only(&[Kind::Climb, Kind::Oscillation, Kind::Dropout]),
+        ..params("10m", "10m")
+    };
+    let mut seen = BTreeSet::new();
+    for index in [1, 2, 3] {
+        let (rows, truth) = run(index, &p, SECOND, DAY);
+        let (clean, _) = run(index, &quiet(&p), SECOND, DAY);
+        for t in truth.iter().filter(|t| tick_of(t.end, SECOND) < rows.len()) {
+            let (s, e, m) = (
+                tick_of(t.start, SECOND),
+                tick_of(t.end, SECOND),
+                metric_index(t),
+            );
+            let got: Vec<f64> = rows[s..=e].iter().map(|r| r[m]).collect();
+            let normal: Vec<f64> = clean[s..=e].iter().map(|r| r[m]).collect();
+            let diff: Vec<f64> = got.iter().zip(&normal).map(|(g, n)| g - n).collect();
+            let n = got.len();
+            match kind_of(t) {
+                Kind::Climb => {
+                    assert!(diff.iter().all(|&d| d > 0.0), "{t:?} below normal");
+                    // Rises steadily: a fifth of the way in, less than half way up.
+                    assert!(diff[n / 5] < 0.5 * diff[n - 1], "{t:?}: {diff:?}");
+                    let tail = &got[n * 4 / 5..];
+                    let tail_mean = tail.iter().sum::<f64>() / tail.len() as f64;
+                    if DIMS[m] == "system_load1" {
+                        assert!(tail.iter().all(|&v| v > 5.0), "{t:?}: {tail:?}");
+                    } else {
+                        assert!(tail_mean > 93.0, "{t:?} tops out at {tail_mean}");
+                    }
+                }
+                Kind::Oscillation => {
+                    let hi = diff.iter().cloned().fold(f64::MIN, f64::max);
+                    let lo = diff.iter().cloned().fold(f64::MAX, f64::min);
+                    let least = [10.0, 4.0, 3.0, 1.0, 0.3][m];
+                    assert!(hi - lo > 2.0 * least, "{t:?} swings {lo}..{hi}");
+                    // Periodic: down and up again at least once, 10..60 s a period.
+                    let c = swings(&diff, (hi + lo) / 2.0, (hi - lo) / 4.0);
+                    assert!(c >= 2, "{t:?}: {c} swings in {n} s");
+                    assert!(c <= 2 * n / 8, "{t:?}: {c} swings in {n} s");
+                }
+                Kind::Dropout => {
+                    assert!(got.iter().all(|&v| v == 0.0), "{t:?}: {got:?}");
+                    assert!(normal.iter().all(|&v| v > 0.0));
+                }
+                k => panic!("{k:?} injected"),
+            }
+            seen.insert(t.kind.clone());
+        }
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
 }
 
 #[test]
@@ -358,6 +436,20 @@ fn params_parse_with_defaults_and_reject_unknown_keys() {
     assert_eq!(p.kind_weights.stuck, 0.0);
     assert_eq!(p.kind_weights.spike, 1.0);
 
+    // Every kind has a weight under its own name.
+    let w: KindWeights = toml::from_str(
+        "spike = 0.1\nlevel_shift = 0.2\ndrop = 0.3\nstuck = 0.4\nclimb = 0.5\n\
+         oscillation = 0.6\ndropout = 0.7\n",
+    )
+    .unwrap();
+    let got: Vec<f64> = Kind::ALL.iter().map(|k| k.weight(&w)).collect();
+    assert_eq!(got, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]);
+    assert!(
+        Kind::ALL
+            .iter()
+            .all(|k| k.weight(&KindWeights::default()) == 1.0)
+    );
+
     assert!(toml::from_str::<SimParams>("sead = 7").is_err());
     assert!(toml::from_str::<SimParams>("[kind_weights]\nspikes = 1.0").is_err());
     let bad = SimParams {
@@ -365,14 +457,16 @@ fn params_parse_with_defaults_and_reject_unknown_keys() {
         ..SimParams::default()
     };
     assert!(bad.validate().is_err());
-    let bad = SimParams {
-        kind_weights: KindWeights {
-            drop: -1.0,
-            ..KindWeights::default()
-        },
-        ..SimParams::default()
-    };
-    assert!(bad.validate().is_err());
+    for kind in Kind::ALL {
+        let mut table = toml::Table::new();
+        table.insert(kind.as_str().to_owned(), toml::Value::Float(-1.0));
+        let bad = SimParams {
+            kind_weights: table.try_into().unwrap(),
+            ..SimParams::default()
+        };
+        let err = bad.validate().unwrap_err();
+        assert!(err.contains(kind.as_str()), "{err}");
+    }
 }
 
 #[test]
