@@ -147,9 +147,10 @@ enum Effect {
     Affine { mul: f64, add: f64 },
     /// The reading of the tick before the start, without noise.
     Freeze,
-    /// Rises from the reading before the start to `top` (by `min_rise` at least) in equal
-    /// steps over `ramp_ticks`, then stays there; the baseline's own movements ride on top,
-    /// so a saturated metric still shows noise below its clamp.
+    /// Rises from the normal value to `top` (or `min_rise` above the reading before the
+    /// start, whichever is higher) in equal steps over `ramp_ticks`, then stays there. A
+    /// fifth of the normal movements since the start ride on the top, so a saturated metric
+    /// is not frozen, yet stays within a few points of it.
     Climb {
         top: f64,
         min_rise: f64,
@@ -178,8 +179,9 @@ impl Effect {
                 min_rise,
                 ramp_ticks,
             } => {
-                let progress = ((n + 1) as f64 / ramp_ticks as f64).min(1.0);
-                value + progress * (top - before).max(min_rise)
+                let p = ((n + 1) as f64 / ramp_ticks as f64).min(1.0);
+                let level = top.max(before + min_rise);
+                value + p * (level - value) + p * 0.2 * (value - before)
             }
             Effect::Oscillate {
                 amplitude,

@@ -7,8 +7,11 @@
 //! [`SimTruth`] record, the ground truth alarms are compared against.
 //!
 //! Layout:
-//! - [`rng`]: the deterministic PRNG (SplitMix64, Box-Muller normals).
-//! - [`baseline`]: normal behaviour (daily cycle, drift, AR(1) noise, filling disk).
+//! - `lookout_shared::rng`: the deterministic PRNG; each host owns independent streams.
+//! - [`baseline`]: normal behaviour (daily and weekly cycles, drift, AR(1) noise, a GC-like
+//!   memory sawtooth, filling disk).
+//! - [`events`]: the normal work on top: a nightly backup, an hourly cron job, short
+//!   bursts; recurring or small, never reported as truth.
 //! - [`anomaly`]: the anomaly kinds, their magnitudes and the injection schedule.
 //!
 //! Normal behaviour and the anomaly schedule draw from separate random streams: a host with
@@ -17,6 +20,7 @@
 
 mod anomaly;
 mod baseline;
+mod events;
 #[cfg(test)]
 mod tests;
 
@@ -156,10 +160,10 @@ pub struct KindWeights {
     pub drop: f64,
     /// The value freezes at its last reading, without noise.
     pub stuck: f64,
-    /// Climb to saturation: in equal steps over the first 50..80 % of the anomaly, from the
-    /// last reading to cpu 97..100 %, mem and disk 95..99 % (at least +20 points for cpu,
-    /// +10 for mem and disk), load 6..10 (at least +3); then it stays there, noise riding
-    /// on it, until the end.
+    /// Climb to saturation: in equal steps over the first 50..80 % of the anomaly, from
+    /// the normal value to cpu 97..100 %, mem and disk 95..99 %, load 6..10 (and at least
+    /// +20 points, +10, +10, +3 above the last reading); then it stays there, a fifth of
+    /// the normal movements riding on it, until the end.
     pub climb: f64,
     /// Periodic swings around the normal value, a sine with a period of 10..60 s (at least
     /// 4 intervals) and an amplitude of cpu 15..25 points, mem 6..10, disk 4..8,
