@@ -7,8 +7,8 @@
 use super::{KindWeights, Metric, N_METRICS};
 use lookout_shared::rng::Rng;
 
-/// The kinds of injected anomaly. Their names are a public contract (the `kind` of
-/// `SimTruth` on `<prefix>/<host>/sim/truth`).
+/// The kinds of injected anomaly, those of the project's seeds. Their names are a public
+/// contract (the `kind` of `SimTruth` on `<prefix>/<host>/sim/truth`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// A large, short excursion upwards (20–90 s with the default duration).
@@ -19,10 +19,24 @@ pub enum Kind {
     Drop,
     /// The value freezes at its last reading, without noise.
     Stuck,
+    /// The value rises steadily to saturation, then stays near the top until the end.
+    Climb,
+    /// Periodic swings (a period of 10–60 s) around the baseline.
+    Oscillation,
+    /// The collector reports 0, exactly, for the whole duration.
+    Dropout,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Spike, Kind::LevelShift, Kind::Drop, Kind::Stuck];
+    pub const ALL: [Kind; 7] = [
+        Kind::Spike,
+        Kind::LevelShift,
+        Kind::Drop,
+        Kind::Stuck,
+        Kind::Climb,
+        Kind::Oscillation,
+        Kind::Dropout,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -30,50 +44,155 @@ impl Kind {
             Kind::LevelShift => "level_shift",
             Kind::Drop => "drop",
             Kind::Stuck => "stuck",
+            Kind::Climb => "climb",
+            Kind::Oscillation => "oscillation",
+            Kind::Dropout => "dropout",
         }
     }
 
-    fn weight(self, w: &KindWeights) -> f64 {
+    /// The kind's weight, under its name in `[simulate.kind_weights]`.
+    pub(super) fn weight(self, w: &KindWeights) -> f64 {
         match self {
             Kind::Spike => w.spike,
             Kind::LevelShift => w.level_shift,
             Kind::Drop => w.drop,
             Kind::Stuck => w.stuck,
+            Kind::Climb => w.climb,
+            Kind::Oscillation => w.oscillation,
+            Kind::Dropout => w.dropout,
         }
     }
 
-    /// Whether this kind shows on `metric`: `net_err_util` sits near zero, so it can
-    /// neither drop nor visibly freeze.
+    /// Whether this kind shows on `metric`: `net_err_util` idles near zero, so it can
+    /// neither drop, nor visibly freeze, nor fall to zero, and error rates have no top to
+    /// climb to.
     fn applies_to(self, metric: Metric) -> bool {
-        !(metric == Metric::NetErr && matches!(self, Kind::Drop | Kind::Stuck))
+        !(metric == Metric::NetErr
+            && matches!(self, Kind::Drop | Kind::Stuck | Kind::Climb | Kind::Dropout))
     }
 
     /// The duration range, as multiples of `anomaly_duration`.
-    fn duration_factor(self) -> (f64, f64) {
+    pub(super) fn duration_factor(self) -> (f64, f64) {
         match self {
             Kind::Spike => (1.0 / 9.0, 0.5),
             Kind::LevelShift => (0.5, 2.0),
             Kind::Drop => (0.5, 1.5),
             Kind::Stuck => (0.5, 2.0),
+            Kind::Climb => (1.0, 2.0),
+            Kind::Oscillation => (0.5, 1.5),
+            Kind::Dropout => (0.25, 1.0),
         }
     }
 
-    /// Draws the effect on `metric` as `value * mul + add` (unused for `Stuck`).
-    fn effect(self, metric: Metric, rng: &mut Rng) -> (f64, f64) {
+    /// Draws the effect on `metric`; `ticks` is the injection's length and `interval_ms`
+    /// the sampling interval.
+    fn effect(self, metric: Metric, ticks: i64, interval_ms: i64, rng: &mut Rng) -> Effect {
         use Metric::*;
+        let affine = |mul, add| Effect::Affine { mul, add };
         match (self, metric) {
-            (Kind::Spike, Cpu) => (1.0, rng.range(35.0, 50.0)),
-            (Kind::Spike, Mem) => (1.0, rng.range(20.0, 30.0)),
-            (Kind::Spike, Disk) => (1.0, rng.range(15.0, 25.0)),
-            (Kind::Spike, NetErr) => (1.0, rng.range(5.0, 10.0)),
-            (Kind::Spike, Load) => (rng.range(3.0, 4.0), 0.5),
-            (Kind::LevelShift, Cpu | Mem) => (1.0, rng.range(20.0, 30.0)),
-            (Kind::LevelShift, Disk) => (1.0, rng.range(10.0, 20.0)),
-            (Kind::LevelShift, NetErr) => (1.0, rng.range(2.0, 4.0)),
-            (Kind::LevelShift, Load) => (1.0, rng.range(1.5, 3.0)),
-            (Kind::Drop, Cpu | Load) => (rng.range(0.02, 0.08), 0.0),
-            (Kind::Drop, Mem | Disk | NetErr) => (rng.range(0.3, 0.5), 0.0),
-            (Kind::Stuck, _) => (1.0, 0.0),
+            (Kind::Spike, Cpu) => affine(1.0, rng.range(35.0, 50.0)),
+            (Kind::Spike, Mem) => affine(1.0, rng.range(20.0, 30.0)),
+            (Kind::Spike, Disk) => affine(1.0, rng.range(15.0, 25.0)),
+            (Kind::Spike, NetErr) => affine(1.0, rng.range(5.0, 10.0)),
+            (Kind::Spike, Load) => affine(rng.range(3.0, 4.0), 0.5),
+            (Kind::LevelShift, Cpu | Mem) => affine(1.0, rng.range(20.0, 30.0)),
+            (Kind::LevelShift, Disk) => affine(1.0, rng.range(10.0, 20.0)),
+            (Kind::LevelShift, NetErr) => affine(1.0, rng.range(2.0, 4.0)),
+            (Kind::LevelShift, Load) => affine(1.0, rng.range(1.5, 3.0)),
+            (Kind::Drop, Cpu | Load) => affine(rng.range(0.02, 0.08), 0.0),
+            (Kind::Drop, Mem | Disk | NetErr) => affine(rng.range(0.3, 0.5), 0.0),
+            (Kind::Stuck, _) => Effect::Freeze,
+            (Kind::Climb, _) => {
+                let (top, min_rise) = match metric {
+                    Cpu => (rng.range(97.0, 100.0), 20.0),
+                    Mem | Disk => (rng.range(95.0, 99.0), 10.0),
+                    Load | NetErr => (rng.range(6.0, 10.0), 3.0),
+                };
+                let ramp = (ticks as f64 * rng.range(0.5, 0.8)).round() as i64;
+                Effect::Climb {
+                    top,
+                    min_rise,
+                    ramp_ticks: ramp.max(1),
+                }
+            }
+            (Kind::Oscillation, _) => {
+                let (amplitude, lift) = match metric {
+                    Cpu => (rng.range(15.0, 25.0), false),
+                    Mem => (rng.range(6.0, 10.0), false),
+                    Disk => (rng.range(4.0, 8.0), false),
+                    Load => (rng.range(0.5, 0.8), false),
+                    // Errors cannot go below zero: bursts of 0..2x the amplitude.
+                    NetErr => (rng.range(1.5, 3.0), true),
+                };
+                // At least 4 samples a period, or a coarse interval would alias it away.
+                let period_ms = (rng.range(10.0, 60.0) * 1000.0).max(4.0 * interval_ms as f64);
+                // Starts on a rising or falling flank well away from zero.
+                let phase = rng.range(1.0 / 6.0, 5.0 / 6.0) * std::f64::consts::PI;
+                Effect::Oscillate {
+                    amplitude,
+                    period_ms,
+                    phase,
+                    lift: if lift { amplitude } else { 0.0 },
+                }
+            }
+            (Kind::Dropout, _) => Effect::Zero,
+        }
+    }
+}
+
+/// What an injection does to its metric, drawn when it is planned.
+#[derive(Clone, Copy, Debug)]
+enum Effect {
+    /// `value * mul + add`: spikes, level shifts, drops.
+    Affine { mul: f64, add: f64 },
+    /// The reading of the tick before the start, without noise.
+    Freeze,
+    /// Rises from the normal value to `top` (or `min_rise` above the reading before the
+    /// start, whichever is higher) in equal steps over `ramp_ticks`, then stays there. A
+    /// fifth of the normal movements since the start ride on the top, so a saturated metric
+    /// is not frozen, yet stays within a few points of it.
+    Climb {
+        top: f64,
+        min_rise: f64,
+        ramp_ticks: i64,
+    },
+    /// `value + amplitude * sin(2π (ts - start) / period_ms + phase) + lift`.
+    Oscillate {
+        amplitude: f64,
+        period_ms: f64,
+        phase: f64,
+        lift: f64,
+    },
+    /// A collector returning zeros.
+    Zero,
+}
+
+impl Effect {
+    /// The value at the tick `ts`, `n` ticks after `start` (0 at the start); `value` is the
+    /// normal value, `before` the reading of the tick before the start.
+    fn apply(self, value: f64, before: f64, ts: i64, start: i64, n: i64) -> f64 {
+        match self {
+            Effect::Affine { mul, add } => value * mul + add,
+            Effect::Freeze => before,
+            Effect::Climb {
+                top,
+                min_rise,
+                ramp_ticks,
+            } => {
+                let p = ((n + 1) as f64 / ramp_ticks as f64).min(1.0);
+                let level = top.max(before + min_rise);
+                value + p * (level - value) + p * 0.2 * (value - before)
+            }
+            Effect::Oscillate {
+                amplitude,
+                period_ms,
+                phase,
+                lift,
+            } => {
+                let angle = std::f64::consts::TAU * (ts - start) as f64 / period_ms + phase;
+                value + amplitude * angle.sin() + lift
+            }
+            Effect::Zero => 0.0,
         }
     }
 }
@@ -86,8 +205,7 @@ struct Plan {
     kind: Kind,
     /// Affected ticks, at least 2 so that `start < end`.
     ticks: i64,
-    mul: f64,
-    add: f64,
+    effect: Effect,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -99,8 +217,8 @@ enum State {
         plan: Plan,
         start: i64,
         end: i64,
-        /// The value a `Stuck` metric stays at.
-        frozen: f64,
+        /// The metric's reading on the tick before the start.
+        before: f64,
     },
 }
 
@@ -181,14 +299,13 @@ impl Injector {
         let (lo, hi) = kind.duration_factor();
         let duration = self.duration_ms * self.rng.range(lo, hi);
         let ticks = ((duration / self.interval_ms as f64).round() as i64).max(2);
-        let (mul, add) = kind.effect(metric, &mut self.rng);
+        let effect = kind.effect(metric, ticks, self.interval_ms, &mut self.rng);
         State::Pending(Plan {
             not_before,
             metric,
             kind,
             ticks,
-            mul,
-            add,
+            effect,
         })
     }
 
@@ -202,7 +319,7 @@ impl Injector {
     }
 
     /// Applies the injection, if any, to this tick's `values`; `last` holds the values of
-    /// the previous tick (what a `Stuck` metric freezes at). Returns the injection that
+    /// the previous tick (what a `Stuck` metric freezes at, where a `Climb` starts from). Returns the injection that
     /// starts at this tick.
     pub(super) fn apply(
         &mut self,
@@ -226,7 +343,7 @@ impl Injector {
                 plan,
                 start,
                 end,
-                frozen: last[plan.metric as usize],
+                before: last[plan.metric as usize],
             };
             started = Some(Started {
                 metric: plan.metric,
@@ -239,14 +356,14 @@ impl Injector {
             plan,
             start,
             end,
-            frozen,
+            before,
         } = self.state
         {
             let i = plan.metric as usize;
-            values[i] = plan.metric.clamp(match plan.kind {
-                Kind::Stuck => frozen,
-                _ => values[i] * plan.mul + plan.add,
-            });
+            let n = (ts - start) / self.interval_ms;
+            values[i] = plan
+                .metric
+                .clamp(plan.effect.apply(values[i], before, ts, start, n));
             if ts >= end {
                 self.plan_after(start, end);
             }

@@ -7,8 +7,11 @@
 //! [`SimTruth`] record, the ground truth alarms are compared against.
 //!
 //! Layout:
-//! - [`rng`]: the deterministic PRNG (SplitMix64, Box-Muller normals).
-//! - [`baseline`]: normal behaviour (daily cycle, drift, AR(1) noise, filling disk).
+//! - `lookout_shared::rng`: the deterministic PRNG; each host owns independent streams.
+//! - [`baseline`]: normal behaviour (daily and weekly cycles, drift, AR(1) noise, a GC-like
+//!   memory sawtooth, filling disk).
+//! - [`events`]: the normal work on top: a nightly backup, an hourly cron job, short
+//!   bursts; recurring or small, never reported as truth.
 //! - [`anomaly`]: the anomaly kinds, their magnitudes and the injection schedule.
 //!
 //! Normal behaviour and the anomaly schedule draw from separate random streams: a host with
@@ -17,6 +20,7 @@
 
 mod anomaly;
 mod baseline;
+mod events;
 #[cfg(test)]
 mod tests;
 
@@ -96,7 +100,8 @@ pub struct SimParams {
     pub first_anomaly_after: HumanDuration,
     /// Typical duration of an anomaly. Actual durations vary by kind: spikes last
     /// 1/9x..0.5x of it (20-90 s for "3m"), level shifts and stuck values 0.5x..2x, drops
-    /// 0.5x..1.5x. After each anomaly a host stays quiet for at least this long.
+    /// and oscillations 0.5x..1.5x, climbs 1x..2x, dropouts 0.25x..1x. After each anomaly a
+    /// host stays quiet for at least this long.
     pub anomaly_duration: HumanDuration,
     /// Relative weights of the anomaly kinds; 0 disables a kind.
     pub kind_weights: KindWeights,
@@ -125,13 +130,9 @@ impl SimParams {
                 self.speed
             ));
         }
-        let w = &self.kind_weights;
-        for (name, v) in [
-            ("spike", w.spike),
-            ("level_shift", w.level_shift),
-            ("drop", w.drop),
-            ("stuck", w.stuck),
-        ] {
+        // The kinds' names are the table's keys.
+        for kind in Kind::ALL {
+            let (name, v) = (kind.as_str(), kind.weight(&self.kind_weights));
             if !(v.is_finite() && v >= 0.0) {
                 return Err(format!(
                     "kind_weights.{name} must be a number >= 0, not {v}"
@@ -144,7 +145,8 @@ impl SimParams {
 
 /// The `[simulate.kind_weights]` table: how often each anomaly kind is picked, relative to
 /// the others. Each injection picks a metric and a kind at random with these weights
-/// (`drop` and `stuck` are never applied to `net_err_util`, which idles near zero).
+/// (`drop`, `stuck`, `climb` and `dropout` are never applied to `net_err_util`, which idles
+/// near zero and has no top to climb to).
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KindWeights {
@@ -158,6 +160,17 @@ pub struct KindWeights {
     pub drop: f64,
     /// The value freezes at its last reading, without noise.
     pub stuck: f64,
+    /// Climb to saturation: in equal steps over the first 50..80 % of the anomaly, from
+    /// the normal value to cpu 97..100 %, mem and disk 95..99 %, load 6..10 (and at least
+    /// +20 points, +10, +10, +3 above the last reading); then it stays there, a fifth of
+    /// the normal movements riding on it, until the end.
+    pub climb: f64,
+    /// Periodic swings around the normal value, a sine with a period of 10..60 s (at least
+    /// 4 intervals) and an amplitude of cpu 15..25 points, mem 6..10, disk 4..8,
+    /// load 0.5..0.8; net_err, which cannot go negative, pulses between +0 and +3..6.
+    pub oscillation: f64,
+    /// The collector reports 0, exactly, for the whole anomaly.
+    pub dropout: f64,
 }
 
 impl Default for KindWeights {
@@ -167,6 +180,9 @@ impl Default for KindWeights {
             level_shift: 1.0,
             drop: 1.0,
             stuck: 1.0,
+            climb: 1.0,
+            oscillation: 1.0,
+            dropout: 1.0,
         }
     }
 }
