@@ -132,7 +132,16 @@ async fn simulated_story(sub: &mut Subscriber) {
         "host labels travel with the alarm: {alarm}"
     );
     assert!(
-        ["spike", "level_shift", "drop", "stuck"].contains(&truth["kind"].as_str().unwrap()),
+        [
+            "spike",
+            "level_shift",
+            "drop",
+            "stuck",
+            "climb",
+            "oscillation",
+            "dropout"
+        ]
+        .contains(&truth["kind"].as_str().unwrap()),
         "{truth}"
     );
 

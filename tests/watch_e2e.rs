@@ -25,6 +25,9 @@ fn sim_args(port: u16) -> Vec<String> {
             "simulate.kind_weights.spike=0",
             "simulate.kind_weights.drop=0",
             "simulate.kind_weights.stuck=0",
+            "simulate.kind_weights.climb=0",
+            "simulate.kind_weights.oscillation=0",
+            "simulate.kind_weights.dropout=0",
             "detector.train.every=100000",
         ],
     )

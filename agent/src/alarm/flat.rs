@@ -132,7 +132,10 @@ mod tests {
             f.observe(t * S, &[v], true);
         }
         for t in 3000..3500 {
-            assert!(!f.observe(t * S, &[0.0], true), "a 5-minute zero run is normal: {t}");
+            assert!(
+                !f.observe(t * S, &[0.0], true),
+                "a 5-minute zero run is normal: {t}"
+            );
         }
         // A run that ends while alarming does not teach.
         let mut g = Flat::new(60 * S, 1);

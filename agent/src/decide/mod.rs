@@ -19,8 +19,8 @@ pub use snapshot::{Refused, shape_key};
 
 use lookout_shared::payload::AlarmState;
 
-use crate::alarm::publish::Episode;
 use crate::alarm::flat::Flat;
+use crate::alarm::publish::Episode;
 use crate::alarm::{Hysteresis, Judge, Tick, Transition};
 use crate::scorer::Model;
 use crate::scorer::fit::Fitter;
