@@ -163,6 +163,7 @@ fn replay_throughput(c: &mut Criterion) {
         down_limit: None,
         upper_limit: None,
         only_show_anomaly: false,
+        seasonal: false,
     };
     g.bench_function("notebook_detector_200k_rows", |b| {
         b.iter(|| {

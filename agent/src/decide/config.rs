@@ -37,6 +37,9 @@ pub struct DetectorConfig {
     pub upper_limit: Option<f64>,
     /// Publish scores of anomalous ticks only (seed `000`'s `only_show_anomaly`).
     pub only_show_anomaly: bool,
+    /// Excuse what happened at this time of day on two of the last three days
+    /// (`scorer::profile`).
+    pub seasonal: bool,
     pub train: TrainConfig,
     pub context: ContextConfig,
     pub alarm: AlarmConfig,
@@ -58,6 +61,7 @@ impl Default for DetectorConfig {
             down_limit: None,
             upper_limit: None,
             only_show_anomaly: false,
+            seasonal: true,
             train: TrainConfig::default(),
             context: ContextConfig::default(),
             alarm: AlarmConfig::default(),
@@ -102,6 +106,7 @@ impl DetectorConfig {
             down_limit: self.down_limit,
             upper_limit: self.upper_limit,
             only_show_anomaly: self.only_show_anomaly,
+            seasonal: self.seasonal,
         })
     }
 }
@@ -116,6 +121,8 @@ pub struct Detector {
     pub upper_limit: Option<f64>,
     /// Publish scores only for anomalous ticks (seed `000`'s `only_show_anomaly`).
     pub only_show_anomaly: bool,
+    /// Time-of-day profile on (`scorer::profile`).
+    pub seasonal: bool,
 }
 
 impl Detector {

@@ -23,6 +23,7 @@ use crate::alarm::flat::Flat;
 use crate::alarm::publish::Episode;
 use crate::alarm::{Hysteresis, Judge, Tick, Transition};
 use crate::scorer::Model;
+use crate::scorer::profile::Profile;
 use crate::scorer::fit::Fitter;
 use crate::scorer::trainer::ModelKey;
 
@@ -57,6 +58,7 @@ pub struct Decider {
     judge: Judge,
     hysteresis: Hysteresis,
     flat: Flat,
+    profile: Profile,
     detector: Detector,
     /// Ticks refused because a value was outside the detector's limits.
     invalid: u64,
@@ -75,6 +77,7 @@ impl Decider {
             judge: Judge::new(detector.alarm),
             hysteresis: Hysteresis::new(detector.alarm),
             flat: Flat::new(detector.alarm.flat_ms, n_dims),
+            profile: Profile::default(),
             detector: detector.clone(),
             invalid: 0,
             mute: 0,
@@ -148,6 +151,11 @@ impl Decider {
             None
         } else if !settled {
             None
+        } else if self.detector.seasonal {
+            // Unusual for the last minutes, but anomalous at this time of day on two of
+            // the last three days as well: expected, not an anomaly (stuck values never).
+            self.profile.observe(ts, level.map(|_| score));
+            level.filter(|_| flat || !self.profile.is_expected(ts, score))
         } else {
             level
         };

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::alarm::flat::Flat;
 use crate::alarm::{Hysteresis, Judge};
 use crate::scorer::Model;
+use crate::scorer::profile::Profile;
 
 use super::{Decider, Detector};
 
@@ -34,6 +35,7 @@ struct Out<'a> {
     judge: &'a Judge,
     hysteresis: &'a Hysteresis,
     flat: &'a Flat,
+    profile: &'a Profile,
     scored: u32,
 }
 
@@ -46,6 +48,7 @@ struct In {
     judge: Judge,
     hysteresis: Hysteresis,
     flat: Flat,
+    profile: Profile,
     scored: u32,
 }
 
@@ -86,6 +89,7 @@ impl Decider {
             judge: &self.judge,
             hysteresis: &self.hysteresis,
             flat: &self.flat,
+            profile: &self.profile,
             scored: self.scored,
         };
         // Serializing owned in-memory data cannot fail with postcard's Vec flavour.
@@ -123,6 +127,7 @@ impl Decider {
         self.judge = s.judge.adopt(self.detector.alarm);
         self.hysteresis = s.hysteresis.adopt(self.detector.alarm);
         self.flat = s.flat.adopt(self.detector.alarm.flat_ms);
+        self.profile = s.profile;
         self.scored = s.scored;
         // The first vectors after a restart mix values from before and after it: they
         // are scored but may not raise an alarm.

@@ -6,6 +6,7 @@
 //! - [`kmeans`]: k-means with k-means++ seeding, restarts and Hamerly's bounds.
 //! - [`model`]: one model = a set of dimensions, its bounded training ring, its score.
 //! - [`fit`]: where a due fit runs (inline, or on the trainer thread).
+//! - [`profile`]: what is normal at this time of day (daily seasonality).
 //! - [`trainer`]: the thread that fits models off the sampling path.
 
 pub mod config;
@@ -14,6 +15,7 @@ pub mod fit;
 pub mod kmeans;
 pub mod model;
 pub mod preprocess;
+pub mod profile;
 pub mod trainer;
 
 pub use config::{ContextConfig, ScaleKind, ScorerConfig, TrainConfig};
