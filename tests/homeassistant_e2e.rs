@@ -348,8 +348,11 @@ fn run_args(port: u16, enabled: bool) -> Vec<String> {
         &[
             "agent.stats_interval=1s",
             // A low threshold, so that every model's alarm fires within a second or two
-            // and each binary sensor's attributes topic can be seen carrying an alarm.
+            // and each binary sensor's attributes topic can be seen carrying an alarm (no
+            // settling time after the first fit: this test is about discovery).
             "detector.alarm.threshold=0.8",
+            "detector.alarm.settle=0",
+            "detector.alarm.settle_for=0s",
             &enabled,
         ],
     )

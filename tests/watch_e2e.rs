@@ -29,6 +29,9 @@ fn sim_args(port: u16) -> Vec<String> {
             "simulate.kind_weights.oscillation=0",
             "simulate.kind_weights.dropout=0",
             "detector.train.every=100000",
+            // Alarms from the first fit on (the settling hour would be a minute here).
+            "detector.alarm.settle=0",
+            "detector.alarm.settle_for=0s",
         ],
     )
 }

@@ -7,7 +7,8 @@ use std::io::BufReader;
 use std::path::Path;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use lookout_agent::decide::Detector;
+use lookout_agent::decide::{Decider, Detector, shape_key};
+use lookout_agent::scorer::fit::{Fitter, Inline};
 use lookout_agent::scorer::kmeans::{self, KMeansParams, Workspace};
 use lookout_agent::scorer::{Model, ModelParams};
 
@@ -93,6 +94,55 @@ fn default_detector(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+/// Fits nothing: the decision path's per-tick cost without the trainer's.
+struct NoFits;
+
+impl Fitter for NoFits {
+    fn fit(&mut self, _: (usize, usize), _: &mut Model) -> bool {
+        false
+    }
+}
+
+/// The whole decision path per tick with the shipped detector (model, judge, calm
+/// hysteresis, flat lines, the time-of-day profile), a trained model of one and of two
+/// dimensions; and what a model costs in memory and on disk (its snapshot).
+fn decision_path(c: &mut Criterion) {
+    let d = Detector::default();
+    let warm = d.params.min_train_points + d.params.ensemble * d.params.train_every_n + 1;
+    for dims in [1usize, 2] {
+        let mut dec = Decider::new(&d, dims);
+        let mut fit = Inline::for_model(dec.model());
+        let value = |i: usize| {
+            let v = cpu_like(i);
+            [v[0], v[1]]
+        };
+        for i in 0..warm {
+            dec.step(i as i64 * 1000, &value(i)[..dims], (0, 0), &mut fit);
+        }
+        let metrics: Vec<(String, String)> =
+            (0..dims).map(|i| ("c".into(), format!("d{i}"))).collect();
+        let snapshot = dec.snapshot(shape_key(&d, &metrics), 0);
+        eprintln!(
+            "decision path, {dims} dimension(s): {} bytes per model (decider), snapshot {} bytes",
+            dec.heap_bytes(),
+            snapshot.len()
+        );
+        let mut i = warm;
+        let mut none = NoFits;
+        c.bench_function(&format!("scored_tick/decide_default_{dims}d"), |b| {
+            b.iter(|| {
+                i += 1;
+                black_box(dec.step(
+                    i as i64 * 1000,
+                    black_box(&value(i)[..dims]),
+                    (0, 0),
+                    &mut none,
+                ))
+            })
+        });
+    }
 }
 
 fn load_vectors(name: &str) -> (Vec<f64>, usize) {
@@ -181,6 +231,7 @@ fn replay_throughput(c: &mut Criterion) {
     g.finish();
 }
 
+criterion_group!(decide, decision_path);
 criterion_group!(
     benches,
     scored_tick,
@@ -188,4 +239,4 @@ criterion_group!(
     kmeans_fit,
     replay_throughput
 );
-criterion_main!(benches);
+criterion_main!(decide, benches);

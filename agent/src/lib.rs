@@ -24,6 +24,7 @@
 //! - [`config`]: reads the TOML document and hands each part its table; checks across
 //!   tables; old key names.
 //! - [`run`]: the `run` command, wiring the above into ticks.
+//! - [`record`]: the `record` command, this host's metrics as a CSV for replaying later.
 //! - [`replay`]: the `replay` command, a CSV streamed through one model offline, and its plot.
 //! - [`sim_fleet`]: the `simulate` command, a simulated fleet offline through the tick
 //!   loop, for the fleet benchmark.
@@ -45,6 +46,7 @@ pub mod homeassistant;
 pub mod link;
 pub mod out;
 pub mod persist;
+pub mod record;
 pub mod replay;
 pub mod rules;
 pub mod run;

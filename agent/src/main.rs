@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use lookout_agent::config;
@@ -77,6 +78,17 @@ enum Command {
         /// instead of stopping at the first with its line number.
         #[arg(long)]
         skip_bad_rows: bool,
+    },
+    /// Record this host's metrics, sampled as `run` samples them, to a CSV (ts in Unix ms,
+    /// one column per chart|dimension) for replaying through the models later
+    /// (`simulate --recording`). Stops after --duration or on SIGINT/SIGTERM.
+    Record {
+        #[arg(long, short)]
+        output: PathBuf,
+        #[arg(long, value_name = "DURATION", default_value = "1s")]
+        interval: HumanDuration,
+        #[arg(long, value_name = "DURATION", default_value = "1h")]
+        duration: HumanDuration,
     },
     /// Run a simulated fleet offline through the agent's tick loop, as fast as the machine
     /// goes (fits inline: the same result on every run), and write every injected anomaly
@@ -265,6 +277,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             events,
             max_groups,
         } => test_rules(&rules, &events, max_groups),
+        Command::Record {
+            output,
+            interval,
+            duration,
+        } => record(&output, interval.0, duration.0),
         Command::Simulate {
             config,
             mut set,
@@ -283,21 +300,38 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 duration_ms: i64::try_from(duration.0.as_millis()).unwrap_or(i64::MAX),
                 start_ms,
             };
-            let write = |out: &mut dyn std::io::Write| {
-                lookout_agent::sim_fleet::simulate(&settings, &plan, out)
-            };
-            if output == Path::new("-") {
-                write(&mut std::io::stdout().lock())?;
-            } else {
-                let file = std::fs::File::create(&output).map_err(|source| Error::Io {
-                    path: output.clone(),
-                    source,
-                })?;
-                write(&mut std::io::BufWriter::new(file))?;
-            }
-            Ok(())
+            simulate_fleet(&settings, &plan, &output)
         }
     }
+}
+
+fn record(output: &Path, interval: Duration, duration: Duration) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let rows = rt.block_on(lookout_agent::record::record(output, interval, duration))?;
+    tracing::info!(rows, output = %output.display(), "recorded");
+    Ok(())
+}
+
+/// `simulate`: the offline fleet, as JSON lines to `output` (`-` for stdout).
+fn simulate_fleet(
+    settings: &config::Settings,
+    plan: &lookout_agent::sim_fleet::Plan,
+    output: &Path,
+) -> anyhow::Result<()> {
+    let write =
+        |out: &mut dyn std::io::Write| lookout_agent::sim_fleet::simulate(settings, plan, out);
+    if output == Path::new("-") {
+        write(&mut std::io::stdout().lock())?;
+    } else {
+        let file = std::fs::File::create(output).map_err(|source| Error::Io {
+            path: output.to_path_buf(),
+            source,
+        })?;
+        write(&mut std::io::BufWriter::new(file))?;
+    }
+    Ok(())
 }
 
 fn run(

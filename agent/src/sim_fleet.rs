@@ -204,3 +204,26 @@ mod tests {
         assert_eq!(a, b, "deterministic");
     }
 }
+
+#[cfg(test)]
+mod quiet {
+    use super::*;
+    use lookout_shared::config::Source;
+
+    /// Issue 17: a fresh agent with the shipped config, on normal data, raises no learned-
+    /// model alarm in its first hour (two simulated hosts, their five models each).
+    #[test]
+    fn a_fresh_agent_on_normal_data_is_quiet_for_its_first_hour() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/agent.toml");
+        let source = Source::read(&path).unwrap();
+        let settings = crate::config::load(&source, &["simulate.anomaly_every=0s".into()]).unwrap();
+        let plan = Plan {
+            hosts: 2,
+            duration_ms: 3_600_000,
+            start_ms: 1_767_571_200_000,
+        };
+        let mut out = Vec::new();
+        let s = simulate(&settings, &plan, &mut out).unwrap();
+        assert_eq!(s.alarm_changes, 0, "{}", String::from_utf8_lossy(&out));
+    }
+}

@@ -7,9 +7,11 @@
 //!   agree that something is wrong. A single short excursion is therefore level 1 however
 //!   high its score was; the graded level (seed `003`) says how bad, the evidence says how
 //!   sure.
-//! - **A new level must hold.** The announced level rises to the lowest level seen over the
-//!   last `hold`, and falls to the highest level seen over it, so a score that flickers
-//!   between two bands changes nothing.
+//! - **A new level must hold.** The announced level follows the level most of the last
+//!   `hold` was at: it rises to the lower quartile of the anomalous ticks' levels over
+//!   that window and falls to their upper quartile, so a score that flickers between two
+//!   bands changes nothing, and a few ticks just past the threshold do not hold a real
+//!   incident at level 1.
 //! - **At most one change per direction per `every`.**
 //!
 //! Time is the ticks' own (`ts`), so the rules read the same at 1 s and at 5 min: at 5 min
@@ -95,14 +97,24 @@ impl Level {
         self.anomalous_ms = self.anomalous_ms.saturating_add(dt_ms.max(0));
         self.recent.write((ts, level.max(1)));
         let since = ts - calm.hold_ms;
-        let window = self.recent.oldest_ordered().filter(|(t, _)| {
-            if calm.hold_ms == 0 {
-                *t == ts
+        let mut levels = [0u8; HOLD_TICKS];
+        let mut n = 0;
+        for &(t, l) in self.recent.oldest_ordered() {
+            let inside = if calm.hold_ms == 0 {
+                t == ts
             } else {
-                *t > since
+                t > since
+            };
+            if inside {
+                levels[n] = l;
+                n += 1;
             }
-        });
-        let (lo, hi) = window.fold((u8::MAX, 0u8), |(lo, hi), &(_, l)| (lo.min(l), hi.max(l)));
+        }
+        let levels = &mut levels[..n.max(1)];
+        levels.sort_unstable();
+        // The lower and upper quartiles: a level most of the window held, not one tick's.
+        let m = n.max(1);
+        let (lo, hi) = (levels[(m - 1) / 4], levels[m - 1 - (m - 1) / 4]);
         // The window must cover `hold` (or all the ticks it can keep) before a change.
         let oldest = self.recent.oldest_ordered().next().map_or(ts, |(t, _)| *t);
         let covered =
@@ -181,8 +193,8 @@ mod tests {
 
     #[test]
     fn a_flickering_score_does_not_flap_the_severity() {
-        // 3, 4, 3, 4 ... for ten minutes: one rise to 2, then to 3 (the lowest of the
-        // window), never back and forth.
+        // 3, 4, 3, 4 ... for ten minutes: one rise to 2, then to 3 (the lower quartile of
+        // the window), never back and forth.
         let levels: Vec<Option<u8>> = (0..600)
             .map(|i| Some(if i % 2 == 0 { 3 } else { 4 }))
             .collect();
@@ -198,9 +210,18 @@ mod tests {
         let (_, changes) = run(&levels, false);
         assert_eq!(
             changes,
-            vec![(30, 2), (330, 4), (429, 2)],
-            "down to 2 after 30 s; the next fall waits"
+            vec![(30, 2), (330, 4), (422, 2)],
+            "down to 2 once three quarters of the last 30 s were; the next fall waits"
         );
+    }
+
+    #[test]
+    fn a_few_ticks_just_past_the_threshold_do_not_hold_an_incident_at_level_1() {
+        let levels: Vec<Option<u8>> = (0..60)
+            .map(|i| Some(if i % 5 == 0 { 1 } else { 3 }))
+            .collect();
+        let (_, changes) = run(&levels, false);
+        assert_eq!(changes, vec![(30, 2)]);
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct AlarmConfig {
     /// Ticks a model scores after its first fit before it may alarm at all: what it
     /// flags must be out of sample, not the data it has just learned from.
     pub settle: u32,
+    /// ...and for at least this long: at 1 s, `settle` ticks are minutes, and a model one
+    /// or two fits old has seen too little of its series to tell unusual from new.
+    pub settle_for: HumanDuration,
     /// A dimension unchanged for at least this long, and for more than twice its longest
     /// normal run, is stuck (`alarm::flat`); "0s": off.
     pub flat: HumanDuration,
@@ -63,6 +66,7 @@ impl Default for AlarmConfig {
             resolve_after: 5,
             suppress: 288,
             settle: 360,
+            settle_for: HumanDuration::from_secs(3600),
             flat: HumanDuration::from_secs(60),
             t2: 0.2,
             step: 0.2,
@@ -117,8 +121,9 @@ pub struct AlarmParams {
     pub resolve_after: u32,
     /// Ticks after an alarm fires during which the same model does not fire again.
     pub suppress: u32,
-    /// Ticks scored after the first fit before any may be anomalous.
+    /// Ticks scored after the first fit before any may be anomalous, and the time.
     pub settle: u32,
+    pub settle_for_ms: i64,
     /// Milliseconds a dimension must be unchanged to be stuck (0: off).
     pub flat_ms: i64,
     /// A tick is also anomalous when this share of the last ticks had unseen contexts.
@@ -142,6 +147,7 @@ impl AlarmParams {
             resolve_after: 1,
             suppress: 0,
             settle: 0,
+            settle_for_ms: 0,
             flat_ms: 0,
             context_threshold: 1.0,
             grading: Grading::default(),
@@ -216,6 +222,7 @@ impl AlarmParams {
             resolve_after: a.resolve_after,
             suppress: a.suppress,
             settle: a.settle,
+            settle_for_ms: a.settle_for.0.as_millis() as i64,
             flat_ms: a.flat.0.as_millis() as i64,
             context_threshold,
             grading: Grading {

@@ -60,6 +60,10 @@ impl Flat {
         }
     }
 
+    pub fn heap_bytes(&self) -> usize {
+        self.dims.len() * std::mem::size_of::<Dim>()
+    }
+
     /// The same memory with today's setting.
     pub fn adopt(self, flat_ms: i64) -> Self {
         Self { flat_ms, ..self }

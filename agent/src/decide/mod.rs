@@ -23,8 +23,8 @@ use crate::alarm::flat::Flat;
 use crate::alarm::publish::Episode;
 use crate::alarm::{Hysteresis, Judge, Tick, Transition};
 use crate::scorer::Model;
-use crate::scorer::profile::Profile;
 use crate::scorer::fit::Fitter;
+use crate::scorer::profile::Profile;
 use crate::scorer::trainer::ModelKey;
 
 /// What one tick did to a model.
@@ -64,10 +64,43 @@ pub struct Decider {
     invalid: u64,
     /// Ticks that are scored but may not be anomalous (just after a restore).
     mute: u32,
-    /// Ticks scored since the first fit (up to `alarm.settle`): out-of-sample evidence.
+    /// Ticks scored since the first fit (up to `alarm.settle`), and when the first was:
+    /// out-of-sample evidence.
     scored: u32,
+    first_scored: Option<i64>,
     /// Other models of the host agree that something is wrong ([`host`]).
     agreed: bool,
+    /// Whether the model's anomalies, before the profile excuses any, have lasted.
+    sustained: Sustained,
+}
+
+/// The model's anomalous time in its current run of anomalies, before the seasonal
+/// profile excuses any: only anomalies that lasted `confirm` (what would be an alarm of
+/// level 2) teach the profile what recurs, so a short excursion that happened to fall at
+/// the same hour on two days does not excuse a real fault on the third. Counting before
+/// the excuse keeps a recurring job taught on the nights it is already excused.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Sustained {
+    anomalous_ms: i64,
+    normal_run: u32,
+    last_ts: Option<i64>,
+}
+
+impl Sustained {
+    fn tick(&mut self, ts: i64, anomalous: bool, alarm: &crate::alarm::AlarmParams) -> bool {
+        let dt = self.last_ts.map_or(0, |t| (ts - t).max(0));
+        self.last_ts = Some(ts);
+        if anomalous {
+            self.normal_run = 0;
+            self.anomalous_ms = self.anomalous_ms.saturating_add(dt);
+        } else {
+            self.normal_run = self.normal_run.saturating_add(1);
+            if self.normal_run >= alarm.resolve_after {
+                self.anomalous_ms = 0;
+            }
+        }
+        anomalous && self.anomalous_ms >= alarm.calm.confirm_ms
+    }
 }
 
 impl Decider {
@@ -82,7 +115,9 @@ impl Decider {
             invalid: 0,
             mute: 0,
             scored: 0,
+            first_scored: None,
             agreed: false,
+            sustained: Sustained::default(),
         }
     }
 
@@ -101,6 +136,15 @@ impl Decider {
 
     pub fn invalid(&self) -> u64 {
         self.invalid
+    }
+
+    /// Bytes this model's decision state holds: the model, and the alarm's memories
+    /// (hysteresis hold window, flat-line runs, time-of-day profile).
+    pub fn heap_bytes(&self) -> usize {
+        self.model.heap_bytes()
+            + std::mem::size_of::<Self>()
+            + self.profile.heap_bytes()
+            + self.flat.heap_bytes()
     }
 
     /// Whether the host's other models agree that something is wrong, for the next ticks.
@@ -144,7 +188,9 @@ impl Decider {
         });
         // Not yet: just after a restore (vectors mixing values from before and after it),
         // or before the model has scored `settle` ticks it did not learn from.
-        let settled = self.scored >= self.detector.alarm.settle;
+        let first = *self.first_scored.get_or_insert(ts);
+        let settled = self.scored >= self.detector.alarm.settle
+            && ts - first >= self.detector.alarm.settle_for_ms;
         self.scored = self.scored.saturating_add(1);
         let level = if self.mute > 0 {
             self.mute -= 1;
@@ -154,7 +200,11 @@ impl Decider {
         } else if self.detector.seasonal {
             // Unusual for the last minutes, but anomalous at this time of day on two of
             // the last three days as well: expected, not an anomaly (stuck values never).
-            self.profile.observe(ts, level.map(|_| score));
+            let sustained = self
+                .sustained
+                .tick(ts, level.is_some(), &self.detector.alarm);
+            self.profile
+                .observe(ts, level.filter(|_| sustained).map(|_| score));
             level.filter(|_| flat || !self.profile.is_expected(ts, score))
         } else {
             level
@@ -245,6 +295,7 @@ mod tests {
         c.alarm.threshold = 1.5;
         c.alarm.suppress = 0;
         c.alarm.settle = 0;
+        c.alarm.settle_for = lookout_shared::duration::HumanDuration::from_secs(0);
         // Context novelty alarms on what it has barely seen; this test is about scores.
         c.context.levels = 0;
         c.down_limit = Some(-1000.0);
@@ -301,5 +352,55 @@ mod tests {
         let mut no_limits = Decider::new(&Detector::default(), 1);
         let d = no_limits.step(0, &[f64::NAN], (0, 0), &mut fit).0;
         assert_eq!(d, Decision::Skipped, "without limits NaN is skipped");
+    }
+}
+
+#[cfg(test)]
+mod seasonal {
+    use super::*;
+    use crate::scorer::fit::Inline;
+    use lookout_shared::rng::Rng;
+
+    /// Issue 17: a backup that runs every night at 02:00 must stop alarming by the third
+    /// night. Four days at a 10 s interval: noise around 20 with a small daily cycle, and
+    /// a job raising the value by 30 from 02:00 to 02:30 every night.
+    #[test]
+    fn a_nightly_backup_stops_alarming_by_the_third_night() {
+        let d = DetectorConfig::default().resolve().unwrap();
+        let mut dec = Decider::new(&d, 1);
+        let mut fit = Inline::for_model(dec.model());
+        let mut rng = Rng::from_seed(7);
+        let day_ms = 86_400_000i64;
+        let mut fired_by_night = [0u32; 4];
+        let mut level2_by_night = [0u32; 4];
+        for i in 0..(4 * 8640) {
+            let ts = i * 10_000;
+            let minute = (ts % day_ms) / 60_000;
+            let daily = (ts as f64 / day_ms as f64 * std::f64::consts::TAU).sin() * 3.0;
+            let job = if (120..150).contains(&minute) {
+                30.0
+            } else {
+                0.0
+            };
+            let v = 20.0 + daily + job + rng.normal();
+            if let (Decision::Scored(s), _) = dec.step(ts, &[v], (0, 0), &mut fit) {
+                let night = (ts / day_ms) as usize;
+                let during = (110..170).contains(&minute);
+                match s.transition {
+                    Some(Transition::Fired { .. }) if during => fired_by_night[night] += 1,
+                    Some(Transition::Changed { severity, .. }) if during && severity >= 2 => {
+                        level2_by_night[night] += 1
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert!(
+            fired_by_night[1] > 0,
+            "the second night still alarms (one night is not a pattern): {fired_by_night:?}"
+        );
+        assert_eq!(fired_by_night[2], 0, "third night: {fired_by_night:?}");
+        assert_eq!(fired_by_night[3], 0, "fourth night: {fired_by_night:?}");
+        assert_eq!(level2_by_night[2] + level2_by_night[3], 0);
     }
 }

@@ -36,7 +36,9 @@ struct Out<'a> {
     hysteresis: &'a Hysteresis,
     flat: &'a Flat,
     profile: &'a Profile,
+    sustained: &'a super::Sustained,
     scored: u32,
+    first_scored: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -49,7 +51,9 @@ struct In {
     hysteresis: Hysteresis,
     flat: Flat,
     profile: Profile,
+    sustained: super::Sustained,
     scored: u32,
+    first_scored: Option<i64>,
 }
 
 /// Why a snapshot was not taken back.
@@ -90,7 +94,9 @@ impl Decider {
             hysteresis: &self.hysteresis,
             flat: &self.flat,
             profile: &self.profile,
+            sustained: &self.sustained,
             scored: self.scored,
+            first_scored: self.first_scored,
         };
         // Serializing owned in-memory data cannot fail with postcard's Vec flavour.
         let mut bytes = MAGIC.to_vec();
@@ -128,7 +134,9 @@ impl Decider {
         self.hysteresis = s.hysteresis.adopt(self.detector.alarm);
         self.flat = s.flat.adopt(self.detector.alarm.flat_ms);
         self.profile = s.profile;
+        self.sustained = s.sustained;
         self.scored = s.scored;
+        self.first_scored = s.first_scored;
         // The first vectors after a restart mix values from before and after it: they
         // are scored but may not raise an alarm.
         self.mute = self.model.warmup_ticks();

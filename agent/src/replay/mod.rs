@@ -592,6 +592,7 @@ mod tests {
             "detector.train.every=100",
             "detector.alarm.threshold=1.5",
             "detector.alarm.settle=0",
+            "detector.alarm.settle_for=0s",
         ])
     }
 

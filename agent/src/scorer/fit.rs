@@ -44,9 +44,9 @@ impl Fitter for Inline {
 
 impl Fitter for Trainer {
     fn fit(&mut self, key: ModelKey, model: &mut Model) -> bool {
-        // No staging buffer free: every one is queued or fitting. The model stays pending
-        // and asks again at its next tick.
-        let Some(buffer) = self.staging() else {
+        // No staging buffer free (every one is queued or fitting), or other models wait
+        // before this one. The model stays pending and asks again at its next tick.
+        let Some(buffer) = self.staging_for(key, !model.is_trained()) else {
             return false;
         };
         let back = match model.take_training_set(buffer) {

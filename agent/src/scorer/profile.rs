@@ -63,7 +63,9 @@ impl Profile {
             Some(d) if day < d => return, // time went back: learn nothing
             _ => {
                 // A new day takes the oldest slot; days skipped are forgotten.
-                let skipped = self.day.map_or(DAYS as i64 + 1, |d| (day - d).min(DAYS as i64 + 1));
+                let skipped = self
+                    .day
+                    .map_or(DAYS as i64 + 1, |d| (day - d).min(DAYS as i64 + 1));
                 for k in 0..skipped {
                     let s = Self::slot(day - k);
                     self.peaks[Self::at(s, 0)..Self::at(s, 0) + BINS].fill(0.0);
@@ -82,7 +84,7 @@ impl Profile {
         let Some(today) = self.day else {
             return false;
         };
-        let bin = (ts.rem_euclid(DAY_MS) / BIN_MS) as i64;
+        let bin = ts.rem_euclid(DAY_MS) / BIN_MS;
         let mut peaks = [0.0f32; DAYS];
         for (k, peak) in peaks.iter_mut().enumerate() {
             let slot = Self::slot(today - 1 - k as i64);
@@ -125,13 +127,22 @@ mod tests {
         let mut p = Profile::default();
         day(&mut p, 0, 3.0);
         p.observe(at(1, 0), None);
-        assert!(!p.is_expected(at(1, 130), 3.0), "second night: once is not a pattern");
+        assert!(
+            !p.is_expected(at(1, 130), 3.0),
+            "second night: once is not a pattern"
+        );
         day(&mut p, 1, 3.0);
         p.observe(at(2, 0), None);
         assert!(p.is_expected(at(2, 130), 3.0), "third night: expected");
-        assert!(p.is_expected(at(2, 95), 3.0), "a little early: the bin before");
+        assert!(
+            p.is_expected(at(2, 95), 3.0),
+            "a little early: the bin before"
+        );
         assert!(!p.is_expected(at(2, 200), 3.0), "not at 03:20");
-        assert!(!p.is_expected(at(2, 130), 5.0), "the job gone wrong is not expected");
+        assert!(
+            !p.is_expected(at(2, 130), 5.0),
+            "the job gone wrong is not expected"
+        );
     }
 
     #[test]
@@ -146,8 +157,14 @@ mod tests {
         day(&mut q, 0, 3.0);
         day(&mut q, 1, 3.0);
         q.observe(at(9, 0), None);
-        assert!(!q.is_expected(at(9, 130), 3.0), "a week off: nothing recent");
+        assert!(
+            !q.is_expected(at(9, 130), 3.0),
+            "a week off: nothing recent"
+        );
         q.observe(at(2, 0), Some(9.0));
-        assert!(!q.is_expected(at(9, 130), 3.0), "time going back teaches nothing");
+        assert!(
+            !q.is_expected(at(9, 130), 3.0),
+            "time going back teaches nothing"
+        );
     }
 }

@@ -8,7 +8,13 @@
 //! due for a fit when the pool is empty (every buffer queued or fitting) stays pending
 //! and tries again at its next tick, by when a fit of a few milliseconds has returned its
 //! buffer.
+//!
+//! When fits cannot keep up (a slow device, many models, a fast replay), buffers go to
+//! waiting models in turn, and a model that has never fitted goes before the refits:
+//! otherwise the models ticked first take every returned buffer for their refits and the
+//! last model of the last host never learns at all.
 
+use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 
@@ -24,6 +30,18 @@ pub struct Trainer {
     handle: Option<JoinHandle<()>>,
     /// Staging buffers not lent to a fit.
     pool: Vec<Box<[f32]>>,
+    /// Models due for a fit that found no buffer, in the order they get one: never-fitted
+    /// models first, then by arrival. Each model is in it at most once.
+    waiting: VecDeque<Waiting>,
+    /// Refusals since the head of `waiting` last asked; more than a full round of the
+    /// others means it no longer does (its fit was dropped), and it loses its place.
+    head_skips: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Waiting {
+    key: ModelKey,
+    first_fit: bool,
 }
 
 impl Trainer {
@@ -65,7 +83,52 @@ impl Trainer {
             pool: (0..capacity.max(1))
                 .map(|_| vec![0.0; staging_len].into_boxed_slice())
                 .collect(),
+            waiting: VecDeque::new(),
+            head_skips: 0,
         })
+    }
+
+    /// A staging buffer for `key`'s due fit if it is its turn: buffers are free and no
+    /// other model waits before it. Otherwise `key` joins the queue (once) and gets
+    /// `None`; it asks again at its next tick.
+    pub fn staging_for(&mut self, key: ModelKey, first_fit: bool) -> Option<Box<[f32]>> {
+        if self.waiting.is_empty() {
+            return self.pool.pop().or_else(|| {
+                self.waiting.push_back(Waiting { key, first_fit });
+                None
+            });
+        }
+        if !self.waiting.iter().any(|w| w.key == key) {
+            // Never-fitted models go after the other never-fitted ones, before refits.
+            let at = if first_fit {
+                self.waiting
+                    .iter()
+                    .position(|w| !w.first_fit)
+                    .unwrap_or(self.waiting.len())
+            } else {
+                self.waiting.len()
+            };
+            self.waiting.insert(at, Waiting { key, first_fit });
+        }
+        if self.waiting.front().is_some_and(|w| w.key == key) {
+            self.head_skips = 0;
+        }
+        if self.pool.is_empty() {
+            return None;
+        }
+        if self.waiting.front().is_some_and(|w| w.key != key) {
+            self.head_skips += 1;
+            if self.head_skips <= self.waiting.len() {
+                return None;
+            }
+            self.waiting.pop_front();
+        }
+        self.head_skips = 0;
+        if self.waiting.front().is_some_and(|w| w.key == key) {
+            self.waiting.pop_front();
+            return self.pool.pop();
+        }
+        None
     }
 
     /// A free staging buffer, or `None` while all are lent out.
@@ -201,5 +264,38 @@ mod tests {
             "the second waits for the buffer, not its next schedule: {b}"
         );
         assert_eq!(trainer.free_buffers(), 1);
+    }
+
+    /// One buffer, and models ticked in the same order every round: the buffer goes to
+    /// the model that never fitted before the refits of the models ticked first, then to
+    /// the others in turn; a model that stopped asking loses its place after one round.
+    #[test]
+    fn buffers_go_to_never_fitted_models_first_then_in_turn() {
+        let mut t = Trainer::spawn(1, 4, 1, 1, 1).unwrap();
+        let buf = t.staging_for((0, 0), false).expect("free and nobody waits");
+        assert!(t.staging_for((0, 1), false).is_none());
+        assert!(t.staging_for((1, 0), true).is_none());
+        t.recycle(buf);
+        assert!(
+            t.staging_for((0, 1), false).is_none(),
+            "(1, 0) never fitted: first"
+        );
+        let buf = t.staging_for((1, 0), true).expect("its turn");
+        t.recycle(buf);
+        let buf = t.staging_for((0, 1), false).expect("then the refit");
+        t.recycle(buf);
+        assert!(t.staging_for((0, 0), false).is_some(), "nobody waits");
+
+        // (0, 2) queues, then never asks again: after a round of refusals it is dropped.
+        let mut t = Trainer::spawn(1, 4, 1, 1, 1).unwrap();
+        let buf = t.staging().unwrap();
+        assert!(t.staging_for((0, 2), false).is_none());
+        t.recycle(buf);
+        assert!(t.staging_for((0, 0), false).is_none());
+        assert!(t.staging_for((0, 0), false).is_none());
+        assert!(
+            t.staging_for((0, 0), false).is_some(),
+            "(0, 2) gave up its place"
+        );
     }
 }
