@@ -233,7 +233,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             windows,
             skip_bad_rows,
         } => {
-            let detector = replay_detector(config.as_ref(), model.as_deref(), &set)?;
+            let interval = replay::interval::of_file(&input).unwrap_or(Duration::from_secs(1));
+            let detector = replay_detector(config.as_ref(), model.as_deref(), &set, interval)?;
             // Read the windows before the replay, so that a bad file fails before any work.
             let plot = match plot {
                 Some(path) => Some(replay::PlotSpec {
@@ -381,21 +382,25 @@ fn check_config(args: &CheckArgs) -> anyhow::Result<()> {
 }
 
 /// The detector `replay` runs: the built-in default without `--config`; with it, the
-/// config's `[detector]`, or the model `--model` names.
+/// config's `[detector]`, or the model `--model` names. Its times (`train.long`) become
+/// ticks at the series' own `interval`, whatever `agent.interval` the config has.
 fn replay_detector(
     config: Option<&PathBuf>,
     model: Option<&str>,
     set: &[String],
+    interval: Duration,
 ) -> anyhow::Result<Detector> {
     let source = match config {
         Some(_) => load_source(config)?,
         None => Source::empty(),
     };
-    let parsed = config::parse(&source, set)?;
+    let mut set = set.to_vec();
+    set.push(format!("agent.interval={}ms", interval.as_millis().max(1)));
+    let parsed = config::parse(&source, &set)?;
     let Some(name) = model else {
         let d = parsed
             .detector()?
-            .resolve()
+            .resolve_at(interval)
             .map_err(|e| parsed.invalid("detector", e))?;
         return Ok(d);
     };

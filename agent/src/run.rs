@@ -452,8 +452,8 @@ fn spawn_trainer(specs: &[ModelSpec]) -> Result<Trainer, Error> {
         (
             // With decay, a fit also holds the previous fit's weighted centres.
             r.max(
-                p.train_data_size
-                    + (p.decay.min(1.0) * p.train_data_size as f64).ceil() as usize
+                p.max_rows()
+                    + (p.decay.min(1.0) * p.max_rows() as f64).ceil() as usize
                     + p.n_clusters,
             ),
             w.max(s.metrics.len() * (p.n_lags + 1)),
@@ -462,7 +462,7 @@ fn spawn_trainer(specs: &[ModelSpec]) -> Result<Trainer, Error> {
     });
     let staging_len = specs
         .iter()
-        .map(|s| s.detector.params.ring_len(s.metrics.len()))
+        .map(|s| s.detector.params.staging_len(s.metrics.len()))
         .max()
         .unwrap_or(1);
     Trainer::spawn(STAGING_BUFFERS, staging_len, rows, width, k).map_err(|source| Error::Thread {

@@ -174,7 +174,7 @@ impl Parsed<'_> {
         raw.host.check().map_err(|e| self.invalid("host", e))?;
         let host_alarm = self
             .detector()?
-            .resolve()
+            .resolve_at(interval)
             .map_err(|e| self.invalid("detector", e))?
             .alarm;
         let models = self.models("models", &raw.models)?;
@@ -291,8 +291,9 @@ impl Parsed<'_> {
         models: &BTreeMap<String, toml::Table>,
     ) -> Result<Vec<ModelSpec>, Error> {
         // [detector] alone first, so that its own mistakes are blamed on it.
+        let interval = self.raw.agent.interval.0;
         self.detector()?
-            .resolve()
+            .resolve_at(interval)
             .map_err(|e| self.invalid("detector", e))?;
         let mut out = Vec::with_capacity(models.len());
         for (name, t) in models {
@@ -315,7 +316,7 @@ impl Parsed<'_> {
             let metrics = self.metrics(&key, t)?;
             let detector = self
                 .model_detector(&key, t)?
-                .resolve()
+                .resolve_at(interval)
                 .map_err(|e| self.invalid(&key, e))?;
             out.push(ModelSpec {
                 name: name.clone(),

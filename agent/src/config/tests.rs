@@ -73,9 +73,11 @@ fn shipped_config_loads_and_its_detector_is_the_builtin_default() {
     );
     let s = parsed.resolve().unwrap();
     assert!(!s.models.is_empty() && !s.sim_models.is_empty());
+    // The shipped file writes spans as times, the built-in defaults as ticks: at the
+    // shipped interval they must be the same detector.
     assert_eq!(
-        parsed.detector().unwrap(),
-        DetectorConfig::default(),
+        parsed.detector().unwrap().resolve_at(s.interval).unwrap(),
+        crate::decide::Detector::default_at(s.interval),
         "configs/agent.toml [detector] must equal the built-in default"
     );
     assert!(s.broker.is_some());
@@ -183,7 +185,9 @@ fn model_tables_override_the_detector_defaults() {
     assert_eq!(m.detector.params.train_data_size, 700);
     assert_eq!(
         m.detector.params.train_every_n,
-        crate::scorer::TrainConfig::default().every,
+        crate::scorer::TrainConfig::default()
+            .every
+            .ticks(std::time::Duration::from_secs(1)),
         "a table sets only what it names"
     );
     assert_eq!(

@@ -6,6 +6,8 @@
 //! assembler merges the two TOML tables before they reach [`DetectorConfig`], so a default
 //! is written exactly once (the `Default` impls) whatever path a value takes.
 
+use std::time::Duration;
+
 use lookout_shared::config::Invalid;
 use serde::{Deserialize, Serialize};
 
@@ -84,10 +86,11 @@ impl DetectorConfig {
         }
     }
 
-    /// Checks every key and resolves the detector; keys in errors are relative to the
-    /// table (`alarm.t2`, `train.window`).
-    pub fn resolve(&self) -> Result<Detector, Invalid> {
-        let params = ModelParams::resolve(&self.scorer(), &self.train, &self.context)?;
+    /// Checks every key and resolves the detector for a series sampled every `interval`
+    /// (its times become ticks); keys in errors are relative to the table (`alarm.t2`,
+    /// `train.window`).
+    pub fn resolve_at(&self, interval: Duration) -> Result<Detector, Invalid> {
+        let params = ModelParams::resolve(&self.scorer(), &self.train, &self.context, interval)?;
         let alarm = AlarmParams::resolve(&self.alarm, &self.saturation, self.context.threshold)?;
         let limits_ok = match (self.down_limit, self.upper_limit) {
             (Some(lo), Some(hi)) => lo.is_finite() && hi.is_finite() && lo < hi,
@@ -132,11 +135,21 @@ impl Detector {
     }
 }
 
+impl Detector {
+    /// The built-in default detector for a series sampled every `interval`: what
+    /// `replay` runs without `--config`.
+    pub fn default_at(interval: Duration) -> Self {
+        DetectorConfig::default()
+            .resolve_at(interval)
+            .expect("the built-in default detector is valid")
+    }
+}
+
 impl Default for Detector {
-    /// The built-in default detector: what `replay` runs without `--config`.
+    /// The built-in default detector at 1 s, the agent's default interval.
     fn default() -> Self {
         DetectorConfig::default()
-            .resolve()
+            .resolve_at(Duration::from_secs(1))
             .expect("the built-in default detector is valid")
     }
 }
@@ -162,7 +175,9 @@ mod tests {
         let bad = |f: fn(&mut DetectorConfig)| {
             let mut c = DetectorConfig::default();
             f(&mut c);
-            c.resolve().unwrap_err().key
+            c.resolve_at(std::time::Duration::from_secs(1))
+                .unwrap_err()
+                .key
         };
         assert_eq!(bad(|c| c.alarm.t2 = 0.5), "alarm.t2");
         assert_eq!(bad(|c| c.alarm.step = 0.0), "alarm.step");

@@ -186,6 +186,10 @@ impl Decider {
             value: values[0],
             flat,
         });
+        // The long horizon keeps only what was judged normal: a fault remembered for a day
+        // would be normal to every fit of that day.
+        self.model
+            .offer_sample(level.is_none() && !flat && !self.hysteresis.is_firing());
         // Not yet: just after a restore (vectors mixing values from before and after it),
         // or before the model has scored `settle` ticks it did not learn from.
         let first = *self.first_scored.get_or_insert(ts);
@@ -289,9 +293,9 @@ mod tests {
 
     fn small() -> Detector {
         let mut c = DetectorConfig::default();
-        c.train.window = 100;
-        c.train.every = 50;
-        c.train.min_points = 100;
+        c.train.window = crate::scorer::config::Span::Ticks(100);
+        c.train.every = crate::scorer::config::Span::Ticks(50);
+        c.train.min_points = crate::scorer::config::Span::Ticks(100);
         c.alarm.threshold = 1.5;
         c.alarm.suppress = 0;
         c.alarm.settle = 0;
@@ -299,7 +303,7 @@ mod tests {
         // Context novelty alarms on what it has barely seen; this test is about scores.
         c.context.levels = 0;
         c.down_limit = Some(-1000.0);
-        c.resolve().unwrap()
+        c.resolve_at(std::time::Duration::from_secs(1)).unwrap()
     }
 
     #[test]
@@ -366,7 +370,9 @@ mod seasonal {
     /// a job raising the value by 30 from 02:00 to 02:30 every night.
     #[test]
     fn a_nightly_backup_stops_alarming_by_the_third_night() {
-        let d = DetectorConfig::default().resolve().unwrap();
+        let d = DetectorConfig::default()
+            .resolve_at(std::time::Duration::from_secs(1))
+            .unwrap();
         let mut dec = Decider::new(&d, 1);
         let mut fit = Inline::for_model(dec.model());
         let mut rng = Rng::from_seed(7);

@@ -20,7 +20,7 @@ use crate::scorer::profile::Profile;
 use super::{Decider, Detector};
 
 /// The snapshot layout; a change to any serialized type bumps it.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// What every snapshot starts with, so that any other file is told apart from a snapshot
 /// of another format.
@@ -72,8 +72,15 @@ pub enum Refused {
 pub fn shape_key(detector: &Detector, metrics: &[(String, String)]) -> u64 {
     let p = &detector.params;
     let text = format!(
-        "{metrics:?}|diffs {}|smoothing {}|lags {}|k {}|window {}|ensemble {}|context {:?}",
-        p.diffs, p.n_smoothing, p.n_lags, p.n_clusters, p.train_data_size, p.ensemble, p.context
+        "{metrics:?}|diffs {}|smoothing {}|lags {}|k {}|window {}|ensemble {}|context {:?}|long {}",
+        p.diffs,
+        p.n_smoothing,
+        p.n_lags,
+        p.n_clusters,
+        p.train_data_size,
+        p.ensemble,
+        p.context,
+        p.long_samples
     );
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
@@ -152,10 +159,10 @@ mod tests {
 
     fn detector() -> Detector {
         let mut c = DetectorConfig::default();
-        c.train.window = 200;
-        c.train.every = 100;
-        c.train.min_points = 150;
-        c.resolve().unwrap()
+        c.train.window = crate::scorer::config::Span::Ticks(200);
+        c.train.every = crate::scorer::config::Span::Ticks(100);
+        c.train.min_points = crate::scorer::config::Span::Ticks(150);
+        c.resolve_at(std::time::Duration::from_secs(1)).unwrap()
     }
 
     fn value(i: i64) -> [f64; 2] {
@@ -208,11 +215,11 @@ mod tests {
         }
         // Settings that do not change the shape come from today's config.
         let mut tuned = DetectorConfig::default();
-        tuned.train.window = 200;
-        tuned.train.every = 100;
-        tuned.train.min_points = 150;
+        tuned.train.window = crate::scorer::config::Span::Ticks(200);
+        tuned.train.every = crate::scorer::config::Span::Ticks(100);
+        tuned.train.min_points = crate::scorer::config::Span::Ticks(150);
         tuned.alarm.threshold = 9.0;
-        let tuned = tuned.resolve().unwrap();
+        let tuned = tuned.resolve_at(std::time::Duration::from_secs(1)).unwrap();
         let mut t = Decider::new(&tuned, 2);
         assert!(t.restore(&bytes, shape_key(&tuned, &metrics)).is_ok());
         assert_eq!(t.detector().alarm.threshold, 9.0);
@@ -245,8 +252,8 @@ mod tests {
             "a refused snapshot leaves the model as it was"
         );
         let mut wider = DetectorConfig::default();
-        wider.train.window = 300;
-        let wider = wider.resolve().unwrap();
+        wider.train.window = crate::scorer::config::Span::Ticks(300);
+        let wider = wider.resolve_at(std::time::Duration::from_secs(1)).unwrap();
         assert_ne!(
             shape_key(&wider, &metrics),
             shape,

@@ -16,6 +16,7 @@
 //! - [`windows`]: labelled anomaly windows from NAB's `combined_windows.json`.
 //! - [`timestamp`]: the hand-written timestamp parser behind the plot's time axis.
 
+pub mod interval;
 pub mod plot;
 pub mod timestamp;
 pub mod windows;
@@ -451,7 +452,7 @@ mod tests {
             .unwrap()
             .detector()
             .unwrap()
-            .resolve()
+            .resolve_at(std::time::Duration::from_secs(1))
             .unwrap()
     }
 

@@ -7,8 +7,12 @@
 //! alarm's tables; the scorer knows nothing of alarms. Every default is written once, in
 //! the `Default` impls here.
 
+use std::fmt;
+use std::time::Duration;
+
 use lookout_shared::config::Invalid;
-use serde::{Deserialize, Serialize};
+use lookout_shared::duration::HumanDuration;
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 use super::context::ContextParams;
 use super::model::{Distance, ModelParams, Scale};
@@ -51,19 +55,91 @@ impl Default for ScorerConfig {
     }
 }
 
+/// A stretch of a series: a number of ticks (`1440`) or a time (`"24h"`), which the
+/// model's interval turns into ticks. Times say what a user means on a device sampled
+/// every second; tick counts are what a replay of a series of unknown interval needs, and
+/// what the built-in defaults are (so that a 5-minute series is not given a 3-tick window).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Span {
+    Ticks(usize),
+    Time(HumanDuration),
+}
+
+impl Span {
+    /// Ticks at `interval`: a time rounds up to whole ticks.
+    pub fn ticks(self, interval: Duration) -> usize {
+        match self {
+            Span::Ticks(n) => n,
+            Span::Time(d) => {
+                let i = interval.as_nanos().max(1);
+                usize::try_from(d.0.as_nanos().div_ceil(i)).unwrap_or(usize::MAX)
+            }
+        }
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Span::Ticks(n) => write!(f, "{n}"),
+            Span::Time(d) => write!(f, "{d}"),
+        }
+    }
+}
+
+impl Serialize for Span {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Span::Ticks(n) => s.serialize_u64(*n as u64),
+            Span::Time(d) => d.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Span;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of ticks (1440) or a time (\"24h\", \"10m\")")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Span, E> {
+                usize::try_from(v)
+                    .map(Span::Ticks)
+                    .map_err(|_| E::custom("too many ticks"))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Span, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom("a number of ticks cannot be negative"))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Span, E> {
+                v.parse().map(Span::Time).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// `[detector.train]`: what a model learns from, and how often.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
-    /// Vectors in a training set: the last `window` ticks (the notebook's
-    /// `train_data_size`).
-    pub window: usize,
-    /// A refit every `every` ticks (the notebook's `train_every_n`).
-    pub every: usize,
-    /// Ticks before the first fit; no score (and no alarm) before it.
-    pub min_points: usize,
-    /// Fits kept; a tick is anomalous only when all of them agree.
-    pub ensemble: usize,
+    /// The short horizon: a fit learns the vectors of the last `window` ticks (the
+    /// notebook's `train_data_size`), ticks or a time.
+    pub window: Span,
+    /// A refit every `every` (the notebook's `train_every_n`), ticks or a time.
+    pub every: Span,
+    /// Before the first fit (no score, and no alarm, before it), ticks or a time.
+    pub min_points: Span,
+    /// Fits kept, a tick being anomalous only when all of them agree: a number of fits,
+    /// or the time they span (`"2h"`: as many fits as `every` makes in 2 h).
+    pub ensemble: Span,
+    /// The long horizon: what a fit remembers beyond `window`, as `long_samples` vectors
+    /// sampled evenly over it (none when it is no longer than the window).
+    pub long: Span,
+    pub long_samples: usize,
     /// k-means restarts and iterations per fit, and the seed of its choices.
     pub n_init: usize,
     pub max_iter: usize,
@@ -76,10 +152,12 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            window: 1440,
-            every: 360,
-            min_points: 150,
-            ensemble: 12,
+            window: Span::Ticks(1440),
+            every: Span::Ticks(360),
+            min_points: Span::Ticks(150),
+            ensemble: Span::Ticks(12),
+            long: Span::Time(HumanDuration::from_secs(24 * 3600)),
+            long_samples: 128,
             n_init: 10,
             max_iter: 300,
             seed: 0,
@@ -98,8 +176,8 @@ pub struct ContextConfig {
     pub length: usize,
     /// Ticks over which novelty is the share of never-seen contexts.
     pub window: usize,
-    /// Ticks before contexts are forgotten (0: never).
-    pub memory: usize,
+    /// How long contexts are remembered, ticks or a time (0: for ever).
+    pub memory: Span,
     /// Novelty at or above which a tick is anomalous whatever its k-means score (the
     /// alarm's; resolved into `AlarmParams::context_threshold`).
     pub threshold: f64,
@@ -111,92 +189,50 @@ impl Default for ContextConfig {
             levels: 8,
             length: 3,
             window: 5,
-            memory: 0,
+            memory: Span::Ticks(0),
             threshold: 1.0,
         }
     }
 }
 
 impl ModelParams {
-    /// Checks the scorer's keys of one detector and resolves them. Keys in errors are
-    /// relative to the detector table (`n_clusters`, `train.window`, `context.length`).
+    /// Checks the scorer's keys of one detector and resolves them for a series sampled
+    /// every `interval`. Keys in errors are relative to the detector table
+    /// (`n_clusters`, `train.window`, `context.length`).
     pub fn resolve(
         s: &ScorerConfig,
         train: &TrainConfig,
         context: &ContextConfig,
+        interval: Duration,
     ) -> Result<Self, Invalid> {
         let c = context;
-        let context_bits = (c.levels + 2).checked_pow(c.length as u32);
-        let checks: [(&str, bool, &str); 14] = [
-            ("context.levels", c.levels <= 62, "must be 0 (off) to 62"),
-            (
-                "context.length",
-                c.levels == 0 || (c.length >= 1 && context_bits.is_some_and(|b| b <= 1 << 20)),
-                "must be at least 1, with (levels + 2)^length at most 1048576 bits",
-            ),
-            (
-                "context.window",
-                c.levels == 0 || (1..=64).contains(&c.window),
-                "must be 1 to 64",
-            ),
-            (
-                "scale_quantile",
-                s.scale_quantile > 0.0 && s.scale_quantile <= 1.0,
-                "must be above 0 and at most 1",
-            ),
-            (
-                "train.ensemble",
-                (1..=64).contains(&train.ensemble),
-                "must be 1 to 64",
-            ),
-            (
-                "train.min_points",
-                train.min_points > s.n_smoothing + s.n_lags && train.min_points <= 10_000_000,
-                "must be more than n_smoothing + n_lags (a model needs whole vectors to learn from)",
-            ),
-            (
-                "n_smoothing",
-                (1..=1000).contains(&s.n_smoothing),
-                "must be 1 to 1000",
-            ),
-            ("n_lags", s.n_lags <= 100, "must be 0 to 100"),
-            (
-                "n_clusters",
-                (1..=64).contains(&s.n_clusters),
-                "must be 1 to 64",
-            ),
-            (
-                "train.window",
-                train.window >= s.n_clusters && train.window <= 1_000_000,
-                "must be at least n_clusters and at most 1000000",
-            ),
-            ("train.every", train.every >= 1, "must be at least 1"),
-            (
-                "anomaly_score_cap",
-                s.anomaly_score_cap.is_finite() && s.anomaly_score_cap > 0.0,
-                "must be a number above 0",
-            ),
-            (
-                "train.n_init",
-                (1..=100).contains(&train.n_init) && train.max_iter >= 1,
-                "must be 1 to 100 (and max_iter at least 1)",
-            ),
-            (
-                "train.decay",
-                (0.0..=1.0).contains(&train.decay),
-                "must be 0 to 1",
-            ),
-        ];
-        if let Some((key, _, why)) = checks.iter().find(|(_, ok, _)| !ok) {
-            return Err(Invalid::new(*key, why));
-        }
+        let window = train.window.ticks(interval);
+        let every = train.every.ticks(interval);
+        let min_points = train.min_points.ticks(interval);
+        let ensemble = match train.ensemble {
+            Span::Ticks(n) => n,
+            span => span.ticks(interval).div_ceil(every.max(1)).max(1),
+        };
+        let long = train.long.ticks(interval);
+        let long_samples = if long > window { train.long_samples } else { 0 };
+        check(
+            s,
+            train,
+            c,
+            Resolved {
+                window,
+                every,
+                min_points,
+                ensemble,
+            },
+        )?;
         Ok(Self {
             diffs: s.diffs,
             n_smoothing: s.n_smoothing,
             n_lags: s.n_lags,
             n_clusters: s.n_clusters,
-            train_data_size: train.window,
-            train_every_n: train.every,
+            train_data_size: window,
+            train_every_n: every,
             anomaly_score_cap: s.anomaly_score_cap,
             n_init: train.n_init,
             max_iter: train.max_iter,
@@ -206,15 +242,110 @@ impl ModelParams {
                 ScaleKind::MinMax => Scale::MinMax,
                 ScaleKind::Quantile => Scale::Quantile(s.scale_quantile),
             },
-            ensemble: train.ensemble,
-            min_train_points: train.min_points,
+            ensemble,
+            min_train_points: min_points,
             context: ContextParams {
                 levels: c.levels,
                 length: c.length,
                 window: c.window,
-                memory: c.memory,
+                memory: c.memory.ticks(interval),
             },
             decay: train.decay,
+            long_samples,
+            long_stride: (long / long_samples.max(1)).max(1),
         })
     }
+}
+
+/// A detector's spans in ticks, as [`check`] needs them.
+struct Resolved {
+    window: usize,
+    every: usize,
+    min_points: usize,
+    ensemble: usize,
+}
+
+/// The scorer's keys' bounds; the first one broken is the error.
+fn check(
+    s: &ScorerConfig,
+    train: &TrainConfig,
+    c: &ContextConfig,
+    r: Resolved,
+) -> Result<(), Invalid> {
+    let Resolved {
+        window,
+        every,
+        min_points,
+        ensemble,
+    } = r;
+    let context_bits = (c.levels + 2).checked_pow(c.length as u32);
+    let checks: [(&str, bool, &str); 15] = [
+        ("context.levels", c.levels <= 62, "must be 0 (off) to 62"),
+        (
+            "context.length",
+            c.levels == 0 || (c.length >= 1 && context_bits.is_some_and(|b| b <= 1 << 20)),
+            "must be at least 1, with (levels + 2)^length at most 1048576 bits",
+        ),
+        (
+            "context.window",
+            c.levels == 0 || (1..=64).contains(&c.window),
+            "must be 1 to 64",
+        ),
+        (
+            "scale_quantile",
+            s.scale_quantile > 0.0 && s.scale_quantile <= 1.0,
+            "must be above 0 and at most 1",
+        ),
+        (
+            "train.ensemble",
+            (1..=64).contains(&ensemble),
+            "must be 1 to 64 fits (a time: at most 64 times train.every)",
+        ),
+        (
+            "train.long_samples",
+            train.long_samples <= 4096,
+            "must be 0 (no long horizon) to 4096",
+        ),
+        (
+            "train.min_points",
+            min_points > s.n_smoothing + s.n_lags && min_points <= 10_000_000,
+            "must be more than n_smoothing + n_lags (a model needs whole vectors to learn from)",
+        ),
+        (
+            "n_smoothing",
+            (1..=1000).contains(&s.n_smoothing),
+            "must be 1 to 1000",
+        ),
+        ("n_lags", s.n_lags <= 100, "must be 0 to 100"),
+        (
+            "n_clusters",
+            (1..=64).contains(&s.n_clusters),
+            "must be 1 to 64",
+        ),
+        (
+            "train.window",
+            window >= s.n_clusters && window <= 1_000_000,
+            "must be at least n_clusters and at most 1000000 ticks",
+        ),
+        ("train.every", every >= 1, "must be at least 1 tick"),
+        (
+            "anomaly_score_cap",
+            s.anomaly_score_cap.is_finite() && s.anomaly_score_cap > 0.0,
+            "must be a number above 0",
+        ),
+        (
+            "train.n_init",
+            (1..=100).contains(&train.n_init) && train.max_iter >= 1,
+            "must be 1 to 100 (and max_iter at least 1)",
+        ),
+        (
+            "train.decay",
+            (0.0..=1.0).contains(&train.decay),
+            "must be 0 to 1",
+        ),
+    ];
+    if let Some((key, _, why)) = checks.iter().find(|(_, ok, _)| !ok) {
+        return Err(Invalid::new(*key, why));
+    }
+    Ok(())
 }

@@ -7,6 +7,13 @@
 //! same information. The trainer rebuilds the vectors in its own workspace (one per
 //! trainer thread, not per model). Training swaps buffers instead of allocating, so a
 //! model that has run for a year holds exactly what it held after its first fit.
+//!
+//! The ring is the short horizon (1,440 ticks: 24 minutes at 1 s). What happens once a
+//! day (a backup, the morning load) would be new to it every day, so the model also keeps
+//! a long horizon: one whole feature vector sampled, at a random tick, in each stride of
+//! `long / long_samples` ticks (128 over 24 h: one per 11 minutes at 1 s), taken only from
+//! ticks its decider judged normal, so that a fault is not remembered as normal for a
+//! day. Every fit trains on the ring's vectors and these samples together.
 
 use super::context::{Context, ContextParams};
 use super::kmeans::{self, KMeansParams, Workspace};
@@ -61,6 +68,10 @@ pub struct ModelParams {
     /// Weight of the previous training set in the next fit (seed `003`'s iterative
     /// training), 0 to 1; 0 forgets it.
     pub decay: f64,
+    /// Feature vectors kept from the long horizon (0: none, the ring is all it knows),
+    /// one sampled in each stride of `long_stride` ticks.
+    pub long_samples: usize,
+    pub long_stride: usize,
 }
 
 impl ModelParams {
@@ -83,6 +94,8 @@ impl ModelParams {
             min_train_points: 50,
             context: ContextParams::OFF,
             decay: 0.0,
+            long_samples: 0,
+            long_stride: 1,
         }
     }
 
@@ -105,6 +118,16 @@ impl ModelParams {
     /// `train_data_size + n_lags` ticks, one value per dimension.
     pub fn ring_len(&self, n_dims: usize) -> usize {
         (self.train_data_size.max(1) + self.n_lags) * n_dims
+    }
+
+    /// Values a fit's staging buffer holds: the ring, then the long horizon's vectors.
+    pub fn staging_len(&self, n_dims: usize) -> usize {
+        self.ring_len(n_dims) + self.long_samples * self.width(n_dims)
+    }
+
+    /// Training vectors a fit may have: the ring's and the long horizon's.
+    pub fn max_rows(&self) -> usize {
+        self.train_data_size.max(1) + self.long_samples
     }
 }
 
@@ -137,10 +160,12 @@ impl FitWorkspace {
 /// A training set on its way to the trainer and back, with the buffers it travels in.
 #[derive(Debug)]
 pub struct TrainJob {
-    /// Per tick, one value per dimension, oldest tick first.
+    /// Per tick, one value per dimension, oldest tick first; then `long_rows` whole
+    /// feature vectors of the long horizon.
     pub data: Box<[f32]>,
     /// Ticks in `data`.
     pub ticks: usize,
+    pub long_rows: usize,
     pub n_dims: usize,
     pub n_lags: usize,
     pub kmeans: KMeansParams,
@@ -158,9 +183,9 @@ pub struct TrainJob {
 }
 
 impl TrainJob {
-    /// Lag vectors in the training set.
+    /// Vectors in the training set: the ring's lag vectors and the long horizon's.
     pub fn rows(&self) -> usize {
-        self.ticks.saturating_sub(self.n_lags)
+        self.ticks.saturating_sub(self.n_lags) + self.long_rows
     }
 
     pub fn width(&self) -> usize {
@@ -195,12 +220,17 @@ impl TrainJob {
         let lag_w = self.n_lags + 1;
         let vectors = &mut ws.vectors[..total * w];
         let (real, prior) = vectors.split_at_mut(rows * w);
-        for (r, v) in real.chunks_exact_mut(w).enumerate() {
+        let (recent, long) = real.split_at_mut((rows - self.long_rows) * w);
+        for (r, v) in recent.chunks_exact_mut(w).enumerate() {
             for (i, dim) in v.chunks_exact_mut(lag_w).enumerate() {
                 for (j, x) in dim.iter_mut().enumerate() {
                     *x = f64::from(self.data[(r + j) * self.n_dims + i]);
                 }
             }
+        }
+        let at = self.ticks * self.n_dims;
+        for (x, &y) in long.iter_mut().zip(&self.data[at..at + self.long_rows * w]) {
+            *x = f64::from(y);
         }
         let mut out = prior.chunks_exact_mut(w);
         for (c, &n) in self.centres.chunks_exact(w).zip(self.counts.iter()) {
@@ -326,6 +356,13 @@ pub struct Model {
     context: Context,
     /// Training vectors per centre of the newest fit, for `decay`.
     counts: Box<[u32]>,
+    /// The long horizon: `long_samples` feature vectors, filled round-robin.
+    long: Box<[f32]>,
+    long_head: usize,
+    long_len: usize,
+    /// The step from which the next long-horizon sample is taken (at the first tick
+    /// judged normal from then on).
+    long_next: u64,
 }
 
 impl Model {
@@ -358,6 +395,10 @@ impl Model {
             )),
             context: Context::new(params.context, n_dims),
             counts: vec![0; params.n_clusters].into_boxed_slice(),
+            long: vec![0.0; params.long_samples * width].into_boxed_slice(),
+            long_head: 0,
+            long_len: 0,
+            long_next: sample_at(params.seed, 0, params.long_stride),
         }
     }
 
@@ -379,7 +420,8 @@ impl Model {
             && self.centres.len() == fresh.centres.len()
             && self.norms.len() == fresh.norms.len()
             && self.counts.len() == fresh.counts.len()
-            && self.current.len() == fresh.current.len();
+            && self.current.len() == fresh.current.len()
+            && self.long.len() == fresh.long.len();
         if !same_shape {
             return None;
         }
@@ -465,6 +507,37 @@ impl Model {
         Ok(self.fit_pending)
     }
 
+    /// Offers the current vector to the long horizon, after the decider has judged the
+    /// tick: taken when a sample is due and the tick was `normal`; a due sample waits for
+    /// the next normal tick otherwise.
+    pub fn offer_sample(&mut self, normal: bool) {
+        if self.long.is_empty() || !self.has_current || !normal || self.step < self.long_next {
+            return;
+        }
+        let w = self.width;
+        let slot = self.long_head;
+        for (x, &y) in self.long[slot * w..(slot + 1) * w]
+            .iter_mut()
+            .zip(self.current.iter())
+        {
+            *x = y as f32;
+        }
+        let n = self.long.len() / w;
+        self.long_head = (slot + 1) % n;
+        self.long_len = (self.long_len + 1).min(n);
+        let stride = self.params.long_stride.max(1) as u64;
+        self.long_next = sample_at(
+            self.params.seed,
+            self.step / stride + 1,
+            self.params.long_stride,
+        );
+    }
+
+    /// Long-horizon vectors held (at most `long_samples`).
+    pub fn long_len(&self) -> usize {
+        self.long_len
+    }
+
     /// Marks the contexts of the training window as seen, at the first fit: the model
     /// learned those ticks as normal, so their order must not look new to the context
     /// detector either (without this, everything right after the first fit, or after a
@@ -548,7 +621,8 @@ impl Model {
             self.fit_pending = false;
             return Err(data);
         }
-        if data.len() < self.ring.len() {
+        let long_values = self.long_len * self.width;
+        if data.len() < self.ring.len() + long_values {
             return Err(data);
         }
         let Some((mut centres, mut counts)) = self.spare.take() else {
@@ -563,6 +637,9 @@ impl Model {
         data[..first * n_dims].copy_from_slice(&self.ring[a..b]);
         let rest = self.ring_len - first;
         data[first * n_dims..self.ring_len * n_dims].copy_from_slice(&self.ring[..rest * n_dims]);
+        // The long horizon's vectors follow the ticks; their order does not matter to a fit.
+        let at = self.ring_len * n_dims;
+        data[at..at + long_values].copy_from_slice(&self.long[..long_values]);
         let members = self.norms.len();
         let newest = (self.next_member + members - 1) % members;
         let prior = self.params.decay > 0.0 && self.norms[newest].is_some();
@@ -574,6 +651,7 @@ impl Model {
         Ok(TrainJob {
             data,
             ticks: self.ring_len,
+            long_rows: self.long_len,
             n_dims,
             n_lags: self.params.n_lags,
             kmeans: self.params.kmeans(),
@@ -606,8 +684,9 @@ impl Model {
     /// uses the trainer thread instead.
     pub fn fit_now(&mut self, ws: &mut FitWorkspace) {
         let mut staging = std::mem::take(&mut ws.staging);
-        if staging.len() < self.ring.len() {
-            staging = vec![0.0; self.ring.len()].into_boxed_slice();
+        let need = self.ring.len() + self.long.len();
+        if staging.len() < need {
+            staging = vec![0.0; need].into_boxed_slice();
         }
         ws.staging = match self.take_training_set(staging) {
             Ok(mut job) => {
@@ -634,7 +713,7 @@ impl Model {
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
         let r = self.buffer_report();
-        let f32s = r.ring_capacity;
+        let f32s = r.ring_capacity + self.long.len();
         let f64s = r.spare_centres + r.centres + r.current;
         let pre: usize = self.dims.iter().map(DimPreprocessor::heap_bytes).sum();
         size_of::<Self>()
@@ -649,7 +728,7 @@ impl Model {
 
     /// Workspace large enough to fit this model (the previous fit's rows included).
     pub fn workspace(&self) -> FitWorkspace {
-        let rows = self.params.train_data_size.max(1);
+        let rows = self.params.max_rows();
         // Rounding each centre's repeats can add up to one row per centre.
         let prior = if self.params.decay > 0.0 {
             (self.params.decay.min(1.0) * rows as f64).ceil() as usize + self.params.n_clusters
@@ -657,9 +736,21 @@ impl Model {
             0
         };
         let mut ws = FitWorkspace::new(rows + prior, self.width, self.params.n_clusters);
-        ws.staging = vec![0.0; self.ring.len()].into_boxed_slice();
+        ws.staging = vec![0.0; self.ring.len() + self.long.len()].into_boxed_slice();
         ws
     }
+}
+
+/// The step at which stride `k`'s long-horizon sample is due: a tick of the stride chosen
+/// by a hash of the seed and `k`, so that samples do not fall on the same second of every
+/// hour (an hourly job would be always or never in them) and a run is reproducible.
+fn sample_at(seed: u64, k: u64, stride: usize) -> u64 {
+    let stride = stride.max(1) as u64;
+    let mut x = seed ^ k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    k * stride + x % stride
 }
 
 /// A value that is NaN or infinite, or a row with the wrong number of values.
@@ -689,6 +780,64 @@ mod tests {
             10.0 + (t * 0.3).sin() * 2.0 + (t * 1.7).cos() * 0.3,
             5.0 + (t * 0.11).cos(),
         ]
+    }
+
+    /// The ring alone knows the last `window` ticks; the long horizon remembers what came
+    /// before them. After 300 ticks at another level, the old level is new to a model
+    /// without it and familiar to one with it; and samples are only taken from ticks
+    /// the decider judged normal.
+    #[test]
+    fn the_long_horizon_remembers_what_the_window_forgot() {
+        let score_on_return = |long_samples: usize| {
+            let p = ModelParams {
+                diffs: false,
+                n_clusters: 2,
+                train_data_size: 100,
+                train_every_n: 50,
+                min_train_points: 100,
+                distance: Distance::Nearest,
+                scale: Scale::Quantile(0.99),
+                long_samples,
+                long_stride: 10,
+                ..notebook()
+            };
+            let mut m = Model::new(p, 1);
+            let mut ws = m.workspace();
+            let noise = |i: u64| ((i * 7919) % 13) as f64 * 0.1;
+            let level = |i: u64| {
+                if (1000..1300).contains(&i) {
+                    50.0
+                } else {
+                    10.0
+                }
+            };
+            let mut last = None;
+            for i in 0..1310u64 {
+                if m.ingest(&[level(i) + noise(i)]).unwrap() {
+                    m.fit_now(&mut ws);
+                }
+                m.offer_sample(true);
+                last = m.score();
+            }
+            (last.unwrap(), m.long_len())
+        };
+        let (without, _) = score_on_return(0);
+        let (with, kept) = score_on_return(64);
+        assert_eq!(kept, 64, "the long horizon is full");
+        assert!(without >= 4.0, "new to the window alone: {without}");
+        assert!(with < 1.0, "familiar from the long horizon: {with}");
+
+        let p = ModelParams {
+            long_samples: 8,
+            long_stride: 2,
+            ..notebook()
+        };
+        let mut m = Model::new(p, 1);
+        for i in 0..100 {
+            m.ingest(&[i as f64]).unwrap();
+            m.offer_sample(false);
+        }
+        assert_eq!(m.long_len(), 0, "anomalous ticks are not remembered");
     }
 
     #[test]

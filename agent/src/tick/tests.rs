@@ -55,9 +55,11 @@ fn replay_and_the_live_tick_loop_raise_identical_alarms_on_a_dev_series() {
     let mut config = crate::decide::DetectorConfig::default();
     config.alarm.suppress = 0;
     config.alarm.threshold = 1.0;
-    config.train.window = 400;
-    config.train.every = 100;
-    let detector: Detector = config.resolve().unwrap();
+    config.train.window = crate::scorer::config::Span::Ticks(400);
+    config.train.every = crate::scorer::config::Span::Ticks(100);
+    let detector: Detector = config
+        .resolve_at(std::time::Duration::from_secs(1))
+        .unwrap();
 
     let mut replayed = Vec::new();
     let mut rows = Vec::new();
