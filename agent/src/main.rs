@@ -115,6 +115,10 @@ enum Command {
         /// Where the JSON lines go; - for stdout.
         #[arg(long, short, default_value = "-")]
         output: PathBuf,
+        /// Instead of simulated hosts: play back a CSV written by `record` through the
+        /// config's [models] (a real host's), writing its alarm changes.
+        #[arg(long, value_name = "CSV")]
+        recording: Option<PathBuf>,
     },
     /// Evaluate a rules document against events offline, windowed by their eventTime; print
     /// each output event as one JSON line. Exit 2 on a bad rules file.
@@ -291,6 +295,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             seed,
             start_ms,
             output,
+            recording,
         } => {
             if let Some(seed) = seed {
                 set.push(format!("simulate.seed={seed}"));
@@ -301,7 +306,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 duration_ms: i64::try_from(duration.0.as_millis()).unwrap_or(i64::MAX),
                 start_ms,
             };
-            simulate_fleet(&settings, &plan, &output)
+            match recording {
+                Some(input) => write_lines(&output, |out| {
+                    lookout_agent::record::playback(&settings, &input, out).map(|_| ())
+                }),
+                None => simulate_fleet(&settings, &plan, &output),
+            }
         }
     }
 }
@@ -321,8 +331,16 @@ fn simulate_fleet(
     plan: &lookout_agent::sim_fleet::Plan,
     output: &Path,
 ) -> anyhow::Result<()> {
-    let write =
-        |out: &mut dyn std::io::Write| lookout_agent::sim_fleet::simulate(settings, plan, out);
+    write_lines(output, |out| {
+        lookout_agent::sim_fleet::simulate(settings, plan, out).map(|_| ())
+    })
+}
+
+/// Runs `write` on `output` (`-` for stdout), buffered.
+fn write_lines(
+    output: &Path,
+    write: impl Fn(&mut dyn std::io::Write) -> Result<(), Error>,
+) -> anyhow::Result<()> {
     if output == Path::new("-") {
         write(&mut std::io::stdout().lock())?;
     } else {
@@ -330,7 +348,12 @@ fn simulate_fleet(
             path: output.to_path_buf(),
             source,
         })?;
-        write(&mut std::io::BufWriter::new(file))?;
+        let mut w = std::io::BufWriter::new(file);
+        write(&mut w)?;
+        std::io::Write::flush(&mut w).map_err(|source| Error::Io {
+            path: output.to_path_buf(),
+            source,
+        })?;
     }
     Ok(())
 }

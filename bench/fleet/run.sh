@@ -19,11 +19,14 @@ HOSTS="${HOSTS:-8}"
 NORMAL_DAYS="${NORMAL_DAYS:-7}"
 ANOMALY_DAYS="${ANOMALY_DAYS:-2}"
 PY="${PYTHON:-python3}"
-BIN="$ROOT/target/release/lookout-agent"
+BIN="${BIN:-}"   # a built binary to measure (default: build the release one)
 START=1767571200000   # 2026-01-05 00:00 UTC, a Monday
 DAY=86400000
 
-cargo build --release -q -p lookout-agent --manifest-path "$ROOT/Cargo.toml"
+if [ -z "$BIN" ]; then
+  cargo build --release -q -p lookout-agent --manifest-path "$ROOT/Cargo.toml"
+  BIN="$ROOT/target/release/lookout-agent"
+fi
 mkdir -p "$OUT"
 normal_until=$((START + NORMAL_DAYS * DAY))
 end=$((normal_until + ANOMALY_DAYS * DAY))
