@@ -92,6 +92,9 @@ pub struct SaturationConfig {
     /// ...within this window; else level 2 after more than `rises_level2` rises and level
     /// 3 after more than `rises_level3`.
     pub window: HumanDuration,
+    /// A rise is a step of this length whose mean is above the previous step's ("0s":
+    /// every tick is a step): at 1 s, noise near a limit would otherwise be many rises.
+    pub step: HumanDuration,
     pub rises_near_limit: u32,
     pub rises_level2: u32,
     pub rises_level3: u32,
@@ -103,6 +106,7 @@ impl Default for SaturationConfig {
             limit: None,
             pct: 70.0,
             window: HumanDuration::from_secs(300),
+            step: HumanDuration::from_secs(30),
             rises_near_limit: 2,
             rises_level2: 3,
             rises_level3: 5,
@@ -204,6 +208,7 @@ impl AlarmParams {
                     limit,
                     pct: saturation.pct / 100.0,
                     window_ms: saturation.window.0.as_millis() as i64,
+                    step_ms: saturation.step.0.as_millis() as i64,
                     rises_near_limit: saturation.rises_near_limit,
                     rises_level2: saturation.rises_level2,
                     rises_level3: saturation.rises_level3,

@@ -453,6 +453,7 @@ mod tests {
                 limit: 100.0,
                 pct: 0.7,
                 window_ms: 300_000,
+                step_ms: 0,
                 rises_near_limit: 2,
                 rises_level2: 3,
                 rises_level3: 5,

@@ -8,7 +8,10 @@
 //!   more than `rises_level2`;
 //! - otherwise no alarm: an unusual but steady value far from the limit is not saturation.
 //!
-//! A rise is a tick whose value is above the previous tick's. Only the last few rise times
+//! A rise is a step (`step`, 30 s) whose mean value is above the previous step's. The
+//! seed counts rises of per-minute data; counted per 1 s tick, noise near a limit would be
+//! dozens of rises a minute. The step still open counts as a rise while its mean so far
+//! is above the last one, so a climb is seen as it happens. Only the last few rise times
 //! are kept (enough to count past `rises_level3`), so the state is fixed in size.
 
 /// Rise times kept: more than any count the rules ask about.
@@ -20,6 +23,8 @@ pub struct SaturationParams {
     /// Share of the limit, 0–1 (the seed's 70 %: 0.7).
     pub pct: f64,
     pub window_ms: i64,
+    /// Length of a step; 0 makes every tick a step.
+    pub step_ms: i64,
     pub rises_near_limit: u32,
     pub rises_level2: u32,
     pub rises_level3: u32,
@@ -28,9 +33,16 @@ pub struct SaturationParams {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Saturation {
     params: SaturationParams,
+    /// The mean of the last closed step.
     prev: Option<f64>,
+    /// The open step (its index, `ts / step_ms`), and the sum and count of its values.
+    step: Option<i64>,
+    sum: f64,
+    n: u32,
     /// Times of the last [`KEPT`] rises; the oldest is overwritten.
     rises: heapless::HistoryBuf<i64, KEPT>,
+    /// When the open step was last seen rising (for counting it while it is open).
+    open_at: i64,
 }
 
 impl Saturation {
@@ -38,7 +50,11 @@ impl Saturation {
         Self {
             params,
             prev: None,
+            step: None,
+            sum: 0.0,
+            n: 0,
             rises: heapless::HistoryBuf::new(),
+            open_at: 0,
         }
     }
 
@@ -52,19 +68,37 @@ impl Saturation {
         if !value.is_finite() {
             return;
         }
-        if self.prev.is_some_and(|p| value > p) {
-            self.rises.write(ts);
+        let step = ts.div_euclid(self.params.step_ms.max(1));
+        if self.step != Some(step) {
+            if self.open_rising() {
+                self.rises.write(self.open_at);
+            }
+            if self.n > 0 {
+                self.prev = Some(self.sum / f64::from(self.n));
+            }
+            self.step = Some(step);
+            self.sum = 0.0;
+            self.n = 0;
         }
-        self.prev = Some(value);
+        self.sum += value;
+        self.n += 1;
+        self.open_at = ts;
+    }
+
+    /// Whether the open step's mean so far is above the last closed step's.
+    fn open_rising(&self) -> bool {
+        self.n > 0 && self.prev.is_some_and(|p| self.sum / f64::from(self.n) > p)
     }
 
     fn rises_within(&self, now: i64) -> u32 {
         let since = now - self.params.window_ms;
-        self.rises
+        let closed = self
+            .rises
             .oldest_ordered()
             .rev()
             .take_while(|&&t| t > since)
-            .count() as u32
+            .count() as u32;
+        closed + u32::from(self.open_rising() && self.open_at > since)
     }
 
     /// The level of an anomaly the model flagged above normal at `now` with `value`, or
@@ -92,6 +126,7 @@ mod tests {
             limit: 100.0,
             pct: 0.7,
             window_ms: 300_000,
+            step_ms: 0,
             rises_near_limit: 2,
             rises_level2: 3,
             rises_level3: 5,
@@ -156,5 +191,32 @@ mod tests {
         s.observe(1, f64::NAN);
         s.observe(2, 2.0);
         assert_eq!(s.rises_within(2), 1);
+    }
+
+    /// At 1 s, a value that wobbles near the limit rises on half the ticks; counted per
+    /// 30 s step it does not rise at all, and a real climb still does.
+    #[test]
+    fn noise_counts_per_step_not_per_tick() {
+        let mut s = Saturation::new(SaturationParams {
+            step_ms: 30_000,
+            ..sat().params
+        });
+        let mut t = 0;
+        for i in 0..300 {
+            t = i * 1000;
+            s.observe(t, 80.0 + (i % 2) as f64);
+        }
+        assert_eq!(s.rises_within(t), 0);
+        assert_eq!(
+            s.level(t, 81.0),
+            None,
+            "noise near the limit is not saturation"
+        );
+        for i in 300..400 {
+            t = i * 1000;
+            s.observe(t, 81.0 + (i - 300) as f64 * 0.1 + (i % 2) as f64);
+        }
+        assert!(s.rises_within(t) >= 2, "{}", s.rises_within(t));
+        assert_eq!(s.level(t, 91.0), Some(3), "a climb near the limit is");
     }
 }
