@@ -142,6 +142,10 @@ pub struct TrainConfig {
     pub long_samples: usize,
     /// k-means restarts and iterations per fit, and the seed of its choices.
     pub n_init: usize,
+    /// Refits start from the newest fit's centres, which converge in a few rounds, instead
+    /// of `n_init` fresh starts; `refit_restarts` fresh starts are tried besides.
+    pub warm_start: bool,
+    pub refit_restarts: usize,
     pub max_iter: usize,
     pub seed: u64,
     /// Weight of the previous training set in each refit (seed `003`'s iterative
@@ -159,6 +163,8 @@ impl Default for TrainConfig {
             long: Span::Time(HumanDuration::from_secs(24 * 3600)),
             long_samples: 128,
             n_init: 10,
+            warm_start: true,
+            refit_restarts: 0,
             max_iter: 300,
             seed: 0,
             decay: 0.0,
@@ -253,6 +259,8 @@ impl ModelParams {
             decay: train.decay,
             long_samples,
             long_stride: (long / long_samples.max(1)).max(1),
+            warm_start: train.warm_start,
+            refit_restarts: train.refit_restarts,
         })
     }
 }
@@ -279,7 +287,7 @@ fn check(
         ensemble,
     } = r;
     let context_bits = (c.levels + 2).checked_pow(c.length as u32);
-    let checks: [(&str, bool, &str); 15] = [
+    let checks: [(&str, bool, &str); 16] = [
         ("context.levels", c.levels <= 62, "must be 0 (off) to 62"),
         (
             "context.length",
@@ -337,6 +345,11 @@ fn check(
             "train.n_init",
             (1..=100).contains(&train.n_init) && train.max_iter >= 1,
             "must be 1 to 100 (and max_iter at least 1)",
+        ),
+        (
+            "train.refit_restarts",
+            train.refit_restarts <= 100,
+            "must be 0 to 100",
         ),
         (
             "train.decay",

@@ -138,6 +138,35 @@ pub fn fit(
     widths!(1 2 3 4 5 6 7 8 9 10 11 12 14 16 18 20 24)
 }
 
+/// [`fit`] for a refit, warm-started: `out` holds the previous fit's centres on entry and
+/// they are the first start, followed by `restarts` k-means++ starts drawn from the seed as
+/// [`fit`] draws them; the lowest inertia wins. A window that moved by a quarter has its
+/// optimum next to the previous one, so the warm start converges in a few rounds where a
+/// fresh start needs seeding and tens of rounds. A previous centre that no row is nearest
+/// to any more (the series moved away from it) is moved to the row farthest from its own
+/// centre before the rounds start, so a level shift does not leave the fit with fewer
+/// clusters than `k`. With no restarts the inertia is not computed (nothing to compare):
+/// returns `false` only when there is nothing to fit, as [`fit`]'s `None`.
+pub fn refit(
+    params: &KMeansParams,
+    data: &[f64],
+    rows: usize,
+    d: usize,
+    ws: &mut Workspace,
+    out: &mut [f64],
+    restarts: usize,
+) -> bool {
+    macro_rules! widths {
+        ($($w:literal)*) => {
+            match d {
+                $($w => fit_from::<$w>(params, data, rows, d, ws, out, Some(restarts)),)*
+                _ => fit_from::<0>(params, data, rows, d, ws, out, Some(restarts)),
+            }
+        };
+    }
+    widths!(1 2 3 4 5 6 7 8 9 10 11 12 14 16 18 20 24).is_some()
+}
+
 fn fit_d<const D: usize>(
     params: &KMeansParams,
     data: &[f64],
@@ -145,6 +174,21 @@ fn fit_d<const D: usize>(
     d: usize,
     ws: &mut Workspace,
     out: &mut [f64],
+) -> Option<f64> {
+    fit_from::<D>(params, data, rows, d, ws, out, None)
+}
+
+/// The fit behind [`fit`] (`warm` = `None`: `n_init` k-means++ starts) and [`refit`]
+/// (`Some(restarts)`: `out`'s centres, then `restarts` k-means++ starts). Returns the
+/// inertia, NaN when a single warm start had nothing to compare it with.
+fn fit_from<const D: usize>(
+    params: &KMeansParams,
+    data: &[f64],
+    rows: usize,
+    d: usize,
+    ws: &mut Workspace,
+    out: &mut [f64],
+    warm: Option<usize>,
 ) -> Option<f64> {
     let d = if D == 0 { d } else { D };
     let k = params.k;
@@ -156,7 +200,8 @@ fn fit_d<const D: usize>(
     }
     let data = &data[..rows * d];
     let tol = params.tol * mean_variance(data, rows, d);
-    if k == 2 {
+    let starts = warm.map_or(params.n_init.max(1), |r| r + 1);
+    if k == 2 && warm.is_none() {
         ws.total[..d].fill(0.0);
         for x in data.chunks_exact(d) {
             for (t, v) in ws.total[..d].iter_mut().zip(x) {
@@ -166,19 +211,45 @@ fn fit_d<const D: usize>(
     }
     let mut rng = Rng::from_seed(params.seed);
     let mut best = f64::INFINITY;
-    for _ in 0..params.n_init.max(1) {
-        seed_plus_plus::<D>(data, rows, d, k, &mut rng, ws);
-        let inertia = if k == 2 {
-            lloyd_two::<D>(data, rows, d, params.max_iter, tol, ws)
-        } else {
-            hamerly::<D>(data, rows, d, k, params.max_iter, tol, ws)
+    for start in 0..starts {
+        let lloyd = Lloyd {
+            max_iter: params.max_iter,
+            tol,
+            // `fit` has always returned the inertia; a refit computes it to compare starts.
+            inertia: warm.is_none() || starts > 1,
         };
+        let inertia = if warm.is_some() && start == 0 {
+            ws.centres[..k * d].copy_from_slice(&out[..k * d]);
+            // Hamerly's start measures every row anyway: moving empty centres costs
+            // nothing more when none is empty.
+            hamerly::<D>(data, rows, d, k, lloyd, true, ws)
+        } else {
+            seed_plus_plus::<D>(data, rows, d, k, &mut rng, ws);
+            if k == 2 && warm.is_none() {
+                lloyd_two::<D>(data, rows, d, lloyd, ws)
+            } else {
+                hamerly::<D>(data, rows, d, k, lloyd, false, ws)
+            }
+        };
+        if starts == 1 {
+            out[..k * d].copy_from_slice(&ws.centres[..k * d]);
+            return Some(inertia);
+        }
         if inertia < best {
             best = inertia;
             out[..k * d].copy_from_slice(&ws.centres[..k * d]);
         }
     }
     Some(best)
+}
+
+/// How Lloyd's iterations stop, and whether the caller needs the inertia (one more pass
+/// over the rows) to compare starts.
+#[derive(Clone, Copy)]
+struct Lloyd {
+    max_iter: usize,
+    tol: f64,
+    inertia: bool,
 }
 
 fn mean_variance(data: &[f64], rows: usize, d: usize) -> f64 {
@@ -296,14 +367,21 @@ fn hamerly<const D: usize>(
     rows: usize,
     d: usize,
     k: usize,
-    max_iter: usize,
-    tol: f64,
+    lloyd: Lloyd,
+    move_empty: bool,
     ws: &mut Workspace,
 ) -> f64 {
     let d = if D == 0 { d } else { D };
     assign_all(data, rows, d, k, ws);
-    for _ in 0..max_iter {
-        if move_centres(d, k, ws) <= tol {
+    // Each round fills at least the centres it moves; k rounds bound it.
+    for _ in 0..if move_empty { k } else { 0 } {
+        if !move_empty_centres(data, d, k, rows, ws) {
+            break;
+        }
+        assign_all(data, rows, d, k, ws);
+    }
+    for _ in 0..lloyd.max_iter {
+        if move_centres(d, k, ws) <= lloyd.tol {
             break;
         }
         let shifts = largest_two_shifts(&ws.shift[..k]);
@@ -312,6 +390,9 @@ fn hamerly<const D: usize>(
             break;
         }
     }
+    if !lloyd.inertia {
+        return f64::NAN;
+    }
     let row = |i: usize| &data[i * d..(i + 1) * d];
     let mut inertia = 0.0;
     for i in 0..rows {
@@ -319,6 +400,37 @@ fn hamerly<const D: usize>(
         inertia += d1 * d1;
     }
     inertia
+}
+
+/// After [`assign_all`] from a warm start: each centre no row is nearest to goes to the
+/// row farthest from every centre, one after the other (each move brings rows nearer), as
+/// k-means++ would place it. Returns whether any moved (the assignment must then be made
+/// again: a moved centre may take every row of another).
+#[inline(always)]
+fn move_empty_centres(data: &[f64], d: usize, k: usize, rows: usize, ws: &mut Workspace) -> bool {
+    let row = |i: usize| &data[i * d..(i + 1) * d];
+    let mut moved = false;
+    for j in 0..k {
+        if ws.counts[j] > 0 {
+            continue;
+        }
+        let (mut far, mut far_d) = (0, 0.0);
+        for (i, &u) in ws.upper[..rows].iter().enumerate() {
+            if u > far_d {
+                (far, far_d) = (i, u);
+            }
+        }
+        if far_d <= 0.0 {
+            break; // every row sits on a centre
+        }
+        ws.centres[j * d..(j + 1) * d].copy_from_slice(row(far));
+        for i in 0..rows {
+            let v = dist2(row(i), row(far)).sqrt();
+            ws.upper[i] = ws.upper[i].min(v);
+        }
+        moved = true;
+    }
+    moved
 }
 
 /// Hamerly's start: every row measured against every centre, its bounds exact, and the
@@ -453,15 +565,15 @@ fn lloyd_two<const D: usize>(
     data: &[f64],
     rows: usize,
     d: usize,
-    max_iter: usize,
-    tol: f64,
+    lloyd: Lloyd,
     ws: &mut Workspace,
 ) -> f64 {
     let d = if D == 0 { d } else { D };
     let mut sum1 = [0.0f64; 64];
     if d > sum1.len() || rows == 0 {
-        return hamerly::<D>(data, rows, d, 2, max_iter, tol, ws);
+        return hamerly::<D>(data, rows, d, 2, lloyd, false, ws);
     }
+    let Lloyd { max_iter, tol, .. } = lloyd;
     let sum1 = &mut sum1[..d];
     let mut n1 = 0usize;
     // Movement of the boundary summed over all rounds so far; a row is re-measured when
@@ -698,6 +810,87 @@ mod tests {
         // Two centres moved as far: whichever a row belongs to, another moved that far too.
         assert_eq!(largest_two_shifts(&[3.0, 3.0, 1.0]), (0, 3.0, 3.0));
         assert_eq!(largest_two_shifts(&[0.0, 0.0]), (0, 0.0, 0.0));
+    }
+
+    fn inertia_of(data: &[f64], centres: &[f64], k: usize) -> f64 {
+        data.chunks_exact(2)
+            .map(|x| nearest_two(x, centres, k, 2).1.powi(2))
+            .sum()
+    }
+
+    /// A refit's warm start on a window that moved: the same clustering as ten fresh
+    /// starts (same centres, same inertia), from the previous window's centres.
+    #[test]
+    fn a_warm_refit_converges_to_the_clustering_of_fresh_starts() {
+        let truth = [[0.0, 0.0], [10.0, 10.0], [20.0, -5.0], [5.0, 15.0]];
+        let before = blobs(&truth, 150, 3.0, 11);
+        let moved: Vec<[f64; 2]> = truth.iter().map(|c| [c[0] + 0.7, c[1] - 0.4]).collect();
+        let after = blobs(&moved, 150, 3.0, 12);
+        let (rows, k) = (600, 4);
+        let mut ws = Workspace::new(rows, 2, k);
+        let p = KMeansParams {
+            k,
+            ..Default::default()
+        };
+        let mut fresh = vec![0.0; 2 * k];
+        let best = fit(&p, &after, rows, 2, &mut ws, &mut fresh).unwrap();
+        let mut warm = vec![0.0; 2 * k];
+        fit(&p, &before, rows, 2, &mut ws, &mut warm).unwrap();
+        assert!(refit(&p, &after, rows, 2, &mut ws, &mut warm, 0));
+        let inertia = inertia_of(&after, &warm, k);
+        assert!((inertia - best).abs() <= 1e-9 * best, "{inertia} vs {best}");
+        for (a, b) in sorted_centres(&warm).iter().zip(sorted_centres(&fresh)) {
+            assert!((a[0] - b[0]).abs() < 1e-9 && (a[1] - b[1]).abs() < 1e-9);
+        }
+    }
+
+    /// After a level shift every previous centre is far from the new data, and all rows
+    /// are nearest to one of them: the others are moved onto the data, so the refit still
+    /// has k clusters (no empty one) and finds the separated blobs.
+    #[test]
+    fn a_warm_refit_after_a_level_shift_uses_every_centre() {
+        let truth = [[100.0, 100.0], [110.0, 100.0], [120.0, 100.0]];
+        let data = blobs(&truth, 100, 1.0, 4);
+        let (rows, k) = (300, 3);
+        let mut ws = Workspace::new(rows, 2, k);
+        let p = KMeansParams {
+            k,
+            ..Default::default()
+        };
+        let mut centres = vec![0.0, 0.0, 0.0, 1.0, 1.0, 0.0];
+        assert!(refit(&p, &data, rows, 2, &mut ws, &mut centres, 0));
+        for (got, want) in sorted_centres(&centres).iter().zip(truth) {
+            assert!(
+                (got[0] - want[0]).abs() < 0.2 && (got[1] - want[1]).abs() < 0.2,
+                "{got:?} vs {want:?}"
+            );
+        }
+        let mut counts = [0usize; 3];
+        for x in data.chunks_exact(2) {
+            counts[nearest_two(x, &centres, k, 2).0] += 1;
+        }
+        assert_eq!(counts, [100, 100, 100]);
+    }
+
+    /// Restarts besides the warm start keep the lowest inertia: never worse than the warm
+    /// start alone, from a start that is a poor local optimum.
+    #[test]
+    fn refit_restarts_never_keep_a_worse_fit_than_the_warm_start() {
+        let data = blobs(&[[0.0, 0.0], [6.0, 0.0], [3.0, 5.0]], 120, 2.0, 8);
+        let (rows, k) = (360, 3);
+        let mut ws = Workspace::new(rows, 2, k);
+        let p = KMeansParams {
+            k,
+            ..Default::default()
+        };
+        // Two centres in one blob, one between the others: a poor local optimum.
+        let poor = vec![-0.5, 0.0, 0.5, 0.0, 4.5, 2.5];
+        let mut alone = poor.clone();
+        assert!(refit(&p, &data, rows, 2, &mut ws, &mut alone, 0));
+        let mut with = poor;
+        assert!(refit(&p, &data, rows, 2, &mut ws, &mut with, 5));
+        let (a, w) = (inertia_of(&data, &alone, k), inertia_of(&data, &with, k));
+        assert!(w <= a * (1.0 + 1e-12), "{w} vs {a}");
     }
 
     #[test]

@@ -72,6 +72,13 @@ pub struct ModelParams {
     /// one sampled in each stride of `long_stride` ticks.
     pub long_samples: usize,
     pub long_stride: usize,
+    /// Refits start from the newest fit's centres (and try `refit_restarts` k-means++
+    /// starts besides); `false`: every fit makes `n_init` fresh starts. Not in a snapshot
+    /// (a restored model takes today's config's), so snapshots keep their format.
+    #[serde(skip)]
+    pub warm_start: bool,
+    #[serde(skip)]
+    pub refit_restarts: usize,
 }
 
 impl ModelParams {
@@ -96,6 +103,8 @@ impl ModelParams {
             decay: 0.0,
             long_samples: 0,
             long_stride: 1,
+            warm_start: false,
+            refit_restarts: 0,
         }
     }
 
@@ -175,9 +184,13 @@ pub struct TrainJob {
     pub centres: Box<[f64]>,
     /// In: how many training vectors each previous centre had. Out: the new counts.
     pub counts: Box<[u32]>,
-    /// Whether `centres` and `counts` carry a previous fit to weigh in with `decay`.
+    /// Whether `centres` and `counts` carry a previous fit: the warm start of a refit, and
+    /// the previous training set's summary when `decay` > 0.
     pub prior: bool,
     pub decay: f64,
+    /// `Some(restarts)`: a refit starts from the previous centres (when `prior`), then
+    /// tries `restarts` k-means++ starts; `None`: every fit starts afresh (`n_init`).
+    pub warm: Option<usize>,
     /// How distances become scores; `None` when the fit failed.
     norm: Option<Norm>,
 }
@@ -240,34 +253,39 @@ impl TrainJob {
                 }
             }
         }
-        if kmeans::fit(
-            &self.kmeans,
-            vectors,
-            total,
-            w,
-            &mut ws.kmeans,
-            &mut self.centres,
-        )
-        .is_none()
-        {
+        let fitted = match self.warm {
+            Some(restarts) if self.prior => kmeans::refit(
+                &self.kmeans,
+                vectors,
+                total,
+                w,
+                &mut ws.kmeans,
+                &mut self.centres,
+                restarts,
+            ),
+            _ => kmeans::fit(
+                &self.kmeans,
+                vectors,
+                total,
+                w,
+                &mut ws.kmeans,
+                &mut self.centres,
+            )
+            .is_some(),
+        };
+        if !fitted {
             return;
         }
         let vectors = &ws.vectors[..rows * w];
-        self.counts.fill(0);
-        for v in vectors.chunks_exact(w) {
-            let nearest = self
-                .centres
-                .chunks_exact(w)
-                .enumerate()
-                .map(|(j, c)| (j, kmeans::dist2(v, c)))
-                .min_by(|a, b| a.1.total_cmp(&b.1))
-                .map_or(0, |(j, _)| j);
-            self.counts[nearest] += 1;
-        }
         let dists = &mut ws.distances[..rows];
-        for (d, v) in dists.iter_mut().zip(vectors.chunks_exact(w)) {
-            *d = distance(self.distance, v, &self.centres, k);
-        }
+        nearest_counts_and_distances(
+            self.distance,
+            vectors,
+            &self.centres,
+            k,
+            &mut self.counts,
+            dists,
+        );
         let (lo, hi) = match self.scale {
             Scale::MinMax => dists
                 .iter()
@@ -286,6 +304,39 @@ impl TrainJob {
             hi,
             inv_span: (span > f64::EPSILON * hi.abs().max(1.0)).then(|| 1.0 / span),
         });
+    }
+}
+
+/// One pass over the training vectors: how many have each centre as their nearest (the
+/// first of equals), into `counts`, and each one's distance as scores measure it, into
+/// `dists`.
+fn nearest_counts_and_distances(
+    kind: Distance,
+    vectors: &[f64],
+    centres: &[f64],
+    k: usize,
+    counts: &mut [u32],
+    dists: &mut [f64],
+) {
+    let w = centres.len() / k.max(1);
+    counts.fill(0);
+    for (d, v) in dists.iter_mut().zip(vectors.chunks_exact(w)) {
+        let (mut nearest, mut best) = (0, f64::INFINITY);
+        let mut sum = 0.0;
+        for (j, c) in centres.chunks_exact(w).enumerate() {
+            let d2 = kmeans::dist2(v, c);
+            if kind == Distance::Mean {
+                sum += d2.sqrt();
+            }
+            if d2 < best {
+                (nearest, best) = (j, d2);
+            }
+        }
+        counts[nearest] += 1;
+        *d = match kind {
+            Distance::Nearest => best.sqrt(),
+            Distance::Mean => sum / k as f64,
+        };
     }
 }
 
@@ -642,7 +693,7 @@ impl Model {
         data[at..at + long_values].copy_from_slice(&self.long[..long_values]);
         let members = self.norms.len();
         let newest = (self.next_member + members - 1) % members;
-        let prior = self.params.decay > 0.0 && self.norms[newest].is_some();
+        let prior = self.norms[newest].is_some();
         if prior {
             let kw = centres.len();
             centres.copy_from_slice(&self.centres[newest * kw..(newest + 1) * kw]);
@@ -661,6 +712,7 @@ impl Model {
             counts,
             prior,
             decay: self.params.decay,
+            warm: self.params.warm_start.then_some(self.params.refit_restarts),
             norm: None,
         })
     }
@@ -921,8 +973,9 @@ mod tests {
 
     /// Fits on a cluster at 0 and then on one at 10: without decay the new fit forgets
     /// 0; with decay 1 the old training set weighs as much as the new one.
-    fn centre_after_a_move(decay: f64) -> f64 {
+    fn centre_after_a_move(decay: f64, warm_start: bool) -> f64 {
         let p = ModelParams {
+            warm_start,
             diffs: false,
             n_smoothing: 1,
             n_lags: 0,
@@ -949,9 +1002,13 @@ mod tests {
 
     #[test]
     fn decay_weighs_the_previous_training_set_into_the_next_fit() {
-        assert_eq!(centre_after_a_move(0.0), 10.0);
-        assert!((centre_after_a_move(1.0) - 5.0).abs() < 1e-9);
-        assert!((centre_after_a_move(0.25) - 8.0).abs() < 1e-9);
+        // A warm start only says where the rounds begin: the previous training set weighs
+        // in through `decay` alone, and the same with or without it.
+        for warm in [false, true] {
+            assert_eq!(centre_after_a_move(0.0, warm), 10.0);
+            assert!((centre_after_a_move(1.0, warm) - 5.0).abs() < 1e-9);
+            assert!((centre_after_a_move(0.25, warm) - 8.0).abs() < 1e-9);
+        }
     }
 
     #[test]
