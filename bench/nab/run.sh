@@ -6,6 +6,7 @@
 #   bench/nab/run.sh                          # the shipped default
 #   bench/nab/run.sh --set detector.train.ensemble=1   # an ablation: any replay flags pass through
 #   OUT=/tmp/nab-lookout bench/nab/run.sh      # where outputs and result.json go
+#   BIN=/path/to/lookout-agent bench/nab/run.sh  # score a given binary (no build)
 #
 # Needs ../shared (beside the repo root) for the data and evaluate.py; Python 3 only.
 set -euo pipefail
@@ -13,9 +14,10 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 SHARED="${SHARED:-$ROOT/../shared}"
 OUT="${OUT:-${TMPDIR:-/tmp}/lookout-nab}"
 PY="${PYTHON:-python3}"
-BIN="$ROOT/target/release/lookout-agent"
-
-cargo build --release -q -p lookout-agent --manifest-path "$ROOT/Cargo.toml"
+if [ -z "${BIN:-}" ]; then
+  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/lookout-agent"
+  cargo build --release -q -p lookout-agent --manifest-path "$ROOT/Cargo.toml"
+fi
 rm -rf "$OUT" && mkdir -p "$OUT"
 start=$(date +%s.%N)
 rows=0
