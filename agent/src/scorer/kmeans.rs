@@ -675,14 +675,35 @@ pub fn mean_distance(x: &[f64], centres: &[f64], k: usize) -> f64 {
 }
 
 /// Euclidean distance from `x` to the nearest of the `k` centres.
+///
+/// The hottest loop of a scored tick (an ensemble of 12 fits of 6 centres is 72
+/// distances): monomorphised for the usual widths so that each distance is a few
+/// unrolled instructions instead of a loop over a length known only at run time. The sums
+/// are [`dist2`]'s, in the same order, so every width gives the same bits.
 #[inline(always)]
 pub fn nearest_distance(x: &[f64], centres: &[f64], k: usize) -> f64 {
-    let d = x.len();
-    let mut best = f64::INFINITY;
-    for c in centres[..k * d].chunks_exact(d) {
-        best = best.min(dist2(x, c));
+    macro_rules! widths {
+        ($($w:literal)*) => {
+            match x.len() {
+                $($w => nearest_d2::<$w>(x, &centres[..k * $w]),)*
+                d => nearest_d2::<0>(x, &centres[..k * d]),
+            }
+        };
     }
-    best.sqrt()
+    widths!(1 2 3 4 5 6 7 8 10 12 16).sqrt()
+}
+
+/// Squared distance from `x` to the nearest centre of `centres`, rows of `x.len()` values
+/// (`W` when it is not 0).
+#[inline(always)]
+fn nearest_d2<const W: usize>(x: &[f64], centres: &[f64]) -> f64 {
+    let w = if W == 0 { x.len() } else { W };
+    let x = &x[..w];
+    let mut best = f64::INFINITY;
+    for c in centres.chunks_exact(w) {
+        best = best.min(dist2(x, &c[..w]));
+    }
+    best
 }
 
 #[cfg(test)]
@@ -891,6 +912,28 @@ mod tests {
         assert!(refit(&p, &data, rows, 2, &mut ws, &mut with, 5));
         let (a, w) = (inertia_of(&data, &alone, k), inertia_of(&data, &with, k));
         assert!(w <= a * (1.0 + 1e-12), "{w} vs {a}");
+    }
+
+    /// The widths compiled apart give the bits of the general loop.
+    #[test]
+    fn nearest_distance_is_the_same_at_every_width() {
+        let mut rng = Rng::from_seed(3);
+        for w in 1..=20 {
+            for _ in 0..200 {
+                let x: Vec<f64> = (0..w).map(|_| rng.normal() * 10.0).collect();
+                let c: Vec<f64> = (0..6 * w).map(|_| rng.normal() * 10.0).collect();
+                let general = c
+                    .chunks_exact(w)
+                    .map(|c| dist2(&x, c))
+                    .fold(f64::INFINITY, f64::min)
+                    .sqrt();
+                assert_eq!(
+                    nearest_distance(&x, &c, 6).to_bits(),
+                    general.to_bits(),
+                    "w={w}"
+                );
+            }
+        }
     }
 
     #[test]
