@@ -33,6 +33,10 @@ pub struct AlarmConfig {
     pub for_ticks: u32,
     /// Consecutive normal ticks before it resolves (and before a lower level is announced).
     pub resolve_after: u32,
+    /// ...and for at least this long. At 1 s, `resolve_after` ticks are seconds: a long
+    /// incident whose score dips for a moment (a refit, a pause in a backup) would resolve
+    /// and fire again, one page per dip. Normal for this long first, it stays one alarm.
+    pub resolve_for: HumanDuration,
     /// Ticks after an alarm fires before the same model may fire again.
     pub suppress: u32,
     /// Ticks a model scores after its first fit before it may alarm at all: what it
@@ -64,6 +68,7 @@ impl Default for AlarmConfig {
             threshold: 1.75,
             for_ticks: 1,
             resolve_after: 5,
+            resolve_for: HumanDuration::from_secs(0),
             suppress: 288,
             settle: 360,
             settle_for: HumanDuration::from_secs(3600),
@@ -121,8 +126,9 @@ pub struct AlarmParams {
     pub threshold: f64,
     /// Consecutive anomalous ticks before firing.
     pub for_ticks: u32,
-    /// Consecutive normal ticks before resolving.
+    /// Consecutive normal ticks before resolving, and the time they must span.
     pub resolve_after: u32,
+    pub resolve_for_ms: i64,
     /// Ticks after an alarm fires during which the same model does not fire again.
     pub suppress: u32,
     /// Ticks scored after the first fit before any may be anomalous, and the time.
@@ -149,6 +155,7 @@ impl AlarmParams {
             threshold,
             for_ticks: 1,
             resolve_after: 1,
+            resolve_for_ms: 0,
             suppress: 0,
             settle: 0,
             settle_for_ms: 0,
@@ -225,6 +232,7 @@ impl AlarmParams {
             threshold: a.threshold,
             for_ticks: a.for_ticks,
             resolve_after: a.resolve_after,
+            resolve_for_ms: a.resolve_for.0.as_millis() as i64,
             suppress: a.suppress,
             settle: a.settle,
             settle_for_ms: a.settle_for.0.as_millis() as i64,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alarm::{AlarmConfig, AlarmParams, SaturationConfig};
 use crate::scorer::model::Distance;
-use crate::scorer::{ContextConfig, ModelParams, ScaleKind, ScorerConfig, TrainConfig};
+use crate::scorer::{ContextConfig, ModelParams, ScaleKind, Scaling, ScorerConfig, TrainConfig};
 
 /// The `[detector]` table, or a model's table over it.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -30,6 +30,9 @@ pub struct DetectorConfig {
     /// `"minmax"`: the notebook's min–max scaling.
     pub scale: ScaleKind,
     pub scale_quantile: f64,
+    /// `"robust"`: each dimension scaled by its training median and MAD; `"none"`: raw
+    /// distances (the notebook).
+    pub scaling: Scaling,
     pub anomaly_score_cap: f64,
     /// Seed `000`'s `data_meta` limits: values outside them are invalid, counted and not
     /// scored.
@@ -59,6 +62,7 @@ impl Default for DetectorConfig {
             distance: s.distance,
             scale: s.scale,
             scale_quantile: s.scale_quantile,
+            scaling: s.scaling,
             anomaly_score_cap: s.anomaly_score_cap,
             down_limit: None,
             upper_limit: None,
@@ -83,6 +87,7 @@ impl DetectorConfig {
             distance: self.distance,
             scale: self.scale,
             scale_quantile: self.scale_quantile,
+            scaling: self.scaling,
         }
     }
 
@@ -110,6 +115,8 @@ impl DetectorConfig {
             upper_limit: self.upper_limit,
             only_show_anomaly: self.only_show_anomaly,
             seasonal: self.seasonal,
+            accept_after_ms: i64::try_from(self.train.accept_after.0.as_millis())
+                .unwrap_or(i64::MAX),
         })
     }
 }
@@ -126,6 +133,8 @@ pub struct Detector {
     pub only_show_anomaly: bool,
     /// Time-of-day profile on (`scorer::profile`).
     pub seasonal: bool,
+    /// `train.accept_after` in ms (0: never by itself).
+    pub accept_after_ms: i64,
 }
 
 impl Detector {

@@ -20,7 +20,7 @@ use crate::scorer::profile::Profile;
 use super::{Decider, Detector};
 
 /// The snapshot layout; a change to any serialized type bumps it.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 /// What every snapshot starts with, so that any other file is told apart from a snapshot
 /// of another format.
