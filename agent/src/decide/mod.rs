@@ -74,8 +74,19 @@ pub struct Decider {
     sustained: Sustained,
     /// When the model last accepted a new normal ([`Decider::relearn`]).
     relearned_at: Option<i64>,
-    /// The firing episode's ticks and anomalous ticks so far, for the gate.
-    episode: (u32, u32),
+    /// The firing episode so far, for the gate.
+    episode: EpisodeGate,
+}
+
+/// A firing episode as the gate sees it.
+#[derive(Clone, Debug, Default)]
+struct EpisodeGate {
+    ticks: u32,
+    anomalous: u32,
+    anomalous_ms: i64,
+    last_ts: Option<i64>,
+    /// Long enough to be a fault: its ticks are not learned.
+    fault: bool,
 }
 
 /// Anomalous ticks after which a firing episode is a fault that training leaves out.
@@ -126,7 +137,7 @@ impl Decider {
             agreed: false,
             sustained: Sustained::default(),
             relearned_at: None,
-            episode: (0, 0),
+            episode: EpisodeGate::default(),
         }
     }
 
@@ -222,7 +233,7 @@ impl Decider {
             level
         };
         let mut transition = self.hysteresis.step_agreed(ts, score, level, self.agreed);
-        let learn = self.gate(level.is_some(), flat);
+        let learn = self.gate(ts, level.is_some(), flat);
         self.model.judged(sample, learn);
         let accept = self.detector.accept_after_ms;
         // Without the gate the model learns a change by itself; there is nothing to accept.
@@ -245,25 +256,38 @@ impl Decider {
         (Decision::Scored(scored), fitted)
     }
 
-    /// Whether this tick may be learned ([`crate::scorer::model::Gate`]). Not while a
-    /// firing episode has had [`GATE_AFTER`] anomalous ticks: from then on it is a fault,
-    /// and the episode's ticks so far are left out too. A lone anomalous tick is learned:
-    /// leaving out every tick past the threshold would cut the tail off the training set,
-    /// shrink the score's scale and make the next tick past it likelier, round after round.
+    /// Whether this tick may be learned ([`crate::scorer::model::Gate`]). Not once a
+    /// firing episode has been anomalous for `alarm.escalate` (5 min) and [`GATE_AFTER`]
+    /// ticks: from then on it is a fault, the episode's ticks so far are left out too, and
+    /// the fits that took in its start are dropped. Anything shorter is learned, as a burst
+    /// of normal work must be: leaving out every tick past the threshold would cut the
+    /// tail off the training set, shrink the score's scale and make the next tick past it
+    /// likelier, round after round (36 false episodes on NAB DEV instead of 17), and a
+    /// normal burst never learned pages every time it comes back.
     /// Stuck readings are never learned. Before the model has settled, no alarm fires, so
     /// it learns everything, as a young model must.
-    fn gate(&mut self, anomalous: bool, flat: bool) -> bool {
+    fn gate(&mut self, ts: i64, anomalous: bool, flat: bool) -> bool {
         if !self.hysteresis.is_firing() {
-            self.episode = (0, 0);
+            self.episode = EpisodeGate::default();
             return !flat;
         }
-        let (ticks, anomalous_ticks) = &mut self.episode;
-        *ticks += 1;
-        *anomalous_ticks += u32::from(anomalous);
-        if *anomalous_ticks == GATE_AFTER {
-            self.model.mark_recent(*ticks as usize);
+        let e = &mut self.episode;
+        let dt = e.last_ts.map_or(0, |t| (ts - t).max(0));
+        e.last_ts = Some(ts);
+        e.ticks += 1;
+        if anomalous {
+            e.anomalous += 1;
+            e.anomalous_ms = e.anomalous_ms.saturating_add(dt);
         }
-        !flat && *anomalous_ticks < GATE_AFTER
+        if !e.fault
+            && e.anomalous >= GATE_AFTER
+            && e.anomalous_ms >= self.detector.alarm.calm.escalate_ms
+        {
+            e.fault = true;
+            self.model.mark_recent(e.ticks as usize);
+            self.model.forget_fits_within(e.ticks as usize);
+        }
+        !flat && !e.fault
     }
 
     /// Accepts what the model sees now as normal: the ticks the gate left out become

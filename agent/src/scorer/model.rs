@@ -431,11 +431,13 @@ fn transform(rows: &mut [f64], w: usize, lag_w: usize, f: impl Fn(usize, f64) ->
 }
 
 /// A dimension's centre and 1 / scale from the training vectors' newest values of it (at
-/// `at` in each row of width `w`): the median, and the median absolute deviation × 1.4826
-/// (the standard deviation for normal data, unmoved by a few outliers). When over half
-/// the values are equal the MAD is 0: the mean absolute deviation × 1.2533 stands in.
-/// A dimension constant in training is scaled by a floor of 0.1 % of its level (10⁻⁹
-/// at 0), so that any change of it is news without dividing by zero.
+/// `at` in each row of width `w`): the median, and the larger of the median absolute
+/// deviation × 1.4826 and the standard deviation. On normal data both are the standard
+/// deviation. On a sparse or bursty series (disk reads: zero but for bursts) the MAD
+/// collapses towards 0 and would blow every burst up to a giant, so the standard deviation
+/// holds it; a fault cannot inflate it, since the gate keeps faults out of training. A
+/// dimension constant in training is scaled by a floor of 0.1 % of its level (10⁻⁹ at 0),
+/// so that any change of it is news without dividing by zero.
 pub(crate) fn robust_scale(rows: &[f64], w: usize, at: usize, scratch: &mut [f64]) -> (f64, f64) {
     let n = rows.len() / w;
     if n == 0 {
@@ -445,14 +447,13 @@ pub(crate) fn robust_scale(rows: &[f64], w: usize, at: usize, scratch: &mut [f64
     for (v, row) in values.iter_mut().zip(rows.chunks_exact(w)) {
         *v = row[at];
     }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n as f64;
     let median = median_of(values);
     for v in values.iter_mut() {
         *v = (*v - median).abs();
     }
-    let mut scale = 1.4826 * median_of(values);
-    if scale <= 0.0 {
-        scale = 1.2533 * values.iter().sum::<f64>() / n as f64;
-    }
+    let scale = (1.4826 * median_of(values)).max(var.sqrt());
     let floor = (1e-3 * median.abs()).max(1e-9);
     (median, 1.0 / scale.max(floor))
 }
@@ -530,6 +531,9 @@ pub struct Model {
     norms: Box<[Option<Norm>]>,
     /// Each member's distance weights, one per value of a feature vector.
     weights: Box<[f64]>,
+    /// The step at which each member was installed.
+    #[serde(default)]
+    fitted_at: Box<[u64]>,
     /// Per ring slot, whether its tick was judged anomalous or alarming ([`Gate`]).
     marked: Box<[u64]>,
     /// The ring slot this tick's features went to, until the tick is judged.
@@ -582,6 +586,7 @@ impl Model {
             centres: vec![0.0; members * kw].into_boxed_slice(),
             norms: vec![None; members].into_boxed_slice(),
             weights: vec![1.0; members * width].into_boxed_slice(),
+            fitted_at: vec![0; members].into_boxed_slice(),
             marked: vec![0; ring_ticks.div_ceil(64)].into_boxed_slice(),
             last_slot: None,
             ungated_until: 0,
@@ -626,6 +631,9 @@ impl Model {
             && self.long.len() == fresh.long.len();
         if !same_shape {
             return None;
+        }
+        if self.fitted_at.len() != fresh.fitted_at.len() {
+            self.fitted_at = fresh.fitted_at;
         }
         self.params = params;
         self.spare = fresh.spare;
@@ -737,6 +745,28 @@ impl Model {
         for i in 0..n.min(self.ring_len) {
             let slot = (self.ring_head + self.ring_len - 1 - i) % ticks;
             self.marked[slot / 64] |= 1 << (slot % 64);
+        }
+    }
+
+    /// Drops the ensemble members fitted in the last `n` ticks: they took in the start of
+    /// what has turned out to be a fault, and one member that finds it normal is enough to
+    /// silence it (a tick scores the lowest of the members' scores). The oldest member is
+    /// kept if every one would go, so that the model keeps scoring.
+    pub fn forget_fits_within(&mut self, n: usize) {
+        if !self.params.gate {
+            return;
+        }
+        let since = self.step.saturating_sub(n as u64);
+        let recent = |i: usize, m: &Self| m.norms[i].is_some() && m.fitted_at[i] >= since;
+        let members = self.norms.len();
+        let keep = (0..members)
+            .filter(|&i| self.norms[i].is_some())
+            .min_by_key(|&i| self.fitted_at[i])
+            .filter(|_| (0..members).all(|i| self.norms[i].is_none() || recent(i, self)));
+        for i in 0..members {
+            if recent(i, self) && Some(i) != keep {
+                self.norms[i] = None;
+            }
         }
     }
 
@@ -971,6 +1001,7 @@ impl Model {
             self.norms[slot] = Some(norm);
             let w = job.weights.len();
             self.weights[slot * w..(slot + 1) * w].copy_from_slice(&job.weights);
+            self.fitted_at[slot] = self.step;
             self.next_member = (slot + 1) % self.norms.len();
             self.counts.copy_from_slice(&job.counts);
         }
