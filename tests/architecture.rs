@@ -106,6 +106,7 @@ const AGENT: &[(&str, Rule)] = &[
     ),
     ("frame.rs", Rule::Only(&[])),
     ("out.rs", Rule::Only(&[])),
+    ("control.rs", Rule::Only(&[])),
     (
         "link",
         Rule::Never(&["config", "run", "tick", "decide", "rules"]),

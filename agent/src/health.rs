@@ -41,6 +41,7 @@ pub struct Report<'a> {
     pub inbox_dropped: u64,
     pub outbox: OutboxReport,
     pub models: ModelsReport,
+    pub commands: CommandsReport,
 }
 
 #[derive(Debug, Serialize)]
@@ -56,6 +57,14 @@ pub struct OutboxReport {
     pub dropped: u64,
     pub write_errors: u64,
     pub recovered: usize,
+}
+
+/// Operators' commands to this host (`cmd/relearn`) since start: obeyed, and refused (a
+/// missing or wrong token, bad JSON, an unknown model, retained).
+#[derive(Debug, Default, Serialize)]
+pub struct CommandsReport {
+    pub accepted: u64,
+    pub refused: u64,
 }
 
 #[derive(Debug, Default, Serialize)]

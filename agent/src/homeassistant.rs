@@ -508,6 +508,7 @@ mod tests {
             inbox_dropped: 0,
             outbox: Default::default(),
             models: Default::default(),
+            commands: Default::default(),
         })
         .unwrap();
         for c in configs(&ctx(true), "h", [every_tick("m"), anomalies_only("n")]) {

@@ -19,6 +19,8 @@
 //!   their config tables.
 //! - [`persist`]: model snapshots on disk, written atomically, and `[snapshots]`.
 //! - [`homeassistant`]: Home Assistant MQTT discovery configs, one device per host.
+//! - [`control`]: operators' commands over MQTT (`cmd/relearn`): the token check, the
+//!   answers, and `[control]`.
 //! - [`health`]: the agent's own health, published on `agent/stats`.
 //! - [`footprint`]: keeping resident memory small (paging hints for our own code).
 //! - [`config`]: reads the TOML document and hands each part its table; checks across
@@ -37,6 +39,7 @@
 
 pub mod alarm;
 pub mod config;
+pub mod control;
 pub mod decide;
 pub mod error;
 pub mod footprint;

@@ -1,7 +1,9 @@
 //! The `run` command: every tick, each host's frame goes through its models
 //! ([`crate::tick::Host`]) and what they say goes out over that host's MQTT link. Between
 //! ticks, rules documents and ingested events arrive on the first host's link and go to
-//! the rules ([`crate::rules::live`]), whose alarms go out over that link too.
+//! the rules ([`crate::rules::live`]), whose alarms go out over that link too. With a
+//! `[control]` token, each host's link also takes that host's relearn commands
+//! ([`crate::control`]), carried out between ticks like the rules' messages.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,9 +16,10 @@ use tokio::task::JoinHandle;
 
 use crate::Error;
 use crate::config::Settings;
+use crate::control::{Control, Refusal, Reply};
 use crate::decide::ModelSpec;
 use crate::frame::Frame;
-use crate::health::{Health, Lag, OutboxReport, Report};
+use crate::health::{CommandsReport, Health, Lag, OutboxReport, Report};
 use crate::link::{Extras, Inbox, Incoming, Link, LinkStats, broker};
 use crate::out::Out;
 use crate::persist::Store;
@@ -57,6 +60,12 @@ struct Agent {
     hosts: Vec<Running>,
     /// The rules belong to the first host (the real one, or sim-1) and come in on its link.
     live: Live,
+    /// Operators' commands, when a token is configured.
+    control: Option<Control>,
+    /// Each host's relearn command topic, in the order of `hosts`.
+    command_topics: Vec<String>,
+    /// The time of the last tick (simulated time when simulating).
+    last_ts: i64,
     trainer: Trainer,
     stats: Arc<LinkStats>,
     tasks: Vec<JoinHandle<()>>,
@@ -185,20 +194,25 @@ impl Agent {
             ingest: settings.ingest.enabled,
             host_metrics: !sim,
         });
-        let mut inbox_tx = Some(inbox_tx);
+        let control = commands(&settings, &hosts);
+        let command_topics: Vec<String> = hosts
+            .iter()
+            .map(|(name, _, _)| topics::relearn(&settings.mqtt.prefix, name))
+            .collect();
         let mut tasks = Vec::new();
         let mut running = Vec::new();
-        for (name, labels, source) in hosts {
+        for (hi, (name, labels, source)) in hosts.into_iter().enumerate() {
             let client_id = if sim {
                 format!("{}-{}", settings.mqtt.client.client_id, name)
             } else {
                 settings.mqtt.client.client_id.clone()
             };
-            let inbox = inbox_tx.take().map(|tx| Inbox {
-                filters: live.filters(),
-                reliable: live.document_topics(),
-                tx,
-            });
+            let inbox = host_inbox(
+                hi,
+                &live,
+                control.is_some().then(|| command_topics[hi].clone()),
+                &inbox_tx,
+            );
             let extras = discovery(&settings, specs, &name, inbox);
             let (link, task) = Link::connect(
                 &settings.mqtt,
@@ -233,6 +247,9 @@ impl Agent {
             settings,
             hosts: running,
             live,
+            control,
+            command_topics,
+            last_ts: start_ts,
             trainer,
             stats,
             tasks,
@@ -251,13 +268,55 @@ impl Agent {
         }
     }
 
-    /// A rules document or an ingested event, for the rules of the first host.
+    /// A relearn command for one of the hosts, or a rules document or an ingested event,
+    /// for the rules of the first host.
     fn on_message(&mut self, msg: &Incoming, outs: &mut Vec<Out>) {
+        if let Some(hi) = self.command_topics.iter().position(|t| *t == msg.topic) {
+            self.on_command(hi, msg, outs);
+            return;
+        }
         let now = lookout_shared::time::now_ms();
         self.live.on_message(&msg.topic, &msg.payload, now, outs);
         if let Some(first) = self.hosts.first() {
             flush(&first.link, outs);
         }
+    }
+
+    /// A relearn command for host `hi`: checked, carried out on the named models at the
+    /// host's current time, and answered on `cmd/relearn/result`; the alarms it resolves
+    /// go out like any other alarm change, over the host's link.
+    fn on_command(&mut self, hi: usize, msg: &Incoming, outs: &mut Vec<Out>) {
+        let (Some(control), Some(r)) = (self.control.as_mut(), self.hosts.get_mut(hi)) else {
+            return;
+        };
+        // The model's clock: simulated time for simulated hosts.
+        let ts = if self.sim {
+            self.last_ts
+        } else {
+            lookout_shared::time::now_ms()
+        };
+        let reply = match control.check(&msg.payload, msg.retain) {
+            Ok(model) => match r.host.relearn(&model, ts, outs) {
+                Ok((models, resolved)) => {
+                    control.accept(hi, r.host.name(), &models, &resolved);
+                    Reply::ok(models, resolved)
+                }
+                Err(known) => {
+                    let why = Refusal::UnknownModel { model, known };
+                    control.refuse(hi, r.host.name(), &why);
+                    Reply::refused(&why)
+                }
+            },
+            Err(why) => {
+                control.refuse(hi, r.host.name(), &why);
+                Reply::refused(&why)
+            }
+        };
+        outs.push(Out::Reply {
+            topic: topics::relearn_result(&self.settings.mqtt.prefix, r.host.name()),
+            payload: reply.to_json(),
+        });
+        flush(&r.link, outs);
     }
 
     /// One tick of every host: fits that finished go in first, then each host samples,
@@ -275,6 +334,7 @@ impl Agent {
         } else {
             lookout_shared::time::now_ms()
         };
+        self.last_ts = ts;
         let now = Instant::now();
         for (hi, r) in self.hosts.iter_mut().enumerate() {
             scratch.frame.clear(ts);
@@ -308,8 +368,13 @@ impl Agent {
         use std::sync::atomic::Ordering::Relaxed;
         let lag = health.take_lag();
         let rss = crate::health::rss_bytes();
-        for r in &self.hosts {
+        for (hi, r) in self.hosts.iter().enumerate() {
             let o = r.link.outbox_stats();
+            let c = self
+                .control
+                .as_ref()
+                .map(|c| c.counts(hi))
+                .unwrap_or_default();
             let report = Report {
                 ts: lookout_shared::time::now_ms(),
                 host: r.host.name(),
@@ -334,6 +399,10 @@ impl Agent {
                     recovered: o.recovered,
                 },
                 models: r.host.models_report(),
+                commands: CommandsReport {
+                    accepted: c.accepted,
+                    refused: c.refused,
+                },
             };
             r.link.publish(Out::Stats {
                 topic: topics::agent_stats(&self.settings.mqtt.prefix, r.host.name()),
@@ -419,6 +488,51 @@ fn sources(settings: &Settings, start_ts: i64, interval_ms: i64) -> Vec<(String,
             (sh.name().to_owned(), labels, Source::Sim(Box::new(sh)))
         })
         .collect()
+}
+
+/// Operators' commands: on with a `[control]` token, else off, said once.
+fn commands(settings: &Settings, hosts: &[(String, Labels, Source)]) -> Option<Control> {
+    match &settings.control {
+        Some(c) => {
+            tracing::info!(
+                topic = %topics::relearn(&settings.mqtt.prefix, "<host>"),
+                "relearn command on: obeyed only with the [control] token"
+            );
+            Some(Control::new(c, hosts.len()))
+        }
+        None => {
+            tracing::info!(
+                topic = %topics::relearn(&settings.mqtt.prefix, "<host>"),
+                "relearn command off: no [control] token configured, not subscribing to it"
+            );
+            None
+        }
+    }
+}
+
+/// What host `hi`'s link subscribes to: the rules' topics on the first host's, and each
+/// host's own relearn command topic (`command`) when commands are on. Commands wait for
+/// room like rules documents: an operator's order must not be lost to a flood of events.
+fn host_inbox(
+    hi: usize,
+    live: &Live,
+    command: Option<String>,
+    tx: &mpsc::Sender<Incoming>,
+) -> Option<Inbox> {
+    let (mut filters, mut reliable) = if hi == 0 {
+        (live.filters(), live.document_topics())
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    if let Some(t) = command {
+        filters.push(t.clone());
+        reliable.push(t);
+    }
+    (hi == 0 || !filters.is_empty()).then(|| Inbox {
+        filters,
+        reliable,
+        tx: tx.clone(),
+    })
 }
 
 /// What a host's link announces and sweeps for Home Assistant, and the subscriptions of

@@ -158,6 +158,34 @@ impl Host {
         }
     }
 
+    /// An operator's order (the relearn command): model `model`, or every model for
+    /// `"*"`, takes what it sees now as its new normal ([`Decider::relearn`]) at `ts`; a
+    /// firing alarm resolves with reason `relearned`, published into `out` like any other
+    /// alarm change. Returns the models that relearned and those whose alarm resolved, or,
+    /// for a name the host has no model of, the names it has.
+    pub fn relearn(
+        &mut self,
+        model: &str,
+        ts: i64,
+        out: &mut Vec<Out>,
+    ) -> Result<(Vec<String>, Vec<String>), Vec<String>> {
+        let all = model == "*";
+        if !all && !self.models.iter().any(|m| m.name == model) {
+            return Err(self.models.iter().map(|m| m.name.clone()).collect());
+        }
+        let (mut relearned, mut resolved) = (Vec::new(), Vec::new());
+        for mr in self.models.iter_mut().filter(|m| all || m.name == model) {
+            let score = mr.decider.model().score().unwrap_or(0.0);
+            if let Some(t) = mr.decider.relearn(ts, score) {
+                let episode = mr.decider.episode(&mr.name, &self.name, ts, t);
+                out.push(self.alarms.publish(episode));
+                resolved.push(mr.name.clone());
+            }
+            relearned.push(mr.name.clone());
+        }
+        Ok((relearned, resolved))
+    }
+
     /// A fit of model `model` finished on the trainer thread: hands its staging buffer
     /// back (to the trainer's pool), or the job's own buffer when the model is gone.
     pub fn install(&mut self, model: usize, job: TrainJob) -> Box<[f32]> {

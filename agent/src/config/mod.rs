@@ -1,7 +1,7 @@
 //! The agent's TOML config, assembled: each part owns its table, its defaults and its
 //! checks (`[mqtt]`, `[broker]`, `[outbox]`: `link::config`; `[detector]` and the models:
 //! `decide::config`; `[rules]`, `[ingest]`: `rules::config`; `[simulate]`: `simulate`;
-//! `[homeassistant]`: `homeassistant`). This module reads the document, hands each part its
+//! `[homeassistant]`: `homeassistant`; `[control]`: `control`). This module reads the document, hands each part its
 //! table, and checks what spans tables: the host name, the login the agent's own client
 //! falls back to, model names as Home Assistant ids. Nothing at run time reads raw config.
 //!
@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::alarm::AlarmParams;
+use crate::control::{ControlConfig, ControlSettings};
 use crate::decide::host::HostConfig;
 use crate::decide::{DetectorConfig, ModelSpec};
 use crate::homeassistant::HomeAssistantConfig;
@@ -93,6 +94,8 @@ pub struct Raw {
     pub ingest: IngestConfig,
     #[serde(default)]
     pub homeassistant: HomeAssistantConfig,
+    #[serde(default)]
+    pub control: ControlConfig,
 }
 
 /// A parsed document with where it came from, what it renamed and how it was overridden:
@@ -125,6 +128,8 @@ pub struct Settings {
     pub rules: RulesSettings,
     pub ingest: IngestConfig,
     pub homeassistant: HomeAssistantConfig,
+    /// Operators' commands over MQTT; `None` (no token): not subscribed to.
+    pub control: Option<ControlSettings>,
 }
 
 /// Parses `source` with `KEY=VALUE` overrides; old detector keys are moved to their new
@@ -180,6 +185,10 @@ impl Parsed<'_> {
         let models = self.models("models", &raw.models)?;
         let sim_models = self.models("sim_models", &raw.sim_models)?;
         let rules = raw.rules.resolve().map_err(|e| self.invalid("rules", e))?;
+        let control = raw
+            .control
+            .resolve()
+            .map_err(|e| self.invalid("control", e))?;
         raw.homeassistant
             .check([
                 ("models", names(&models)),
@@ -202,6 +211,7 @@ impl Parsed<'_> {
             rules,
             ingest: raw.ingest,
             homeassistant: raw.homeassistant.clone(),
+            control,
         })
     }
 
@@ -373,6 +383,7 @@ impl Parsed<'_> {
             rules: &'a RulesConfig,
             ingest: &'a IngestConfig,
             homeassistant: &'a HomeAssistantConfig,
+            control: &'a ControlConfig,
             simulate: &'a SimParams,
             detector: DetectorConfig,
             models: BTreeMap<String, toml::Table>,
@@ -405,6 +416,7 @@ impl Parsed<'_> {
             rules: &r.rules,
             ingest: &r.ingest,
             homeassistant: &r.homeassistant,
+            control: &r.control,
             simulate: &r.simulate,
             models: models("models", &r.models)?,
             sim_models: models("sim_models", &r.sim_models)?,

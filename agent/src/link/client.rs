@@ -19,9 +19,9 @@
 //! The latest state of every alarm topic is also re-sent after each reconnect, so a
 //! broker that restarted without persistence still ends up holding the current state.
 //!
-//! One link may also take messages in (rules documents, ingested events): its
-//! subscriptions are made again on every `ConnAck` (the session is clean), and what
-//! arrives goes into a bounded [`Inbox`] that says what happens when it is full.
+//! One link may also take messages in (rules documents, ingested events, operators'
+//! commands): its subscriptions are made again on every `ConnAck` (the session is clean),
+//! and what arrives goes into a bounded [`Inbox`] that says what happens when it is full.
 //!
 //! A link may also announce itself ([`Extras::announce`]: retained QoS 1 messages such as
 //! Home Assistant discovery configs, published right after `online` on every connect) and
@@ -93,8 +93,8 @@ pub struct Incoming {
 pub struct Inbox {
     /// Subscribed at QoS 1 on every connect.
     pub filters: Vec<String>,
-    /// Topics whose messages must not be lost (rules documents): when the channel is full
-    /// the link waits for room, which holds back the connection. Messages on other topics
+    /// Topics whose messages must not be lost (rules documents, commands): when the channel
+    /// is full the link waits for room, which holds back the connection. Messages on other topics
     /// (ingested events) are dropped when it is full and counted in
     /// [`LinkStats::inbox_dropped`], so a flood of readings cannot stall the agent.
     pub reliable: Vec<String>,
@@ -260,7 +260,7 @@ impl Link {
                 self.publish_state(&topic, payload);
             }
             Out::Forget { topic } => self.forget_state(&topic),
-            Out::Truth { topic, payload } => {
+            Out::Truth { topic, payload } | Out::Reply { topic, payload } => {
                 self.publish_event(&topic, payload);
             }
             Out::Stats { topic, payload } => {

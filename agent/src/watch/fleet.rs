@@ -437,7 +437,12 @@ fn read<'a>(kind: Kind<'a>, payload: &[u8]) -> Option<Update<'a>> {
             let s: Stats = serde_json::from_slice(payload).ok()?;
             Some(Update::Stats(Some(s.ts)))
         }
-        Kind::Metrics | Kind::SimTruth | Kind::Rules | Kind::RulesError => None,
+        Kind::Metrics
+        | Kind::SimTruth
+        | Kind::Rules
+        | Kind::RulesError
+        | Kind::Relearn
+        | Kind::RelearnResult => None,
     }
 }
 
