@@ -214,8 +214,8 @@ pub struct TrainJob {
     pub skip: Box<[u64]>,
     pub skipped: usize,
     pub scaling: bool,
-    /// Out: each value's weight in the distance, `1 / scale²` of its dimension (all 1
-    /// without scaling). The centres come back in the data's own units.
+    /// Out: each dimension's weight in the distance, `1 / scale²` (all 1 without
+    /// scaling). The centres come back in the data's own units.
     pub weights: Box<[f64]>,
     /// How distances become scores; `None` when the fit failed.
     norm: Option<Norm>,
@@ -364,8 +364,8 @@ impl TrainJob {
         if self.scaling {
             transform(&mut self.centres, w, lag_w, |d, x| x / inv[d] + shift[d]);
         }
-        for (i, wt) in self.weights.chunks_exact_mut(lag_w).enumerate() {
-            wt.fill(inv[i] * inv[i]);
+        for (wt, &i) in self.weights.iter_mut().zip(inv.iter()) {
+            *wt = i * i;
         }
         self.norm = Some(Norm {
             lo,
@@ -383,7 +383,7 @@ fn distance(kind: Distance, x: &[f64], centres: &[f64], k: usize) -> f64 {
     }
 }
 
-/// [`distance`] with each value weighted (`weights`: 1 / scale² of its dimension): the
+/// [`distance`] with each dimension weighted (`weights`: 1 / scale² of each): the
 /// distance in scaled units to centres kept in the data's own.
 #[inline(always)]
 fn weighted_distance(kind: Distance, x: &[f64], centres: &[f64], k: usize, weights: &[f64]) -> f64 {
@@ -397,25 +397,20 @@ fn weighted_distance(kind: Distance, x: &[f64], centres: &[f64], k: usize, weigh
     }
 }
 
-/// Weighted squared distance, summed in the order of `kmeans::dist2` so that weights of 1
-/// give the same bits.
+/// Squared distance with each dimension's block of lags weighted by its dimension's
+/// weight: per block `kmeans::dist2`, so a one-dimension model without scaling gives the
+/// same bits as the unweighted distance.
 #[inline(always)]
 fn wdist2(x: &[f64], c: &[f64], weights: &[f64]) -> f64 {
-    let n = x.len().min(c.len()).min(weights.len());
-    let mut acc = [0.0f64; 4];
-    let whole = n - n % 4;
-    for i in (0..whole).step_by(4) {
-        for l in 0..4 {
-            let t = x[i + l] - c[i + l];
-            acc[l] += weights[i + l] * (t * t);
-        }
+    let lag_w = x.len() / weights.len().max(1);
+    if weights.len() == 1 {
+        return weights[0] * kmeans::dist2(x, c);
     }
-    let mut s = (acc[0] + acc[2]) + (acc[1] + acc[3]);
-    for i in whole..n {
-        let t = x[i] - c[i];
-        s += weights[i] * (t * t);
-    }
-    s
+    x.chunks_exact(lag_w)
+        .zip(c.chunks_exact(lag_w))
+        .zip(weights)
+        .map(|((x, c), w)| w * kmeans::dist2(x, c))
+        .sum()
 }
 
 /// Applies `f(dimension, value)` to every value of `rows` (whole feature vectors, each
@@ -529,7 +524,7 @@ pub struct Model {
     /// `ensemble` sets of centres, and the scale of each, filled round-robin.
     centres: Box<[f64]>,
     norms: Box<[Option<Norm>]>,
-    /// Each member's distance weights, one per value of a feature vector.
+    /// Each member's distance weights, one per dimension.
     weights: Box<[f64]>,
     /// The step at which each member was installed.
     #[serde(default)]
@@ -585,7 +580,7 @@ impl Model {
             fit_pending: false,
             centres: vec![0.0; members * kw].into_boxed_slice(),
             norms: vec![None; members].into_boxed_slice(),
-            weights: vec![1.0; members * width].into_boxed_slice(),
+            weights: vec![1.0; members * n_dims].into_boxed_slice(),
             fitted_at: vec![0; members].into_boxed_slice(),
             marked: vec![0; ring_ticks.div_ceil(64)].into_boxed_slice(),
             last_slot: None,
@@ -596,7 +591,7 @@ impl Model {
                 centres: vec![0.0; kw].into_boxed_slice(),
                 counts: vec![0; params.n_clusters].into_boxed_slice(),
                 skip: vec![0; ring_ticks.div_ceil(64)].into_boxed_slice(),
-                weights: vec![1.0; width].into_boxed_slice(),
+                weights: vec![1.0; n_dims].into_boxed_slice(),
             }),
             context: Context::new(params.context, n_dims),
             counts: vec![0; params.n_clusters].into_boxed_slice(),
@@ -837,12 +832,11 @@ impl Model {
         let cap = self.params.anomaly_score_cap;
         let k = self.params.n_clusters;
         let kw = k * self.width;
-        let w = self.width;
         let mut best: Option<f64> = None;
         let members = self
             .centres
             .chunks_exact(kw)
-            .zip(self.weights.chunks_exact(w));
+            .zip(self.weights.chunks_exact(self.dims.len()));
         for (norm, (centres, weights)) in self.norms.iter().zip(members) {
             if let Some(norm) = norm {
                 let m = weighted_distance(self.params.distance, &self.current, centres, k, weights);
@@ -866,7 +860,8 @@ impl Model {
         let w = self.width;
         let kw = self.params.n_clusters * w;
         let centres = &self.centres[newest * kw..(newest + 1) * kw];
-        let weights = &self.weights[newest * w..(newest + 1) * w];
+        let n_dims = self.dims.len();
+        let weights = &self.weights[newest * n_dims..(newest + 1) * n_dims];
         let d2 = |c: &[f64]| wdist2(&self.current, c, weights);
         let nearest = centres
             .chunks_exact(w)
@@ -876,7 +871,7 @@ impl Model {
         (0..self.dims.len())
             .map(|i| {
                 let at = i * lag_w + lag_w - 1;
-                (self.current[at] - nearest[at]) * weights[at].sqrt()
+                (self.current[at] - nearest[at]) * weights[i].sqrt()
             })
             .sum()
     }
