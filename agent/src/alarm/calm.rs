@@ -45,10 +45,8 @@ pub struct Level {
     /// Anomalous time in this episode.
     anomalous_ms: i64,
     /// Anomalous time since the last gap longer than `hold`: the evidence a rise needs.
-    #[serde(default)]
     streak_ms: i64,
     /// The last anomalous tick.
-    #[serde(default)]
     last_anomalous: i64,
     /// Recent anomalous ticks: time and graded level.
     recent: HistoryBuf<(i64, u8), HOLD_TICKS>,

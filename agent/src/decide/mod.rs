@@ -368,6 +368,7 @@ fn humanize_ms(ms: i64) -> String {
 mod tests {
     use super::*;
     use crate::scorer::fit::Inline;
+    use crate::scorer::model::tests::noise;
 
     #[test]
     fn durations_read_like_people_write_them() {
@@ -390,16 +391,6 @@ mod tests {
         c.context.levels = 0;
         c.down_limit = Some(-1000.0);
         c.resolve_at(std::time::Duration::from_secs(1)).unwrap()
-    }
-
-    /// Noise in [-1, 1] from a hash of the tick and the stream.
-    fn noise(i: u64, stream: u64) -> f64 {
-        let mut x =
-            i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ stream.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        x ^= x >> 31;
-        x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
-        x ^= x >> 29;
-        (x % 20_001) as f64 / 10_000.0 - 1.0
     }
 
     /// The firing alarms' start times (s) of a 2-dimension model (cpu %, iowait %) at 1 s

@@ -527,14 +527,12 @@ pub struct Model {
     /// Each member's distance weights, one per dimension.
     weights: Box<[f64]>,
     /// The step at which each member was installed.
-    #[serde(default)]
     fitted_at: Box<[u64]>,
     /// Per ring slot, whether its tick was judged anomalous or alarming ([`Gate`]).
     marked: Box<[u64]>,
     /// The ring slot this tick's features went to, until the tick is judged.
     last_slot: Option<usize>,
     /// The gate is open before this step (one window after a new normal was accepted).
-    #[serde(default)]
     ungated_until: u64,
     /// The rows the next fit leaves out, one bit per row; swapped with the spare's.
     #[serde(skip)]
@@ -620,15 +618,13 @@ impl Model {
             && self.centres.len() == fresh.centres.len()
             && self.norms.len() == fresh.norms.len()
             && self.weights.len() == fresh.weights.len()
+            && self.fitted_at.len() == fresh.fitted_at.len()
             && self.marked.len() == fresh.marked.len()
             && self.counts.len() == fresh.counts.len()
             && self.current.len() == fresh.current.len()
             && self.long.len() == fresh.long.len();
         if !same_shape {
             return None;
-        }
-        if self.fitted_at.len() != fresh.fitted_at.len() {
-            self.fitted_at = fresh.fitted_at;
         }
         self.params = params;
         self.spare = fresh.spare;
@@ -1101,7 +1097,7 @@ pub struct BufferReport {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn notebook() -> ModelParams {
@@ -1196,7 +1192,7 @@ mod tests {
     }
 
     /// Deterministic noise in [-1, 1]: a hash of the tick and the stream.
-    fn noise(i: u64, stream: u64) -> f64 {
+    pub(crate) fn noise(i: u64, stream: u64) -> f64 {
         let mut x =
             i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ stream.wrapping_mul(0xbf58_476d_1ce4_e5b9);
         x ^= x >> 31;
