@@ -13,23 +13,10 @@ use serde_json::{Value, json};
 const TOKEN: &str = "e2e-control-token-7f3a9c";
 
 /// Simulated hosts whose injected level shifts fire alarms within seconds and outlast the
-/// test (as in watch_e2e), with no refit that could learn the shifted level meanwhile.
+/// test ([`LEVEL_SHIFTS_ONLY`]), with no refit that could learn the shifted level meanwhile.
 fn sim_args(port: u16, hosts: usize, extra: &[&str]) -> Vec<String> {
-    let mut sets = vec![
-        "simulate.first_anomaly_after=4m",
-        "simulate.anomaly_every=1m",
-        "simulate.anomaly_duration=30m",
-        "simulate.kind_weights.spike=0",
-        "simulate.kind_weights.drop=0",
-        "simulate.kind_weights.stuck=0",
-        "simulate.kind_weights.climb=0",
-        "simulate.kind_weights.oscillation=0",
-        "simulate.kind_weights.dropout=0",
-        "detector.train.every=100000",
-        "detector.alarm.settle=0",
-        "detector.alarm.settle_for=0s",
-        "agent.stats_interval=1s",
-    ];
+    let mut sets = LEVEL_SHIFTS_ONLY.to_vec();
+    sets.push("agent.stats_interval=1s");
     sets.extend_from_slice(extra);
     sim_run_args(port, hosts, 60, &sets)
 }
