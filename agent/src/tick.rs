@@ -121,7 +121,7 @@ impl Host {
             }
             mr.decider.set_agreed(agreed);
             let (decision, _) = mr.decider.step(frame.ts, &mr.values, (index, mi), fitter);
-            if matches!(decision, Decision::Scored(s) if s.level.is_some()) {
+            if matches!(decision, Decision::Scored(s) if s.level.is_some() && !s.young) {
                 self.anomalous.push(mi);
             }
             mr.publish(decision, frame.ts, &self.alarms, &self.labels, out);

@@ -45,6 +45,12 @@ pub struct AlarmConfig {
     /// ...and for at least this long: at 1 s, `settle` ticks are minutes, and a model one
     /// or two fits old has seen too little of its series to tell unusual from new.
     pub settle_for: HumanDuration,
+    /// A model that has scored for less than this has not yet seen a whole day of its
+    /// series (the nightly backup, the morning load): what it finds unusual may be routine,
+    /// so its alarms stay at level 1, information, never a page, and do not count towards
+    /// the host's agreement. Saturation models are exempt (a climb towards the limit is
+    /// news on the first day too). "0s": off.
+    pub young_for: HumanDuration,
     /// A dimension unchanged for at least this long, and for more than twice its longest
     /// normal run, is stuck (`alarm::flat`); "0s": off.
     pub flat: HumanDuration,
@@ -72,6 +78,7 @@ impl Default for AlarmConfig {
             suppress: 288,
             settle: 360,
             settle_for: HumanDuration::from_secs(3600),
+            young_for: HumanDuration::from_secs(86_400),
             flat: HumanDuration::from_secs(60),
             t2: 0.2,
             step: 0.2,

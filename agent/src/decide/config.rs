@@ -117,6 +117,7 @@ impl DetectorConfig {
             seasonal: self.seasonal,
             accept_after_ms: i64::try_from(self.train.accept_after.0.as_millis())
                 .unwrap_or(i64::MAX),
+            young_for_ms: i64::try_from(self.alarm.young_for.0.as_millis()).unwrap_or(i64::MAX),
         })
     }
 }
@@ -135,6 +136,8 @@ pub struct Detector {
     pub seasonal: bool,
     /// `train.accept_after` in ms (0: never by itself).
     pub accept_after_ms: i64,
+    /// `alarm.young_for` in ms (0: off).
+    pub young_for_ms: i64,
 }
 
 impl Detector {

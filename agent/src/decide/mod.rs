@@ -47,6 +47,9 @@ pub struct Scored {
     pub level: Option<u8>,
     /// Whether an alarm is firing after this tick.
     pub firing: bool,
+    /// The model has not scored for `alarm.young_for` yet: its level is at most 1 and its
+    /// anomalies are not the host's evidence.
+    pub young: bool,
     /// The alarm episode's change at this tick, if any.
     pub transition: Option<Transition>,
 }
@@ -232,6 +235,8 @@ impl Decider {
         } else {
             level
         };
+        let young = self.is_young(ts);
+        let level = level.map(|l| if young { 1 } else { l });
         let mut transition = self.hysteresis.step_agreed(ts, score, level, self.agreed);
         let learn = self.gate(ts, level.is_some(), flat);
         self.model.judged(sample, learn);
@@ -251,9 +256,29 @@ impl Decider {
             score,
             level,
             firing: self.hysteresis.is_firing(),
+            young,
             transition,
         };
         (Decision::Scored(scored), fitted)
+    }
+
+    /// Whether the model is still in its first `alarm.young_for` of scoring: a day it has
+    /// not seen whole holds routine it cannot tell from a fault yet. Saturation models
+    /// judge against a fixed limit, not against what they learned, and are never young.
+    fn is_young(&self, ts: i64) -> bool {
+        self.detector.alarm.saturation.is_none()
+            && self
+                .first_scored
+                .is_some_and(|first| ts - first < self.detector.young_for_ms)
+    }
+
+    /// Why a young model's alarm is information only, for its summary.
+    fn young_note(&self, ts: i64) -> &'static str {
+        if self.is_young(ts) {
+            "; the model has not seen a whole day yet, so this is information, not a page"
+        } else {
+            ""
+        }
     }
 
     /// Whether this tick may be learned ([`crate::scorer::model::Gate`]). Not once a
@@ -322,10 +347,12 @@ impl Decider {
         };
         let summary = match state {
             AlarmState::Firing if score >= threshold => format!(
-                "{name}: anomaly score {score:.2} >= {threshold:.2} on {host} (severity {severity})"
+                "{name}: anomaly score {score:.2} >= {threshold:.2} on {host} (severity {severity}){}",
+                self.young_note(ts)
             ),
             AlarmState::Firing => format!(
-                "{name}: values in an order never seen before on {host} (score {score:.2}, severity {severity})"
+                "{name}: values in an order never seen before on {host} (score {score:.2}, severity {severity}){}",
+                self.young_note(ts)
             ),
             AlarmState::Resolved if self.relearned_at == Some(ts) => format!(
                 "{name}: relearned on {host}: what it has seen for {} is its new normal (score {score:.2})",
@@ -434,6 +461,51 @@ mod tests {
                 "{name} at {from} s: no alarm in {fired:?}"
             );
         }
+    }
+
+    /// The highest severity an hour-long step of +40 reaches when it starts `at_s` into a
+    /// series of a 1-dimension model at 10 s (a young model's alarms stay at level 1).
+    fn peak_severity_of_a_step_at(young_for_s: u64, at_s: i64) -> (u8, String) {
+        let mut c = DetectorConfig::default();
+        c.alarm.young_for = lookout_shared::duration::HumanDuration::from_secs(young_for_s);
+        c.context.levels = 0;
+        // Fewer, cheaper fits than the shipped ones: this test is about age, not fits.
+        c.train.every = crate::scorer::config::Span::Ticks(360);
+        c.train.n_init = 2;
+        let d = c.resolve_at(std::time::Duration::from_secs(10)).unwrap();
+        let mut dec = Decider::new(&d, 1);
+        let mut fit = Inline::for_model(dec.model());
+        let (mut peak, mut summary) = (0, String::new());
+        for i in 0..(at_s + 3600) / 10 {
+            let ts = i * 10_000;
+            let step = if ts >= at_s * 1000 { 40.0 } else { 0.0 };
+            let v = 20.0 + noise(i as u64, 3) + step;
+            if let (Decision::Scored(s), _) = dec.step(ts, &[v], (0, 0), &mut fit)
+                && let Some(t) = s.transition
+            {
+                let e = dec.episode("m", "h", ts, t);
+                if e.state == AlarmState::Firing && e.severity >= peak {
+                    peak = e.severity;
+                    summary = e.summary;
+                }
+            }
+        }
+        (peak, summary)
+    }
+
+    #[test]
+    fn a_model_in_its_first_day_informs_and_does_not_page() {
+        let (young, summary) = peak_severity_of_a_step_at(86_400, 6 * 3600);
+        assert_eq!(young, 1, "{summary}");
+        assert!(summary.contains("not seen a whole day"), "{summary}");
+        let (grown, summary) = peak_severity_of_a_step_at(86_400, 26 * 3600);
+        assert!(
+            grown >= 3,
+            "after its first day an hour-long step pages: {grown}"
+        );
+        assert!(!summary.contains("whole day"), "{summary}");
+        let (off, _) = peak_severity_of_a_step_at(0, 6 * 3600);
+        assert!(off >= 3, "young_for = 0s: {off}");
     }
 
     #[test]

@@ -782,6 +782,7 @@ mod tests {
                 score: 3.0,
                 level: Some(1),
                 firing,
+                young: false,
                 transition,
             })
         };
