@@ -215,6 +215,7 @@ fn replay_throughput(c: &mut Criterion) {
         only_show_anomaly: false,
         seasonal: false,
         accept_after_ms: 0,
+        young_for_ms: 0,
     };
     g.bench_function("notebook_detector_200k_rows", |b| {
         b.iter(|| {
