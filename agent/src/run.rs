@@ -473,7 +473,7 @@ impl Agent {
 /// The published hosts: this one, sampled from `/proc`, or the simulated ones.
 fn sources(settings: &Settings, start_ts: i64, interval_ms: i64) -> Vec<(String, Labels, Source)> {
     if settings.simulate.hosts == 0 {
-        let sampler = Box::new(HostSampler::new("/proc"));
+        let sampler = Box::new(HostSampler::host());
         return vec![(
             settings.host.clone(),
             settings.labels.clone(),
