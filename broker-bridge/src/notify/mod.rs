@@ -15,6 +15,7 @@ pub(crate) mod alarm;
 pub mod discord;
 pub mod exec;
 pub mod file;
+pub mod gotify;
 pub mod http;
 pub mod log;
 pub mod mqtt;
@@ -93,6 +94,7 @@ pub enum TargetConfig {
     Pagerduty(pagerduty::Config),
     Opsgenie(opsgenie::Config),
     Discord(discord::Config),
+    Gotify(gotify::Config),
 }
 
 impl TargetConfig {
@@ -110,6 +112,7 @@ impl TargetConfig {
             TargetConfig::Pagerduty(_) => "pagerduty",
             TargetConfig::Opsgenie(_) => "opsgenie",
             TargetConfig::Discord(_) => "discord",
+            TargetConfig::Gotify(_) => "gotify",
         }
     }
 
@@ -128,6 +131,7 @@ impl TargetConfig {
             TargetConfig::Pagerduty(c) => Box::new(pagerduty::PagerDuty::build(name, c)?),
             TargetConfig::Opsgenie(c) => Box::new(opsgenie::Opsgenie::build(name, c)?),
             TargetConfig::Discord(c) => Box::new(discord::Discord::build(name, c)?),
+            TargetConfig::Gotify(c) => Box::new(gotify::Gotify::build(name, c)?),
         })
     }
 }
