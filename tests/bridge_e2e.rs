@@ -307,6 +307,14 @@ fn every_example_notifier_config_passes_check_config() {
                 "123456789:AAexampleexampleexample",
             )
             .env("LOOKOUT_SMTP_PASSWORD", "secret")
+            .env("LOOKOUT_NTFY_TOKEN", "tk_XXXX")
+            .env("LOOKOUT_GOTIFY_TOKEN", "AppXXXX")
+            .env("LOOKOUT_PAGERDUTY_ROUTING_KEY", "R0utingXXXX")
+            .env("LOOKOUT_OPSGENIE_API_KEY", "GenieXXXX")
+            .env(
+                "LOOKOUT_DISCORD_WEBHOOK",
+                "https://discord.com/api/webhooks/1/XXXX",
+            )
             .output()
             .unwrap();
         assert!(
@@ -326,7 +334,7 @@ fn every_example_notifier_config_passes_check_config() {
         checked += 1;
     }
     assert_eq!(
-        checked, 6,
+        checked, 11,
         "one example per notifier plugin but log/file (in configs/bridge.toml)"
     );
 }

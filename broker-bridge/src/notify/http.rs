@@ -2,9 +2,10 @@
 //! or the rendered body template), as a form, or as plain text.
 //!
 //! Also home of what the HTTP-based plugins share ([`slack`](super::slack),
-//! [`telegram`](super::telegram)): the client settings, the status classification, the
-//! redaction of secrets from error messages. Their tests talk to the test HTTP server that
-//! the end-to-end tests use too (`tests/common/http.rs`).
+//! [`telegram`](super::telegram), [`ntfy`](super::ntfy), ...): the client settings, the
+//! status classification, the redaction of secrets from error messages, one checked send.
+//! Their tests talk to the test HTTP server that the end-to-end tests use too
+//! (`tests/common/http.rs`).
 //!
 //! ```toml
 //! [targets.ops-webhook]
@@ -379,6 +380,56 @@ pub(crate) fn parse_url(target: &str, key: &str, url: &str) -> Result<Url, Error
         return Err(target_error(target, key, "has no host"));
     }
     Ok(parsed)
+}
+
+/// Parses a service's `base_url` (a self-hosted server, or a test's local one): an
+/// `http(s)://` URL, optionally with a path prefix, without query or fragment (the plugin
+/// appends the API's own path to it).
+pub(crate) fn parse_base_url(target: &str, key: &str, url: &str) -> Result<Url, Error> {
+    let base = parse_url(target, key, url)?;
+    if base.query().is_some() || base.fragment().is_some() {
+        return Err(target_error(
+            target,
+            key,
+            "must not have a query or fragment",
+        ));
+    }
+    Ok(base)
+}
+
+/// `base` with `segments` appended, each percent-encoded as one path segment, so a value
+/// from a message (an alert alias) cannot change the path or add a query.
+pub(crate) fn join_path(base: &Url, segments: &[&str]) -> Url {
+    let mut url = base.clone();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(segments);
+    }
+    url
+}
+
+/// Sends one request and classifies the outcome as every HTTP-based plugin does: a 2xx
+/// gives the start of the response body; anything else is a [`SendError`], retried for
+/// connection errors, timeouts, 408, 429 and 5xx (`kind` prefixes the message).
+pub(crate) async fn send_checked(
+    kind: &'static str,
+    req: reqwest::RequestBuilder,
+    endpoint: &str,
+    redactor: &Redactor,
+    read_limit: usize,
+) -> Result<Vec<u8>, SendError> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| transport_error(kind, e, redactor))?;
+    let status = resp.status();
+    let body = read_body(resp, read_limit).await;
+    if status.is_success() {
+        tracing::debug!(kind, endpoint, %status, "notification delivered");
+        return Ok(body);
+    }
+    let err = status_error(kind, status, &snippet(&body), redactor);
+    tracing::debug!(kind, endpoint, %status, "notification refused");
+    Err(err)
 }
 
 /// `scheme://host[:port]`: what may be shown of a URL that might carry a token.

@@ -11,11 +11,17 @@ use std::pin::Pin;
 use serde::Deserialize;
 use serde_json::Value;
 
+pub(crate) mod alarm;
+pub mod discord;
 pub mod exec;
 pub mod file;
+pub mod gotify;
 pub mod http;
 pub mod log;
 pub mod mqtt;
+pub mod ntfy;
+pub mod opsgenie;
+pub mod pagerduty;
 pub mod slack;
 pub mod smtp;
 pub mod telegram;
@@ -84,6 +90,11 @@ pub enum TargetConfig {
     Telegram(telegram::Config),
     Smtp(smtp::Config),
     Mqtt(mqtt::Config),
+    Ntfy(ntfy::Config),
+    Pagerduty(pagerduty::Config),
+    Opsgenie(opsgenie::Config),
+    Discord(discord::Config),
+    Gotify(gotify::Config),
 }
 
 impl TargetConfig {
@@ -97,6 +108,11 @@ impl TargetConfig {
             TargetConfig::Telegram(_) => "telegram",
             TargetConfig::Smtp(_) => "smtp",
             TargetConfig::Mqtt(_) => "mqtt",
+            TargetConfig::Ntfy(_) => "ntfy",
+            TargetConfig::Pagerduty(_) => "pagerduty",
+            TargetConfig::Opsgenie(_) => "opsgenie",
+            TargetConfig::Discord(_) => "discord",
+            TargetConfig::Gotify(_) => "gotify",
         }
     }
 
@@ -111,6 +127,11 @@ impl TargetConfig {
             TargetConfig::Telegram(c) => Box::new(telegram::Telegram::build(name, c)?),
             TargetConfig::Smtp(c) => Box::new(smtp::Smtp::build(name, c)?),
             TargetConfig::Mqtt(c) => Box::new(mqtt::Mqtt::build(name, c)?),
+            TargetConfig::Ntfy(c) => Box::new(ntfy::Ntfy::build(name, c)?),
+            TargetConfig::Pagerduty(c) => Box::new(pagerduty::PagerDuty::build(name, c)?),
+            TargetConfig::Opsgenie(c) => Box::new(opsgenie::Opsgenie::build(name, c)?),
+            TargetConfig::Discord(c) => Box::new(discord::Discord::build(name, c)?),
+            TargetConfig::Gotify(c) => Box::new(gotify::Gotify::build(name, c)?),
         })
     }
 }
