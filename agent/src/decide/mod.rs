@@ -90,6 +90,8 @@ struct EpisodeGate {
     last_ts: Option<i64>,
     /// Long enough to be a fault: its ticks are not learned.
     fault: bool,
+    /// A stuck reading was part of it: its ticks stay out even if it ends early.
+    flat: bool,
 }
 
 /// Anomalous ticks after which a firing episode is a fault that training leaves out.
@@ -293,13 +295,17 @@ impl Decider {
     /// it learns everything, as a young model must.
     fn gate(&mut self, ts: i64, anomalous: bool, flat: bool) -> bool {
         if !self.hysteresis.is_firing() {
-            self.episode = EpisodeGate::default();
+            let e = std::mem::take(&mut self.episode);
+            if e.ticks > 0 && !e.fault && !e.flat {
+                self.model.unmark_recent(e.ticks as usize + 1);
+            }
             return !flat;
         }
         let e = &mut self.episode;
         let dt = e.last_ts.map_or(0, |t| (ts - t).max(0));
         e.last_ts = Some(ts);
         e.ticks += 1;
+        e.flat |= flat;
         if anomalous {
             e.anomalous += 1;
             e.anomalous_ms = e.anomalous_ms.saturating_add(dt);
@@ -312,7 +318,7 @@ impl Decider {
             self.model.mark_recent(e.ticks as usize);
             self.model.forget_fits_within(e.ticks as usize);
         }
-        !flat && !e.fault
+        false
     }
 
     /// Accepts what the model sees now as normal: the ticks the gate left out become
@@ -450,6 +456,35 @@ mod tests {
             }
         }
         fired
+    }
+
+    /// Share of the ticks of a 4-minute step of +30 (shorter than the 5 minutes after
+    /// which an episode is a fault) that fire, with a refit in the middle of it.
+    fn firing_share_of_a_4_minute_fault() -> f64 {
+        let d = DetectorConfig::default()
+            .resolve_at(std::time::Duration::from_secs(1))
+            .unwrap();
+        let mut dec = Decider::new(&d, 1);
+        let mut fit = Inline::for_model(dec.model());
+        // Refits are due every 360 ticks: one falls at 7,560, 160 s into the fault.
+        let fault = 7400..7640u64;
+        let (mut firing, mut refits) = (0, 0);
+        for i in 0..fault.end {
+            let v = 20.0 + noise(i, 5) + if fault.contains(&i) { 30.0 } else { 0.0 };
+            let (decision, fitted) = dec.step(i as i64 * 1000, &[v], (0, 0), &mut fit);
+            if fault.contains(&i) {
+                refits += usize::from(fitted);
+                firing += usize::from(matches!(decision, Decision::Scored(s) if s.firing));
+            }
+        }
+        assert!(refits >= 1, "a refit during the fault");
+        firing as f64 / (fault.end - fault.start) as f64
+    }
+
+    #[test]
+    fn an_open_episode_is_not_learned_by_a_refit_in_its_middle() {
+        let share = firing_share_of_a_4_minute_fault();
+        assert!(share > 0.95, "fired on {:.0} % of the fault", share * 100.0);
     }
 
     #[test]

@@ -739,6 +739,16 @@ impl Model {
         }
     }
 
+    /// Takes the marks off the last `n` ticks: an episode held out while it was open ended
+    /// before it was a fault, and what it held out is learned after all.
+    pub fn unmark_recent(&mut self, n: usize) {
+        let ticks = self.ring.len() / self.dims.len().max(1);
+        for i in 0..n.min(self.ring_len) {
+            let slot = (self.ring_head + self.ring_len - 1 - i) % ticks;
+            self.marked[slot / 64] &= !(1 << (slot % 64));
+        }
+    }
+
     /// Drops the ensemble members fitted in the last `n` ticks: they took in the start of
     /// what has turned out to be a fault, and one member that finds it normal is enough to
     /// silence it (a tick scores the lowest of the members' scores). The oldest member is
