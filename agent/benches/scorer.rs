@@ -216,6 +216,7 @@ fn replay_throughput(c: &mut Criterion) {
         seasonal: false,
         accept_after_ms: 0,
         young_for_ms: 0,
+        hold_firing: false,
     };
     g.bench_function("notebook_detector_200k_rows", |b| {
         b.iter(|| {

@@ -118,6 +118,7 @@ impl DetectorConfig {
             accept_after_ms: i64::try_from(self.train.accept_after.0.as_millis())
                 .unwrap_or(i64::MAX),
             young_for_ms: i64::try_from(self.alarm.young_for.0.as_millis()).unwrap_or(i64::MAX),
+            hold_firing: self.train.hold_firing,
         })
     }
 }
@@ -138,6 +139,8 @@ pub struct Detector {
     pub accept_after_ms: i64,
     /// `alarm.young_for` in ms (0: off).
     pub young_for_ms: i64,
+    /// `train.hold_firing`.
+    pub hold_firing: bool,
 }
 
 impl Detector {
