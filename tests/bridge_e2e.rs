@@ -309,6 +309,8 @@ fn every_example_notifier_config_passes_check_config() {
             .env("LOOKOUT_SMTP_PASSWORD", "secret")
             .env("LOOKOUT_NTFY_TOKEN", "tk_XXXX")
             .env("LOOKOUT_GOTIFY_TOKEN", "AppXXXX")
+            .env("LOOKOUT_PUSHOVER_TOKEN", "PoAppXXXX")
+            .env("LOOKOUT_PUSHOVER_USER", "PoUserXXXX")
             .env("LOOKOUT_PAGERDUTY_ROUTING_KEY", "R0utingXXXX")
             .env("LOOKOUT_OPSGENIE_API_KEY", "GenieXXXX")
             .env(
@@ -334,7 +336,7 @@ fn every_example_notifier_config_passes_check_config() {
         checked += 1;
     }
     assert_eq!(
-        checked, 11,
+        checked, 12,
         "one example per notifier plugin but log/file (in configs/bridge.toml)"
     );
 }

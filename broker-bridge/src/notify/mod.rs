@@ -22,6 +22,7 @@ pub mod mqtt;
 pub mod ntfy;
 pub mod opsgenie;
 pub mod pagerduty;
+pub mod pushover;
 pub mod slack;
 pub mod smtp;
 pub mod telegram;
@@ -95,6 +96,7 @@ pub enum TargetConfig {
     Opsgenie(opsgenie::Config),
     Discord(discord::Config),
     Gotify(gotify::Config),
+    Pushover(pushover::Config),
 }
 
 impl TargetConfig {
@@ -113,6 +115,7 @@ impl TargetConfig {
             TargetConfig::Opsgenie(_) => "opsgenie",
             TargetConfig::Discord(_) => "discord",
             TargetConfig::Gotify(_) => "gotify",
+            TargetConfig::Pushover(_) => "pushover",
         }
     }
 
@@ -132,6 +135,7 @@ impl TargetConfig {
             TargetConfig::Opsgenie(c) => Box::new(opsgenie::Opsgenie::build(name, c)?),
             TargetConfig::Discord(c) => Box::new(discord::Discord::build(name, c)?),
             TargetConfig::Gotify(c) => Box::new(gotify::Gotify::build(name, c)?),
+            TargetConfig::Pushover(c) => Box::new(pushover::Pushover::build(name, c)?),
         })
     }
 }
