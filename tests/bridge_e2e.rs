@@ -311,6 +311,10 @@ fn every_example_notifier_config_passes_check_config() {
             .env("LOOKOUT_GOTIFY_TOKEN", "AppXXXX")
             .env("LOOKOUT_PUSHOVER_TOKEN", "PoAppXXXX")
             .env("LOOKOUT_PUSHOVER_USER", "PoUserXXXX")
+            .env(
+                "LOOKOUT_TEAMS_WEBHOOK",
+                "https://prod-00.westeurope.logic.azure.com/workflows/0/triggers/manual/paths/invoke?sig=XXXX",
+            )
             .env("LOOKOUT_PAGERDUTY_ROUTING_KEY", "R0utingXXXX")
             .env("LOOKOUT_OPSGENIE_API_KEY", "GenieXXXX")
             .env(
@@ -336,7 +340,7 @@ fn every_example_notifier_config_passes_check_config() {
         checked += 1;
     }
     assert_eq!(
-        checked, 12,
+        checked, 13,
         "one example per notifier plugin but log/file (in configs/bridge.toml)"
     );
 }

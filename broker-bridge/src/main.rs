@@ -11,7 +11,7 @@ use lookout_bridge::config::{Built, load};
 #[command(
     name = "lookout-bridge",
     version,
-    about = "Fans Lookout alarms out from MQTT to notifier plugins (log, file, exec, HTTP, Slack, Telegram, SMTP, MQTT, ntfy, PagerDuty, Opsgenie, Discord, Gotify, Pushover)"
+    about = "Fans Lookout alarms out from MQTT to notifier plugins (log, file, exec, HTTP, Slack, Telegram, SMTP, MQTT, ntfy, PagerDuty, Opsgenie, Discord, Gotify, Pushover, Teams)"
 )]
 struct Cli {
     #[command(subcommand)]

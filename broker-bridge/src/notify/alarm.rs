@@ -1,5 +1,5 @@
-//! What the incident-style plugins (ntfy, PagerDuty, Opsgenie, Discord, Gotify, Pushover) read
-//! from a notification's fields, and the text limits they share.
+//! What the incident-style plugins (ntfy, PagerDuty, Opsgenie, Discord, Gotify, Pushover,
+//! Teams) read from a notification's fields, and the text limits they share.
 //!
 //! Those services want a state, a severity and a stable key, not just text, and each
 //! message the bridge routes may be an agent alarm (`docs/topics.md`), a group batch

@@ -25,6 +25,7 @@ pub mod pagerduty;
 pub mod pushover;
 pub mod slack;
 pub mod smtp;
+pub mod teams;
 pub mod telegram;
 /// The test HTTP server the plugins' tests talk to: the end-to-end tests' own, one file
 /// for both.
@@ -97,6 +98,7 @@ pub enum TargetConfig {
     Discord(discord::Config),
     Gotify(gotify::Config),
     Pushover(pushover::Config),
+    Teams(teams::Config),
 }
 
 impl TargetConfig {
@@ -116,6 +118,7 @@ impl TargetConfig {
             TargetConfig::Discord(_) => "discord",
             TargetConfig::Gotify(_) => "gotify",
             TargetConfig::Pushover(_) => "pushover",
+            TargetConfig::Teams(_) => "teams",
         }
     }
 
@@ -136,6 +139,7 @@ impl TargetConfig {
             TargetConfig::Discord(c) => Box::new(discord::Discord::build(name, c)?),
             TargetConfig::Gotify(c) => Box::new(gotify::Gotify::build(name, c)?),
             TargetConfig::Pushover(c) => Box::new(pushover::Pushover::build(name, c)?),
+            TargetConfig::Teams(c) => Box::new(teams::Teams::build(name, c)?),
         })
     }
 }
