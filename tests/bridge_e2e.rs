@@ -309,6 +309,10 @@ fn every_example_notifier_config_passes_check_config() {
             .env("LOOKOUT_SMTP_PASSWORD", "secret")
             .env("LOOKOUT_NTFY_TOKEN", "tk_XXXX")
             .env("LOOKOUT_GOTIFY_TOKEN", "AppXXXX")
+            .env(
+                "LOOKOUT_ALERTMANAGER_WEBHOOK_URL",
+                "http://127.0.0.1:9/webhook",
+            )
             .env("LOOKOUT_PUSHOVER_TOKEN", "PoAppXXXX")
             .env("LOOKOUT_PUSHOVER_USER", "PoUserXXXX")
             .env(
@@ -340,8 +344,9 @@ fn every_example_notifier_config_passes_check_config() {
         checked += 1;
     }
     assert_eq!(
-        checked, 13,
-        "one example per notifier plugin but log/file (in configs/bridge.toml)"
+        checked, 14,
+        "one example per notifier plugin but log/file (in configs/bridge.toml), and http's \
+         alertmanager format"
     );
 }
 

@@ -1,5 +1,6 @@
 //! What the incident-style plugins (ntfy, PagerDuty, Opsgenie, Discord, Gotify, Pushover,
-//! Teams) read from a notification's fields, and the text limits they share.
+//! Teams, the http plugin's Alertmanager format) read from a notification's fields, and the
+//! text limits they share.
 //!
 //! Those services want a state, a severity and a stable key, not just text, and each
 //! message the bridge routes may be an agent alarm (`docs/topics.md`), a group batch
@@ -90,7 +91,7 @@ impl<'a> Alarm<'a> {
 }
 
 /// `resolved` only when the message says so: anything else is worth a look.
-fn state_of(fields: &Value) -> State {
+pub(crate) fn state_of(fields: &Value) -> State {
     match fields.get("state").and_then(Value::as_str) {
         Some(s) if s.eq_ignore_ascii_case("resolved") => State::Resolved,
         _ => State::Firing,
@@ -98,7 +99,7 @@ fn state_of(fields: &Value) -> State {
 }
 
 /// `severity` as a number or a numeric string, clamped to 1–4.
-fn severity_of(fields: &Value) -> Option<u8> {
+pub(crate) fn severity_of(fields: &Value) -> Option<u8> {
     let v = fields.get("severity")?;
     let x = v
         .as_f64()

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub(crate) mod alarm;
+pub(crate) mod alertmanager;
 pub mod discord;
 pub mod exec;
 pub mod file;
