@@ -1,6 +1,6 @@
 //! `type = "http"`: a generic webhook. Sends each notification as JSON (the alarm's fields,
 //! or the rendered body template), as a form, as plain text, or as Prometheus
-//! Alertmanager's webhook JSON (`format = "alertmanager"`, [`alertmanager`](super::alertmanager)).
+//! Alertmanager's webhook JSON (`format = "alertmanager"`, `notify/alertmanager.rs`).
 //!
 //! Also home of what the HTTP-based plugins share ([`slack`](super::slack),
 //! [`telegram`](super::telegram), [`ntfy`](super::ntfy), ...): the client settings, the
@@ -48,7 +48,7 @@ pub struct Config {
     /// (`application/x-www-form-urlencoded` of `title`, `body`, `topic` and the message's
     /// top-level scalar fields), `"text"` (the rendered body as `text/plain`) or
     /// `"alertmanager"` (Prometheus Alertmanager's webhook JSON, version 4: one alert per
-    /// alarm, `receiver` the target's name; see [`alertmanager`](super::alertmanager)).
+    /// alarm, `receiver` the target's name; see `notify/alertmanager.rs`).
     #[serde(default)]
     pub format: Format,
     /// With `format = "json"`, what the JSON body is: `"fields"` (default: the decoded

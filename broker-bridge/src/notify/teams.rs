@@ -11,7 +11,7 @@
 //! The card: the title in bold, coloured `attention` (severity 3–4), `warning` (1–2) or
 //! `good` (resolved); the body; then a FactSet of the alarm's labels, score, threshold and
 //! start time. Teams refuses messages over 28 KB, so the request is kept under
-//! [`MAX_BODY_BYTES`]: the title is cut to 1000 characters, each fact to 500, at most 40
+//! 28000 bytes: the title is cut to 1000 characters, each fact to 500, at most 40
 //! labels are shown, and the body gets whatever room is left.
 
 use std::fmt;
