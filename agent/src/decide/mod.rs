@@ -301,7 +301,8 @@ impl Decider {
     fn gate(&mut self, ts: i64, anomalous: bool, flat: bool) -> bool {
         if !self.hysteresis.is_firing() {
             let e = std::mem::take(&mut self.episode);
-            if e.ticks > 0 && !e.fault && !e.flat {
+            // Only `hold_firing` marks an episode that is not a fault; nothing to release otherwise.
+            if self.detector.hold_firing && e.ticks > 0 && !e.fault && !e.flat {
                 self.model.unmark_recent(e.ticks as usize + 1);
             }
             return !flat;
