@@ -113,6 +113,12 @@ const AGENT: &[(&str, Rule)] = &[
     ),
     ("watch", Rule::Never(&["link", "run", "tick"])),
     ("tick.rs", Rule::Never(&["config", "link", "run"])),
+    (
+        "devices",
+        Rule::Only(&[
+            "decide", "alarm", "scorer", "rules", "tick", "out", "health", "persist",
+        ]),
+    ),
     ("homeassistant.rs", Rule::Never(&["config", "link", "run"])),
     ("health.rs", Rule::Never(&["config", "link", "run"])),
     ("sim_fleet.rs", Rule::Never(&["link", "run"])),

@@ -42,6 +42,9 @@ pub struct Report<'a> {
     pub outbox: OutboxReport,
     pub models: ModelsReport,
     pub commands: CommandsReport,
+    /// Device models (`crate::devices`); absent when none is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub devices: Option<DevicesReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -57,6 +60,36 @@ pub struct OutboxReport {
     pub dropped: u64,
     pub write_errors: u64,
     pub recovered: usize,
+}
+
+/// Device models since start: instances now, created and evicted, readings taken, and
+/// readings dropped by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct DevicesReport {
+    pub instances: usize,
+    /// Bytes the instances' decision states hold now (bounded by `max_instances`).
+    pub heap_bytes: usize,
+    pub created: u64,
+    pub evicted: u64,
+    pub readings: u64,
+    /// Intervals in which a metric had no reading: not scored.
+    pub gaps: u64,
+    /// Readings for no device model (another device or metric): the rules may want them.
+    pub unmatched: u64,
+    pub dropped: DevicesDropped,
+}
+
+/// Readings dropped, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct DevicesDropped {
+    /// Not a number, not JSON, not UTF-8, too large, no metric.
+    pub bad: u64,
+    /// Time more than 10 s ahead of the agent's clock.
+    pub future: u64,
+    /// Time in an interval already scored.
+    pub late: u64,
+    /// Over the device's `max_rate`.
+    pub rate: u64,
 }
 
 /// Operators' commands to this host (`cmd/relearn`) since start: obeyed, and refused (a

@@ -469,6 +469,7 @@ mod tests {
             ts: 1,
             host: "h".into(),
             model: "m".into(),
+            device: None,
             score: None,
             learning: true,
             anomalous: false,
@@ -509,6 +510,7 @@ mod tests {
             outbox: Default::default(),
             models: Default::default(),
             commands: Default::default(),
+            devices: None,
         })
         .unwrap();
         for c in configs(&ctx(true), "h", [every_tick("m"), anomalies_only("n")]) {

@@ -18,6 +18,8 @@ use crate::Error;
 use crate::config::Settings;
 use crate::control::{Control, Refusal, Reply};
 use crate::decide::ModelSpec;
+use crate::devices::config::DeviceSpec;
+use crate::devices::{Devices, DevicesParams, TRAINER_HOST};
 use crate::frame::Frame;
 use crate::health::{CommandsReport, Health, Lag, OutboxReport, Report};
 use crate::link::{Extras, Inbox, Incoming, Link, LinkStats, broker};
@@ -60,6 +62,9 @@ struct Agent {
     hosts: Vec<Running>,
     /// The rules belong to the first host (the real one, or sim-1) and come in on its link.
     live: Live,
+    /// Device models: readings come in on the first host's link, and its alarms go out on
+    /// it, under the first host's topics.
+    devices: Devices,
     /// Operators' commands, when a token is configured.
     control: Option<Control>,
     /// Each host's relearn command topic, in the order of `hosts`.
@@ -194,6 +199,7 @@ impl Agent {
             ingest: settings.ingest.enabled,
             host_metrics: !sim,
         });
+        let devices = device_models(&settings, &hosts);
         let control = commands(&settings, &hosts);
         let command_topics: Vec<String> = hosts
             .iter()
@@ -210,6 +216,7 @@ impl Agent {
             let inbox = host_inbox(
                 hi,
                 &live,
+                &devices,
                 control.is_some().then(|| command_topics[hi].clone()),
                 &inbox_tx,
             );
@@ -237,7 +244,7 @@ impl Agent {
         if let Some(first) = running.first() {
             flush(&first.link, &mut outs);
         }
-        let trainer = spawn_trainer(specs)?;
+        let trainer = spawn_trainer(specs, &settings.devices)?;
         if let Some(snap) = &settings.snapshots {
             for r in &mut running {
                 restore(&Store::new(&snap.dir, r.host.name()), &mut r.host);
@@ -247,6 +254,7 @@ impl Agent {
             settings,
             hosts: running,
             live,
+            devices,
             control,
             command_topics,
             last_ts: start_ts,
@@ -277,6 +285,8 @@ impl Agent {
         }
         let now = lookout_shared::time::now_ms();
         self.live.on_message(&msg.topic, &msg.payload, now, outs);
+        self.devices
+            .on_message(&msg.topic, &msg.payload, now, &mut self.trainer, outs);
         if let Some(first) = self.hosts.first() {
             flush(&first.link, outs);
         }
@@ -325,6 +335,7 @@ impl Agent {
         while let Some(((h, m), job)) = self.trainer.try_result() {
             let buffer = match self.hosts.get_mut(h) {
                 Some(r) => r.host.install(m, job),
+                None if h == TRAINER_HOST => self.devices.install(m, job),
                 None => job.data,
             };
             self.trainer.recycle(buffer);
@@ -355,8 +366,14 @@ impl Agent {
             }
             flush(&r.link, &mut scratch.outs);
         }
-        self.live
-            .tick(lookout_shared::time::now_ms(), now, &mut scratch.outs);
+        let wall = lookout_shared::time::now_ms();
+        self.live.tick(wall, now, &mut scratch.outs);
+        self.devices
+            .tick(wall, &mut self.trainer, &mut scratch.outs);
+        let evicted = self.devices.take_evicted();
+        if !evicted.is_empty() && self.settings.snapshots.is_some() {
+            tokio::task::spawn_blocking(move || save(evicted));
+        }
         if let Some(first) = self.hosts.first() {
             flush(&first.link, &mut scratch.outs);
         }
@@ -403,6 +420,7 @@ impl Agent {
                     accepted: c.accepted,
                     refused: c.refused,
                 },
+                devices: (hi == 0 && !self.devices.is_empty()).then(|| self.devices.report()),
             };
             r.link.publish(Out::Stats {
                 topic: topics::agent_stats(&self.settings.mqtt.prefix, r.host.name()),
@@ -411,8 +429,8 @@ impl Agent {
         }
     }
 
-    /// Every model's snapshot with the store it goes to.
-    fn snapshots(&self) -> Vec<(Store, String, Vec<u8>)> {
+    /// Every model's snapshot with the store it goes to, device models' included.
+    fn snapshots(&mut self) -> Vec<(Store, String, Vec<u8>)> {
         let Some(snap) = &self.settings.snapshots else {
             return Vec::new();
         };
@@ -424,12 +442,13 @@ impl Agent {
                 out.push((store.clone(), model, bytes));
             }
         }
+        out.extend(self.devices.snapshots(now));
         out
     }
 
     /// Saves every model, says goodbye on every link (offline status), waits a moment
     /// for the links to flush, and stops the trainer.
-    async fn stop(self) {
+    async fn stop(mut self) {
         let writes = self.snapshots();
         if !writes.is_empty() {
             let n = writes.len();
@@ -450,6 +469,10 @@ impl Agent {
                 .load(std::sync::atomic::Ordering::Relaxed),
             "rules: events taken in this run"
         );
+        if !self.devices.is_empty() {
+            let d = self.devices.report();
+            tracing::info!(instances = d.instances, created = d.created, evicted = d.evicted, readings = d.readings, gaps = d.gaps, dropped = ?d.dropped, "device models: readings taken in this run");
+        }
         let _ = lookout_shared::systemd::notify_stopping();
         tracing::info!("shutting down: publishing offline status");
         for r in &self.hosts {
@@ -468,6 +491,18 @@ impl Agent {
         }
         drop(self.trainer);
     }
+}
+
+/// The device models, under the first host's topics (the rules' host).
+fn device_models(settings: &Settings, hosts: &[(String, Labels, Source)]) -> Devices {
+    Devices::new(DevicesParams {
+        prefix: settings.mqtt.prefix.clone(),
+        host: hosts.first().map(|h| h.0.clone()).unwrap_or_default(),
+        labels: hosts.first().map(|h| h.1.clone()).unwrap_or_default(),
+        interval: settings.interval,
+        specs: settings.devices.clone(),
+        snapshots: settings.snapshots.as_ref().map(|s| s.dir.clone()),
+    })
 }
 
 /// The published hosts: this one, sampled from `/proc`, or the simulated ones.
@@ -516,6 +551,7 @@ fn commands(settings: &Settings, hosts: &[(String, Labels, Source)]) -> Option<C
 fn host_inbox(
     hi: usize,
     live: &Live,
+    devices: &Devices,
     command: Option<String>,
     tx: &mpsc::Sender<Incoming>,
 ) -> Option<Inbox> {
@@ -524,6 +560,13 @@ fn host_inbox(
     } else {
         (Vec::new(), Vec::new())
     };
+    if hi == 0 {
+        for f in devices.filters() {
+            if !filters.contains(&f) {
+                filters.push(f);
+            }
+        }
+    }
     if let Some(t) = command {
         filters.push(t.clone());
         reliable.push(t);
@@ -560,9 +603,13 @@ fn discovery(settings: &Settings, specs: &[ModelSpec], host: &str, inbox: Option
 /// Two staging buffers: one fitting, one queued behind it. Models due at the same tick
 /// take turns over the next ticks; a fit takes milliseconds, a tick a second. The one
 /// workspace is sized for the largest model.
-fn spawn_trainer(specs: &[ModelSpec]) -> Result<Trainer, Error> {
-    let (rows, width, k) = specs.iter().fold((1, 1, 1), |(r, w, k), s| {
-        let p = &s.detector.params;
+fn spawn_trainer(specs: &[ModelSpec], devices: &[DeviceSpec]) -> Result<Trainer, Error> {
+    let shapes = specs
+        .iter()
+        .map(|s| (&s.detector, s.metrics.len()))
+        .chain(devices.iter().map(|d| (&d.detector, d.metrics.len())));
+    let (rows, width, k) = shapes.clone().fold((1, 1, 1), |(r, w, k), (d, n_dims)| {
+        let p = &d.params;
         (
             // With decay, a fit also holds the previous fit's weighted centres.
             r.max(
@@ -570,13 +617,12 @@ fn spawn_trainer(specs: &[ModelSpec]) -> Result<Trainer, Error> {
                     + (p.decay.min(1.0) * p.max_rows() as f64).ceil() as usize
                     + p.n_clusters,
             ),
-            w.max(s.metrics.len() * (p.n_lags + 1)),
+            w.max(n_dims * (p.n_lags + 1)),
             k.max(p.n_clusters),
         )
     });
-    let staging_len = specs
-        .iter()
-        .map(|s| s.detector.params.staging_len(s.metrics.len()))
+    let staging_len = shapes
+        .map(|(d, n_dims)| d.params.staging_len(n_dims))
         .max()
         .unwrap_or(1);
     Trainer::spawn(STAGING_BUFFERS, staging_len, rows, width, k).map_err(|source| Error::Thread {

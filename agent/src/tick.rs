@@ -264,44 +264,88 @@ impl ModelRun {
         labels: &Labels,
         out: &mut Vec<Out>,
     ) {
-        let detector = self.decider.detector();
-        let scored = match decision {
-            Decision::Invalid => {
-                let invalid = self.decider.invalid();
-                // Once, then every 10,000th: a sensor stuck out of range must not flood
-                // the log.
-                if invalid % 10_000 == 1 {
-                    tracing::warn!(host = alarms.host(), model = %self.name, values = ?self.values, invalid, down_limit = ?detector.down_limit, upper_limit = ?detector.upper_limit, "value outside the model's limits: not scored");
-                }
-                return;
-            }
-            Decision::Skipped => return,
-            Decision::Learning => None,
-            Decision::Scored(s) => Some(s),
+        let to = Target {
+            model: &self.name,
+            device: None,
+            score_topic: &self.score_topic,
+            alarm_name: &self.name,
+            values: &self.values,
         };
-        let anomalous = scored.is_some_and(|s| s.level.is_some());
-        if anomalous || !detector.only_show_anomaly {
-            let msg = Score {
-                ts,
-                host: alarms.host().to_owned(),
-                model: self.name.clone(),
-                score: scored.map(|s| s.score),
-                learning: scored.is_none(),
-                anomalous,
-                level: scored.and_then(|s| s.level).unwrap_or(0),
-                threshold: detector.alarm.threshold,
-                alarm: scored.is_some_and(|s| s.firing),
-                labels: labels.clone(),
-            };
-            out.push(Out::Score {
-                topic: self.score_topic.clone(),
-                payload: to_json(&msg),
-            });
+        publish_decision(&self.decider, &to, decision, ts, alarms, labels, out);
+    }
+}
+
+/// Where one model's decisions are published: a host model's, or one device's instance
+/// of a device model (`crate::devices`), which alarms under its own name and says which
+/// device it learns.
+pub struct Target<'a> {
+    pub model: &'a str,
+    pub device: Option<&'a str>,
+    pub score_topic: &'a str,
+    /// The name under `alarms/`: the model's, or `<model>/<device>`.
+    pub alarm_name: &'a str,
+    /// The tick's values, for the log of a refused tick.
+    pub values: &'a [f64],
+}
+
+/// A model's decision as messages: the score (unless `only_show_anomaly` hides it) and
+/// the alarm change, if any. One function for host and device models, so that both
+/// publish the same payloads.
+pub fn publish_decision(
+    decider: &Decider,
+    to: &Target<'_>,
+    decision: Decision,
+    ts: i64,
+    alarms: &Publisher,
+    labels: &Labels,
+    out: &mut Vec<Out>,
+) {
+    let detector = decider.detector();
+    let scored = match decision {
+        Decision::Invalid => {
+            let invalid = decider.invalid();
+            // Once, then every 10,000th: a sensor stuck out of range must not flood the log.
+            if invalid % 10_000 == 1 {
+                tracing::warn!(host = alarms.host(), model = %to.model, device = to.device, values = ?to.values, invalid, down_limit = ?detector.down_limit, upper_limit = ?detector.upper_limit, "value outside the model's limits: not scored");
+            }
+            return;
         }
-        if let Some(t) = scored.and_then(|s| s.transition) {
-            let episode = self.decider.episode(&self.name, alarms.host(), ts, t);
-            out.push(alarms.publish(episode));
-        }
+        Decision::Skipped => return,
+        Decision::Learning => None,
+        Decision::Scored(s) => Some(s),
+    };
+    let anomalous = scored.is_some_and(|s| s.level.is_some());
+    if anomalous || !detector.only_show_anomaly {
+        let msg = Score {
+            ts,
+            host: alarms.host().to_owned(),
+            model: to.model.to_owned(),
+            device: to.device.map(str::to_owned),
+            score: scored.map(|s| s.score),
+            learning: scored.is_none(),
+            anomalous,
+            level: scored.and_then(|s| s.level).unwrap_or(0),
+            threshold: detector.alarm.threshold,
+            alarm: scored.is_some_and(|s| s.firing),
+            labels: labels.clone(),
+        };
+        out.push(Out::Score {
+            topic: to.score_topic.to_owned(),
+            payload: to_json(&msg),
+        });
+    }
+    if let Some(t) = scored.and_then(|s| s.transition) {
+        let mut episode = match to.device {
+            // The summary names the device where a host model's names the host.
+            Some(device) => {
+                let mut e = decider.episode(to.model, device, ts, t);
+                e.labels.insert("device".into(), device.to_owned());
+                e
+            }
+            None => decider.episode(to.model, alarms.host(), ts, t),
+        };
+        episode.name = to.alarm_name.to_owned();
+        out.push(alarms.publish(episode));
     }
 }
 

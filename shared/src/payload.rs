@@ -47,6 +47,10 @@ pub struct Score {
     pub ts: i64,
     pub host: String,
     pub model: String,
+    /// For a device model (a series ingested over MQTT, one instance per device): the
+    /// device this instance learns. Absent for the host's own models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     /// Anomaly score on the model's scale (docs/scorer.md), capped at its
     /// `anomaly_score_cap`; `null` while the model is learning.
     pub score: Option<f64>,

@@ -25,6 +25,7 @@ use crate::alarm::AlarmParams;
 use crate::control::{ControlConfig, ControlSettings};
 use crate::decide::host::HostConfig;
 use crate::decide::{DetectorConfig, ModelSpec};
+use crate::devices::config::{DeviceKeys, DeviceSpec};
 use crate::homeassistant::HomeAssistantConfig;
 use crate::link::{BrokerConfig, BrokerSettings, MqttConfig, MqttSettings, OutboxConfig};
 use crate::persist::{SnapshotConfig, SnapshotSettings};
@@ -121,6 +122,8 @@ pub struct Settings {
     pub snapshots: Option<SnapshotSettings>,
     pub models: Vec<ModelSpec>,
     pub sim_models: Vec<ModelSpec>,
+    /// Models of series ingested over MQTT, one instance per device.
+    pub devices: Vec<DeviceSpec>,
     /// Host-level judgement, and the `[detector.alarm]` its alarm shares.
     pub host_judge: HostConfig,
     pub host_alarm: AlarmParams,
@@ -184,6 +187,13 @@ impl Parsed<'_> {
             .alarm;
         let models = self.models("models", &raw.models)?;
         let sim_models = self.models("sim_models", &raw.sim_models)?;
+        let devices = self.device_models(&raw.models)?;
+        if let Some((name, _)) = raw.sim_models.iter().find(|(_, t)| is_device_model(t)) {
+            return Err(self.invalid(
+                &format!("sim_models.{name}"),
+                Invalid::new("", "device models (device, topic) belong in [models]; they run beside simulated hosts too"),
+            ));
+        }
         let rules = raw.rules.resolve().map_err(|e| self.invalid("rules", e))?;
         let control = raw
             .control
@@ -205,6 +215,7 @@ impl Parsed<'_> {
             snapshots,
             models,
             sim_models,
+            devices,
             host_judge: raw.host.clone(),
             host_alarm,
             simulate: raw.simulate.clone(),
@@ -289,7 +300,9 @@ impl Parsed<'_> {
     /// A model's table over `[detector]`, with every default filled in.
     pub fn model_detector(&self, key: &str, table: &toml::Table) -> Result<DetectorConfig, Error> {
         let mut own = table.clone();
-        own.remove("metrics");
+        for k in own_keys(table) {
+            own.remove(*k);
+        }
         let mut merged = self.raw.detector.clone();
         merge(&mut merged, own);
         self.detector_table(key, merged)
@@ -323,6 +336,9 @@ impl Parsed<'_> {
                     Invalid::new("", "a model name becomes a topic level: no '/', '+' or '#'"),
                 ));
             }
+            if is_device_model(t) {
+                continue;
+            }
             let metrics = self.metrics(&key, t)?;
             let detector = self
                 .model_detector(&key, t)?
@@ -333,6 +349,37 @@ impl Parsed<'_> {
                 metrics,
                 detector,
             });
+        }
+        Ok(out)
+    }
+
+    /// The `[models]` tables with `device` or `topic`: models of series ingested over
+    /// MQTT, one instance per device (`crate::devices`). Their names were checked with
+    /// the host models'.
+    fn device_models(
+        &self,
+        models: &BTreeMap<String, toml::Table>,
+    ) -> Result<Vec<DeviceSpec>, Error> {
+        let interval = self.raw.agent.interval.0;
+        let mut out = Vec::new();
+        for (name, t) in models.iter().filter(|(_, t)| is_device_model(t)) {
+            let key = format!("models.{name}");
+            let own: toml::Table = t
+                .iter()
+                .filter(|(k, _)| crate::devices::config::KEYS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let keys: DeviceKeys =
+                self.source
+                    .deserialize(own, &key, &self.overrides, &self.renamed)?;
+            let detector = self
+                .model_detector(&key, t)?
+                .resolve_at(interval)
+                .map_err(|e| self.invalid(&key, e))?;
+            out.push(
+                keys.resolve(name, detector)
+                    .map_err(|e| self.invalid(&key, e))?,
+            );
         }
         Ok(out)
     }
@@ -396,8 +443,10 @@ impl Parsed<'_> {
             for (name, t) in models {
                 let key = format!("{table}.{name}");
                 let mut shown = toml::Table::new();
-                if let Some(m) = t.get("metrics") {
-                    shown.insert("metrics".into(), m.clone());
+                for k in own_keys(t) {
+                    if let Some(v) = t.get(*k) {
+                        shown.insert((*k).into(), v.clone());
+                    }
                 }
                 let own = toml_table(&self.model_detector(&key, t)?)?;
                 shown.extend(difference(&base, own));
@@ -466,6 +515,20 @@ fn toml_table<T: Serialize>(value: &T) -> Result<toml::Table, Error> {
         path: "(effective config)".into(),
         message: e.to_string(),
     })
+}
+
+/// A model table with `device` or `topic` learns devices' series, not this host's.
+fn is_device_model(t: &toml::Table) -> bool {
+    t.contains_key("device") || t.contains_key("topic")
+}
+
+/// The keys of a model table that are not the detector's.
+fn own_keys(t: &toml::Table) -> &'static [&'static str] {
+    if is_device_model(t) {
+        &crate::devices::config::KEYS
+    } else {
+        &["metrics"]
+    }
 }
 
 fn names(specs: &[ModelSpec]) -> Vec<&str> {

@@ -337,6 +337,14 @@ impl Decider {
         self.hysteresis.resolve_now(ts, score)
     }
 
+    /// Ends a firing episode because the model stops being watched (a device model's
+    /// instance evicted for a newer device), leaving the model as it learned: the alarm must
+    /// not stay retained as firing with nobody left to resolve it.
+    pub fn close_episode(&mut self, ts: i64) -> Option<Transition> {
+        let score = self.model.score().unwrap_or(0.0);
+        self.hysteresis.resolve_now(ts, score)
+    }
+
     /// The alarm episode change of `t` for the model called `name` on `host` at `ts`.
     pub fn episode(&self, name: &str, host: &str, ts: i64, t: Transition) -> Episode {
         let threshold = self.detector.alarm.threshold;
