@@ -4,16 +4,18 @@
 # load run twice in one go: once with a device model over the readings, once without (the
 # readings still arrive and are parsed for nothing), so the difference is the models'.
 # CPU is the agent's own user+system time over the measured window (not wall time, so a
-# busy machine disturbs it less); RSS is VmRSS at the end.
+# busy machine disturbs it less); RSS is VmRSS at the end. The window starts after every
+# model's first fit (150 ticks) and lasts longer than one refit round (train.every, 360
+# ticks), so it holds scoring and refits in their steady proportion.
 #
-# usage: BIN=target/release/lookout-agent [DEVICES=1000] [WARMUP=200] [MEASURE=120] \
+# usage: BIN=target/release/lookout-agent [DEVICES=1000] [WARMUP=170] [MEASURE=400] \
 #        [OUT=bench/results-ingest] bash bench/ingest/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-target/release/lookout-agent}
 DEVICES=${DEVICES:-1000}
-WARMUP=${WARMUP:-200}
-MEASURE=${MEASURE:-120}
+WARMUP=${WARMUP:-170}
+MEASURE=${MEASURE:-400}
 OUT=${OUT:-bench/results-ingest}
 mkdir -p "$OUT"
 command -v mosquitto >/dev/null || { echo "mosquitto is needed (apt-get install -y mosquitto)" >&2; exit 1; }
