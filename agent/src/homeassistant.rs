@@ -476,6 +476,8 @@ mod tests {
             threshold: 1.75,
             alarm: false,
             labels: Labels::new(),
+            dimensions: Vec::new(),
+            explain: None,
         })
         .unwrap();
         let alarm = serde_json::to_value(Alarm {
@@ -490,6 +492,8 @@ mod tests {
             threshold: 1.75,
             summary: "s".into(),
             labels: Labels::new(),
+            dimensions: Vec::new(),
+            explain: None,
         })
         .unwrap();
         let mut health = crate::health::Health::new(std::time::Duration::from_secs(1));
