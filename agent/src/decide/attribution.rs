@@ -68,20 +68,19 @@ pub fn attribute(model: &str, names: &[String], shares: &[DimShare], diffs: bool
 /// model leaves out the share, a model of changes says so (`system changing by +5.2 per
 /// tick, normal -0.3 to 0.4`).
 fn explain(model: &str, top: &Dimension, n_dims: usize, diffs: bool) -> String {
+    let sig = top.normal.map_or(3, |[lo, hi]| digits_for(lo, hi));
+    let value = fmt_sig(top.value, sig);
     let mut line = if diffs {
         let sign = if top.value > 0.0 { "+" } else { "" };
-        format!(
-            "{} changing by {sign}{} per tick",
-            top.name,
-            fmt_value(top.value)
-        )
+        format!("{} changing by {sign}{value} per tick", top.name)
     } else {
-        format!("{} at {}", top.name, fmt_value(top.value))
+        format!("{} at {value}", top.name)
     };
     if let Some([lo, hi]) = top.normal {
         // An en dash between two numbers reads as a minus when one is negative.
         let sep = if lo < 0.0 || hi < 0.0 { " to " } else { "–" };
-        line.push_str(&format!(", normal {}{sep}{}", fmt_value(lo), fmt_value(hi)));
+        let (lo, hi) = (fmt_sig(lo, sig), fmt_sig(hi, sig));
+        line.push_str(&format!(", normal {lo}{sep}{hi}"));
     }
     if n_dims > 1 {
         let pct = (top.share * 100.0).round();
@@ -90,9 +89,26 @@ fn explain(model: &str, top: &Dimension, n_dims: usize, diffs: bool) -> String {
     line
 }
 
+/// Significant digits that show a range's width with two of its own: three, more for a
+/// narrow range far from zero (53.794–53.878, not 53.8–53.9), at most six.
+fn digits_for(lo: f64, hi: f64) -> usize {
+    let magnitude = |x: f64| x.abs().log10().floor();
+    let (top, width) = (lo.abs().max(hi.abs()), hi - lo);
+    if !(width > 0.0 && top.is_finite() && width.is_finite()) {
+        return 3;
+    }
+    let needed = magnitude(top) - magnitude(width) + 2.0;
+    (needed.max(3.0) as usize).min(6)
+}
+
 /// A value in the metric's own unit, for people: three significant digits, trailing
 /// zeros dropped, and k, M, G, T from 10,000 on (byte rates, request counts).
 pub fn fmt_value(x: f64) -> String {
+    fmt_sig(x, 3)
+}
+
+/// [`fmt_value`] with `sig` significant digits.
+fn fmt_sig(x: f64, sig: usize) -> String {
     let a = x.abs();
     let (v, suffix) = if a >= 1e12 {
         (x / 1e12, "T")
@@ -110,7 +126,7 @@ pub fn fmt_value(x: f64) -> String {
     } else {
         v.abs().log10().floor() as i32
     };
-    let decimals = (2 - digits).clamp(0, 6) as usize;
+    let decimals = (sig as i32 - 1 - digits).clamp(0, 9) as usize;
     let mut s = format!("{v:.decimals$}");
     if s.contains('.') {
         s.truncate(s.trim_end_matches('0').trim_end_matches('.').len());
@@ -188,6 +204,12 @@ mod tests {
         assert_eq!(
             diffs.explain,
             "a changing by +5.2 per tick, normal -0.3 to 0.4"
+        );
+        let narrow = [share(1.0, 53.86, Some((53.7937, 53.8776)))];
+        assert_eq!(
+            attribute("disk", &names[..1], &narrow, false).explain,
+            "a at 53.86, normal 53.794–53.878",
+            "a narrow range gets the digits that tell its ends apart"
         );
     }
 
