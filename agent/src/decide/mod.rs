@@ -164,9 +164,14 @@ impl Decider {
     }
 
     /// Which dimensions put the model's current tick where it is ([`attribution`]), for
-    /// model `model`; `None` before its first fit. Meant for anomalous ticks only.
+    /// model `model`; `None` before its first fit, and for a tick on a learned centre (a
+    /// context-novelty alarm on a flat series): no dimension is away from normal, and
+    /// "received at 0, normal 0–0 (0 %)" would say nothing. Meant for anomalous ticks.
     pub fn attribution(&self, model: &str) -> Option<Attribution> {
         let shares = self.model.attribution()?;
+        if shares.iter().all(|s| s.share == 0.0) {
+            return None;
+        }
         let diffs = self.detector.params.diffs;
         Some(attribution::attribute(model, &self.names, &shares, diffs))
     }
@@ -639,6 +644,21 @@ mod tests {
             .find(|a| a["state"] == "resolved")
             .expect("and resolves");
         assert!(resolved.get("dimensions").is_none() && resolved.get("explain").is_none());
+    }
+
+    #[test]
+    fn a_tick_on_a_learned_centre_names_no_dimension() {
+        let mut dec = Decider::new(&small(), 2).with_names(vec!["rx".into(), "tx".into()]);
+        let mut fit = Inline::for_model(dec.model());
+        for i in 0..150 {
+            dec.step(i * 1000, &[0.0, 0.0], (0, 0), &mut fit);
+        }
+        let shares = dec.model().attribution().expect("fitted");
+        assert!(shares.iter().all(|s| s.share == 0.0), "{shares:?}");
+        assert_eq!(dec.attribution("network"), None);
+        dec.step(150_000, &[0.0, 9.0], (0, 0), &mut fit);
+        let a = dec.attribution("network").expect("tx moved");
+        assert_eq!(a.dimensions[0].name, "tx");
     }
 
     #[test]
