@@ -477,6 +477,8 @@ mod tests {
             threshold: 1.75,
             alarm: false,
             labels: Labels::new(),
+            dimensions: Vec::new(),
+            explain: None,
         })
         .unwrap();
         let alarm = serde_json::to_value(Alarm {
@@ -491,6 +493,8 @@ mod tests {
             threshold: 1.75,
             summary: "s".into(),
             labels: Labels::new(),
+            dimensions: Vec::new(),
+            explain: None,
         })
         .unwrap();
         let mut health = crate::health::Health::new(std::time::Duration::from_secs(1));

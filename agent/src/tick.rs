@@ -11,6 +11,7 @@ use lookout_shared::topics;
 
 use crate::alarm::AlarmParams;
 use crate::alarm::publish::Publisher;
+use crate::decide::attribution::dimension_names;
 use crate::decide::host::{self, HostConfig, HostJudge};
 use crate::decide::{Decider, Decision, ModelSpec, Refused, shape_key};
 use crate::frame::Frame;
@@ -67,7 +68,8 @@ impl Host {
                 name: s.name.clone(),
                 metrics: s.metrics.clone(),
                 values: vec![0.0; s.metrics.len()],
-                decider: Decider::new(&s.detector, s.metrics.len()),
+                decider: Decider::new(&s.detector, s.metrics.len())
+                    .with_names(dimension_names(&s.metrics)),
                 shape: shape_key(&s.detector, &s.metrics),
                 score_topic: topics::score(prefix, name, &s.name),
                 missing_ticks: 0,
@@ -316,6 +318,10 @@ pub fn publish_decision(
     };
     let anomalous = scored.is_some_and(|s| s.level.is_some());
     if anomalous || !detector.only_show_anomaly {
+        // Only an anomalous tick says which dimension: normal scores stay small.
+        let attribution = anomalous.then(|| decider.attribution(to.model)).flatten();
+        let (dimensions, explain) =
+            attribution.map_or((Vec::new(), None), |a| (a.dimensions, Some(a.explain)));
         let msg = Score {
             ts,
             host: alarms.host().to_owned(),
@@ -328,6 +334,8 @@ pub fn publish_decision(
             threshold: detector.alarm.threshold,
             alarm: scored.is_some_and(|s| s.firing),
             labels: labels.clone(),
+            dimensions,
+            explain,
         };
         out.push(Out::Score {
             topic: to.score_topic.to_owned(),

@@ -68,6 +68,32 @@ pub struct Score {
     /// The host's entity labels (`[agent] labels`, seed `000`), as on alarms.
     #[serde(default)]
     pub labels: Labels,
+    /// Which dimensions made this tick anomalous; only on anomalous ticks, so that the
+    /// score of every normal tick stays as small as it was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dimensions: Vec<Dimension>,
+    /// The top dimension as one line for people; with `dimensions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explain: Option<String>,
+}
+
+/// One dimension's part in an anomalous tick (docs/scorer.md, "Which dimension").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Dimension {
+    /// The dimension's name: the metric's dimension (`system`), or `chart|dimension` when
+    /// two of the model's charts share a dimension name.
+    pub name: String,
+    /// Its share, 0 to 1, of the squared distance to the nearest centre of the model that
+    /// scored the tick, in the model's scaled units. The model's shares sum to 1.
+    pub share: f64,
+    /// Its value as the model sees it, in the metric's unit: the rolling mean over
+    /// `n_smoothing` ticks (its per-tick change with `diffs = true`).
+    pub value: f64,
+    /// The 5th and 95th percentile of the same value over the newest fit's training set;
+    /// absent until a fit has measured it (the first ticks after restoring an older
+    /// snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normal: Option<[f64; 2]>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +132,13 @@ pub struct Alarm {
     pub summary: String,
     #[serde(default)]
     pub labels: Labels,
+    /// Which dimensions made the model's alarm fire, largest share first (firing alarms
+    /// of models only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dimensions: Vec<Dimension>,
+    /// The top dimension as one line for people; with `dimensions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explain: Option<String>,
 }
 
 impl Alarm {

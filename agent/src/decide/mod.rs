@@ -9,11 +9,16 @@
 //! Layout:
 //! - this file: [`Decider`], one model's decision state.
 //! - [`config`]: `[detector]` as written, and the [`Detector`] it resolves to.
+//! - [`attribution`]: which dimension made a tick anomalous, as the payloads say it.
+//! - [`host`]: the host as a whole: how many of its models are anomalous together.
+//! - [`snapshot`]: a model's learned state as bytes, and taking it back.
 
+pub mod attribution;
 pub mod config;
 pub mod host;
 pub mod snapshot;
 
+pub use attribution::Attribution;
 pub use config::{Detector, DetectorConfig, ModelSpec};
 pub use snapshot::{Refused, shape_key};
 
@@ -79,6 +84,8 @@ pub struct Decider {
     relearned_at: Option<i64>,
     /// The firing episode so far, for the gate.
     episode: EpisodeGate,
+    /// The dimensions' names in the payloads ([`attribution::dimension_names`]).
+    names: Vec<String>,
 }
 
 /// A firing episode as the gate sees it.
@@ -143,7 +150,30 @@ impl Decider {
             sustained: Sustained::default(),
             relearned_at: None,
             episode: EpisodeGate::default(),
+            names: (1..=n_dims).map(|i| i.to_string()).collect(),
         }
+    }
+
+    /// Names the dimensions, in the model's order, for the attribution of anomalous
+    /// ticks; unnamed, they are `1`, `2`, ...
+    pub fn with_names(mut self, names: Vec<String>) -> Self {
+        if names.len() == self.names.len() {
+            self.names = names;
+        }
+        self
+    }
+
+    /// Which dimensions put the model's current tick where it is ([`attribution`]), for
+    /// model `model`; `None` before its first fit, and for a tick on a learned centre (a
+    /// context-novelty alarm on a flat series): no dimension is away from normal, and
+    /// "received at 0, normal 0–0 (0 %)" would say nothing. Meant for anomalous ticks.
+    pub fn attribution(&self, model: &str) -> Option<Attribution> {
+        let shares = self.model.attribution()?;
+        if shares.iter().all(|s| s.share == 0.0) {
+            return None;
+        }
+        let diffs = self.detector.params.diffs;
+        Some(attribution::attribute(model, &self.names, &shares, diffs))
     }
 
     pub fn model(&self) -> &Model {
@@ -387,6 +417,13 @@ impl Decider {
         if state == AlarmState::Resolved && self.relearned_at == Some(ts) {
             labels.insert("reason".into(), "relearned".into());
         }
+        // What made it fire; a resolution comes on a normal tick, with nothing to explain.
+        let attribution = match state {
+            AlarmState::Firing => self.attribution(name),
+            AlarmState::Resolved => None,
+        };
+        let (dimensions, explain) =
+            attribution.map_or((Vec::new(), None), |a| (a.dimensions, Some(a.explain)));
         Episode {
             name: name.to_owned(),
             source: name.to_owned(),
@@ -398,6 +435,8 @@ impl Decider {
             threshold,
             summary,
             labels,
+            dimensions,
+            explain,
         }
     }
 }
@@ -560,6 +599,74 @@ mod tests {
         assert!(!summary.contains("whole day"), "{summary}");
         let (off, _) = peak_severity_of_a_step_at(0, 6 * 3600);
         assert!(off >= 3, "young_for = 0s: {off}");
+    }
+
+    /// A 2-dimension cpu model whose `system` jumps: the firing alarm's payload names
+    /// `system` first, beside its normal range, and says so in one line; its resolution,
+    /// on a normal tick, carries nothing.
+    #[test]
+    fn a_firing_alarm_says_which_dimension_moved_and_its_resolution_does_not() {
+        let d = small();
+        let names = vec!["user".to_string(), "system".to_string()];
+        let mut dec = Decider::new(&d, 2).with_names(names);
+        let mut fit = Inline::for_model(dec.model());
+        let publisher = crate::alarm::publish::Publisher::new("lookout", "h", &Default::default());
+        let mut alarms = Vec::new();
+        for i in 0..600u64 {
+            let jump = if (400..430).contains(&i) { 30.0 } else { 0.0 };
+            let v = [20.0 + noise(i, 1), 4.0 + 0.5 * noise(i, 2) + jump];
+            let ts = i as i64 * 1000;
+            if let (Decision::Scored(s), _) = dec.step(ts, &v, (0, 0), &mut fit)
+                && let Some(t) = s.transition
+            {
+                let payload = publisher.payload(dec.episode("cpu", "h", ts, t));
+                alarms.push(serde_json::to_value(payload).unwrap());
+            }
+        }
+        // The low threshold of `small` may fire on noise before: the jump's episode.
+        let in_jump = |a: &&serde_json::Value| {
+            (400_000..430_000).contains(&a["started_at"].as_i64().unwrap())
+        };
+        let fired = alarms
+            .iter()
+            .filter(in_jump)
+            .find(|a| a["state"] == "firing")
+            .expect("the jump fires");
+        let top = &fired["dimensions"][0];
+        assert_eq!(top["name"], "system", "{fired}");
+        assert!(top["share"].as_f64().unwrap() > 0.8, "{fired}");
+        let [lo, hi] = [0, 1].map(|i| top["normal"][i].as_f64().unwrap());
+        assert!(
+            lo > 3.0 && hi < 5.0 && lo < hi,
+            "system's normal range: {fired}"
+        );
+        assert!(top["value"].as_f64().unwrap() > 20.0, "{fired}");
+        let explain = fired["explain"].as_str().unwrap();
+        assert!(
+            explain.starts_with("system at ") && explain.ends_with("of the cpu anomaly)"),
+            "{explain}"
+        );
+        let resolved = alarms
+            .iter()
+            .filter(in_jump)
+            .find(|a| a["state"] == "resolved")
+            .expect("and resolves");
+        assert!(resolved.get("dimensions").is_none() && resolved.get("explain").is_none());
+    }
+
+    #[test]
+    fn a_tick_on_a_learned_centre_names_no_dimension() {
+        let mut dec = Decider::new(&small(), 2).with_names(vec!["rx".into(), "tx".into()]);
+        let mut fit = Inline::for_model(dec.model());
+        for i in 0..150 {
+            dec.step(i * 1000, &[0.0, 0.0], (0, 0), &mut fit);
+        }
+        let shares = dec.model().attribution().expect("fitted");
+        assert!(shares.iter().all(|s| s.share == 0.0), "{shares:?}");
+        assert_eq!(dec.attribution("network"), None);
+        dec.step(150_000, &[0.0, 9.0], (0, 0), &mut fit);
+        let a = dec.attribution("network").expect("tx moved");
+        assert_eq!(a.dimensions[0].name, "tx");
     }
 
     #[test]

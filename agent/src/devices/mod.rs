@@ -372,7 +372,9 @@ impl Devices {
             self.evict(di, now, out);
         }
         let def = &mut self.defs[di];
-        let mut decider = Decider::new(&def.spec.detector, def.spec.metrics.len());
+        let names = def.spec.metrics.iter().map(|(m, _)| m.clone()).collect();
+        let mut decider =
+            Decider::new(&def.spec.detector, def.spec.metrics.len()).with_names(names);
         if let Some(store) = &def.store {
             restore(store, &def.spec.name, device, def.shape, &mut decider);
         }

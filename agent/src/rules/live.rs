@@ -620,6 +620,8 @@ impl Live {
             threshold: rule.value,
             summary,
             labels,
+            dimensions: Vec::new(),
+            explain: None,
         }));
         if state == AlarmState::Resolved {
             self.keep_resolved(topic, out);

@@ -217,6 +217,9 @@ pub struct TrainJob {
     /// Out: each dimension's weight in the distance, `1 / scale²` (all 1 without
     /// scaling). The centres come back in the data's own units.
     pub weights: Box<[f64]>,
+    /// Out: each dimension's normal range, its [`NORMAL_RANGE`] percentiles over the
+    /// training set (low, high, then the next dimension's).
+    pub normal: Box<[f64]>,
     /// How distances become scores; `None` when the fit failed.
     norm: Option<Norm>,
 }
@@ -302,6 +305,24 @@ impl TrainJob {
         });
     }
 
+    /// Each dimension's normal range over the training set's own vectors (not the prior's
+    /// repeated centres), in the data's units: before [`TrainJob::scale`].
+    fn measure_normal(&mut self, ws: &mut FitWorkspace, rows: usize) {
+        let (w, lag_w) = (self.width(), self.n_lags + 1);
+        let scratch = &mut ws.distances[..rows];
+        for (d, range) in self.normal.chunks_exact_mut(2).enumerate() {
+            let newest = d * lag_w + lag_w - 1;
+            for (v, row) in scratch
+                .iter_mut()
+                .zip(ws.vectors[..rows * w].chunks_exact(w))
+            {
+                *v = row[newest];
+            }
+            range[0] = percentile(scratch, NORMAL_RANGE.0);
+            range[1] = percentile(scratch, NORMAL_RANGE.1);
+        }
+    }
+
     /// Fits the centres and the scale. Runs on the trainer thread (or inline in `replay`);
     /// allocates nothing when `ws` is large enough.
     pub fn run(&mut self, ws: &mut FitWorkspace) {
@@ -316,6 +337,7 @@ impl TrainJob {
         }
         let lag_w = self.n_lags + 1;
         self.fill_vectors(&mut ws.vectors[..total * w], rows);
+        self.measure_normal(ws, rows);
         self.scale(ws, rows, total);
         let vectors = &mut ws.vectors[..total * w];
         if kmeans::fit(
@@ -453,6 +475,16 @@ pub(crate) fn robust_scale(rows: &[f64], w: usize, at: usize, scratch: &mut [f64
     (median, 1.0 / scale.max(floor))
 }
 
+/// The value at rank `round((n − 1) × q)` of `values` (reordered), the rank rule of the
+/// quantile scale.
+fn percentile(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let at = ((values.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+    *values.select_nth_unstable_by(at, f64::total_cmp).1
+}
+
 fn median_of(values: &mut [f64]) -> f64 {
     let n = values.len();
     let (_, hi, _) = values.select_nth_unstable_by(n / 2, f64::total_cmp);
@@ -501,6 +533,22 @@ struct Spare {
     counts: Box<[u32]>,
     skip: Box<[u64]>,
     weights: Box<[f64]>,
+    normal: Box<[f64]>,
+}
+
+/// The percentiles a dimension's normal range spans: wide enough to hold a normal day's
+/// ordinary swings, narrow enough that one burst in the training set does not stretch it.
+pub const NORMAL_RANGE: (f64, f64) = (0.05, 0.95);
+
+/// One dimension's part in the current tick's distance ([`Model::attribution`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DimShare {
+    /// Share, 0 to 1, of the squared distance to the nearest centre.
+    pub share: f64,
+    /// The dimension's newest feature: its smoothed value (its change with `diffs`).
+    pub value: f64,
+    /// The same feature's [`NORMAL_RANGE`] over the newest fit's training set.
+    pub normal: Option<(f64, f64)>,
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -552,6 +600,13 @@ pub struct Model {
     /// The step from which the next long-horizon sample is taken (at the first tick
     /// judged normal from then on).
     long_next: u64,
+    /// Per dimension, the normal range (low, high) of the newest fit's training set.
+    /// Saved after the rest of a snapshot ([`Model::normal_range`]), so that snapshots
+    /// taken before it existed still read.
+    #[serde(skip)]
+    normal: Box<[f64]>,
+    #[serde(skip)]
+    normal_known: bool,
 }
 
 impl Model {
@@ -590,6 +645,7 @@ impl Model {
                 counts: vec![0; params.n_clusters].into_boxed_slice(),
                 skip: vec![0; ring_ticks.div_ceil(64)].into_boxed_slice(),
                 weights: vec![1.0; n_dims].into_boxed_slice(),
+                normal: vec![0.0; 2 * n_dims].into_boxed_slice(),
             }),
             context: Context::new(params.context, n_dims),
             counts: vec![0; params.n_clusters].into_boxed_slice(),
@@ -597,6 +653,8 @@ impl Model {
             long_head: 0,
             long_len: 0,
             long_next: sample_at(params.seed, 0, params.long_stride),
+            normal: vec![0.0; 2 * n_dims].into_boxed_slice(),
+            normal_known: false,
         }
     }
 
@@ -630,7 +688,33 @@ impl Model {
         self.spare = fresh.spare;
         self.skip_scratch = fresh.skip_scratch;
         self.fit_pending = false;
+        self.normal = fresh.normal;
+        self.normal_known = false;
         Some(self)
+    }
+
+    /// Each dimension's normal range (low, high, then the next dimension's), for a
+    /// snapshot; `None` before a fit has measured it.
+    pub fn normal_range(&self) -> Option<&[f64]> {
+        self.normal_known.then_some(&*self.normal)
+    }
+
+    /// Takes back what [`Model::normal_range`] saved. A snapshot without one (taken by an
+    /// older agent) or of another length makes a trained model fit at its next tick, which
+    /// measures it from the restored training ring.
+    pub fn restore_normal_range(&mut self, saved: Option<&[f64]>) {
+        match saved {
+            Some(r) if r.len() == self.normal.len() && r.iter().all(|v| v.is_finite()) => {
+                self.normal.copy_from_slice(r);
+                self.normal_known = true;
+            }
+            _ => {
+                self.normal_known = false;
+                if self.is_trained() {
+                    self.fit_pending = true;
+                }
+            }
+        }
     }
 
     /// Ticks from the first value to the first complete feature vector.
@@ -882,6 +966,56 @@ impl Model {
             .sum()
     }
 
+    /// Which dimensions put the current tick where it is, in dimension order; `None`
+    /// before the first fit. The ensemble member that gives the tick its score (the lowest)
+    /// is the one asked: each dimension's share is its part of the weighted squared
+    /// distance (its lags together, in scaled units) to that member's nearest centre, so
+    /// the shares sum to 1 (all 0 on a centre). With `distance = "mean"` the score is the
+    /// mean distance to all centres, but "which dimension" still means "away from the
+    /// nearest normal". Allocates: the decider asks only on anomalous ticks.
+    pub fn attribution(&self) -> Option<Vec<DimShare>> {
+        if !self.has_current {
+            return None;
+        }
+        let (k, w, n_dims) = (self.params.n_clusters, self.width, self.dims.len());
+        let cap = self.params.anomaly_score_cap;
+        let kw = k * w;
+        let members = self
+            .centres
+            .chunks_exact(kw)
+            .zip(self.weights.chunks_exact(n_dims));
+        let (_, centres, weights) = self
+            .norms
+            .iter()
+            .zip(members)
+            .filter_map(|(norm, (centres, weights))| {
+                let norm = (*norm)?;
+                let m = weighted_distance(self.params.distance, &self.current, centres, k, weights);
+                Some((norm.score(m, cap), centres, weights))
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0))?;
+        let d2 = |c: &[f64]| wdist2(&self.current, c, weights);
+        let nearest = centres
+            .chunks_exact(w)
+            .min_by(|a, b| d2(a).total_cmp(&d2(b)))?;
+        let lag_w = self.params.n_lags + 1;
+        let parts = self
+            .current
+            .chunks_exact(lag_w)
+            .zip(nearest.chunks_exact(lag_w))
+            .zip(weights)
+            .map(|((x, c), wt)| wt * kmeans::dist2(x, c));
+        let total: f64 = parts.clone().sum();
+        let shares = parts.enumerate().map(|(d, part)| DimShare {
+            share: if total > 0.0 { part / total } else { 0.0 },
+            value: self.current[d * lag_w + lag_w - 1],
+            normal: self
+                .normal_known
+                .then(|| (self.normal[2 * d], self.normal[2 * d + 1])),
+        });
+        Some(shares.collect())
+    }
+
     /// Share of the last ticks whose context was never seen (see [`Context`]); `None`
     /// while learning or when the context detector is off.
     pub fn novelty(&self) -> Option<f64> {
@@ -915,6 +1049,7 @@ impl Model {
             mut counts,
             skip,
             weights,
+            normal,
         }) = self.spare.take()
         else {
             return Err(data);
@@ -957,6 +1092,7 @@ impl Model {
             skipped,
             scaling: self.params.scaling,
             weights,
+            normal,
             norm: None,
         })
     }
@@ -1005,12 +1141,17 @@ impl Model {
             self.fitted_at[slot] = self.step;
             self.next_member = (slot + 1) % self.norms.len();
             self.counts.copy_from_slice(&job.counts);
+            if job.normal.iter().all(|v| v.is_finite()) {
+                self.normal.copy_from_slice(&job.normal);
+                self.normal_known = true;
+            }
         }
         self.spare = Some(Spare {
             centres: job.centres,
             counts: job.counts,
             skip: job.skip,
             weights: job.weights,
+            normal: job.normal,
         });
         job.data
     }
@@ -1063,6 +1204,7 @@ impl Model {
             + self.context.heap_bytes()
             + 2 * self.counts.len() * size_of::<u32>()
             + self.weights.len() * size_of::<f64>()
+            + 2 * self.normal.len() * size_of::<f64>()
             + 3 * self.marked.len() * size_of::<u64>()
     }
 
@@ -1294,6 +1436,65 @@ pub(crate) mod tests {
             raw < 1.75,
             "raw volts drown it ({raw}): the reason for scaling"
         );
+    }
+
+    /// Volts, percent and g side by side; only the percent moves. Its values repeat
+    /// 40.0, 40.1, ... 49.9 (a window of 400 holds each four times), so the training
+    /// set's 5th and 95th percentiles are known: ranks 20 and 379 of 400, 40.5 and 49.4.
+    #[test]
+    fn only_the_dimension_that_moved_is_blamed_beside_its_normal_range() {
+        let p = ModelParams {
+            n_smoothing: 1,
+            ..shipped(true, false)
+        };
+        let mut m = Model::new(p, 3);
+        let mut ws = m.workspace();
+        assert_eq!(m.attribution(), None, "nothing before a fit");
+        let row = |i: u64, jump: f64| {
+            [
+                230.0 + 3.0 * noise(i, 7),
+                40.0 + (i % 100) as f64 * 0.1 + jump,
+                0.03 + 0.002 * noise(i, 8),
+            ]
+        };
+        for i in 0..1200u64 {
+            if m.ingest(&row(i, 0.0)).unwrap() {
+                m.fit_now(&mut ws);
+            }
+        }
+        let calm = m.attribution().unwrap();
+        assert_eq!(calm.len(), 3);
+        let sum: f64 = calm.iter().map(|d| d.share).sum();
+        assert!((sum - 1.0).abs() < 1e-9, "shares sum to 1: {sum}");
+        let (lo, hi) = calm[1].normal.expect("measured at the fit");
+        assert!(
+            (lo - 40.5).abs() < 1e-4 && (hi - 49.4).abs() < 1e-4,
+            "{lo}–{hi}"
+        );
+        let (vlo, vhi) = calm[0].normal.unwrap();
+        assert!(
+            vlo > 225.0 && vlo < 229.0 && vhi > 231.0 && vhi < 235.0,
+            "{vlo}–{vhi}"
+        );
+        let (glo, ghi) = calm[2].normal.unwrap();
+        assert!(
+            glo > 0.027 && glo < 0.03 && ghi > 0.03 && ghi < 0.033,
+            "{glo}–{ghi}"
+        );
+
+        // No refit from here on: the jump is judged against what was learned.
+        for i in 1200..1206u64 {
+            m.ingest(&row(i, 30.0)).unwrap();
+        }
+        assert!(m.score().unwrap() >= 1.75, "the jump is anomalous");
+        let moved = m.attribution().unwrap();
+        assert!(moved[1].share > 0.8, "{moved:?}");
+        assert_eq!(
+            moved[1].value,
+            row(1205, 30.0)[1],
+            "its value, unsmoothed here"
+        );
+        assert_eq!(moved[1].normal, calm[1].normal, "the range is the fit's");
     }
 
     #[test]

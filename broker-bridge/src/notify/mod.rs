@@ -54,6 +54,33 @@ pub struct Notification {
     pub raw: Vec<u8>,
 }
 
+impl Notification {
+    /// The body for people: the alarm's `explain` line (which dimension moved, beside its
+    /// normal range) first, then the body, unless the title or a body written for people
+    /// shows it already (a route template with `{explain}`). A JSON body holds it too, but
+    /// as one field among many: the line still goes first. The chat and e-mail plugins
+    /// send this; the plugins that send the alarm's fields send them as they are.
+    pub fn body_with_explain(&self) -> std::borrow::Cow<'_, str> {
+        let explain = self
+            .fields
+            .get("explain")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|e| !e.is_empty());
+        let Some(e) = explain else {
+            return self.body.as_str().into();
+        };
+        let json_body = serde_json::from_str::<serde::de::IgnoredAny>(&self.body).is_ok();
+        if self.title.contains(e) || (self.body.contains(e) && !json_body) {
+            return self.body.as_str().into();
+        }
+        if self.body.is_empty() {
+            return e.to_owned().into();
+        }
+        format!("{e}\n{}", self.body).into()
+    }
+}
+
 /// Why a send failed, and whether trying again can help.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -142,5 +169,37 @@ impl TargetConfig {
             TargetConfig::Pushover(c) => Box::new(pushover::Pushover::build(name, c)?),
             TargetConfig::Teams(c) => Box::new(teams::Teams::build(name, c)?),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::test_support::alarm;
+
+    const EXPLAIN: &str = "system at 38.1, normal 2–6 (83 % of the cpu anomaly)";
+
+    #[test]
+    fn the_explain_line_goes_first_in_the_body_unless_a_template_shows_it_already() {
+        let mut n = alarm();
+        assert_eq!(
+            n.body_with_explain(),
+            n.body,
+            "no explain: the body as it is"
+        );
+        n.fields["explain"] = json!(EXPLAIN);
+        assert_eq!(n.body_with_explain(), format!("{EXPLAIN}\n{}", n.body));
+        n.body = serde_json::to_string(&n.fields).unwrap();
+        assert!(
+            n.body_with_explain().starts_with(&format!("{EXPLAIN}\n{{")),
+            "the default JSON body holds it as a field, not as a line"
+        );
+        n.body = format!("why: {EXPLAIN}");
+        assert_eq!(n.body_with_explain(), n.body, "a template with {{explain}}");
+        n.body = String::new();
+        assert_eq!(n.body_with_explain(), EXPLAIN);
+        n.title = format!("[firing] {EXPLAIN}");
+        assert_eq!(n.body_with_explain(), "", "the title shows it");
     }
 }

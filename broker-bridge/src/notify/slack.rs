@@ -1,4 +1,5 @@
-//! `type = "slack"`: posts to a Slack incoming webhook, `{"text": "*<title>*\n<body>"}`.
+//! `type = "slack"`: posts to a Slack incoming webhook, `{"text": "*<title>*\n<body>"}`;
+//! an alarm's `explain` line comes first in the body ([`Notification::body_with_explain`]).
 //!
 //! ```toml
 //! [targets.oncall-slack]
@@ -103,10 +104,11 @@ impl Slack {
     }
 
     fn payload<'a>(&'a self, n: &Notification) -> Payload<'a> {
-        let text = match (n.title.is_empty(), n.body.is_empty()) {
-            (false, false) => format!("*{}*\n{}", escape(&n.title), escape(&n.body)),
+        let body = n.body_with_explain();
+        let text = match (n.title.is_empty(), body.is_empty()) {
+            (false, false) => format!("*{}*\n{}", escape(&n.title), escape(&body)),
             (false, true) => format!("*{}*", escape(&n.title)),
-            (true, false) => escape(&n.body),
+            (true, false) => escape(&body),
             (true, true) => escape(&n.topic),
         };
         Payload {
@@ -211,6 +213,18 @@ mod tests {
                 "username": "lookout",
                 "icon_emoji": ":rotating_light:"
             })
+        );
+    }
+
+    #[test]
+    fn an_alarms_explain_line_comes_between_the_title_and_the_body() {
+        let slack = build("webhook_url = \"http://127.0.0.1:9/hook\"");
+        let mut n = alarm();
+        n.fields["explain"] = json!("system at 38.1, normal 2–6 (83 % of the cpu anomaly)");
+        assert_eq!(
+            slack.payload(&n).text,
+            "*[firing] sim-1 cpu_util*\nsystem at 38.1, normal 2–6 (83 % of the cpu anomaly)\n\
+             cpu_util: anomaly score 4.10 &gt;= 2.00 on sim-1 (severity 3)"
         );
     }
 

@@ -1,6 +1,7 @@
 //! `type = "smtp"`: sends each notification as a plain-text e-mail.
 //!
-//! Subject: the rendered title (after `subject_prefix`); body: the rendered body, as
+//! Subject: the rendered title (after `subject_prefix`); body: the alarm's `explain` line,
+//! if any, then the rendered body ([`Notification::body_with_explain`]), as
 //! `text/plain; charset=utf-8`. The transport (server, TLS, credentials) is built once;
 //! each notification opens its own connection (no pooling: alarms are rare, and a pooled
 //! connection silently dropped by the server would cost a failed attempt).
@@ -199,7 +200,7 @@ impl Smtp {
         message
             .subject(subject)
             .header(ContentType::TEXT_PLAIN)
-            .body(n.body.clone())
+            .body(n.body_with_explain().into_owned())
             .map_err(|e| SendError::Permanent(format!("cannot build the e-mail: {e}")))
     }
 
@@ -417,6 +418,19 @@ mod tests {
         );
         let body = data.split_once("\r\n\r\n").unwrap().1;
         assert_eq!(body, "cpu is anomalous on edge-42\r\nscore 0.97\r\n");
+    }
+
+    #[test]
+    fn an_alarms_explain_line_opens_the_mail() {
+        let mut n = notification();
+        n.fields["explain"] = json!("system at 38.1, normal 2-6 (83 % of the cpu anomaly)");
+        let mail = smtp(25, "").message(&n).unwrap().formatted();
+        let mail = String::from_utf8(mail).unwrap();
+        let body = mail.split_once("\r\n\r\n").unwrap().1;
+        assert_eq!(
+            body,
+            "system at 38.1, normal 2-6 (83 % of the cpu anomaly)\r\ncpu is anomalous on edge-42\r\nscore 0.97"
+        );
     }
 
     #[tokio::test]

@@ -9,6 +9,9 @@
 //! parse_mode = "HTML"
 //! ```
 //!
+//! The text is the title, then the alarm's `explain` line if it has one, then the body
+//! ([`Notification::body_with_explain`]).
+//!
 //! The token is part of the request's URL (`/bot<token>/sendMessage`), so errors are built
 //! from the status and Telegram's `description`, never from the URL.
 
@@ -186,9 +189,10 @@ impl Telegram {
     /// `<title>\n<body>`, cut to Telegram's limit, the title in bold and everything escaped
     /// when a parse mode is set.
     fn text(&self, n: &Notification) -> String {
-        let (title, body) = match (n.title.is_empty(), n.body.is_empty()) {
+        let with_explain = n.body_with_explain();
+        let (title, body) = match (n.title.is_empty(), with_explain.is_empty()) {
             (true, true) => ("", n.topic.as_str()),
-            _ => (n.title.as_str(), n.body.as_str()),
+            _ => (n.title.as_str(), &*with_explain),
         };
         let title = truncate(title, MAX_TEXT);
         let room = MAX_TEXT - utf16_len(&title) - usize::from(!title.is_empty());
@@ -393,6 +397,19 @@ mod tests {
                 "text": "[firing] sim-1 cpu_util\ncpu_util: anomaly score 4.10 >= 2.00 on sim-1 (severity 3)",
                 "disable_notification": true
             })
+        );
+    }
+
+    #[test]
+    fn an_alarms_explain_line_comes_between_the_title_and_the_body() {
+        let cfg = config("chat_id = 42\nparse_mode = \"HTML\"", "http://127.0.0.1:9");
+        let telegram = Telegram::build("tg", &cfg).expect("builds");
+        let mut n = alarm();
+        n.fields["explain"] = json!("system at 38.1, normal 2–6 (83 % of the cpu anomaly)");
+        assert_eq!(
+            telegram.text(&n),
+            "<b>[firing] sim-1 cpu_util</b>\nsystem at 38.1, normal 2–6 (83 % of the cpu anomaly)\n\
+             cpu_util: anomaly score 4.10 &gt;= 2.00 on sim-1 (severity 3)"
         );
     }
 
