@@ -59,6 +59,8 @@ pub struct BridgeRaw {
     pub max_topic_length: usize,
     /// `(target, alarm id, state)` keys remembered for dedup.
     pub dedup_capacity: usize,
+    /// Firing alarms tracked for acknowledgements and escalation (`firing.rs`).
+    pub firing_capacity: usize,
     /// Directory of the notification log (dedup keys and queued notifications), which
     /// survives restarts; `""` keeps it in memory only.
     pub state_dir: PathBuf,
@@ -80,6 +82,7 @@ impl Default for BridgeRaw {
             max_payload: 64 * 1024,
             max_topic_length: 512,
             dedup_capacity: 100_000,
+            firing_capacity: 10_000,
             state_dir: PathBuf::from("bridge-state"),
             state_sync: HumanDuration::from_secs(1),
             grace: HumanDuration::from_secs(10),
@@ -229,6 +232,7 @@ pub struct Settings {
     pub stats_interval: Duration,
     pub max_payload: usize,
     pub dedup_capacity: usize,
+    pub firing_capacity: usize,
     /// `None`: the notification log is kept in memory only.
     pub state_dir: Option<PathBuf>,
     pub state_sync: Duration,
@@ -301,6 +305,7 @@ pub fn resolve(source: &Source, overrides: &[String]) -> Result<Resolved, Error>
         stats_interval: b.stats_interval.0.max(Duration::from_secs(1)),
         max_payload: b.max_payload.max(1),
         dedup_capacity: b.dedup_capacity,
+        firing_capacity: b.firing_capacity,
         state_dir: (!b.state_dir.as_os_str().is_empty()).then(|| b.state_dir.clone()),
         state_sync: b.state_sync.0,
         grace: b.grace.0,

@@ -559,7 +559,7 @@ fn queued_seq(line: &[u8]) -> Option<u64> {
 }
 
 /// Writes `data` to `tmp`, fsyncs, renames it to `path` and fsyncs `dir`.
-fn write_new(tmp: &Path, path: &Path, dir: &Path, data: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_new(tmp: &Path, path: &Path, dir: &Path, data: &[u8]) -> std::io::Result<()> {
     let mut f = File::create(tmp)?;
     f.write_all(data)?;
     f.sync_all()?;
@@ -601,7 +601,7 @@ fn encode_queued(out: &mut Vec<u8>, seq: u64, keys: &[Key], n: &Notification) {
 }
 
 /// Appends `<crc32 hex> <body>\n`.
-fn push_record(out: &mut Vec<u8>, body: std::fmt::Arguments<'_>) {
+pub(crate) fn push_record(out: &mut Vec<u8>, body: std::fmt::Arguments<'_>) {
     let start = out.len();
     out.extend_from_slice(b"00000000 ");
     let _ = out.write_fmt(body);
@@ -611,7 +611,7 @@ fn push_record(out: &mut Vec<u8>, body: std::fmt::Arguments<'_>) {
 }
 
 /// The record of a line whose checksum holds.
-fn checked_body(line: &[u8]) -> Option<&[u8]> {
+pub(crate) fn checked_body(line: &[u8]) -> Option<&[u8]> {
     if line.len() < 10 || line[8] != b' ' {
         return None;
     }

@@ -20,6 +20,9 @@
 //!     under `bridge.state_dir`, keeps queued notifications across restarts and `kill -9`;
 //!   - [`repeat`], [`group`]: re-sending alarms that stay firing, batching notifications
 //!     that share labels into one.
+//! - [`firing`], [`ack`]: the alarms notified as firing (to whom, acknowledged by whom,
+//!   escalation steps sent), durable under `bridge.state_dir`; acknowledgement requests
+//!   from `<prefix>/bridge/ack` and their replies. [`ack_client`]: `lookout-bridge ack`.
 //! - [`deliver`]: per-target bounded queues, workers, retries, dead letters.
 //! - [`recover`]: at start, the notification log's unfinished notifications, settled or
 //!   queued again.
@@ -29,11 +32,14 @@
 //! - [`run`]: the `run` command: the stages wired together, the main loop, shutdown.
 //! - [`error`]: the crate's error type.
 
+pub mod ack;
+pub mod ack_client;
 pub mod config;
 pub mod dedup;
 pub mod deliver;
 pub mod error;
 pub mod expr;
+pub mod firing;
 pub mod group;
 pub mod inhibit;
 pub mod limits;

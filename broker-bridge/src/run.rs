@@ -23,6 +23,7 @@ use crate::Error;
 use crate::config::{Built, Resolved, Settings};
 use crate::dedup::NotificationLog;
 use crate::deliver;
+use crate::firing::Firing;
 use crate::notify::Notifier;
 use crate::pipeline::Pipeline;
 use crate::recover::Recovery;
@@ -56,6 +57,7 @@ pub async fn run(resolved: Resolved) -> Result<(), Error> {
     let stats_topic = format!("{}/bridge/{}/stats", settings.prefix, settings.id);
     log_running(&settings, &stats_topic);
     let mut pipeline = Pipeline::new(&settings, &stats, &queues, &log)?;
+    pipeline.restore(open_firing(&settings)?);
     let mut timer_tick = tokio::time::interval(TIMER_TICK);
     timer_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut stats_tick = tokio::time::interval(settings.stats_interval);
@@ -78,6 +80,9 @@ pub async fn run(resolved: Resolved) -> Result<(), Error> {
                 if let Some(p) = source.handle(event).await {
                     pipeline.handle(source.topics.sort(&p.topic, &p.payload)).await;
                     source.ack(p);
+                    for (topic, reply) in pipeline.take_replies() {
+                        source.publish_reliable(&topic, reply);
+                    }
                 }
             }
         }
@@ -101,6 +106,25 @@ pub async fn run(resolved: Resolved) -> Result<(), Error> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The firing alarms a previous run left under `bridge.state_dir` (acknowledgements,
+/// escalation steps), or an empty table in memory.
+fn open_firing(settings: &Settings) -> Result<Firing, Error> {
+    let Some(dir) = &settings.state_dir else {
+        return Ok(Firing::memory(settings.firing_capacity));
+    };
+    let (firing, loaded) = Firing::open(dir, settings.firing_capacity, settings.state_sync)?;
+    if loaded.bad_lines > 0 || loaded.torn_tail > 0 {
+        tracing::warn!(
+            path = %dir.join(crate::firing::FILE).display(),
+            bad_lines = loaded.bad_lines,
+            torn_tail_bytes = loaded.torn_tail,
+            "firing alarms' state damaged; bad records skipped"
+        );
+    }
+    tracing::info!(firing = loaded.entries, "firing alarms loaded");
+    Ok(firing)
 }
 
 /// Counters for every route and target, in index order.

@@ -76,6 +76,14 @@ pub struct Stats {
     pub replayed: Counter,
     /// Writes to the notification log that failed (disk full, I/O errors).
     pub state_errors: Counter,
+    /// Acknowledgements taken (`<prefix>/bridge/ack`).
+    pub acknowledged: Counter,
+    /// Acknowledgements refused: bad JSON, unknown or resolved alarm ids.
+    pub ack_rejected: Counter,
+    /// Acknowledgements whose `until` passed while their alarm was still firing.
+    pub ack_expired: Counter,
+    /// Firing alarms not tracked (no acknowledgement, no escalation): the table was full.
+    pub firing_full: Counter,
     pub targets: Vec<TargetStats>,
     pub routes: Vec<RouteStats>,
 }

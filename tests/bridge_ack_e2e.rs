@@ -1,0 +1,224 @@
+//! End-to-end: acknowledgements, escalation and fallback of the real bridge against a real
+//! mosquitto, with file targets to read what was delivered.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const ID: &str = "edge-1:cpu:1";
+
+/// A bridge with one file target on a route that repeats every second; `extra` is
+/// appended (more targets, routes' keys).
+fn config(dir: &Path, port: u16, route_extra: &str, extra: &str) -> PathBuf {
+    let cfg = dir.join("bridge.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[bridge]
+id = "e2e"
+state_dir = "{state}"
+
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+
+[delivery]
+dead_letter = "{dead}"
+backoff_min = "50ms"
+backoff_max = "100ms"
+retries = 1
+timeout = "1s"
+
+[targets.alarms_file]
+type = "file"
+path = "{out}"
+
+[[routes]]
+topic = "lookout/+/alarms/#"
+targets = ["alarms_file"]
+repeat_interval = "1s"
+{route_extra}
+{extra}
+"#,
+            state = dir.join("state").display(),
+            dead = dir.join("dead.jsonl").display(),
+            out = dir.join("alarms.log").display(),
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn count(path: &Path, state: &str) -> usize {
+    lines(path).iter().filter(|a| a["state"] == state).count()
+}
+
+/// Waits until `path` holds at least `n` lines in `state`.
+async fn wait_count(path: &Path, state: &str, n: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    while count(path, state) < n {
+        assert!(
+            Instant::now() < deadline,
+            "{n} {state} lines never came: {:?}",
+            lines(path)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn alarm(state: &str) -> (String, String, bool) {
+    let a = serde_json::json!({
+        "id": ID, "host": "edge-1", "source": "cpu", "state": state, "severity": 3,
+        "ts": 1, "started_at": 1, "score": 3.0, "threshold": 2.0, "summary": "test", "labels": {}
+    });
+    ("lookout/edge-1/alarms/cpu".into(), a.to_string(), true)
+}
+
+/// `lookout-bridge ack ...` with the test's config; its exit code and standard output.
+fn ack_cli(cfg: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(bridge_bin())
+        .arg("ack")
+        .args(args)
+        .arg("--config")
+        .arg(cfg)
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_alarm_stops_repeating_notifies_once_and_stays_acknowledged_after_a_restart()
+ {
+    let dir = scratch("bridge-ack");
+    let port = free_port();
+    let _broker = mosquitto(port, dir.path());
+    let out = dir.path().join("alarms.log");
+    let cfg = config(dir.path(), port, "", "");
+    let run = ["run", "--config", cfg.to_str().unwrap()];
+    let mut first = bridge(&run, dir.path());
+    first.wait_log("subscribed", Duration::from_secs(20)).await;
+
+    publish(port, vec![alarm("firing")]).await;
+    wait_count(&out, "firing", 2, Duration::from_secs(10)).await; // the firing and a repeat
+
+    // Acknowledged over MQTT; a request is idempotent, so it is sent until answered.
+    let mut replies = Subscriber::connect(port, &["lookout/bridge/ack/reply"]).await;
+    let request = format!(r#"{{"id": "{ID}", "by": "alice", "comment": "on it"}}"#);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reply = loop {
+        publish(
+            port,
+            vec![("lookout/bridge/ack".into(), request.clone(), false)],
+        )
+        .await;
+        replies.drain();
+        if let Some(m) = replies.seen.iter().find(|m| m.json()["id"] == ID) {
+            break m.json();
+        }
+        assert!(Instant::now() < deadline, "no reply: {}", first.log_text());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert!(
+        reply["reason"]
+            .as_str()
+            .unwrap()
+            .contains("acknowledged by alice")
+    );
+
+    wait_count(&out, "acknowledged", 1, Duration::from_secs(10)).await;
+    let notice = lines(&out)
+        .into_iter()
+        .find(|a| a["state"] == "acknowledged")
+        .unwrap();
+    assert_eq!(notice["summary"], "acknowledged by alice: on it");
+    assert_eq!(notice["ack"]["by"], "alice");
+    assert_eq!(notice["id"], ID);
+
+    // No repeats while acknowledged (they were every second).
+    let firing = count(&out, "firing");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(count(&out, "firing"), firing, "repeated after the ack");
+
+    // A restart keeps the acknowledgement: no repeats, and the same request is "again".
+    assert_eq!(first.terminate(Duration::from_secs(15)), Some(0));
+    let second = bridge(&run, dir.path());
+    second.wait_log("subscribed", Duration::from_secs(20)).await;
+    assert!(
+        second.log_text().contains("firing alarms loaded firing=1"),
+        "{}",
+        second.log_text()
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(count(&out, "firing"), firing, "repeated after the restart");
+    assert_eq!(count(&out, "acknowledged"), 1, "one notice in all");
+
+    let (code, text) = ack_cli(&cfg, &[ID, "--by", "alice", "--comment", "on it"]);
+    assert_eq!(code, Some(0), "{text}");
+    let reply: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (reply["id"].as_str(), reply["ok"].as_bool()),
+        (Some(ID), Some(true))
+    );
+    assert!(
+        reply["reason"]
+            .as_str()
+            .unwrap()
+            .contains("already acknowledged"),
+        "{text}"
+    );
+
+    // Another person, for two hours: a new notice.
+    let (code, text) = ack_cli(&cfg, &[ID, "--by", "bob", "--until", "2h"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("acknowledged by bob until 20"), "{text}");
+    wait_count(&out, "acknowledged", 2, Duration::from_secs(10)).await;
+
+    // Unknown and resolved ids are refused with a reason, exit code 1.
+    let (code, text) = ack_cli(&cfg, &["nope:cpu:1", "--by", "alice"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(r#""ok":false"#) && text.contains("unknown alarm id"),
+        "{text}"
+    );
+    publish(port, vec![alarm("resolved")]).await;
+    wait_count(&out, "resolved", 1, Duration::from_secs(10)).await;
+    let (code, text) = ack_cli(&cfg, &[ID, "--by", "alice"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("already resolved"), "{text}");
+}
+
+#[test]
+fn the_ack_command_without_a_bridge_says_so_and_fails() {
+    let dir = scratch("bridge-ack-nobody");
+    let port = free_port();
+    let _broker = mosquitto(port, dir.path());
+    let cfg = config(dir.path(), port, "", "");
+    let (code, text) = ack_cli(&cfg, &[ID, "--by", "alice", "--wait", "1s"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("no reply on lookout/bridge/ack/reply"),
+        "{text}"
+    );
+}
