@@ -222,3 +222,25 @@ fn the_ack_command_without_a_bridge_says_so_and_fails() {
         "{text}"
     );
 }
+
+#[test]
+fn an_escalation_to_an_unknown_target_stops_check_config_with_exit_2() {
+    let dir = scratch("bridge-escalate-config");
+    let cfg = config(
+        dir.path(),
+        free_port(),
+        r#"escalate = [{after = "15m", targets = ["email"]}]"#,
+        "",
+    );
+    let out = Command::new(bridge_bin())
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("routes[0].escalate[0].targets: no target named \"email\""),
+        "{err}"
+    );
+}

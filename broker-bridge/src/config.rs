@@ -190,6 +190,9 @@ pub struct RouteRaw {
     /// Messages the route takes at once before `rate_limit` applies; default: one
     /// second's worth (at least 1).
     pub rate_burst: Option<u32>,
+    /// Steps that send a still-firing, unacknowledged alarm to more targets.
+    #[serde(default)]
+    pub escalate: Vec<crate::escalate::StepRaw>,
 }
 
 fn group_wait() -> HumanDuration {
@@ -460,6 +463,7 @@ fn resolve_route(
         ));
     }
     let rate = resolve_rate(r).map_err(|(sub, m)| err(sub, m.into()))?;
+    let escalate = crate::escalate::resolve(&r.escalate, names).map_err(|(sub, m)| err(&sub, m))?;
     Ok(Route {
         topic: r.topic.clone(),
         when,
@@ -482,6 +486,7 @@ fn resolve_route(
             max_topic_length: r.max_topic_length.unwrap_or(bridge.max_topic_length),
             rate,
         },
+        escalate,
     })
 }
 

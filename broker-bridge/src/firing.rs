@@ -72,9 +72,9 @@ pub struct Entry {
     pub sent: Vec<Sent>,
     #[serde(default)]
     pub ack: Option<Ack>,
-    /// Escalation steps (indices into the route's `escalate`) already sent.
+    /// Escalation steps already sent: `(route, index into its escalate)`.
     #[serde(default)]
-    pub steps: Vec<usize>,
+    pub steps: Vec<(usize, usize)>,
 }
 
 impl Entry {
@@ -366,7 +366,7 @@ impl Firing {
 
     /// Escalation step `step` of alarm `id` went out, to `sent` (they count as sent the
     /// firing: they get its acknowledgement and resolution).
-    pub fn step_sent(&mut self, id: &str, step: usize, sent: &[Sent]) {
+    pub fn step_sent(&mut self, id: &str, step: (usize, usize), sent: &[Sent]) {
         let Some(e) = self.entries.get_mut(id) else {
             return;
         };
@@ -379,6 +379,11 @@ impl Firing {
             }
         }
         self.write_entry(id, false);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn entries_mut_for_test(&mut self, id: &str) -> &mut Entry {
+        self.entries.get_mut(id).expect("a tracked alarm")
     }
 
     pub fn len(&self) -> usize {
@@ -567,7 +572,7 @@ mod tests {
             f.firing("a", "t/a", "{\"id\":\"a\"}", &[sent(0, "x")], 7);
             f.firing("b", "t/b", "{}", &[sent(0, "x")], 8);
             f.acknowledge(&ack("a", "alice", None), 9);
-            f.step_sent("b", 0, &[sent(0, "mail")]);
+            f.step_sent("b", (0, 0), &[sent(0, "mail")]);
             f.firing("c", "t/c", "{}", &[], 8);
             f.resolved("c");
             // Dropped without sync, as after kill -9: writes reached the kernel.
@@ -584,7 +589,7 @@ mod tests {
         );
         assert!(f.acked("a", i64::MAX));
         assert_eq!(f.get("a").unwrap().first_ms, 7);
-        assert_eq!(f.get("b").unwrap().steps, [0]);
+        assert_eq!(f.get("b").unwrap().steps, [(0, 0)]);
         assert_eq!(f.get("b").unwrap().sent, [sent(0, "x"), sent(0, "mail")]);
         assert_eq!(
             f.acknowledge(&ack("c", "x", None), 10),

@@ -23,6 +23,7 @@
 //! - [`firing`], [`ack`]: the alarms notified as firing (to whom, acknowledged by whom,
 //!   escalation steps sent), durable under `bridge.state_dir`; acknowledgement requests
 //!   from `<prefix>/bridge/ack` and their replies. [`ack_client`]: `lookout-bridge ack`.
+//!   [`escalate`]: routes' escalation steps (sent from the pipeline's timers).
 //! - [`deliver`]: per-target bounded queues, workers, retries, dead letters.
 //! - [`recover`]: at start, the notification log's unfinished notifications, settled or
 //!   queued again.
@@ -38,6 +39,7 @@ pub mod config;
 pub mod dedup;
 pub mod deliver;
 pub mod error;
+pub mod escalate;
 pub mod expr;
 pub mod firing;
 pub mod group;

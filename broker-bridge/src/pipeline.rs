@@ -13,9 +13,11 @@
 //!
 //! The state each stage keeps (gates, silences, hosts, repeats, groups) lives in its own
 //! module; this file strings the stages together and counts what each one decided.
-//! Acknowledgements and the firing alarms' table are in `pipeline/acks.rs`.
+//! Acknowledgements and the firing alarms' table are in `pipeline/acks.rs`, escalation
+//! in `pipeline/escalate.rs`.
 
 mod acks;
+mod escalate;
 
 use std::time::{Duration, Instant};
 
@@ -159,11 +161,12 @@ impl<'a> Pipeline<'a> {
         if self.silenced(topic, &decoded) || self.inhibited(&decoded) {
             return;
         }
+        let mut was_firing = None;
         if let Some((id, state)) = &decoded.alarm
             && state == "resolved"
         {
             self.repeats.resolved(id);
-            self.firing_resolved(id);
+            was_firing = self.firing_resolved(id);
         }
         let m = Message {
             topic,
@@ -175,6 +178,9 @@ impl<'a> Pipeline<'a> {
             self.stats.routed.inc();
         } else {
             self.stats.unrouted.inc();
+        }
+        if let Some(entry) = was_firing {
+            self.resolve_escalated(&m, entry).await;
         }
     }
 
@@ -397,6 +403,7 @@ impl<'a> Pipeline<'a> {
             self.enqueue(t, n, &keys).await;
         }
         self.ack_timers();
+        self.escalations().await;
         for (t, n) in self.repeats.due(now) {
             if self.acked(&n) {
                 continue;

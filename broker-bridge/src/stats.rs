@@ -84,6 +84,8 @@ pub struct Stats {
     pub ack_expired: Counter,
     /// Firing alarms not tracked (no acknowledgement, no escalation): the table was full.
     pub firing_full: Counter,
+    /// Escalation steps sent (once per alarm and step, whatever its number of targets).
+    pub escalated: Counter,
     pub targets: Vec<TargetStats>,
     pub routes: Vec<RouteStats>,
 }

@@ -85,8 +85,9 @@ impl Pipeline<'_> {
         }
     }
 
-    pub(super) fn firing_resolved(&mut self, id: &str) {
-        self.firing.resolved(id);
+    /// Drops a resolved alarm from the table; what was known of it.
+    pub(super) fn firing_resolved(&mut self, id: &str) -> Option<Entry> {
+        self.firing.resolved(id)
     }
 
     /// False for a repeat whose alarm is acknowledged: it waits for the next interval.
