@@ -244,3 +244,170 @@ fn an_escalation_to_an_unknown_target_stops_check_config_with_exit_2() {
         "{err}"
     );
 }
+
+/// A webhook that answers 500 while `down` is set, else 200, and keeps the bodies it took.
+struct Webhook {
+    port: u16,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    taken: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl Webhook {
+    async fn start() -> Self {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let taken = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (d, t) = (down.clone(), taken.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (d, t) = (d.clone(), t.clone());
+                tokio::spawn(async move {
+                    let mut r = BufReader::new(stream);
+                    let mut len = 0;
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let l = line.to_ascii_lowercase();
+                        if let Some(v) = l.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    let _ = r.read_exact(&mut body).await;
+                    let status = if d.load(Ordering::SeqCst) {
+                        "500 Internal Server Error"
+                    } else {
+                        t.lock()
+                            .unwrap()
+                            .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                        "200 OK"
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    );
+                    let _ = r.get_mut().write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        Self { port, down, taken }
+    }
+
+    fn ids(&self) -> Vec<String> {
+        let taken = self.taken.lock().unwrap();
+        taken
+            .iter()
+            .map(|v| v["id"].as_str().unwrap_or("").to_owned())
+            .collect()
+    }
+}
+
+fn numbered(i: usize) -> (String, String, bool) {
+    let a = serde_json::json!({
+        "id": format!("edge-1:cpu:{i}"), "host": "edge-1", "source": "cpu", "state": "firing",
+        "severity": 3, "ts": i, "started_at": i, "score": 3.0, "threshold": 2.0,
+        "summary": "test", "labels": {}
+    });
+    ("lookout/edge-1/alarms/cpu".into(), a.to_string(), false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_webhook_falls_back_to_the_file_after_its_outage_time_and_back_when_it_recovers()
+{
+    let dir = scratch("bridge-fallback");
+    let port = free_port();
+    let _broker = mosquitto(port, dir.path());
+    let hook = Webhook::start().await;
+    let out = dir.path().join("alarms.log");
+    let cfg = dir.path().join("bridge.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[bridge]
+id = "e2e"
+state_dir = "{state}"
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+[delivery]
+dead_letter = "{dead}"
+retries = 50
+backoff_min = "100ms"
+backoff_max = "200ms"
+timeout = "2s"
+[targets.webhook]
+type = "http"
+url = "http://127.0.0.1:{hook}/hook"
+fallback = "alarms_file"
+fallback_after = "1s"
+[targets.alarms_file]
+type = "file"
+path = "{out}"
+[[routes]]
+topic = "lookout/+/alarms/#"
+targets = ["webhook"]
+"#,
+            state = dir.path().join("state").display(),
+            dead = dir.path().join("dead.jsonl").display(),
+            out = out.display(),
+            hook = hook.port,
+        ),
+    )
+    .unwrap();
+    let b = bridge(&["run", "--config", cfg.to_str().unwrap()], dir.path());
+    b.wait_log("subscribed", Duration::from_secs(20)).await;
+
+    // Down: the first alarm is retried for the outage time, then goes to the file, marked;
+    // the next one goes there after a single attempt.
+    let t0 = Instant::now();
+    publish(port, vec![numbered(1)]).await;
+    wait_count(&out, "firing", 1, Duration::from_secs(15)).await;
+    assert!(
+        t0.elapsed() >= Duration::from_secs(1),
+        "not before the outage time"
+    );
+    publish(port, vec![numbered(2)]).await;
+    wait_count(&out, "firing", 2, Duration::from_secs(5)).await;
+    let file = lines(&out);
+    for (a, i) in file.iter().zip([1, 2]) {
+        assert_eq!(a["id"], format!("edge-1:cpu:{i}"));
+        assert_eq!(a["via_fallback"]["target"], "webhook", "{a}");
+        assert!(
+            a["via_fallback"]["failing_since"].as_i64().unwrap() > 0,
+            "{a}"
+        );
+    }
+    assert!(hook.ids().is_empty());
+
+    // Recovered: new alarms go to the webhook again, not to the file.
+    hook.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    publish(port, vec![numbered(3), numbered(4)]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hook.ids().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "webhook got {:?}; log:\n{}",
+            hook.ids(),
+            b.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(hook.ids(), ["edge-1:cpu:3", "edge-1:cpu:4"]);
+    assert_eq!(lines(&out).len(), 2, "nothing more in the file");
+    assert!(
+        !dir.path().join("dead.jsonl").exists(),
+        "nothing dead-lettered"
+    );
+    assert!(
+        b.log_text().contains("target delivers again"),
+        "{}",
+        b.log_text()
+    );
+}

@@ -244,6 +244,8 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     /// Target names in index order: routes, queues and stats refer to targets by index.
     pub targets: Vec<String>,
+    /// Per target, in index order: its `fallback`.
+    pub fallbacks: Vec<Option<crate::fallback::Fallback>>,
     pub routes: Vec<Route>,
     pub silences: Vec<Silence>,
     pub inhibit_offline: bool,
@@ -284,7 +286,10 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Resolved, Error> {
 /// Parses `source` strictly with `overrides` applied and resolves it; every error names
 /// the key at fault.
 pub fn resolve(source: &Source, overrides: &[String]) -> Result<Resolved, Error> {
-    let raw: Raw = source.parse(overrides)?;
+    // `fallback` keys sit beside the plugins' keys, which are parsed strictly: out first.
+    let mut doc = source.table(overrides)?;
+    let fallbacks = crate::fallback::take_keys(&mut doc).map_err(|(k, m)| source.error(&k, m))?;
+    let raw: Raw = source.deserialize(doc, "", overrides, &[])?;
     let id = bridge_id(&raw.bridge);
     let mqtt = resolve_mqtt(source, &raw.mqtt, &id)?;
     if raw.targets.is_empty() {
@@ -294,6 +299,8 @@ pub fn resolve(source: &Source, overrides: &[String]) -> Result<Resolved, Error>
     }
     let names: Vec<String> = raw.targets.keys().cloned().collect();
     let routes = resolve_routes(source, &raw, &names)?;
+    let fallbacks =
+        crate::fallback::resolve(&fallbacks, &names).map_err(|(k, m)| source.error(&k, m))?;
     let silences = raw
         .silences
         .iter()
@@ -315,6 +322,7 @@ pub fn resolve(source: &Source, overrides: &[String]) -> Result<Resolved, Error>
         mqtt,
         delivery,
         targets: names,
+        fallbacks,
         routes,
         silences,
         inhibit_offline: b.inhibit_offline,

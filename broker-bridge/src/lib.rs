@@ -24,7 +24,8 @@
 //!   escalation steps sent), durable under `bridge.state_dir`; acknowledgement requests
 //!   from `<prefix>/bridge/ack` and their replies. [`ack_client`]: `lookout-bridge ack`.
 //!   [`escalate`]: routes' escalation steps (sent from the pipeline's timers).
-//! - [`deliver`]: per-target bounded queues, workers, retries, dead letters.
+//! - [`deliver`]: per-target bounded queues, workers, retries, dead letters; [`fallback`]:
+//!   a failing target's notifications handed to its fallback target.
 //! - [`recover`]: at start, the notification log's unfinished notifications, settled or
 //!   queued again.
 //! - [`notify`]: the notifier plugins, one file each, behind one trait. They depend on
@@ -41,6 +42,7 @@ pub mod deliver;
 pub mod error;
 pub mod escalate;
 pub mod expr;
+pub mod fallback;
 pub mod firing;
 pub mod group;
 pub mod inhibit;

@@ -49,6 +49,7 @@ pub async fn run(resolved: Resolved) -> Result<(), Error> {
         &settings.delivery,
         &stats,
         &log,
+        &settings.fallbacks,
     );
     // What a previous run queued and did not finish goes first, in its order.
     recovery.requeue(&settings.targets, &stats, &queues).await;

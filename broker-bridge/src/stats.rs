@@ -40,6 +40,8 @@ pub struct TargetStats {
     pub retried: Counter,
     pub failed: Counter,
     pub dead_lettered: Counter,
+    /// Handed to the target's fallback while it was failing.
+    pub fallback: Counter,
 }
 
 /// Messages a route dropped for its limits (`[[routes]]` `max_payload`,
