@@ -411,3 +411,186 @@ targets = ["webhook"]
         b.log_text()
     );
 }
+
+/// A stand-in for the Telegram Bot API: `sendMessage` and `answerCallbackQuery` are
+/// recorded and answered ok; `getUpdates` hands out the updates queued by the test from
+/// the poll's `offset` on, else answers an empty list after a moment (a short long-poll).
+#[derive(Clone, Default)]
+struct FakeTelegram {
+    port: u16,
+    calls: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+    updates: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl FakeTelegram {
+    async fn start() -> Self {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let fake = FakeTelegram {
+            port: listener.local_addr().unwrap().port(),
+            ..Default::default()
+        };
+        let f = fake.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let f = f.clone();
+                tokio::spawn(async move {
+                    let mut r = BufReader::new(stream);
+                    let (mut len, mut path) = (0, String::new());
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if path.is_empty() {
+                            path = line.split(' ').nth(1).unwrap_or("").to_owned();
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    let _ = r.read_exact(&mut body).await;
+                    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    let method = path.rsplit('/').next().unwrap_or("").to_owned();
+                    let answer = if method == "getUpdates" {
+                        let offset = body["offset"].as_i64().unwrap_or(0);
+                        let ready: Vec<Value> = f
+                            .updates
+                            .lock()
+                            .unwrap()
+                            .iter()
+                            .filter(|u| u["update_id"].as_i64().unwrap() >= offset)
+                            .cloned()
+                            .collect();
+                        if ready.is_empty() {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                        }
+                        serde_json::json!({"ok": true, "result": ready})
+                    } else {
+                        f.calls.lock().unwrap().push((method, body));
+                        serde_json::json!({"ok": true, "result": {"message_id": 1}})
+                    };
+                    let answer = answer.to_string();
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    let _ = r.get_mut().write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        fake
+    }
+
+    fn calls(&self, method: &str) -> Vec<Value> {
+        let calls = self.calls.lock().unwrap();
+        calls
+            .iter()
+            .filter(|(m, _)| m == method)
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+
+    async fn wait_calls(&self, method: &str, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.calls(method).len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{method} x{n} never came: {:?}",
+                self.calls.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.calls(method)
+    }
+
+    fn press(&self, update_id: i64, data: &str) {
+        self.updates.lock().unwrap().push(serde_json::json!({
+            "update_id": update_id,
+            "callback_query": {"id": format!("cb{update_id}"), "chat_instance": "1",
+                "from": {"id": 42, "is_bot": false, "first_name": "Alice", "username": "alice"},
+                "data": data}
+        }));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ack_button_of_a_telegram_message_acknowledges_the_alarm() {
+    let dir = scratch("bridge-ack-telegram");
+    let port = free_port();
+    let _broker = mosquitto(port, dir.path());
+    let tg = FakeTelegram::start().await;
+    let out = dir.path().join("alarms.log");
+    let cfg = config(
+        dir.path(),
+        port,
+        "",
+        &format!(
+            r#"
+[targets.tg]
+type = "telegram"
+token = "123456789:AAHsecretKeyFromBotFather_x-42"
+chat_id = 1
+base_url = "http://127.0.0.1:{}"
+ack_button = true
+
+[[routes]]
+topic = "lookout/+/alarms/#"
+targets = ["tg"]
+"#,
+            tg.port
+        ),
+    );
+    let b = bridge(&["run", "--config", cfg.to_str().unwrap()], dir.path());
+    b.wait_log("subscribed", Duration::from_secs(20)).await;
+    publish(port, vec![alarm("firing")]).await;
+
+    let sent = tg.wait_calls("sendMessage", 1).await;
+    let button = &sent[0]["reply_markup"]["inline_keyboard"][0][0];
+    assert_eq!(button["text"], "Ack", "{}", sent[0]);
+    let data = button["callback_data"].as_str().unwrap().to_owned();
+    assert!(data.starts_with("ack:") && data.len() <= 64, "{data}");
+
+    tg.press(5, &data);
+    let answers = tg.wait_calls("answerCallbackQuery", 1).await;
+    assert_eq!(answers[0]["callback_query_id"], "cb5");
+    let toast = answers[0]["text"].as_str().unwrap();
+    assert!(toast.contains("acknowledged by @alice"), "{toast}");
+
+    wait_count(&out, "acknowledged", 1, Duration::from_secs(10)).await;
+    let notice = lines(&out)
+        .into_iter()
+        .find(|a| a["state"] == "acknowledged")
+        .unwrap();
+    assert_eq!(notice["summary"], "acknowledged by @alice: via Telegram");
+    let sent = tg.wait_calls("sendMessage", 2).await;
+    assert!(
+        sent[1]["text"].as_str().unwrap().contains("[acknowledged]"),
+        "{}",
+        sent[1]
+    );
+    assert!(
+        sent[1].get("reply_markup").is_none(),
+        "no button on the notice"
+    );
+
+    // A button whose alarm is gone gets a toast that says so.
+    tg.press(6, "ack:0000000000000000");
+    let answers = tg.wait_calls("answerCallbackQuery", 2).await;
+    assert!(
+        answers[1]["text"]
+            .as_str()
+            .unwrap()
+            .contains("no longer firing"),
+        "{}",
+        answers[1]
+    );
+    assert!(
+        !b.log_text().contains("AAHsecretKey"),
+        "the token stays out of logs"
+    );
+}

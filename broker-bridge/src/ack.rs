@@ -60,6 +60,33 @@ impl Reply {
     }
 }
 
+/// A press of an "Ack" button in a chat (Telegram, Slack), on its way to the pipeline;
+/// `answer` takes the reply back to the chat.
+#[derive(Debug)]
+pub struct ChatPress {
+    pub alarm: Alarm,
+    /// Who pressed it, as the chat names them.
+    pub by: String,
+    /// `"Telegram"`, `"Slack"`: said in the notice's comment.
+    pub via: &'static str,
+    pub answer: tokio::sync::oneshot::Sender<Reply>,
+}
+
+/// How a button names its alarm.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Alarm {
+    Id(String),
+    /// [`short_key`] of the id, where the id would not fit (Telegram's 64-byte
+    /// `callback_data`).
+    Key(String),
+}
+
+/// 16 hex digits that stand for alarm `id` in a button; stable across runs, so a button
+/// pressed after a restart still finds its alarm.
+pub fn short_key(id: &str) -> String {
+    format!("{:016x}", crate::dedup::key("chat-ack", id, "") as u64)
+}
+
 /// Parses and checks one request at `now_ms`.
 pub fn parse(payload: &[u8], now_ms: i64) -> Result<Request, Refused> {
     let refuse = |id: Option<&str>, reason: String| Refused {

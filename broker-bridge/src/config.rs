@@ -267,6 +267,9 @@ pub struct Built {
     pub settings: Settings,
     /// One per target, in index order.
     pub notifiers: Vec<Box<dyn Notifier>>,
+    /// The `telegram` targets with `ack_button = true`, by name: their bots are polled
+    /// for presses (`crate::chat_ack`).
+    pub telegram_acks: Vec<(String, crate::notify::telegram::Config)>,
 }
 
 impl From<ConfigError> for Error {
@@ -345,9 +348,20 @@ impl Resolved {
             .zip(&self.targets)
             .map(|(name, cfg)| cfg.build(name))
             .collect::<Result<Vec<_>, _>>()?;
+        let telegram_acks = self
+            .settings
+            .targets
+            .iter()
+            .zip(&self.targets)
+            .filter_map(|(name, cfg)| match cfg {
+                TargetConfig::Telegram(t) if t.ack_button => Some((name.clone(), t.clone())),
+                _ => None,
+            })
+            .collect();
         Ok(Built {
             settings: self.settings,
             notifiers,
+            telegram_acks,
         })
     }
 }

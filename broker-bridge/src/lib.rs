@@ -24,6 +24,7 @@
 //!   escalation steps sent), durable under `bridge.state_dir`; acknowledgement requests
 //!   from `<prefix>/bridge/ack` and their replies. [`ack_client`]: `lookout-bridge ack`.
 //!   [`escalate`]: routes' escalation steps (sent from the pipeline's timers).
+//!   [`chat_ack`]: "Ack" buttons pressed in Telegram, back to the pipeline.
 //! - [`deliver`]: per-target bounded queues, workers, retries, dead letters; [`fallback`]:
 //!   a failing target's notifications handed to its fallback target.
 //! - [`recover`]: at start, the notification log's unfinished notifications, settled or
@@ -36,6 +37,7 @@
 
 pub mod ack;
 pub mod ack_client;
+pub mod chat_ack;
 pub mod config;
 pub mod dedup;
 pub mod deliver;

@@ -117,7 +117,9 @@ impl<'a> Pipeline<'a> {
         self.stats.received.inc();
         match incoming {
             Incoming::Silences { topic, payload } => self.replace_silences(topic, payload),
-            Incoming::Ack { payload } => self.acknowledge(payload).await,
+            Incoming::Ack { payload } => {
+                self.acknowledge(payload).await;
+            }
             Incoming::Status { host, payload } => self.host_status(host, payload).await,
             Incoming::Message { topic, payload } => self.route(topic, payload).await,
         }

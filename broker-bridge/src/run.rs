@@ -17,9 +17,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
 use crate::Error;
+use crate::ack::ChatPress;
 use crate::config::{Built, Resolved, Settings};
 use crate::dedup::NotificationLog;
 use crate::deliver;
@@ -39,6 +41,7 @@ pub async fn run(resolved: Resolved) -> Result<(), Error> {
     let Built {
         settings,
         notifiers,
+        telegram_acks,
     } = resolved.build()?;
     let stats = Arc::new(new_stats(&settings, &notifiers));
     recovery.settle_in_flight(&settings.targets, &notifiers);
@@ -59,6 +62,12 @@ pub async fn run(resolved: Resolved) -> Result<(), Error> {
     log_running(&settings, &stats_topic);
     let mut pipeline = Pipeline::new(&settings, &stats, &queues, &log)?;
     pipeline.restore(open_firing(&settings)?);
+    // "Ack" presses from chats; the sender is kept here, so the channel never closes.
+    let (press_tx, mut presses) = mpsc::channel::<ChatPress>(16);
+    let chat_tasks = telegram_acks
+        .iter()
+        .map(|(name, cfg)| crate::chat_ack::telegram(name, cfg, press_tx.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut timer_tick = tokio::time::interval(TIMER_TICK);
     timer_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut stats_tick = tokio::time::interval(settings.stats_interval);
@@ -77,6 +86,13 @@ pub async fn run(resolved: Resolved) -> Result<(), Error> {
                 log.sync_if_due();
             }
             _ = stats_tick.tick() => publish_stats(&source, &stats_topic, &stats, &log),
+            Some(press) = presses.recv() => {
+                let reply = pipeline.acknowledge_chat(&press).await;
+                let _ = press.answer.send(reply);
+                for (topic, reply) in pipeline.take_replies() {
+                    source.publish_reliable(&topic, reply);
+                }
+            }
             event = source.poll() => {
                 if let Some(p) = source.handle(event).await {
                     pipeline.handle(source.topics.sort(&p.topic, &p.payload)).await;
@@ -90,6 +106,9 @@ pub async fn run(resolved: Resolved) -> Result<(), Error> {
     }
 
     let _ = lookout_shared::systemd::notify_stopping();
+    for t in chat_tasks {
+        t.abort();
+    }
     tracing::info!(grace = ?settings.grace, "shutting down: draining queues");
     // The acks and the DISCONNECT go out before anything else (see `Subscription::close`).
     source.close().await;

@@ -108,12 +108,37 @@ impl Pipeline<'_> {
     }
 
     /// One request from `<prefix>/bridge/ack`: checked, applied, notified, answered.
-    pub(super) async fn acknowledge(&mut self, payload: &[u8]) {
+    pub(super) async fn acknowledge(&mut self, payload: &[u8]) -> Reply {
         let now = self.clock.now_ms();
-        let request = match crate::ack::parse(payload, now) {
-            Ok(r) => r,
-            Err(refused) => return self.refuse(refused.id, refused.reason),
+        match crate::ack::parse(payload, now) {
+            Ok(r) => self.apply_ack(r).await,
+            Err(refused) => self.refuse(refused.id, refused.reason),
+        }
+    }
+
+    /// A press of a chat's "Ack" button ([`crate::ack::ChatAck`]): the alarm named by
+    /// its id or its short key, acknowledged by the person who pressed it, until it
+    /// resolves. Answered like a request on `<prefix>/bridge/ack`, and published there.
+    pub async fn acknowledge_chat(&mut self, press: &crate::ack::ChatPress) -> Reply {
+        let id = match &press.alarm {
+            crate::ack::Alarm::Id(id) => Some(id.clone()),
+            crate::ack::Alarm::Key(k) => self
+                .firing
+                .iter()
+                .map(|(id, _)| id)
+                .find(|id| crate::ack::short_key(id) == *k)
+                .cloned(),
         };
+        let Some(id) = id else {
+            return self.refuse(None, "the alarm is no longer firing (or unknown)".into());
+        };
+        let payload =
+            serde_json::json!({"id": id, "by": press.by, "comment": format!("via {}", press.via)});
+        self.acknowledge(payload.to_string().as_bytes()).await
+    }
+
+    async fn apply_ack(&mut self, request: crate::ack::Request) -> Reply {
+        let now = self.clock.now_ms();
         let id = request.id.clone();
         match self.firing.acknowledge(&request, now) {
             Acked::Now(entry) => {
@@ -124,7 +149,7 @@ impl Pipeline<'_> {
                 };
                 tracing::info!(id, by = %request.by, until = ?request.until, "alarm acknowledged");
                 self.ack_notices(&id, &entry).await;
-                self.reply(Some(id), true, reason);
+                self.reply(Some(id), true, reason)
             }
             Acked::Again => self.reply(Some(id), true, "already acknowledged so".into()),
             Acked::AlreadyResolved => {
@@ -137,19 +162,20 @@ impl Pipeline<'_> {
         }
     }
 
-    fn refuse(&mut self, id: Option<String>, reason: String) {
+    fn refuse(&mut self, id: Option<String>, reason: String) -> Reply {
         self.stats.ack_rejected.inc();
         self.ack_log.hit(|suppressed| {
             let id: Option<String> = id.as_deref().map(|i| i.chars().take(200).collect());
             tracing::warn!(id, reason = %reason, suppressed, "acknowledgement refused");
         });
-        self.reply(id, false, reason);
+        self.reply(id, false, reason)
     }
 
-    fn reply(&mut self, id: Option<String>, ok: bool, reason: String) {
+    fn reply(&mut self, id: Option<String>, ok: bool, reason: String) -> Reply {
         let topic = lookout_shared::topics::bridge_ack_reply(&self.settings.prefix);
-        self.replies
-            .push((topic, Reply { id, ok, reason }.to_json()));
+        let reply = Reply { id, ok, reason };
+        self.replies.push((topic, reply.to_json()));
+        reply
     }
 
     /// "acknowledged by ..." to every target that was sent the firing, rendered by the
