@@ -594,3 +594,130 @@ targets = ["tg"]
         "the token stays out of logs"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_slack_button_press_acknowledges_the_alarm_and_an_unsigned_one_is_refused() {
+    const SECRET: &str = "slack-signing-secret-for-the-test";
+    let dir = scratch("bridge-ack-slack");
+    let port = free_port();
+    let _broker = mosquitto(port, dir.path());
+    let hook = Webhook::start().await;
+    hook.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let listen = free_port();
+    let out = dir.path().join("alarms.log");
+    let cfg = config(
+        dir.path(),
+        port,
+        "",
+        &format!(
+            r#"
+[targets.chat]
+type = "slack"
+webhook_url = "http://127.0.0.1:{hook}/services/T1/B2/x"
+ack_button = true
+
+[[routes]]
+topic = "lookout/+/alarms/#"
+targets = ["chat"]
+
+[ack_http]
+listen = "127.0.0.1:{listen}"
+signing_secret = "{SECRET}"
+"#,
+            hook = hook.port
+        ),
+    );
+    let b = bridge(&["run", "--config", cfg.to_str().unwrap()], dir.path());
+    b.wait_log("subscribed", Duration::from_secs(20)).await;
+    b.wait_log("ack_http listening", Duration::from_secs(5))
+        .await;
+    publish(port, vec![alarm("firing")]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let message = loop {
+        if let Some(m) = hook.taken.lock().unwrap().first().cloned() {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no slack message: {}",
+            b.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let button = &message["blocks"][1]["elements"][0];
+    assert_eq!(button["value"], ID, "{message}");
+
+    // What Slack posts when alice presses it: signed with the app's secret.
+    let payload = serde_json::json!({"type": "block_actions", "user": {"id": "U1", "username": "alice"},
+        "response_url": format!("http://127.0.0.1:{}/actions/T1/1/x", hook.port),
+        "actions": [{"action_id": button["action_id"], "value": button["value"]}]});
+    let body = format!("payload={}", form_encode(&payload.to_string()));
+    let press = |sig: String, ts: i64| {
+        let body = body.clone();
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", listen))
+                .await
+                .unwrap();
+            let req = format!(
+                "POST /slack/actions HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-www-form-urlencoded\r\nx-slack-request-timestamp: {ts}\r\nx-slack-signature: {sig}\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer).await;
+            answer
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let sign = |ts: i64| {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
+        let tag = ring::hmac::sign(&key, format!("v0:{ts}:{body}").as_bytes());
+        let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        format!("v0={hex}")
+    };
+    let unsigned = press("v0=0000".into(), now).await;
+    assert!(unsigned.starts_with("HTTP/1.1 401"), "{unsigned}");
+    let signed = press(sign(now), now).await;
+    assert!(signed.starts_with("HTTP/1.1 200"), "{signed}");
+
+    wait_count(&out, "acknowledged", 1, Duration::from_secs(10)).await;
+    let notice = lines(&out)
+        .into_iter()
+        .find(|a| a["state"] == "acknowledged")
+        .unwrap();
+    assert_eq!(notice["summary"], "acknowledged by @alice: via Slack");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let taken = hook.taken.lock().unwrap().clone();
+        if let Some(answer) = taken.iter().find(|m| m["response_type"] == "ephemeral") {
+            assert!(
+                answer["text"]
+                    .as_str()
+                    .unwrap()
+                    .contains("acknowledged by @alice"),
+                "{answer}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer on response_url: {taken:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

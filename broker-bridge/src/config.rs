@@ -44,6 +44,8 @@ pub struct Raw {
     pub routes: Vec<RouteRaw>,
     #[serde(default)]
     pub silences: Vec<SilenceRaw>,
+    /// The listener for Slack's interactive "Ack" buttons (`ack_http.rs`).
+    pub ack_http: Option<crate::ack_http::Raw>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,6 +251,7 @@ pub struct Settings {
     pub routes: Vec<Route>,
     pub silences: Vec<Silence>,
     pub inhibit_offline: bool,
+    pub ack_http: Option<crate::ack_http::Settings>,
 }
 
 /// A config resolved and checked, its targets not yet built. Building is a step of its
@@ -311,6 +314,12 @@ pub fn resolve(source: &Source, overrides: &[String]) -> Result<Resolved, Error>
         .map(|(i, s)| Silence::build(s).map_err(|m| source.error(&format!("silences[{i}]"), m)))
         .collect::<Result<Vec<_>, _>>()?;
     let delivery = resolve_delivery(source, &raw.delivery)?;
+    let ack_http = raw
+        .ack_http
+        .as_ref()
+        .map(crate::ack_http::Raw::resolve)
+        .transpose()
+        .map_err(|(k, m)| source.error(k, m))?;
     let b = &raw.bridge;
     let settings = Settings {
         id,
@@ -329,6 +338,7 @@ pub fn resolve(source: &Source, overrides: &[String]) -> Result<Resolved, Error>
         routes,
         silences,
         inhibit_offline: b.inhibit_offline,
+        ack_http,
     };
     Ok(Resolved {
         settings,

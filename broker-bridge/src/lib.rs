@@ -24,7 +24,8 @@
 //!   escalation steps sent), durable under `bridge.state_dir`; acknowledgement requests
 //!   from `<prefix>/bridge/ack` and their replies. [`ack_client`]: `lookout-bridge ack`.
 //!   [`escalate`]: routes' escalation steps (sent from the pipeline's timers).
-//!   [`chat_ack`]: "Ack" buttons pressed in Telegram, back to the pipeline.
+//!   [`chat_ack`]: "Ack" buttons pressed in Telegram, back to the pipeline; [`ack_http`]:
+//!   the listener for Slack's (signed) button presses.
 //! - [`deliver`]: per-target bounded queues, workers, retries, dead letters; [`fallback`]:
 //!   a failing target's notifications handed to its fallback target.
 //! - [`recover`]: at start, the notification log's unfinished notifications, settled or
@@ -37,6 +38,7 @@
 
 pub mod ack;
 pub mod ack_client;
+pub mod ack_http;
 pub mod chat_ack;
 pub mod config;
 pub mod dedup;

@@ -64,10 +64,13 @@ pub async fn run(resolved: Resolved) -> Result<(), Error> {
     pipeline.restore(open_firing(&settings)?);
     // "Ack" presses from chats; the sender is kept here, so the channel never closes.
     let (press_tx, mut presses) = mpsc::channel::<ChatPress>(16);
-    let chat_tasks = telegram_acks
+    let mut chat_tasks = telegram_acks
         .iter()
         .map(|(name, cfg)| crate::chat_ack::telegram(name, cfg, press_tx.clone()))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(h) = &settings.ack_http {
+        chat_tasks.push(crate::ack_http::start(h, press_tx.clone(), Arc::clone(&stats)).await?);
+    }
     let mut timer_tick = tokio::time::interval(TIMER_TICK);
     timer_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut stats_tick = tokio::time::interval(settings.stats_interval);
