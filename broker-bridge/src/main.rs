@@ -168,8 +168,27 @@ fn print_check(path: &std::path::Path, built: &Built) {
         Some(dir) => println!("  state   {}", dir.display()),
         None => println!("  state   in memory only (bridge.state_dir = \"\")"),
     }
-    for (name, n) in settings.targets.iter().zip(&built.notifiers) {
-        println!("  target  {name} ({})", n.kind());
+    for ((name, n), fallback) in settings
+        .targets
+        .iter()
+        .zip(&built.notifiers)
+        .zip(&settings.fallbacks)
+    {
+        match fallback {
+            Some(f) => println!(
+                "  target  {name} ({}), fallback {} after {:?}",
+                n.kind(),
+                settings.targets[f.target],
+                f.after
+            ),
+            None => println!("  target  {name} ({})", n.kind()),
+        }
+    }
+    if let Some(h) = &settings.ack_http {
+        println!(
+            "  ack     Slack buttons on http://{}/slack/actions (signed)",
+            h.listen
+        );
     }
     println!("  routes  {}", settings.routes.len());
 }
