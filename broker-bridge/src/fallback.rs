@@ -277,6 +277,99 @@ mod tests {
         assert_eq!(e.0, "targets.a.fallback");
     }
 
+    /// `chat` always fails; `mail` takes nothing until `release` (or records what it gets).
+    struct Failing;
+    impl crate::notify::Notifier for Failing {
+        fn kind(&self) -> &'static str {
+            "failing"
+        }
+        fn send<'a>(&'a self, _: &'a Notification) -> crate::notify::SendFuture<'a> {
+            Box::pin(async { Err(crate::notify::SendError::Retry("HTTP 500".into())) })
+        }
+    }
+    struct Stuck(std::sync::Arc<std::sync::Mutex<Vec<Notification>>>);
+    impl crate::notify::Notifier for Stuck {
+        fn kind(&self) -> &'static str {
+            "stuck"
+        }
+        fn send<'a>(&'a self, n: &'a Notification) -> crate::notify::SendFuture<'a> {
+            Box::pin(async move {
+                self.0.lock().unwrap().push(n.clone());
+                std::future::pending::<()>().await;
+                Ok(())
+            })
+        }
+    }
+
+    #[test]
+    fn a_crash_after_a_hand_over_leaves_the_notification_queued_once_for_the_fallback() {
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["chat".to_string(), "mail".to_string()];
+        let delivery = crate::config::DeliverySettings {
+            queue: 8,
+            retries: 1000,
+            backoff_min: Duration::from_millis(5),
+            backoff_max: Duration::from_millis(10),
+            timeout: Duration::from_secs(3600),
+            dead_letter: dir.path().join("dead.jsonl"),
+        };
+        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (log, _, _) =
+                crate::dedup::NotificationLog::open(dir.path(), 100, Duration::ZERO).unwrap();
+            let log = Arc::new(log);
+            let mut stats = crate::stats::Stats::default();
+            for _ in &names {
+                stats.targets.push(Default::default());
+            }
+            let stats = Arc::new(stats);
+            let fallbacks = [
+                Some(Fallback {
+                    target: 1,
+                    after: Duration::from_millis(50),
+                }),
+                None,
+            ];
+            let notifiers: Vec<Box<dyn crate::notify::Notifier>> =
+                vec![Box::new(Failing), Box::new(Stuck(Arc::clone(&got)))];
+            let (queues, _workers) =
+                crate::deliver::start(&names, notifiers, &delivery, &stats, &log, &fallbacks);
+            let n = crate::notify::test_support::alarm();
+            let n = Notification {
+                target: "chat".into(),
+                ..n
+            };
+            let seq = log.queued(&[], &n);
+            queues[0].send(Queued { seq, n }).await.unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while got.lock().unwrap().is_empty() {
+                assert!(std::time::Instant::now() < deadline, "never handed over");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(stats.targets[0].fallback.get(), 1);
+            assert_eq!(stats.targets[0].dead_lettered.get(), 0);
+            assert_eq!(log.pending(), 1, "the hand-over replaced it");
+        });
+        // The "crash": the runtime and its workers go, mid-delivery to the fallback.
+        drop(rt);
+        let handed = got.lock().unwrap()[0].clone();
+        assert_eq!(handed.target, "mail");
+        assert!(
+            handed.title.contains("(via fallback, chat failing since "),
+            "{}",
+            handed.title
+        );
+        let (_, recovered, _) =
+            crate::dedup::NotificationLog::open(dir.path(), 100, Duration::ZERO).unwrap();
+        assert_eq!(recovered.len(), 1, "once, not lost and not twice");
+        assert_eq!(recovered[0].n, handed);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_outage_starts_at_the_first_failure_and_ends_at_the_first_delivery() {
         let (tx, _rx) = mpsc::channel(1);
