@@ -27,7 +27,12 @@ pub struct AckArgs {
     pub wait: Duration,
 }
 
-/// Sends the acknowledgement and returns the bridge's reply.
+/// After a refusal, how long to wait for another bridge's acceptance: in a share group
+/// every bridge answers, and only the one that notified the alarm knows it.
+const OTHERS_WAIT: Duration = Duration::from_secs(1);
+
+/// Sends the acknowledgement and returns the bridge's reply: the first acceptance, else
+/// the first refusal.
 pub async fn send(settings: &Settings, args: &AckArgs) -> Result<Reply, Error> {
     let client_cfg = settings.mqtt.client.with_client_id(format!(
         "{}-ack-{}",
@@ -43,12 +48,17 @@ pub async fn send(settings: &Settings, args: &AckArgs) -> Result<Reply, Error> {
     let request =
         json!({"id": args.id, "by": args.by, "until": args.until, "comment": args.comment});
     let broker = client_cfg.url.display();
+    let mut refused: Option<(Reply, tokio::time::Instant)> = None;
     let wait = async {
         loop {
-            let event = eventloop
-                .poll()
-                .await
-                .map_err(|e| Error::Mqtt(format!("{broker}: {e}")))?;
+            let poll = match &refused {
+                Some((_, at)) => tokio::time::timeout_at(*at + OTHERS_WAIT, eventloop.poll()).await,
+                None => Ok(eventloop.poll().await),
+            };
+            let Ok(event) = poll else {
+                return Ok(refused.take().map(|(r, _)| r));
+            };
+            let event = event.map_err(|e| Error::Mqtt(format!("{broker}: {e}")))?;
             match event {
                 Event::Incoming(Packet::ConnAck(_)) => {
                     client
@@ -71,7 +81,10 @@ pub async fn send(settings: &Settings, args: &AckArgs) -> Result<Reply, Error> {
                     if let Ok(r) = serde_json::from_slice::<Reply>(&p.payload)
                         && r.id.as_deref() == Some(args.id.as_str())
                     {
-                        return Ok(r);
+                        if r.ok {
+                            return Ok(Some(r));
+                        }
+                        refused.get_or_insert((r, tokio::time::Instant::now()));
                     }
                 }
                 _ => {}
@@ -80,10 +93,16 @@ pub async fn send(settings: &Settings, args: &AckArgs) -> Result<Reply, Error> {
     };
     let result = tokio::time::timeout(args.wait, wait).await;
     let _ = client.try_disconnect();
-    result.unwrap_or_else(|_| {
-        Err(Error::Mqtt(format!(
-            "no reply on {reply_topic} within {:?}: is a lookout-bridge with bridge.prefix = {:?} connected to {broker}?",
-            args.wait, settings.prefix
-        )))
-    })
+    match result {
+        Ok(Ok(Some(r))) => return Ok(r),
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(None)) | Err(_) => {}
+    }
+    if let Some((r, _)) = refused {
+        return Ok(r); // the wait ran out while waiting for other bridges
+    }
+    Err(Error::Mqtt(format!(
+        "no reply on {reply_topic} within {:?}: is a lookout-bridge with bridge.prefix = {:?} connected to {broker}?",
+        args.wait, settings.prefix
+    )))
 }
