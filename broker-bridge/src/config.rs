@@ -44,6 +44,8 @@ pub struct Raw {
     pub routes: Vec<RouteRaw>,
     #[serde(default)]
     pub silences: Vec<SilenceRaw>,
+    /// The listener for Slack's interactive "Ack" buttons (`ack_http.rs`).
+    pub ack_http: Option<crate::ack_http::Raw>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +61,8 @@ pub struct BridgeRaw {
     pub max_topic_length: usize,
     /// `(target, alarm id, state)` keys remembered for dedup.
     pub dedup_capacity: usize,
+    /// Firing alarms tracked for acknowledgements and escalation (`firing.rs`).
+    pub firing_capacity: usize,
     /// Directory of the notification log (dedup keys and queued notifications), which
     /// survives restarts; `""` keeps it in memory only.
     pub state_dir: PathBuf,
@@ -80,6 +84,7 @@ impl Default for BridgeRaw {
             max_payload: 64 * 1024,
             max_topic_length: 512,
             dedup_capacity: 100_000,
+            firing_capacity: 10_000,
             state_dir: PathBuf::from("bridge-state"),
             state_sync: HumanDuration::from_secs(1),
             grace: HumanDuration::from_secs(10),
@@ -187,6 +192,9 @@ pub struct RouteRaw {
     /// Messages the route takes at once before `rate_limit` applies; default: one
     /// second's worth (at least 1).
     pub rate_burst: Option<u32>,
+    /// Steps that send a still-firing, unacknowledged alarm to more targets.
+    #[serde(default)]
+    pub escalate: Vec<crate::escalate::StepRaw>,
 }
 
 fn group_wait() -> HumanDuration {
@@ -229,6 +237,7 @@ pub struct Settings {
     pub stats_interval: Duration,
     pub max_payload: usize,
     pub dedup_capacity: usize,
+    pub firing_capacity: usize,
     /// `None`: the notification log is kept in memory only.
     pub state_dir: Option<PathBuf>,
     pub state_sync: Duration,
@@ -237,9 +246,12 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     /// Target names in index order: routes, queues and stats refer to targets by index.
     pub targets: Vec<String>,
+    /// Per target, in index order: its `fallback`.
+    pub fallbacks: Vec<Option<crate::fallback::Fallback>>,
     pub routes: Vec<Route>,
     pub silences: Vec<Silence>,
     pub inhibit_offline: bool,
+    pub ack_http: Option<crate::ack_http::Settings>,
 }
 
 /// A config resolved and checked, its targets not yet built. Building is a step of its
@@ -258,6 +270,9 @@ pub struct Built {
     pub settings: Settings,
     /// One per target, in index order.
     pub notifiers: Vec<Box<dyn Notifier>>,
+    /// The `telegram` targets with `ack_button = true`, by name: their bots are polled
+    /// for presses (`crate::chat_ack`).
+    pub telegram_acks: Vec<(String, crate::notify::telegram::Config)>,
 }
 
 impl From<ConfigError> for Error {
@@ -277,7 +292,10 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Resolved, Error> {
 /// Parses `source` strictly with `overrides` applied and resolves it; every error names
 /// the key at fault.
 pub fn resolve(source: &Source, overrides: &[String]) -> Result<Resolved, Error> {
-    let raw: Raw = source.parse(overrides)?;
+    // `fallback` keys sit beside the plugins' keys, which are parsed strictly: out first.
+    let mut doc = source.table(overrides)?;
+    let fallbacks = crate::fallback::take_keys(&mut doc).map_err(|(k, m)| source.error(&k, m))?;
+    let raw: Raw = source.deserialize(doc, "", overrides, &[])?;
     let id = bridge_id(&raw.bridge);
     let mqtt = resolve_mqtt(source, &raw.mqtt, &id)?;
     if raw.targets.is_empty() {
@@ -287,6 +305,8 @@ pub fn resolve(source: &Source, overrides: &[String]) -> Result<Resolved, Error>
     }
     let names: Vec<String> = raw.targets.keys().cloned().collect();
     let routes = resolve_routes(source, &raw, &names)?;
+    let fallbacks =
+        crate::fallback::resolve(&fallbacks, &names).map_err(|(k, m)| source.error(&k, m))?;
     let silences = raw
         .silences
         .iter()
@@ -294,6 +314,12 @@ pub fn resolve(source: &Source, overrides: &[String]) -> Result<Resolved, Error>
         .map(|(i, s)| Silence::build(s).map_err(|m| source.error(&format!("silences[{i}]"), m)))
         .collect::<Result<Vec<_>, _>>()?;
     let delivery = resolve_delivery(source, &raw.delivery)?;
+    let ack_http = raw
+        .ack_http
+        .as_ref()
+        .map(crate::ack_http::Raw::resolve)
+        .transpose()
+        .map_err(|(k, m)| source.error(k, m))?;
     let b = &raw.bridge;
     let settings = Settings {
         id,
@@ -301,15 +327,18 @@ pub fn resolve(source: &Source, overrides: &[String]) -> Result<Resolved, Error>
         stats_interval: b.stats_interval.0.max(Duration::from_secs(1)),
         max_payload: b.max_payload.max(1),
         dedup_capacity: b.dedup_capacity,
+        firing_capacity: b.firing_capacity,
         state_dir: (!b.state_dir.as_os_str().is_empty()).then(|| b.state_dir.clone()),
         state_sync: b.state_sync.0,
         grace: b.grace.0,
         mqtt,
         delivery,
         targets: names,
+        fallbacks,
         routes,
         silences,
         inhibit_offline: b.inhibit_offline,
+        ack_http,
     };
     Ok(Resolved {
         settings,
@@ -329,9 +358,20 @@ impl Resolved {
             .zip(&self.targets)
             .map(|(name, cfg)| cfg.build(name))
             .collect::<Result<Vec<_>, _>>()?;
+        let telegram_acks = self
+            .settings
+            .targets
+            .iter()
+            .zip(&self.targets)
+            .filter_map(|(name, cfg)| match cfg {
+                TargetConfig::Telegram(t) if t.ack_button => Some((name.clone(), t.clone())),
+                _ => None,
+            })
+            .collect();
         Ok(Built {
             settings: self.settings,
             notifiers,
+            telegram_acks,
         })
     }
 }
@@ -455,6 +495,7 @@ fn resolve_route(
         ));
     }
     let rate = resolve_rate(r).map_err(|(sub, m)| err(sub, m.into()))?;
+    let escalate = crate::escalate::resolve(&r.escalate, names).map_err(|(sub, m)| err(&sub, m))?;
     Ok(Route {
         topic: r.topic.clone(),
         when,
@@ -477,6 +518,7 @@ fn resolve_route(
             max_topic_length: r.max_topic_length.unwrap_or(bridge.max_topic_length),
             rate,
         },
+        escalate,
     })
 }
 

@@ -164,6 +164,9 @@ struct QueuedOut<'a> {
     body: &'a str,
     fields: &'a Value,
     raw: std::borrow::Cow<'a, str>,
+    /// The notification this one replaces (a hand-over to a fallback target).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replaces: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -176,6 +179,8 @@ struct QueuedIn {
     body: String,
     fields: Value,
     raw: String,
+    #[serde(default)]
+    replaces: Option<u64>,
 }
 
 enum Record {
@@ -227,7 +232,7 @@ impl NotificationLog {
         encode_state(&mut out, &inner.order, &inner.positions);
         for r in &recovered {
             // The recovered notifications' keys are among the K records already.
-            encode_queued(&mut out, r.seq, &[], &r.n);
+            encode_queued(&mut out, r.seq, &[], &r.n, None);
         }
         write_new(&tmp, &path, dir, &out).map_err(io_error(&path))?;
         let file = OpenOptions::new()
@@ -268,7 +273,27 @@ impl NotificationLog {
         inner.disk.as_mut()?.pending.insert(seq);
         inner.next_seq += 1;
         let mut line = Vec::with_capacity(256 + n.raw.len() + n.body.len());
-        encode_queued(&mut line, seq, keys, n);
+        encode_queued(&mut line, seq, keys, n, None);
+        let res = inner.append(&line);
+        drop(inner);
+        self.report(res);
+        Some(seq)
+    }
+
+    /// Records in one record that the unfinished notification `old` was replaced by `n`
+    /// (for another target: a hand-over to a fallback), so after a crash exactly one of
+    /// the two is unfinished. Returns `n`'s sequence number when the log is on disk.
+    pub fn moved(&self, old: Option<u64>, n: &Notification) -> Option<u64> {
+        let mut inner = self.lock();
+        let seq = inner.next_seq;
+        let disk = inner.disk.as_mut()?;
+        disk.pending.insert(seq);
+        if let Some(o) = old {
+            disk.pending.remove(&o);
+        }
+        inner.next_seq += 1;
+        let mut line = Vec::with_capacity(256 + n.raw.len() + n.body.len());
+        encode_queued(&mut line, seq, &[], n, old);
         let res = inner.append(&line);
         drop(inner);
         self.report(res);
@@ -426,6 +451,9 @@ impl Inner {
                         self.remember(k);
                     }
                     self.next_seq = self.next_seq.max(seq + 1);
+                    if let Some(old) = q.replaces {
+                        queued.remove(&old);
+                    }
                     queued.insert(seq, q);
                 }
                 Record::Done(seq, position) => {
@@ -559,7 +587,7 @@ fn queued_seq(line: &[u8]) -> Option<u64> {
 }
 
 /// Writes `data` to `tmp`, fsyncs, renames it to `path` and fsyncs `dir`.
-fn write_new(tmp: &Path, path: &Path, dir: &Path, data: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_new(tmp: &Path, path: &Path, dir: &Path, data: &[u8]) -> std::io::Result<()> {
     let mut f = File::create(tmp)?;
     f.write_all(data)?;
     f.sync_all()?;
@@ -584,7 +612,13 @@ fn quoted(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
-fn encode_queued(out: &mut Vec<u8>, seq: u64, keys: &[Key], n: &Notification) {
+fn encode_queued(
+    out: &mut Vec<u8>,
+    seq: u64,
+    keys: &[Key],
+    n: &Notification,
+    replaces: Option<u64>,
+) {
     let q = QueuedOut {
         keys: keys.iter().map(|k| format!("{k:032x}")).collect(),
         target: &n.target,
@@ -593,6 +627,7 @@ fn encode_queued(out: &mut Vec<u8>, seq: u64, keys: &[Key], n: &Notification) {
         body: &n.body,
         fields: &n.fields,
         raw: String::from_utf8_lossy(&n.raw),
+        replaces,
     };
     // Serialising plain strings and a Value cannot fail; an empty object keeps the record
     // well-formed if it ever did.
@@ -601,7 +636,7 @@ fn encode_queued(out: &mut Vec<u8>, seq: u64, keys: &[Key], n: &Notification) {
 }
 
 /// Appends `<crc32 hex> <body>\n`.
-fn push_record(out: &mut Vec<u8>, body: std::fmt::Arguments<'_>) {
+pub(crate) fn push_record(out: &mut Vec<u8>, body: std::fmt::Arguments<'_>) {
     let start = out.len();
     out.extend_from_slice(b"00000000 ");
     let _ = out.write_fmt(body);
@@ -611,7 +646,7 @@ fn push_record(out: &mut Vec<u8>, body: std::fmt::Arguments<'_>) {
 }
 
 /// The record of a line whose checksum holds.
-fn checked_body(line: &[u8]) -> Option<&[u8]> {
+pub(crate) fn checked_body(line: &[u8]) -> Option<&[u8]> {
     if line.len() < 10 || line[8] != b' ' {
         return None;
     }
@@ -813,6 +848,26 @@ mod tests {
         assert!(recovered.is_empty(), "finished after the restart");
         assert_eq!(loaded.positions.get("t"), Some(&99));
         assert_eq!(loaded.positions.get("u"), Some(&7));
+    }
+
+    #[test]
+    fn a_hand_over_leaves_exactly_one_of_the_two_unfinished_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (log, _, _) = NotificationLog::open(dir.path(), 100, Duration::ZERO).unwrap();
+            let old = log.queued(&[], &n("chat", "a")).unwrap();
+            let new = log.moved(Some(old), &n("mail", "a")).unwrap();
+            assert_eq!(log.pending(), 1);
+            assert!(new > old);
+            // Dropped without D records, as after kill -9.
+        }
+        let (log, recovered, _) = NotificationLog::open(dir.path(), 100, Duration::ZERO).unwrap();
+        assert_eq!(recovered.len(), 1);
+        assert_eq!(recovered[0].n.target, "mail");
+        log.done(recovered[0].seq, None);
+        drop(log);
+        let (_, recovered, _) = NotificationLog::open(dir.path(), 100, Duration::ZERO).unwrap();
+        assert!(recovered.is_empty());
     }
 
     #[test]

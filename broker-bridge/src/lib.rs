@@ -20,7 +20,14 @@
 //!     under `bridge.state_dir`, keeps queued notifications across restarts and `kill -9`;
 //!   - [`repeat`], [`group`]: re-sending alarms that stay firing, batching notifications
 //!     that share labels into one.
-//! - [`deliver`]: per-target bounded queues, workers, retries, dead letters.
+//! - [`firing`], [`ack`]: the alarms notified as firing (to whom, acknowledged by whom,
+//!   escalation steps sent), durable under `bridge.state_dir`; acknowledgement requests
+//!   from `<prefix>/bridge/ack` and their replies. [`ack_client`]: `lookout-bridge ack`.
+//!   [`escalate`]: routes' escalation steps (sent from the pipeline's timers).
+//!   [`chat_ack`]: "Ack" buttons pressed in Telegram, back to the pipeline; [`ack_http`]:
+//!   the listener for Slack's (signed) button presses.
+//! - [`deliver`]: per-target bounded queues, workers, retries, dead letters; [`fallback`]:
+//!   a failing target's notifications handed to its fallback target.
 //! - [`recover`]: at start, the notification log's unfinished notifications, settled or
 //!   queued again.
 //! - [`notify`]: the notifier plugins, one file each, behind one trait. They depend on
@@ -29,11 +36,18 @@
 //! - [`run`]: the `run` command: the stages wired together, the main loop, shutdown.
 //! - [`error`]: the crate's error type.
 
+pub mod ack;
+pub mod ack_client;
+pub mod ack_http;
+pub mod chat_ack;
 pub mod config;
 pub mod dedup;
 pub mod deliver;
 pub mod error;
+pub mod escalate;
 pub mod expr;
+pub mod fallback;
+pub mod firing;
 pub mod group;
 pub mod inhibit;
 pub mod limits;

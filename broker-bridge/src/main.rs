@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use lookout_bridge::Error;
+use lookout_bridge::ack_client::{AckArgs, send};
 use lookout_bridge::config::{Built, load};
 
 #[derive(Parser)]
@@ -27,6 +28,27 @@ enum Command {
         /// Override any config key by dotted path, e.g. --set mqtt.url=mqtt://127.0.0.1:18830
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+    },
+    /// Acknowledge a firing alarm: publish on <prefix>/bridge/ack with the config's broker
+    /// settings and print the running bridge's reply (exit 0 when it took it, 1 when not).
+    Ack {
+        /// The alarm's id, as in its payload (`<host>:<source>:<started_at>`).
+        id: String,
+        /// Who is on it; default: $USER.
+        #[arg(long)]
+        by: Option<String>,
+        /// Until when: a duration ("2h") or an RFC 3339 time; default: until it resolves.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        comment: Option<String>,
+        #[arg(long, short, default_value = "configs/bridge.toml")]
+        config: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// How long to wait for the bridge's reply.
+        #[arg(long, default_value = "5s")]
+        wait: lookout_shared::duration::HumanDuration,
     },
     /// Check a config file (including every target's settings); exit 2 on any error.
     CheckConfig {
@@ -68,6 +90,31 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run { config, set } => {
             let resolved = load(&config, &set)?;
             rt.block_on(lookout_bridge::run::run(resolved))?;
+        }
+        Command::Ack {
+            id,
+            by,
+            until,
+            comment,
+            config,
+            set,
+            wait,
+        } => {
+            let resolved = load(&config, &set)?;
+            let args = AckArgs {
+                id,
+                by: by
+                    .or_else(|| std::env::var("USER").ok())
+                    .unwrap_or_else(|| "lookout-bridge ack".into()),
+                until,
+                comment,
+                wait: wait.0,
+            };
+            let reply = rt.block_on(send(&resolved.settings, &args))?;
+            println!("{}", String::from_utf8_lossy(&reply.to_json()));
+            if !reply.ok {
+                anyhow::bail!("not acknowledged: {}", reply.reason);
+            }
         }
         Command::CheckConfig { config, set } => {
             let resolved = load(&config, &set)?;
@@ -121,8 +168,27 @@ fn print_check(path: &std::path::Path, built: &Built) {
         Some(dir) => println!("  state   {}", dir.display()),
         None => println!("  state   in memory only (bridge.state_dir = \"\")"),
     }
-    for (name, n) in settings.targets.iter().zip(&built.notifiers) {
-        println!("  target  {name} ({})", n.kind());
+    for ((name, n), fallback) in settings
+        .targets
+        .iter()
+        .zip(&built.notifiers)
+        .zip(&settings.fallbacks)
+    {
+        match fallback {
+            Some(f) => println!(
+                "  target  {name} ({}), fallback {} after {:?}",
+                n.kind(),
+                settings.targets[f.target],
+                f.after
+            ),
+            None => println!("  target  {name} ({})", n.kind()),
+        }
+    }
+    if let Some(h) = &settings.ack_http {
+        println!(
+            "  ack     Slack buttons on http://{}/slack/actions (signed)",
+            h.listen
+        );
     }
     println!("  routes  {}", settings.routes.len());
 }

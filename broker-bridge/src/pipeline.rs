@@ -13,6 +13,11 @@
 //!
 //! The state each stage keeps (gates, silences, hosts, repeats, groups) lives in its own
 //! module; this file strings the stages together and counts what each one decided.
+//! Acknowledgements and the firing alarms' table are in `pipeline/acks.rs`, escalation
+//! in `pipeline/escalate.rs`.
+
+mod acks;
+mod escalate;
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +27,7 @@ use crate::Error;
 use crate::config::Settings;
 use crate::dedup::{Key, NotificationLog};
 use crate::deliver::Queued;
+use crate::firing::{Firing, Sent};
 use crate::group::{Added, GroupSpec, Groups};
 use crate::inhibit::Hosts;
 use crate::limits::Gate;
@@ -49,6 +55,12 @@ pub struct Pipeline<'a> {
     invalid_log: RateLimited,
     template_log: RateLimited,
     default_title: Template,
+    /// Firing alarms: who was sent them, acknowledgements (`pipeline/acks.rs`).
+    firing: Firing,
+    clock: acks::Clock,
+    /// Replies to acknowledgements, for the source to publish.
+    replies: Vec<(String, Vec<u8>)>,
+    ack_log: RateLimited,
 }
 
 /// A decoded message on its way through the routes.
@@ -92,6 +104,10 @@ impl<'a> Pipeline<'a> {
             invalid_log: RateLimited::new(Duration::from_secs(10)),
             template_log: RateLimited::new(Duration::from_secs(10)),
             default_title,
+            firing: Firing::memory(settings.firing_capacity),
+            clock: acks::Clock::new(),
+            replies: Vec::new(),
+            ack_log: RateLimited::new(Duration::from_secs(10)),
         })
     }
 
@@ -101,6 +117,9 @@ impl<'a> Pipeline<'a> {
         self.stats.received.inc();
         match incoming {
             Incoming::Silences { topic, payload } => self.replace_silences(topic, payload),
+            Incoming::Ack { payload } => {
+                self.acknowledge(payload).await;
+            }
             Incoming::Status { host, payload } => self.host_status(host, payload).await,
             Incoming::Message { topic, payload } => self.route(topic, payload).await,
         }
@@ -144,10 +163,12 @@ impl<'a> Pipeline<'a> {
         if self.silenced(topic, &decoded) || self.inhibited(&decoded) {
             return;
         }
+        let mut was_firing = None;
         if let Some((id, state)) = &decoded.alarm
             && state == "resolved"
         {
             self.repeats.resolved(id);
+            was_firing = self.firing_resolved(id);
         }
         let m = Message {
             topic,
@@ -159,6 +180,9 @@ impl<'a> Pipeline<'a> {
             self.stats.routed.inc();
         } else {
             self.stats.unrouted.inc();
+        }
+        if let Some(entry) = was_firing {
+            self.resolve_escalated(&m, entry).await;
         }
     }
 
@@ -236,6 +260,7 @@ impl<'a> Pipeline<'a> {
         let settings = self.settings;
         let mut chosen = vec![false; self.queues.len()];
         let mut routed = false;
+        let mut sent = Vec::new();
         for (ri, route) in settings.routes.iter().enumerate() {
             if !admitted[ri] || !route.when_holds(&m.decoded.fields) {
                 continue;
@@ -245,8 +270,13 @@ impl<'a> Pipeline<'a> {
                     continue;
                 }
                 routed |= self.for_target(ri, route, t, m).await;
+                sent.push(Sent {
+                    route: ri,
+                    target: settings.targets[t].clone(),
+                });
             }
         }
+        self.note_firing(m, &sent);
         routed
     }
 
@@ -374,7 +404,12 @@ impl<'a> Pipeline<'a> {
             self.stats.grouped.inc();
             self.enqueue(t, n, &keys).await;
         }
+        self.ack_timers();
+        self.escalations().await;
         for (t, n) in self.repeats.due(now) {
+            if self.acked(&n) {
+                continue;
+            }
             self.stats.repeated.inc();
             self.enqueue(t, n, &[]).await;
         }
@@ -397,9 +432,9 @@ mod tests {
 
     /// Two log targets, `a` by the alarm route and `b` by both routes, and what each
     /// target's queue receives.
-    struct Bench {
-        settings: Settings,
-        stats: Stats,
+    pub(super) struct Bench {
+        pub(super) settings: Settings,
+        pub(super) stats: Stats,
         log: NotificationLog,
         queues: Vec<mpsc::Sender<Queued>>,
         received: Vec<mpsc::Receiver<Queued>>,
@@ -407,20 +442,11 @@ mod tests {
 
     impl Bench {
         fn new() -> Self {
-            let text = r#"
-                [bridge]
-                state_dir = ""
-                [targets.a]
-                type = "log"
-                [targets.b]
-                type = "log"
-                [[routes]]
-                topic = "lookout/+/alarms/#"
-                targets = ["a", "b"]
-                [[routes]]
-                topic = "lookout/#"
-                targets = ["b"]
-            "#;
+            Self::with(BENCH)
+        }
+
+        /// A bench on another config.
+        pub(super) fn with(text: &str) -> Self {
             let settings = crate::config::resolve(&Source::builtin("test.toml", text), &[])
                 .unwrap()
                 .settings;
@@ -441,12 +467,12 @@ mod tests {
             }
         }
 
-        fn pipeline(&self) -> Pipeline<'_> {
+        pub(super) fn pipeline(&self) -> Pipeline<'_> {
             Pipeline::new(&self.settings, &self.stats, &self.queues, &self.log).unwrap()
         }
 
         /// Everything queued for target `t` so far.
-        fn queued(&mut self, t: usize) -> Vec<Notification> {
+        pub(super) fn queued(&mut self, t: usize) -> Vec<Notification> {
             let mut out = Vec::new();
             while let Ok(q) = self.received[t].try_recv() {
                 out.push(q.n);
@@ -455,13 +481,28 @@ mod tests {
         }
     }
 
-    fn alarm(host: &str, state: &str) -> Vec<u8> {
+    const BENCH: &str = r#"
+        [bridge]
+        state_dir = ""
+        [targets.a]
+        type = "log"
+        [targets.b]
+        type = "log"
+        [[routes]]
+        topic = "lookout/+/alarms/#"
+        targets = ["a", "b"]
+        [[routes]]
+        topic = "lookout/#"
+        targets = ["b"]
+    "#;
+
+    pub(super) fn alarm(host: &str, state: &str) -> Vec<u8> {
         json!({"id": format!("{host}:cpu:1"), "host": host, "source": "cpu", "state": state, "severity": 2})
             .to_string()
             .into_bytes()
     }
 
-    fn message<'a>(topic: &'a str, payload: &'a [u8]) -> Incoming<'a> {
+    pub(super) fn message<'a>(topic: &'a str, payload: &'a [u8]) -> Incoming<'a> {
         Incoming::Message { topic, payload }
     }
 

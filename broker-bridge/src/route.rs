@@ -38,6 +38,8 @@ pub struct Route {
     pub repeat_interval: Option<std::time::Duration>,
     pub group: Option<crate::group::GroupSpec>,
     pub limits: crate::limits::Limits,
+    /// `escalate`: more targets for alarms still firing and not acknowledged.
+    pub escalate: Vec<crate::escalate::Step>,
 }
 
 impl Route {

@@ -38,6 +38,8 @@ const DISCONNECT_GRACE: Duration = Duration::from_secs(3);
 pub enum Incoming<'a> {
     /// The fleet-wide silences document, `<prefix>/bridge/silences`.
     Silences { topic: &'a str, payload: &'a [u8] },
+    /// An acknowledgement, `<prefix>/bridge/ack` ([`crate::ack`]).
+    Ack { payload: &'a [u8] },
     /// A host's availability, `<prefix>/<host>/status`.
     Status { host: &'a str, payload: &'a [u8] },
     /// Anything else: alarms and other messages, for the routes.
@@ -49,6 +51,7 @@ pub enum Incoming<'a> {
 pub struct ControlTopics {
     prefix: String,
     silences: String,
+    ack: String,
 }
 
 impl ControlTopics {
@@ -56,6 +59,7 @@ impl ControlTopics {
         Self {
             prefix: prefix.to_owned(),
             silences: format!("{prefix}/bridge/silences"),
+            ack: lookout_shared::topics::bridge_ack(prefix),
         }
     }
 
@@ -64,18 +68,23 @@ impl ControlTopics {
         if topic == self.silences {
             return Incoming::Silences { topic, payload };
         }
+        if topic == self.ack {
+            return Incoming::Ack { payload };
+        }
         match lookout_shared::topics::parse(&self.prefix, topic) {
             Ok((host, Kind::Status)) => Incoming::Status { host, payload },
             _ => Incoming::Message { topic, payload },
         }
     }
 
-    /// The subscriptions: the configured filters, then the fleet-wide silences, then with
+    /// The subscriptions: the configured filters, then the fleet-wide silences and the
+    /// acknowledgements, then with
     /// `inhibit_offline` every host's status. The control topics are not shared
     /// (`$share/`): every bridge of a group needs all of them.
     fn filters(&self, settings: &Settings) -> Vec<String> {
         let mut filters = settings.mqtt.filters.clone();
         filters.push(self.silences.clone());
+        filters.push(self.ack.clone());
         if settings.inhibit_offline {
             filters.push(format!("{}/+/status", self.prefix));
         }
@@ -209,6 +218,17 @@ impl Subscription {
             .try_publish(topic, QoS::AtMostOnce, false, payload);
     }
 
+    /// Publishes at QoS 1 without waiting (a reply to a person or a script that waits for
+    /// it); dropped, and logged, when the request queue is full.
+    pub fn publish_reliable(&self, topic: &str, payload: Vec<u8>) {
+        if let Err(e) = self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, false, payload)
+        {
+            tracing::warn!(topic, error = %e, "reply not published");
+        }
+    }
+
     /// Sends the acks still waiting and a clean DISCONNECT, and waits a little for them to
     /// go out: without them the broker would redeliver messages that are already queued
     /// here, and the next bridge would notify them twice. Messages that arrive meanwhile
@@ -251,7 +271,12 @@ mod tests {
                 payload: b"offline"
             }
         );
+        assert_eq!(
+            t.sort("lookout/bridge/ack", b"{}"),
+            Incoming::Ack { payload: b"{}" }
+        );
         for topic in [
+            "lookout/bridge/ack/reply",
             "lookout/edge-1/alarms/cpu",
             "plant/fan",
             "other/edge-1/status",

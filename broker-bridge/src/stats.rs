@@ -40,6 +40,8 @@ pub struct TargetStats {
     pub retried: Counter,
     pub failed: Counter,
     pub dead_lettered: Counter,
+    /// Handed to the target's fallback while it was failing.
+    pub fallback: Counter,
 }
 
 /// Messages a route dropped for its limits (`[[routes]]` `max_payload`,
@@ -76,6 +78,16 @@ pub struct Stats {
     pub replayed: Counter,
     /// Writes to the notification log that failed (disk full, I/O errors).
     pub state_errors: Counter,
+    /// Acknowledgements taken (`<prefix>/bridge/ack`).
+    pub acknowledged: Counter,
+    /// Acknowledgements refused: bad JSON, unknown or resolved alarm ids.
+    pub ack_rejected: Counter,
+    /// Acknowledgements whose `until` passed while their alarm was still firing.
+    pub ack_expired: Counter,
+    /// Firing alarms not tracked (no acknowledgement, no escalation): the table was full.
+    pub firing_full: Counter,
+    /// Escalation steps sent (once per alarm and step, whatever its number of targets).
+    pub escalated: Counter,
     pub targets: Vec<TargetStats>,
     pub routes: Vec<RouteStats>,
 }

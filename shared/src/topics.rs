@@ -158,6 +158,16 @@ pub fn escape_level(name: &str) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
+/// `<prefix>/bridge/ack`: acknowledgements of firing alarms, read by the bridge.
+pub fn bridge_ack(prefix: &str) -> String {
+    format!("{prefix}/bridge/ack")
+}
+
+/// `<prefix>/bridge/ack/reply`: the bridge's answer to each acknowledgement.
+pub fn bridge_ack_reply(prefix: &str) -> String {
+    format!("{prefix}/bridge/ack/reply")
+}
+
 /// The filter a subscriber uses for every alarm of every host.
 pub fn all_alarms(prefix: &str) -> String {
     format!("{prefix}/+/alarms/#")

@@ -44,6 +44,10 @@ pub struct Config {
     /// target's per-attempt timeout still applies around it.
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
+    /// An "Ack" button under firing alarms (Block Kit); presses reach the bridge through
+    /// its `[ack_http]` listener, which the Slack app's Request URL must point to.
+    #[serde(default)]
+    pub ack_button: bool,
 }
 
 /// The Slack plugin, built from a validated [`Config`].
@@ -55,6 +59,7 @@ pub struct Slack {
     username: Option<String>,
     icon_emoji: Option<String>,
     redactor: Redactor,
+    ack_button: bool,
 }
 
 /// The webhook's JSON payload.
@@ -67,6 +72,8 @@ struct Payload<'a> {
     username: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     icon_emoji: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    blocks: Option<serde_json::Value>,
 }
 
 impl Slack {
@@ -100,6 +107,7 @@ impl Slack {
             channel,
             username,
             icon_emoji,
+            ack_button: cfg.ack_button,
         })
     }
 
@@ -112,11 +120,31 @@ impl Slack {
             (true, true) => escape(&n.topic),
         };
         Payload {
+            blocks: self.ack_blocks(n, &text),
             text,
             channel: self.channel.as_deref(),
             username: self.username.as_deref(),
             icon_emoji: self.icon_emoji.as_deref(),
         }
+    }
+
+    /// With `ack_button`, a firing alarm is sent as blocks: its text (cut to a section's
+    /// 3000 characters; `text` stays the notification's fallback) and an "Ack" button
+    /// whose value is the alarm id (Slack allows 2000 characters).
+    fn ack_blocks(&self, n: &Notification, text: &str) -> Option<serde_json::Value> {
+        let id = n.fields.get("id")?.as_str()?;
+        let firing = n.fields.get("state")?.as_str()? == "firing";
+        if !(self.ack_button && firing && id.chars().count() <= 2000) {
+            return None;
+        }
+        let section: String = text.chars().take(3000).collect();
+        Some(serde_json::json!([
+            {"type": "section", "text": {"type": "mrkdwn", "text": section}},
+            {"type": "actions", "elements": [{
+                "type": "button", "text": {"type": "plain_text", "text": "Ack"},
+                "action_id": crate::ack_http::ACTION_ID, "value": id,
+            }]},
+        ]))
     }
 
     async fn deliver(&self, n: &Notification) -> Result<(), SendError> {
@@ -190,6 +218,33 @@ mod tests {
         Slack::build("chat", &toml::from_str(toml_text).expect("valid config"))
             .expect_err("rejected")
             .to_string()
+    }
+
+    #[tokio::test]
+    async fn with_ack_button_a_firing_alarm_gets_an_ack_button_holding_its_id_and_others_do_not() {
+        let mut server = TestServer::start(vec![Reply::text(200, "ok")]).await;
+        let slack = build(&format!(
+            "webhook_url = \"{}\"\nack_button = true",
+            server.url(HOOK_PATH)
+        ));
+        let firing = alarm();
+        slack.send(&firing).await.expect("delivered");
+        let body = server.request().await.json();
+        let button = &body["blocks"][1]["elements"][0];
+        assert_eq!(button["action_id"], "lookout_ack");
+        assert_eq!(button["value"], "sim-1:cpu_util:1795457375316");
+        assert!(
+            body["blocks"][0]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("*[firing]")
+        );
+        assert!(body["text"].is_string(), "the fallback text stays");
+
+        let mut resolved = alarm();
+        resolved.fields["state"] = json!("resolved");
+        slack.send(&resolved).await.expect("delivered");
+        assert!(server.request().await.json().get("blocks").is_none());
     }
 
     #[tokio::test]

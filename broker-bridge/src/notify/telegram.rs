@@ -53,6 +53,10 @@ pub struct Config {
     /// target's per-attempt timeout still applies around it.
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
+    /// An "Ack" button under each firing alarm; the bridge then long-polls the bot's
+    /// `getUpdates` for presses (`crate::chat_ack`), so the bot must have no webhook.
+    #[serde(default)]
+    pub ack_button: bool,
 }
 
 /// A chat's numeric id, or `@channelusername`.
@@ -99,6 +103,7 @@ pub struct Telegram {
     parse_mode: Option<ParseMode>,
     disable_notification: Option<bool>,
     redactor: Redactor,
+    ack_button: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -109,6 +114,8 @@ struct SendMessage<'a> {
     parse_mode: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     disable_notification: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_markup: Option<serde_json::Value>,
 }
 
 /// What the Bot API answers, success or not.
@@ -183,6 +190,7 @@ impl Telegram {
             parse_mode: cfg.parse_mode,
             disable_notification: cfg.disable_notification,
             redactor,
+            ack_button: cfg.ack_button,
         })
     }
 
@@ -209,12 +217,25 @@ impl Telegram {
         }
     }
 
+    /// With `ack_button`, a firing alarm gets an inline "Ack" button whose
+    /// `callback_data` (at most 64 bytes) is `ack:` and the alarm id's short key.
+    fn ack_markup(&self, n: &Notification) -> Option<serde_json::Value> {
+        let id = n.fields.get("id")?.as_str()?;
+        (self.ack_button && n.fields.get("state")?.as_str()? == "firing").then(|| {
+            serde_json::json!({"inline_keyboard": [[{
+                "text": "Ack",
+                "callback_data": format!("ack:{}", crate::ack::short_key(id)),
+            }]]})
+        })
+    }
+
     async fn deliver(&self, n: &Notification) -> Result<(), SendError> {
         let message = SendMessage {
             chat_id: &self.chat_id,
             text: self.text(n),
             parse_mode: self.parse_mode.map(ParseMode::as_str),
             disable_notification: self.disable_notification,
+            reply_markup: self.ack_markup(n),
         };
         let resp = self
             .client
