@@ -18,6 +18,7 @@
 //!   - [`route`]: topic filters and `when` conditions ([`expr`]), templates ([`template`]);
 //!   - [`dedup`]: the notification log that keeps (target, alarm id, state) unique and,
 //!     under `bridge.state_dir`, keeps queued notifications across restarts and `kill -9`;
+//!   - [`orphan`]: resolved notices only to targets that were sent the firing;
 //!   - [`repeat`], [`group`]: re-sending alarms that stay firing, batching notifications
 //!     that share labels into one.
 //! - [`deliver`]: per-target bounded queues, workers, retries, dead letters.
@@ -39,6 +40,7 @@ pub mod inhibit;
 pub mod limits;
 pub mod message;
 pub mod notify;
+pub mod orphan;
 pub mod pipeline;
 #[cfg(test)]
 mod proptests;

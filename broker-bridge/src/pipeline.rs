@@ -27,6 +27,7 @@ use crate::inhibit::Hosts;
 use crate::limits::Gate;
 use crate::message::{Decoded, Rejected};
 use crate::notify::Notification;
+use crate::orphan::Orphans;
 use crate::repeat::Repeats;
 use crate::route::Route;
 use crate::silence::Silences;
@@ -48,6 +49,7 @@ pub struct Pipeline<'a> {
     groups: Groups,
     invalid_log: RateLimited,
     template_log: RateLimited,
+    orphans: Orphans,
     default_title: Template,
 }
 
@@ -91,6 +93,7 @@ impl<'a> Pipeline<'a> {
             groups: Groups::new(settings.dedup_capacity),
             invalid_log: RateLimited::new(Duration::from_secs(10)),
             template_log: RateLimited::new(Duration::from_secs(10)),
+            orphans: Orphans::default(),
             default_title,
         })
     }
@@ -253,26 +256,24 @@ impl<'a> Pipeline<'a> {
     /// One message for target `t` by route `ri`. False when dedup or `send_resolved` held
     /// it back.
     async fn for_target(&mut self, ri: usize, route: &Route, t: usize, m: &Message<'_>) -> bool {
-        let Ok(dedup_key) = self.dedup(route, t, &m.decoded) else {
+        let Ok(keys) = self.dedup(route, t, &m.decoded) else {
             return false;
         };
         let n = self.render(route, t, m);
         self.repeat(route, t, &m.decoded, &n);
         match &route.group {
-            Some(spec) => self.group(ri, t, spec, n, dedup_key),
-            None => {
-                let keys: Vec<Key> = dedup_key.into_iter().collect();
-                self.enqueue(t, n, &keys).await;
-            }
+            Some(spec) => self.group(ri, t, spec, n, keys),
+            None => self.enqueue(t, n, &keys).await,
         }
         true
     }
 
     /// The agent's alarms reach each target once per `(id, state)`, a firing state once
-    /// per severity; returns the key that settles it (`None` for other messages).
-    fn dedup(&self, route: &Route, t: usize, d: &Decoded) -> Result<Option<Key>, Skipped> {
+    /// per severity, a resolved state only where the firing went ([`crate::orphan`]);
+    /// returns the keys the notification settles (none for other messages).
+    fn dedup(&self, route: &Route, t: usize, d: &Decoded) -> Result<Vec<Key>, Skipped> {
         let Some((id, state)) = &d.alarm else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
         if state == "resolved" && !route.send_resolved {
             self.stats.resolved_skipped.inc();
@@ -289,7 +290,17 @@ impl<'a> Pipeline<'a> {
             self.stats.deduplicated.inc();
             return Err(Skipped);
         }
-        Ok(Some(k))
+        let target = &self.settings.targets[t];
+        if state == "resolved" && !crate::orphan::resolve_allowed(self.log, target, id) {
+            self.orphans.emit(self.stats, target, id);
+            return Err(Skipped);
+        }
+        if state == "firing" {
+            let fired = crate::orphan::fired_key(target, id);
+            self.log.first(fired);
+            return Ok(vec![k, fired]);
+        }
+        Ok(vec![k])
     }
 
     /// The notification for target `t`: the route's templates, else the defaults (the
@@ -343,8 +354,8 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    fn group(&mut self, ri: usize, t: usize, spec: &GroupSpec, n: Notification, key: Option<Key>) {
-        if self.groups.add(ri, t, spec, n, key, Instant::now()) == Added::Full {
+    fn group(&mut self, ri: usize, t: usize, spec: &GroupSpec, n: Notification, keys: Vec<Key>) {
+        if self.groups.add(ri, t, spec, n, keys, Instant::now()) == Added::Full {
             self.stats.group_full.inc();
         }
     }
@@ -407,6 +418,20 @@ mod tests {
 
     impl Bench {
         fn new() -> Self {
+            Self::with_log(NotificationLog::memory)
+        }
+
+        /// A bench whose notification log is the one in `dir`, as a bridge's after a
+        /// restart.
+        fn on_disk(dir: &std::path::Path) -> Self {
+            Self::with_log(|capacity| {
+                NotificationLog::open(dir, capacity, Duration::ZERO)
+                    .unwrap()
+                    .0
+            })
+        }
+
+        fn with_log(log: impl FnOnce(usize) -> NotificationLog) -> Self {
             let text = r#"
                 [bridge]
                 state_dir = ""
@@ -433,7 +458,7 @@ mod tests {
             }
             let (queues, received) = settings.targets.iter().map(|_| mpsc::channel(16)).unzip();
             Self {
-                log: NotificationLog::memory(settings.dedup_capacity),
+                log: log(settings.dedup_capacity),
                 settings,
                 stats,
                 queues,
@@ -520,6 +545,72 @@ mod tests {
             ]
         );
         assert_eq!(bench.stats.inhibited.get(), 1);
+    }
+
+    /// The states of the notifications queued for target `t`.
+    fn states(bench: &mut Bench, t: usize) -> Vec<String> {
+        bench
+            .queued(t)
+            .iter()
+            .map(|n| n.fields["state"].as_str().unwrap_or("?").to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_resolve_whose_firing_the_bridge_never_sent_goes_nowhere_and_is_counted() {
+        let mut bench = Bench::new();
+        let mut p = bench.pipeline();
+        let resolved = alarm("edge-1", "resolved");
+        p.handle(message("lookout/edge-1/alarms/cpu", &resolved))
+            .await;
+        drop(p);
+        assert!(states(&mut bench, 0).is_empty());
+        assert!(states(&mut bench, 1).is_empty());
+        assert_eq!(bench.stats.orphan_resolved.get(), 2, "once per target");
+        assert_eq!(bench.stats.routed.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_firing_and_its_resolve_both_reach_every_target() {
+        let mut bench = Bench::new();
+        let mut p = bench.pipeline();
+        for state in ["firing", "resolved"] {
+            let a = alarm("edge-1", state);
+            p.handle(message("lookout/edge-1/alarms/cpu", &a)).await;
+        }
+        drop(p);
+        assert_eq!(states(&mut bench, 0), ["firing", "resolved"]);
+        assert_eq!(states(&mut bench, 1), ["firing", "resolved"]);
+        assert_eq!(bench.stats.orphan_resolved.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_resolve_after_a_restart_reaches_the_targets_that_were_sent_the_firing() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut before = Bench::on_disk(dir.path());
+            let mut p = before.pipeline();
+            let firing = alarm("edge-1", "firing");
+            p.handle(message("lookout/edge-1/alarms/cpu", &firing))
+                .await;
+            drop(p);
+            assert_eq!(states(&mut before, 0), ["firing"]);
+        }
+        let mut after = Bench::on_disk(dir.path());
+        let mut p = after.pipeline();
+        let resolved = alarm("edge-1", "resolved");
+        p.handle(message("lookout/edge-1/alarms/cpu", &resolved))
+            .await;
+        let other = alarm("edge-2", "resolved");
+        p.handle(message("lookout/edge-2/alarms/cpu", &other)).await;
+        drop(p);
+        assert_eq!(states(&mut after, 0), ["resolved"]);
+        assert_eq!(states(&mut after, 1), ["resolved"]);
+        assert_eq!(
+            after.stats.orphan_resolved.get(),
+            2,
+            "edge-2 fired before any bridge saw it"
+        );
     }
 
     #[tokio::test]

@@ -61,6 +61,8 @@ pub struct Stats {
     pub unrouted: Counter,
     pub deduplicated: Counter,
     pub resolved_skipped: Counter,
+    /// Resolved notices not sent because their target was never sent the firing.
+    pub orphan_resolved: Counter,
     pub template_errors: Counter,
     pub silenced: Counter,
     pub inhibited: Counter,
