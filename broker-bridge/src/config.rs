@@ -69,6 +69,10 @@ pub struct BridgeRaw {
     /// Hold back the alarms of hosts whose status is `offline` and send one "offline"
     /// alarm instead.
     pub inhibit_offline: bool,
+    /// A host's `offline` alarm waits this long; a host back sooner produces nothing.
+    pub offline_grace: HumanDuration,
+    /// A retained `offline` older than this at start is one level-1 notice, not a page.
+    pub offline_stale_after: HumanDuration,
 }
 
 impl Default for BridgeRaw {
@@ -84,6 +88,8 @@ impl Default for BridgeRaw {
             state_sync: HumanDuration::from_secs(1),
             grace: HumanDuration::from_secs(10),
             inhibit_offline: true,
+            offline_grace: HumanDuration::from_secs(120),
+            offline_stale_after: HumanDuration::from_secs(3600),
         }
     }
 }
@@ -240,6 +246,7 @@ pub struct Settings {
     pub routes: Vec<Route>,
     pub silences: Vec<Silence>,
     pub inhibit_offline: bool,
+    pub offline: crate::offline::OfflinePolicy,
 }
 
 /// A config resolved and checked, its targets not yet built. Building is a step of its
@@ -310,6 +317,10 @@ pub fn resolve(source: &Source, overrides: &[String]) -> Result<Resolved, Error>
         routes,
         silences,
         inhibit_offline: b.inhibit_offline,
+        offline: crate::offline::OfflinePolicy {
+            grace: b.offline_grace.0,
+            stale_after: b.offline_stale_after.0,
+        },
     };
     Ok(Resolved {
         settings,

@@ -2,7 +2,7 @@
 //! notifier plugins, with Alertmanager-grade handling.
 //!
 //! Data flows one way, one stage per file:
-//! source → pipeline (limits → decode → silence/inhibit → dedup → render → repeat →
+//! source → pipeline (limits → decode → silence/offline → dedup → render → repeat →
 //! group) → per-target queue → deliver → plugin; recover puts what a previous run left
 //! unfinished at the head of the queues.
 //!
@@ -14,7 +14,9 @@
 //!   stage; the state of each stage lives in its own module:
 //!   - [`limits`]: per-route limits on input: payload size, topic length, message rate;
 //!   - [`message`]: decoding payloads (alarm JSON, other JSON, text) into fields;
-//!   - [`silence`], [`inhibit`]: silences, holding back offline hosts' alarms;
+//!   - [`silence`]: silences, from the config and from MQTT;
+//!   - [`offline`]: host availability: the `offline` alarm after its grace, stale
+//!     retained states, holding back offline hosts' alarms;
 //!   - [`route`]: topic filters and `when` conditions ([`expr`]), templates ([`template`]);
 //!   - [`dedup`]: the notification log that keeps (target, alarm id, state) unique and,
 //!     under `bridge.state_dir`, keeps queued notifications across restarts and `kill -9`;
@@ -26,20 +28,22 @@
 //!   queued again.
 //! - [`notify`]: the notifier plugins, one file each, behind one trait. They depend on
 //!   nothing upstream of them (no `pipeline`, `source` or `run`).
+//! - [`decommission`]: the `decommission` command: clears a gone host's retained topics.
 //! - [`stats`]: counters, published on `<prefix>/bridge/<id>/stats`.
 //! - [`run`]: the `run` command: the stages wired together, the main loop, shutdown.
 //! - [`error`]: the crate's error type.
 
 pub mod config;
+pub mod decommission;
 pub mod dedup;
 pub mod deliver;
 pub mod error;
 pub mod expr;
 pub mod group;
-pub mod inhibit;
 pub mod limits;
 pub mod message;
 pub mod notify;
+pub mod offline;
 pub mod orphan;
 pub mod pipeline;
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! order a message meets them:
 //!
 //! 1. control messages: the fleet-wide silences document replaces the silences; a host's
-//!    status updates inhibition and may raise its `offline` alarm, routed like any other;
+//!    status updates inhibition and may raise its `offline` alarm ([`crate::offline`]),
+//!    routed like any other;
 //! 2. `admit`: the size limit and each matching route's limits, before decoding, so a
 //!    flood on one route costs little and never holds back another;
 //! 3. `decode` ([`crate::message`]);
@@ -23,10 +24,10 @@ use crate::config::Settings;
 use crate::dedup::{Key, NotificationLog};
 use crate::deliver::Queued;
 use crate::group::{Added, GroupSpec, Groups};
-use crate::inhibit::Hosts;
 use crate::limits::Gate;
 use crate::message::{Decoded, Rejected};
 use crate::notify::Notification;
+use crate::offline::Hosts;
 use crate::orphan::Orphans;
 use crate::repeat::Repeats;
 use crate::route::Route;
@@ -88,7 +89,11 @@ impl<'a> Pipeline<'a> {
                 .map(|r| Gate::new(r.limits.clone(), Instant::now()))
                 .collect(),
             silences: Silences::new(settings.silences.clone()),
-            hosts: Hosts::new(settings.dedup_capacity),
+            hosts: Hosts::new(
+                settings.offline,
+                settings.dedup_capacity,
+                settings.state_dir.as_deref(),
+            ),
             repeats: Repeats::new(settings.dedup_capacity),
             groups: Groups::new(settings.dedup_capacity),
             invalid_log: RateLimited::new(Duration::from_secs(10)),
@@ -104,7 +109,11 @@ impl<'a> Pipeline<'a> {
         self.stats.received.inc();
         match incoming {
             Incoming::Silences { topic, payload } => self.replace_silences(topic, payload),
-            Incoming::Status { host, payload } => self.host_status(host, payload).await,
+            Incoming::Status {
+                host,
+                payload,
+                retained,
+            } => self.host_status(host, payload, retained).await,
             Incoming::Message { topic, payload } => self.route(topic, payload).await,
         }
     }
@@ -119,19 +128,34 @@ impl<'a> Pipeline<'a> {
         }
     }
 
+    /// A message arrived from the broker: a host that publishes live is alive.
+    pub fn heard(&mut self, topic: &str, retained: bool) {
+        if retained {
+            return;
+        }
+        if let Ok((host, _)) = lookout_shared::topics::parse(&self.settings.prefix, topic) {
+            self.hosts.heard(host, lookout_shared::time::now_ms());
+        }
+    }
+
     /// A host's availability: with `inhibit_offline`, going offline raises the host's
-    /// `offline` alarm and coming back resolves it, both routed like any alarm.
-    async fn host_status(&mut self, host: &str, payload: &[u8]) {
+    /// `offline` alarm after its grace and coming back resolves it, both routed like any
+    /// alarm ([`crate::offline`]).
+    async fn host_status(&mut self, host: &str, payload: &[u8], retained: bool) {
         if !self.settings.inhibit_offline {
             return;
         }
-        let Some(alarm) = self
-            .hosts
-            .update(host, payload, lookout_shared::time::now_ms())
-        else {
-            return;
-        };
-        let topic = lookout_shared::topics::alarm(&self.settings.prefix, host, "offline");
+        let now_ms = lookout_shared::time::now_ms();
+        if let Some(alarm) = self.hosts.status(host, payload, retained, now_ms) {
+            self.host_alarm(&alarm).await;
+        }
+    }
+
+    /// A synthetic host alarm (`offline`), routed on `<prefix>/<host>/alarms/<source>`.
+    async fn host_alarm(&mut self, alarm: &serde_json::Value) {
+        let field = |k: &str| alarm[k].as_str().unwrap_or_default();
+        let topic =
+            lookout_shared::topics::alarm(&self.settings.prefix, field("host"), field("source"));
         let raw = alarm.to_string().into_bytes();
         self.route(&topic, &raw).await;
     }
@@ -389,6 +413,10 @@ impl<'a> Pipeline<'a> {
             self.stats.repeated.inc();
             self.enqueue(t, n, &[]).await;
         }
+        for alarm in self.hosts.due(tokio::time::Instant::now()) {
+            self.host_alarm(&alarm).await;
+        }
+        self.hosts.save_if_due();
     }
 }
 
@@ -512,39 +540,93 @@ mod tests {
         assert_eq!(s.deduplicated.get(), 2, "the redelivery, once per target");
     }
 
-    #[tokio::test]
-    async fn an_offline_host_raises_its_offline_alarm_and_holds_back_its_others() {
+    fn status<'a>(host: &'a str, payload: &'a [u8], retained: bool) -> Incoming<'a> {
+        Incoming::Status {
+            host,
+            payload,
+            retained,
+        }
+    }
+
+    /// `host source state severity` of each notification queued for target `t`.
+    fn summary(bench: &mut Bench, t: usize) -> Vec<String> {
+        bench
+            .queued(t)
+            .iter()
+            .map(|n| {
+                let f = &n.fields;
+                format!(
+                    "{} {} {} {}",
+                    f["host"].as_str().unwrap_or("?"),
+                    f["source"].as_str().unwrap_or("?"),
+                    f["state"].as_str().unwrap_or("?"),
+                    f["severity"]
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_past_the_grace_raises_the_offline_alarm_and_holds_back_the_hosts_others() {
         let mut bench = Bench::new();
         let mut p = bench.pipeline();
-        let status = |host, payload| Incoming::Status { host, payload };
-        p.handle(status("edge-1", b"offline")).await;
+        p.handle(status("edge-1", b"offline", false)).await;
         let firing = alarm("edge-1", "firing");
         p.handle(message("lookout/edge-1/alarms/cpu", &firing))
             .await;
         let other = alarm("edge-2", "firing");
         p.handle(message("lookout/edge-2/alarms/cpu", &other)).await;
-        p.handle(status("edge-1", b"online")).await;
+        tokio::time::advance(Duration::from_secs(119)).await;
+        p.timers().await;
+        tokio::time::advance(Duration::from_secs(1)).await;
+        p.timers().await;
+        p.handle(status("edge-1", b"online", false)).await;
         drop(p);
 
-        let got: Vec<String> = bench
-            .queued(0)
-            .iter()
-            .map(|n| {
-                format!(
-                    "{} {} {}",
-                    n.fields["host"], n.fields["source"], n.fields["state"]
-                )
-            })
-            .collect();
         assert_eq!(
-            got,
+            summary(&mut bench, 0),
             [
-                r#""edge-1" "offline" "firing""#,
-                r#""edge-2" "cpu" "firing""#,
-                r#""edge-1" "offline" "resolved""#,
+                "edge-2 cpu firing 2",
+                "edge-1 offline firing 4",
+                "edge-1 offline resolved 4",
             ]
         );
         assert_eq!(bench.stats.inhibited.get(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_40_second_reboot_notifies_nobody() {
+        let mut bench = Bench::new();
+        let mut p = bench.pipeline();
+        p.handle(status("edge-1", b"offline", false)).await;
+        for _ in 0..40 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            p.timers().await;
+        }
+        p.handle(status("edge-1", b"online", false)).await;
+        tokio::time::advance(Duration::from_secs(600)).await;
+        p.timers().await;
+        drop(p);
+        assert!(summary(&mut bench, 0).is_empty());
+        assert!(summary(&mut bench, 1).is_empty());
+        assert_eq!(
+            bench.stats.orphan_resolved.get(),
+            0,
+            "no resolve was even made"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_retained_offline_at_start_is_one_level_1_notice() {
+        let mut bench = Bench::new();
+        let mut p = bench.pipeline();
+        p.handle(status("gone-1", b"offline", true)).await;
+        // The broker replays it again after a reconnect.
+        p.handle(status("gone-1", b"offline", true)).await;
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        p.timers().await;
+        drop(p);
+        assert_eq!(summary(&mut bench, 0), ["gone-1 offline firing 1"]);
     }
 
     /// The states of the notifications queued for target `t`.

@@ -76,7 +76,8 @@ pub async fn run(resolved: Resolved) -> Result<(), Error> {
             _ = stats_tick.tick() => publish_stats(&source, &stats_topic, &stats, &log),
             event = source.poll() => {
                 if let Some(p) = source.handle(event).await {
-                    pipeline.handle(source.topics.sort(&p.topic, &p.payload)).await;
+                    pipeline.heard(&p.topic, p.retain);
+                    pipeline.handle(source.topics.sort(&p.topic, &p.payload, p.retain)).await;
                     source.ack(p);
                 }
             }

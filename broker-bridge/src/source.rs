@@ -38,8 +38,13 @@ const DISCONNECT_GRACE: Duration = Duration::from_secs(3);
 pub enum Incoming<'a> {
     /// The fleet-wide silences document, `<prefix>/bridge/silences`.
     Silences { topic: &'a str, payload: &'a [u8] },
-    /// A host's availability, `<prefix>/<host>/status`.
-    Status { host: &'a str, payload: &'a [u8] },
+    /// A host's availability, `<prefix>/<host>/status`; `retained`: a state the broker
+    /// replayed on subscribing, not news.
+    Status {
+        host: &'a str,
+        payload: &'a [u8],
+        retained: bool,
+    },
     /// Anything else: alarms and other messages, for the routes.
     Message { topic: &'a str, payload: &'a [u8] },
 }
@@ -59,13 +64,17 @@ impl ControlTopics {
         }
     }
 
-    /// Sorts one message.
-    pub fn sort<'a>(&self, topic: &'a str, payload: &'a [u8]) -> Incoming<'a> {
+    /// Sorts one message; `retained`: the broker replayed it from its retained store.
+    pub fn sort<'a>(&self, topic: &'a str, payload: &'a [u8], retained: bool) -> Incoming<'a> {
         if topic == self.silences {
             return Incoming::Silences { topic, payload };
         }
         match lookout_shared::topics::parse(&self.prefix, topic) {
-            Ok((host, Kind::Status)) => Incoming::Status { host, payload },
+            Ok((host, Kind::Status)) => Incoming::Status {
+                host,
+                payload,
+                retained,
+            },
             _ => Incoming::Message { topic, payload },
         }
     }
@@ -238,17 +247,18 @@ mod tests {
     fn control_topics_are_sorted_from_the_messages_to_route() {
         let t = ControlTopics::new("lookout");
         assert_eq!(
-            t.sort("lookout/bridge/silences", b"[]"),
+            t.sort("lookout/bridge/silences", b"[]", false),
             Incoming::Silences {
                 topic: "lookout/bridge/silences",
                 payload: b"[]"
             }
         );
         assert_eq!(
-            t.sort("lookout/edge-1/status", b"offline"),
+            t.sort("lookout/edge-1/status", b"offline", true),
             Incoming::Status {
                 host: "edge-1",
-                payload: b"offline"
+                payload: b"offline",
+                retained: true
             }
         );
         for topic in [
@@ -257,7 +267,7 @@ mod tests {
             "other/edge-1/status",
         ] {
             assert_eq!(
-                t.sort(topic, b"x"),
+                t.sort(topic, b"x", false),
                 Incoming::Message {
                     topic,
                     payload: b"x"
