@@ -22,6 +22,7 @@ use crate::Error;
 use crate::expr::Expr;
 use crate::group::GroupSpec;
 use crate::limits::{Limits, Rate};
+use crate::mute::{TimeInterval, TimeIntervalRaw};
 use crate::notify::{Notifier, TargetConfig};
 use crate::route::Route;
 use crate::silence::{Silence, SilenceRaw};
@@ -44,6 +45,9 @@ pub struct Raw {
     pub routes: Vec<RouteRaw>,
     #[serde(default)]
     pub silences: Vec<SilenceRaw>,
+    /// Recurring windows that routes reference in `mute` and `active`.
+    #[serde(default)]
+    pub time_intervals: Vec<TimeIntervalRaw>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,6 +197,12 @@ pub struct RouteRaw {
     /// Messages the route takes at once before `rate_limit` applies; default: one
     /// second's worth (at least 1).
     pub rate_burst: Option<u32>,
+    /// Time interval names: the route sends nothing while any of them is active.
+    #[serde(default)]
+    pub mute: Vec<String>,
+    /// Time interval names: the route sends only while one of them is active.
+    #[serde(default)]
+    pub active: Vec<String>,
 }
 
 fn group_wait() -> HumanDuration {
@@ -245,6 +255,7 @@ pub struct Settings {
     pub targets: Vec<String>,
     pub routes: Vec<Route>,
     pub silences: Vec<Silence>,
+    pub time_intervals: Vec<TimeInterval>,
     pub inhibit_offline: bool,
     pub offline: crate::offline::OfflinePolicy,
 }
@@ -293,7 +304,8 @@ pub fn resolve(source: &Source, overrides: &[String]) -> Result<Resolved, Error>
             .into());
     }
     let names: Vec<String> = raw.targets.keys().cloned().collect();
-    let routes = resolve_routes(source, &raw, &names)?;
+    let time_intervals = resolve_intervals(source, &raw.time_intervals)?;
+    let routes = resolve_routes(source, &raw, &names, &time_intervals)?;
     let silences = raw
         .silences
         .iter()
@@ -316,6 +328,7 @@ pub fn resolve(source: &Source, overrides: &[String]) -> Result<Resolved, Error>
         targets: names,
         routes,
         silences,
+        time_intervals,
         inhibit_offline: b.inhibit_offline,
         offline: crate::offline::OfflinePolicy {
             grace: b.offline_grace.0,
@@ -405,17 +418,47 @@ fn resolve_mqtt(source: &Source, m: &MqttRaw, id: &str) -> Result<MqttSettings, 
     Ok(MqttSettings { client, filters })
 }
 
-fn resolve_routes(source: &Source, raw: &Raw, names: &[String]) -> Result<Vec<Route>, Error> {
+fn resolve_routes(
+    source: &Source,
+    raw: &Raw,
+    names: &[String],
+    intervals: &[TimeInterval],
+) -> Result<Vec<Route>, Error> {
     if raw.routes.is_empty() {
         return Err(source
             .error("routes", "define at least one [[routes]] table")
             .into());
     }
-    raw.routes
+    let mut routes = raw
+        .routes
         .iter()
         .enumerate()
         .map(|(i, r)| resolve_route(source, &format!("routes[{i}]"), r, names, &raw.bridge))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, (route, r)) in routes.iter_mut().zip(&raw.routes).enumerate() {
+        let refs = |list: &[String], key: &str| {
+            crate::mute::resolve_names(list, intervals)
+                .map_err(|m| source.error(&format!("routes[{i}].{key}"), m))
+        };
+        route.mute = refs(&r.mute, "mute")?;
+        route.active = refs(&r.active, "active")?;
+    }
+    Ok(routes)
+}
+
+/// `[[time_intervals]]`, each name once; errors name the interval's key.
+fn resolve_intervals(source: &Source, raw: &[TimeIntervalRaw]) -> Result<Vec<TimeInterval>, Error> {
+    let mut out: Vec<TimeInterval> = Vec::with_capacity(raw.len());
+    for (i, r) in raw.iter().enumerate() {
+        let built = TimeInterval::build(r)
+            .map_err(|(key, m)| source.error(&format!("time_intervals[{i}].{key}"), m))?;
+        if out.iter().any(|o| o.name == built.name) {
+            let m = format!("{:?} is defined twice", built.name);
+            return Err(source.error(&format!("time_intervals[{i}].name"), m).into());
+        }
+        out.push(built);
+    }
+    Ok(out)
 }
 
 /// One `[[routes]]` table; `key` is its place (`routes[2]`) for error messages.
@@ -488,6 +531,8 @@ fn resolve_route(
             max_topic_length: r.max_topic_length.unwrap_or(bridge.max_topic_length),
             rate,
         },
+        mute: Vec::new(),
+        active: Vec::new(),
     })
 }
 
@@ -581,6 +626,24 @@ mod tests {
             &[],
         );
         assert_eq!(err, "bridge.toml: routes[0].rate_burst: needs rate_limit");
+        let err = error(
+            &TARGET_AND_ROUTE.replace("targets = [\"f\"]", "targets = [\"f\"]\nmute = [\"nope\"]"),
+            &[],
+        );
+        assert!(
+            err.contains("routes[0].mute: no time interval named \"nope\""),
+            "{err}"
+        );
+        let err = error(
+            &format!(
+                "[[time_intervals]]\nname = \"w\"\ntimes = [{{ location = \"Nowhere/City\" }}]\n{TARGET_AND_ROUTE}"
+            ),
+            &[],
+        );
+        assert!(
+            err.contains("time_intervals[0].times[0].location: unknown time zone"),
+            "{err}"
+        );
         let err = error("[mqtt]\npassword = \"pw\"\n", &[]);
         assert!(err.contains("mqtt.username: is required"), "{err}");
         assert!(!err.contains("pw\""), "{err}");

@@ -15,6 +15,7 @@
 //!   - [`limits`]: per-route limits on input: payload size, topic length, message rate;
 //!   - [`message`]: decoding payloads (alarm JSON, other JSON, text) into fields;
 //!   - [`silence`]: silences, from the config and from MQTT;
+//!   - [`mute`]: recurring time intervals that mute routes or keep them active;
 //!   - [`offline`]: host availability: the `offline` alarm after its grace, stale
 //!     retained states, holding back offline hosts' alarms;
 //!   - [`route`]: topic filters and `when` conditions ([`expr`]), templates ([`template`]);
@@ -42,6 +43,7 @@ pub mod expr;
 pub mod group;
 pub mod limits;
 pub mod message;
+pub mod mute;
 pub mod notify;
 pub mod offline;
 pub mod orphan;

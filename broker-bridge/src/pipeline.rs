@@ -26,6 +26,7 @@ use crate::deliver::Queued;
 use crate::group::{Added, GroupSpec, Groups};
 use crate::limits::Gate;
 use crate::message::{Decoded, Rejected};
+use crate::mute::{Held, Hold};
 use crate::notify::Notification;
 use crate::offline::Hosts;
 use crate::orphan::Orphans;
@@ -51,6 +52,10 @@ pub struct Pipeline<'a> {
     invalid_log: RateLimited,
     template_log: RateLimited,
     orphans: Orphans,
+    /// Alarms muted routes held back, for the end of their window.
+    held: Held,
+    /// Unix ms now: the wall clock, or a test's.
+    clock: fn() -> i64,
     default_title: Template,
 }
 
@@ -99,6 +104,8 @@ impl<'a> Pipeline<'a> {
             invalid_log: RateLimited::new(Duration::from_secs(10)),
             template_log: RateLimited::new(Duration::from_secs(10)),
             orphans: Orphans::default(),
+            held: Held::new(settings.dedup_capacity),
+            clock: lookout_shared::time::now_ms,
             default_title,
         })
     }
@@ -264,7 +271,7 @@ impl<'a> Pipeline<'a> {
         let mut chosen = vec![false; self.queues.len()];
         let mut routed = false;
         for (ri, route) in settings.routes.iter().enumerate() {
-            if !admitted[ri] || !route.when_holds(&m.decoded.fields) {
+            if !admitted[ri] || !route.when_holds(&m.decoded.fields) || self.muted(ri, route, m) {
                 continue;
             }
             for &t in &route.targets {
@@ -275,6 +282,36 @@ impl<'a> Pipeline<'a> {
             }
         }
         routed
+    }
+
+    /// True when route `ri` is muted now ([`crate::mute`]): the message is counted and an
+    /// alarm's latest state held for the window's end.
+    fn muted(&mut self, ri: usize, route: &Route, m: &Message<'_>) -> bool {
+        if route.mute.is_empty() && route.active.is_empty() {
+            return false;
+        }
+        let now_ms = (self.clock)();
+        if !crate::mute::route_muted(
+            &route.mute,
+            &route.active,
+            &self.settings.time_intervals,
+            now_ms,
+        ) {
+            return false;
+        }
+        self.stats.muted.inc();
+        if let Some((id, state)) = &m.decoded.alarm {
+            match self.held.hold(ri, id, state, m.topic, m.payload) {
+                Hold::Kept => {}
+                Hold::Orphan => {
+                    for &t in &route.targets {
+                        self.orphans.emit(self.stats, &self.settings.targets[t], id);
+                    }
+                }
+                Hold::Full => self.stats.mute_full.inc(),
+            }
+        }
+        true
     }
 
     /// One message for target `t` by route `ri`. False when dedup or `send_resolved` held
@@ -416,7 +453,27 @@ impl<'a> Pipeline<'a> {
         for alarm in self.hosts.due(tokio::time::Instant::now()) {
             self.host_alarm(&alarm).await;
         }
+        self.unmuted().await;
         self.hosts.save_if_due();
+    }
+}
+
+impl Pipeline<'_> {
+    /// Routes again what muted routes held, once their window has ended: a firing alarm
+    /// that still fires is delivered then, never lost to the window.
+    async fn unmuted(&mut self) {
+        let settings = self.settings;
+        let now_ms = (self.clock)();
+        for (ri, r) in settings.routes.iter().enumerate() {
+            if (r.mute.is_empty() && r.active.is_empty())
+                || crate::mute::route_muted(&r.mute, &r.active, &settings.time_intervals, now_ms)
+            {
+                continue;
+            }
+            for (topic, payload) in self.held.release(ri) {
+                self.route(&topic, &payload).await;
+            }
+        }
     }
 }
 
@@ -441,7 +498,7 @@ mod tests {
         stats: Stats,
         log: NotificationLog,
         queues: Vec<mpsc::Sender<Queued>>,
-        received: Vec<mpsc::Receiver<Queued>>,
+        received: Vec<std::cell::RefCell<mpsc::Receiver<Queued>>>,
     }
 
     impl Bench {
@@ -460,7 +517,34 @@ mod tests {
         }
 
         fn with_log(log: impl FnOnce(usize) -> NotificationLog) -> Self {
-            let text = r#"
+            Self::with(TWO_TARGETS, log)
+        }
+
+        fn with(text: &str, log: impl FnOnce(usize) -> NotificationLog) -> Self {
+            let settings = crate::config::resolve(&Source::builtin("test.toml", text), &[])
+                .unwrap()
+                .settings;
+            let mut stats = Stats::default();
+            for name in &settings.targets {
+                stats.targets.push(TargetStats {
+                    name: name.clone(),
+                    ..Default::default()
+                });
+            }
+            let (queues, received): (_, Vec<_>) =
+                settings.targets.iter().map(|_| mpsc::channel(16)).unzip();
+            let received = received.into_iter().map(std::cell::RefCell::new).collect();
+            Self {
+                log: log(settings.dedup_capacity),
+                settings,
+                stats,
+                queues,
+                received,
+            }
+        }
+    }
+
+    const TWO_TARGETS: &str = r#"
                 [bridge]
                 state_dir = ""
                 [targets.a]
@@ -474,34 +558,16 @@ mod tests {
                 topic = "lookout/#"
                 targets = ["b"]
             "#;
-            let settings = crate::config::resolve(&Source::builtin("test.toml", text), &[])
-                .unwrap()
-                .settings;
-            let mut stats = Stats::default();
-            for name in &settings.targets {
-                stats.targets.push(TargetStats {
-                    name: name.clone(),
-                    ..Default::default()
-                });
-            }
-            let (queues, received) = settings.targets.iter().map(|_| mpsc::channel(16)).unzip();
-            Self {
-                log: log(settings.dedup_capacity),
-                settings,
-                stats,
-                queues,
-                received,
-            }
-        }
 
+    impl Bench {
         fn pipeline(&self) -> Pipeline<'_> {
             Pipeline::new(&self.settings, &self.stats, &self.queues, &self.log).unwrap()
         }
 
         /// Everything queued for target `t` so far.
-        fn queued(&mut self, t: usize) -> Vec<Notification> {
+        fn queued(&self, t: usize) -> Vec<Notification> {
             let mut out = Vec::new();
-            while let Ok(q) = self.received[t].try_recv() {
+            while let Ok(q) = self.received[t].borrow_mut().try_recv() {
                 out.push(q.n);
             }
             out
@@ -520,7 +586,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_alarm_reaches_each_target_once_and_a_redelivery_reaches_none() {
-        let mut bench = Bench::new();
+        let bench = Bench::new();
         let mut p = bench.pipeline();
         let firing = alarm("edge-1", "firing");
         p.handle(message("lookout/edge-1/alarms/cpu", &firing))
@@ -549,7 +615,7 @@ mod tests {
     }
 
     /// `host source state severity` of each notification queued for target `t`.
-    fn summary(bench: &mut Bench, t: usize) -> Vec<String> {
+    fn summary(bench: &Bench, t: usize) -> Vec<String> {
         bench
             .queued(t)
             .iter()
@@ -568,7 +634,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_outage_past_the_grace_raises_the_offline_alarm_and_holds_back_the_hosts_others() {
-        let mut bench = Bench::new();
+        let bench = Bench::new();
         let mut p = bench.pipeline();
         p.handle(status("edge-1", b"offline", false)).await;
         let firing = alarm("edge-1", "firing");
@@ -584,7 +650,7 @@ mod tests {
         drop(p);
 
         assert_eq!(
-            summary(&mut bench, 0),
+            summary(&bench, 0),
             [
                 "edge-2 cpu firing 2",
                 "edge-1 offline firing 4",
@@ -596,7 +662,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_40_second_reboot_notifies_nobody() {
-        let mut bench = Bench::new();
+        let bench = Bench::new();
         let mut p = bench.pipeline();
         p.handle(status("edge-1", b"offline", false)).await;
         for _ in 0..40 {
@@ -607,8 +673,8 @@ mod tests {
         tokio::time::advance(Duration::from_secs(600)).await;
         p.timers().await;
         drop(p);
-        assert!(summary(&mut bench, 0).is_empty());
-        assert!(summary(&mut bench, 1).is_empty());
+        assert!(summary(&bench, 0).is_empty());
+        assert!(summary(&bench, 1).is_empty());
         assert_eq!(
             bench.stats.orphan_resolved.get(),
             0,
@@ -618,7 +684,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_stale_retained_offline_at_start_is_one_level_1_notice() {
-        let mut bench = Bench::new();
+        let bench = Bench::new();
         let mut p = bench.pipeline();
         p.handle(status("gone-1", b"offline", true)).await;
         // The broker replays it again after a reconnect.
@@ -626,11 +692,11 @@ mod tests {
         tokio::time::advance(Duration::from_secs(3600)).await;
         p.timers().await;
         drop(p);
-        assert_eq!(summary(&mut bench, 0), ["gone-1 offline firing 1"]);
+        assert_eq!(summary(&bench, 0), ["gone-1 offline firing 1"]);
     }
 
     /// The states of the notifications queued for target `t`.
-    fn states(bench: &mut Bench, t: usize) -> Vec<String> {
+    fn states(bench: &Bench, t: usize) -> Vec<String> {
         bench
             .queued(t)
             .iter()
@@ -640,29 +706,29 @@ mod tests {
 
     #[tokio::test]
     async fn a_resolve_whose_firing_the_bridge_never_sent_goes_nowhere_and_is_counted() {
-        let mut bench = Bench::new();
+        let bench = Bench::new();
         let mut p = bench.pipeline();
         let resolved = alarm("edge-1", "resolved");
         p.handle(message("lookout/edge-1/alarms/cpu", &resolved))
             .await;
         drop(p);
-        assert!(states(&mut bench, 0).is_empty());
-        assert!(states(&mut bench, 1).is_empty());
+        assert!(states(&bench, 0).is_empty());
+        assert!(states(&bench, 1).is_empty());
         assert_eq!(bench.stats.orphan_resolved.get(), 2, "once per target");
         assert_eq!(bench.stats.routed.get(), 0);
     }
 
     #[tokio::test]
     async fn a_firing_and_its_resolve_both_reach_every_target() {
-        let mut bench = Bench::new();
+        let bench = Bench::new();
         let mut p = bench.pipeline();
         for state in ["firing", "resolved"] {
             let a = alarm("edge-1", state);
             p.handle(message("lookout/edge-1/alarms/cpu", &a)).await;
         }
         drop(p);
-        assert_eq!(states(&mut bench, 0), ["firing", "resolved"]);
-        assert_eq!(states(&mut bench, 1), ["firing", "resolved"]);
+        assert_eq!(states(&bench, 0), ["firing", "resolved"]);
+        assert_eq!(states(&bench, 1), ["firing", "resolved"]);
         assert_eq!(bench.stats.orphan_resolved.get(), 0);
     }
 
@@ -670,15 +736,15 @@ mod tests {
     async fn a_resolve_after_a_restart_reaches_the_targets_that_were_sent_the_firing() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut before = Bench::on_disk(dir.path());
+            let before = Bench::on_disk(dir.path());
             let mut p = before.pipeline();
             let firing = alarm("edge-1", "firing");
             p.handle(message("lookout/edge-1/alarms/cpu", &firing))
                 .await;
             drop(p);
-            assert_eq!(states(&mut before, 0), ["firing"]);
+            assert_eq!(states(&before, 0), ["firing"]);
         }
-        let mut after = Bench::on_disk(dir.path());
+        let after = Bench::on_disk(dir.path());
         let mut p = after.pipeline();
         let resolved = alarm("edge-1", "resolved");
         p.handle(message("lookout/edge-1/alarms/cpu", &resolved))
@@ -686,8 +752,8 @@ mod tests {
         let other = alarm("edge-2", "resolved");
         p.handle(message("lookout/edge-2/alarms/cpu", &other)).await;
         drop(p);
-        assert_eq!(states(&mut after, 0), ["resolved"]);
-        assert_eq!(states(&mut after, 1), ["resolved"]);
+        assert_eq!(states(&after, 0), ["resolved"]);
+        assert_eq!(states(&after, 1), ["resolved"]);
         assert_eq!(
             after.stats.orphan_resolved.get(),
             2,
@@ -695,9 +761,123 @@ mod tests {
         );
     }
 
+    /// Route 0 to `a` muted on Sundays 02:00-04:00 in Berlin, route 1 to `b` active on
+    /// weekdays 08:00-16:00 there.
+    const WINDOWS: &str = r#"
+        [bridge]
+        state_dir = ""
+        [targets.a]
+        type = "log"
+        [targets.b]
+        type = "log"
+        [[time_intervals]]
+        name = "sunday-maintenance"
+        times = [{ weekdays = ["sunday"], times = [{ start_time = "02:00", end_time = "04:00" }], location = "Europe/Berlin" }]
+        [[time_intervals]]
+        name = "shift-hours"
+        times = [{ weekdays = ["monday:friday"], times = [{ start_time = "08:00", end_time = "16:00" }], location = "Europe/Berlin" }]
+        [[routes]]
+        topic = "lookout/+/alarms/#"
+        targets = ["a"]
+        mute = ["sunday-maintenance"]
+        [[routes]]
+        topic = "lookout/+/alarms/#"
+        targets = ["b"]
+        active = ["shift-hours"]
+    "#;
+
+    thread_local! {
+        static NOW_MS: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+    }
+
+    fn test_clock() -> i64 {
+        NOW_MS.with(|n| n.get())
+    }
+
+    /// Sets the test clock to a UTC time.
+    fn at(utc: &str) {
+        let ts: jiff::Timestamp = utc.parse().unwrap();
+        NOW_MS.with(|n| n.set(ts.as_millisecond()));
+    }
+
+    fn ids(bench: &Bench, t: usize) -> Vec<String> {
+        bench
+            .queued(t)
+            .iter()
+            .map(|n| {
+                format!(
+                    "{} {}",
+                    n.fields["host"].as_str().unwrap_or("?"),
+                    n.fields["state"].as_str().unwrap_or("?")
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_muted_route_sends_nothing_until_its_window_ends_then_what_still_fires() {
+        let bench = Bench::with(WINDOWS, NotificationLog::memory);
+        let mut p = bench.pipeline();
+        p.clock = test_clock;
+        at("2026-12-06T01:30:00Z"); // Sunday 02:30 in Berlin
+        p.handle(message("lookout/e1/alarms/cpu", &alarm("e1", "firing")))
+            .await;
+        p.handle(message("lookout/e2/alarms/cpu", &alarm("e2", "firing")))
+            .await;
+        p.handle(message("lookout/e2/alarms/cpu", &alarm("e2", "resolved")))
+            .await;
+        p.timers().await;
+        at("2026-12-06T02:59:00Z"); // 03:59: still muted
+        p.timers().await;
+        assert!(bench.queued(0).is_empty(), "muted");
+        at("2026-12-06T03:00:00Z"); // 04:00: the window is over
+        p.timers().await;
+        p.timers().await;
+        drop(p);
+        assert_eq!(
+            ids(&bench, 0),
+            ["e1 firing"],
+            "e2 resolved while muted: nothing"
+        );
+        assert!(ids(&bench, 1).is_empty(), "no shift on Sundays");
+        let s = &bench.stats;
+        assert_eq!(
+            s.muted.get(),
+            7,
+            "three messages on two routes, and e1 again on b's route when a's window ended"
+        );
+        assert_eq!(s.orphan_resolved.get(), 2, "e2's resolve, for a and b");
+    }
+
+    #[tokio::test]
+    async fn an_active_route_sends_only_inside_its_window() {
+        let bench = Bench::with(WINDOWS, NotificationLog::memory);
+        let mut p = bench.pipeline();
+        p.clock = test_clock;
+        at("2026-12-07T06:59:00Z"); // Monday 07:59 in Berlin
+        p.handle(message("lookout/e1/alarms/cpu", &alarm("e1", "firing")))
+            .await;
+        p.timers().await;
+        assert_eq!(ids(&bench, 0), ["e1 firing"]);
+        assert!(ids(&bench, 1).is_empty(), "before the shift");
+        at("2026-12-07T07:00:00Z"); // 08:00: the shift begins, e1 still fires
+        p.timers().await;
+        assert_eq!(ids(&bench, 1), ["e1 firing"]);
+        p.handle(message("lookout/e3/alarms/cpu", &alarm("e3", "firing")))
+            .await;
+        assert_eq!(ids(&bench, 1), ["e3 firing"], "inside the window: at once");
+        at("2026-12-07T15:00:00Z"); // 16:00: over
+        p.handle(message("lookout/e4/alarms/cpu", &alarm("e4", "firing")))
+            .await;
+        p.timers().await;
+        drop(p);
+        assert!(ids(&bench, 1).is_empty());
+        assert_eq!(bench.stats.muted.get(), 2);
+    }
+
     #[tokio::test]
     async fn bad_input_is_counted_and_goes_nowhere() {
-        let mut bench = Bench::new();
+        let bench = Bench::new();
         let mut p = bench.pipeline();
         p.handle(message("lookout/edge-1/alarms/cpu", b"{\"id\": broken"))
             .await;

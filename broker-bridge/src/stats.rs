@@ -66,6 +66,10 @@ pub struct Stats {
     pub template_errors: Counter,
     pub silenced: Counter,
     pub inhibited: Counter,
+    /// Messages a route did not send because it was muted (`mute`, `active`).
+    pub muted: Counter,
+    /// Muted alarms not held for the window's end because the table was full.
+    pub mute_full: Counter,
     pub repeated: Counter,
     /// Alarms not repeated because the repeat table was full.
     pub repeat_full: Counter,
