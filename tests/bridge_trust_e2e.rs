@@ -6,11 +6,47 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use common::http::{Reply, TestServer};
 use common::*;
+use serde_json::Value;
+
+fn lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// Waits until the file target's lines satisfy `done`; panics after `timeout`.
+async fn wait_lines(
+    path: &std::path::Path,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&[Value]) -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    while !done(&lines(path)) {
+        assert!(Instant::now() < deadline, "{what}; file: {:?}", lines(path));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn has(lines: &[Value], source: &str, state: &str) -> usize {
+    lines
+        .iter()
+        .filter(|a| a["source"] == source && a["state"] == state)
+        .count()
+}
 
 fn config(dir: &std::path::Path, port: u16, extra: &str) -> std::path::PathBuf {
+    config_with(dir, port, extra, "")
+}
+
+/// The bridge's config: `extra` in `[bridge]`, `tail` (more tables) at the end.
+fn config_with(dir: &std::path::Path, port: u16, extra: &str, tail: &str) -> std::path::PathBuf {
     let cfg = dir.join("bridge.toml");
     std::fs::write(
         &cfg,
@@ -36,6 +72,7 @@ path = "{out}"
 [[routes]]
 topic = "lookout/+/alarms/#"
 targets = ["alarms_file"]
+{tail}
 "#,
             state = dir.join("state").display(),
             dead = dir.join("dead.jsonl").display(),
@@ -120,4 +157,124 @@ async fn decommission_clears_every_retained_topic_of_the_host_and_only_those() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_pings_while_connected_and_stops_when_the_broker_is_gone() {
+    let dir = scratch("bridge-heartbeat");
+    let port = free_port();
+    let mut broker = mosquitto(port, dir.path());
+    let server = TestServer::start(vec![Reply::text(200, "OK")]).await;
+    let tail = format!(
+        "[heartbeat]\nurl = \"{}\"\nevery = \"1s\"\n",
+        server.url("/ping/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0")
+    );
+    let cfg = config_with(dir.path(), port, "", &tail);
+    let bridge = bridge(&["run", "--config", cfg.to_str().unwrap()], dir.path());
+    bridge.wait_log("subscribed", Duration::from_secs(20)).await;
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.requests().len() < 3 {
+        assert!(Instant::now() < deadline, "{:?}", server.requests());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for r in server.requests() {
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str()),
+            ("GET", "/ping/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0")
+        );
+    }
+
+    broker.kill();
+    bridge
+        .wait_log("MQTT connection lost", Duration::from_secs(10))
+        .await;
+    // A ping already on its way may still land; none after that.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let at_loss = server.requests().len();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        server.requests().len(),
+        at_loss,
+        "no heartbeat without the broker"
+    );
+    assert!(
+        !bridge.log_text().contains("0f1e2d3c"),
+        "the ping URL's token never reaches the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_lost_notice_reaches_a_file_target_once_and_its_return_too() {
+    let dir = scratch("bridge-broker-lost");
+    let port = free_port();
+    let mut broker = mosquitto(port, dir.path());
+    let out = dir.path().join("alarms.log");
+    let cfg = config(
+        dir.path(),
+        port,
+        "broker_lost_after = \"1s\"\nbroker_lost_targets = [\"alarms_file\"]",
+    );
+    let bridge = bridge(&["run", "--config", cfg.to_str().unwrap()], dir.path());
+    bridge.wait_log("subscribed", Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(lines(&out).is_empty(), "connected: nothing to say");
+
+    broker.kill();
+    wait_lines(
+        &out,
+        "the broker-lost notice",
+        Duration::from_secs(20),
+        |l| has(l, "broker_lost", "firing") == 1,
+    )
+    .await;
+    let lost = lines(&out)[0].clone();
+    assert_eq!(lost["host"], "e2e", "names the bridge");
+
+    let _broker = mosquitto(port, dir.path());
+    wait_lines(
+        &out,
+        "the broker-back notice",
+        Duration::from_secs(40),
+        |l| has(l, "broker_lost", "resolved") == 1,
+    )
+    .await;
+    let all = lines(&out);
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[1]["id"], lost["id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_goes_silent_raises_its_silent_alarm_and_resolves_it_when_back() {
+    let dir = scratch("bridge-silent");
+    let port = free_port();
+    let _broker = mosquitto(port, dir.path());
+    let out = dir.path().join("alarms.log");
+    let cfg = config(dir.path(), port, "");
+    let bridge = bridge(&["run", "--config", cfg.to_str().unwrap()], dir.path());
+    bridge.wait_log("subscribed", Duration::from_secs(20)).await;
+
+    // The agent's stats say they come every second: silent after 3 s.
+    let stats = r#"{"ts": 1, "host": "quiet-1", "stats_interval_s": 1}"#;
+    publish(
+        port,
+        vec![("lookout/quiet-1/agent/stats".into(), stats.into(), true)],
+    )
+    .await;
+    wait_lines(&out, "the silent alarm", Duration::from_secs(15), |l| {
+        has(l, "silent", "firing") == 1
+    })
+    .await;
+    publish(
+        port,
+        vec![("lookout/quiet-1/agent/stats".into(), stats.into(), true)],
+    )
+    .await;
+    wait_lines(&out, "its resolve", Duration::from_secs(15), |l| {
+        has(l, "silent", "resolved") == 1
+    })
+    .await;
+    let all = lines(&out);
+    assert_eq!(all[0]["host"], "quiet-1");
+    assert_eq!(all[0]["id"], all[1]["id"]);
 }

@@ -48,6 +48,8 @@ pub struct Raw {
     /// Recurring windows that routes reference in `mute` and `active`.
     #[serde(default)]
     pub time_intervals: Vec<TimeIntervalRaw>,
+    /// An HTTP ping while the bridge is connected to its broker.
+    pub heartbeat: Option<crate::heartbeat::HeartbeatRaw>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +79,13 @@ pub struct BridgeRaw {
     pub offline_grace: HumanDuration,
     /// A retained `offline` older than this at start is one level-1 notice, not a page.
     pub offline_stale_after: HumanDuration,
+    /// A host silent this long raises its `silent` alarm, unless its stats say their
+    /// interval (then 3 × that); `"0s"` turns the dead-man alarm off.
+    pub silent_after: HumanDuration,
+    /// Without the broker this long, the bridge tells `broker_lost_targets`.
+    pub broker_lost_after: HumanDuration,
+    /// Targets told directly (not through MQTT) when the broker is lost and back.
+    pub broker_lost_targets: Vec<String>,
 }
 
 impl Default for BridgeRaw {
@@ -94,6 +103,9 @@ impl Default for BridgeRaw {
             inhibit_offline: true,
             offline_grace: HumanDuration::from_secs(120),
             offline_stale_after: HumanDuration::from_secs(3600),
+            silent_after: HumanDuration::from_secs(180),
+            broker_lost_after: HumanDuration::from_secs(120),
+            broker_lost_targets: Vec::new(),
         }
     }
 }
@@ -258,6 +270,10 @@ pub struct Settings {
     pub time_intervals: Vec<TimeInterval>,
     pub inhibit_offline: bool,
     pub offline: crate::offline::OfflinePolicy,
+    /// The dead-man alarm's default silence limit; zero: off.
+    pub silent_after: Duration,
+    pub heartbeat: Option<crate::heartbeat::Heartbeat>,
+    pub broker_lost: crate::heartbeat::BrokerLost,
 }
 
 /// A config resolved and checked, its targets not yet built. Building is a step of its
@@ -313,6 +329,12 @@ pub fn resolve(source: &Source, overrides: &[String]) -> Result<Resolved, Error>
         .map(|(i, s)| Silence::build(s).map_err(|m| source.error(&format!("silences[{i}]"), m)))
         .collect::<Result<Vec<_>, _>>()?;
     let delivery = resolve_delivery(source, &raw.delivery)?;
+    let heartbeat = raw
+        .heartbeat
+        .as_ref()
+        .map(crate::heartbeat::Heartbeat::build)
+        .transpose()?;
+    let broker_lost = resolve_broker_lost(source, &raw.bridge, &names)?;
     let b = &raw.bridge;
     let settings = Settings {
         id,
@@ -334,6 +356,9 @@ pub fn resolve(source: &Source, overrides: &[String]) -> Result<Resolved, Error>
             grace: b.offline_grace.0,
             stale_after: b.offline_stale_after.0,
         },
+        silent_after: b.silent_after.0,
+        heartbeat,
+        broker_lost,
     };
     Ok(Resolved {
         settings,
@@ -444,6 +469,28 @@ fn resolve_routes(
         route.active = refs(&r.active, "active")?;
     }
     Ok(routes)
+}
+
+/// `broker_lost_after` and `broker_lost_targets` (names turned into indices).
+fn resolve_broker_lost(
+    source: &Source,
+    b: &BridgeRaw,
+    names: &[String],
+) -> Result<crate::heartbeat::BrokerLost, Error> {
+    let targets = b
+        .broker_lost_targets
+        .iter()
+        .map(|t| {
+            names.iter().position(|n| n == t).ok_or_else(|| {
+                let m = format!("no target named {t:?}; define [targets.{t}]");
+                Error::from(source.error("bridge.broker_lost_targets", m))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(crate::heartbeat::BrokerLost {
+        after: b.broker_lost_after.0,
+        targets,
+    })
 }
 
 /// `[[time_intervals]]`, each name once; errors name the interval's key.

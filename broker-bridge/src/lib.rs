@@ -16,6 +16,7 @@
 //!   - [`message`]: decoding payloads (alarm JSON, other JSON, text) into fields;
 //!   - [`silence`]: silences, from the config and from MQTT;
 //!   - [`mute`]: recurring time intervals that mute routes or keep them active;
+//!   - [`deadman`]: the `silent` alarm of hosts that stopped publishing;
 //!   - [`offline`]: host availability: the `offline` alarm after its grace, stale
 //!     retained states, holding back offline hosts' alarms;
 //!   - [`route`]: topic filters and `when` conditions ([`expr`]), templates ([`template`]);
@@ -24,6 +25,7 @@
 //!   - [`orphan`]: resolved notices only to targets that were sent the firing;
 //!   - [`repeat`], [`group`]: re-sending alarms that stay firing, batching notifications
 //!     that share labels into one.
+//! - [`heartbeat`]: the HTTP heartbeat while connected, and the broker-lost notice.
 //! - [`deliver`]: per-target bounded queues, workers, retries, dead letters.
 //! - [`recover`]: at start, the notification log's unfinished notifications, settled or
 //!   queued again.
@@ -35,12 +37,14 @@
 //! - [`error`]: the crate's error type.
 
 pub mod config;
+pub mod deadman;
 pub mod decommission;
 pub mod dedup;
 pub mod deliver;
 pub mod error;
 pub mod expr;
 pub mod group;
+pub mod heartbeat;
 pub mod limits;
 pub mod message;
 pub mod mute;

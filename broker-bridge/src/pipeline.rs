@@ -21,9 +21,11 @@ use tokio::sync::mpsc;
 
 use crate::Error;
 use crate::config::Settings;
+use crate::deadman::Silent;
 use crate::dedup::{Key, NotificationLog};
 use crate::deliver::Queued;
 use crate::group::{Added, GroupSpec, Groups};
+use crate::heartbeat::Watchdog;
 use crate::limits::Gate;
 use crate::message::{Decoded, Rejected};
 use crate::mute::{Held, Hold};
@@ -56,6 +58,10 @@ pub struct Pipeline<'a> {
     held: Held,
     /// Unix ms now: the wall clock, or a test's.
     clock: fn() -> i64,
+    /// Hosts watched for silence (the dead-man alarm).
+    silent: Silent,
+    /// The heartbeat and the broker-lost notice.
+    watchdog: Watchdog,
     default_title: Template,
 }
 
@@ -106,8 +112,26 @@ impl<'a> Pipeline<'a> {
             orphans: Orphans::default(),
             held: Held::new(settings.dedup_capacity),
             clock: lookout_shared::time::now_ms,
+            silent: Silent::new(settings.silent_after, settings.dedup_capacity),
+            watchdog: Watchdog::new(
+                settings.heartbeat.clone(),
+                settings.broker_lost.clone(),
+                lookout_shared::time::now_ms(),
+            ),
             default_title,
-        })
+        }
+        .watching_known_hosts())
+    }
+
+    /// After a restart, the hosts the host record knows as online are watched for
+    /// silence from now on, not only once they are heard again.
+    fn watching_known_hosts(mut self) -> Self {
+        let now = tokio::time::Instant::now();
+        let now_ms = lookout_shared::time::now_ms();
+        for host in self.hosts.known_online() {
+            self.silent.heard(&host, None, now, now_ms);
+        }
+        self
     }
 
     /// Handles one message from the broker: control topics (silences, host status) first,
@@ -121,6 +145,8 @@ impl<'a> Pipeline<'a> {
                 payload,
                 retained,
             } => self.host_status(host, payload, retained).await,
+            // A sign of life only, taken by `heard`.
+            Incoming::HostStats { .. } => {}
             Incoming::Message { topic, payload } => self.route(topic, payload).await,
         }
     }
@@ -135,13 +161,44 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    /// A message arrived from the broker: a host that publishes live is alive.
-    pub fn heard(&mut self, topic: &str, retained: bool) {
+    /// A message arrived from the broker: a host that publishes live is alive (its status
+    /// is `host_status`'s to judge); one that was silent gets its `silent` alarm resolved.
+    pub async fn heard(&mut self, topic: &str, payload: &[u8], retained: bool) {
+        use lookout_shared::topics::Kind;
         if retained {
             return;
         }
-        if let Ok((host, _)) = lookout_shared::topics::parse(&self.settings.prefix, topic) {
-            self.hosts.heard(host, lookout_shared::time::now_ms());
+        let Ok((host, kind)) = lookout_shared::topics::parse(&self.settings.prefix, topic) else {
+            return;
+        };
+        if kind == Kind::Status {
+            return;
+        }
+        let now_ms = lookout_shared::time::now_ms();
+        self.hosts.heard(host, now_ms);
+        let every = (kind == Kind::AgentStats)
+            .then(|| crate::deadman::stats_interval(payload))
+            .flatten();
+        let back = self
+            .silent
+            .heard(host, every, tokio::time::Instant::now(), now_ms);
+        if let Some(alarm) = back {
+            self.host_alarm(&alarm).await;
+        }
+    }
+
+    /// The broker link's state, every timer tick: heartbeats while connected, and the
+    /// broker-lost notice, straight into the listed targets' queues.
+    pub async fn link(&mut self, connected: bool) {
+        let now_ms = lookout_shared::time::now_ms();
+        let Some(news) = self.watchdog.check(connected, now_ms) else {
+            return;
+        };
+        let (id, prefix) = (&self.settings.id, &self.settings.prefix);
+        for &t in self.watchdog.lost_targets() {
+            let n =
+                crate::heartbeat::link_notice(&self.settings.targets[t], id, prefix, &news, now_ms);
+            self.enqueue(t, n, &[]).await;
         }
     }
 
@@ -153,8 +210,17 @@ impl<'a> Pipeline<'a> {
             return;
         }
         let now_ms = lookout_shared::time::now_ms();
-        if let Some(alarm) = self.hosts.status(host, payload, retained, now_ms) {
-            self.host_alarm(&alarm).await;
+        let silent = match payload {
+            b"offline" | b"" => self.silent.offline(host, now_ms),
+            b"online" if !retained => {
+                self.silent
+                    .heard(host, None, tokio::time::Instant::now(), now_ms)
+            }
+            _ => None,
+        };
+        let offline = self.hosts.status(host, payload, retained, now_ms);
+        for alarm in silent.iter().chain(&offline) {
+            self.host_alarm(alarm).await;
         }
     }
 
@@ -250,14 +316,18 @@ impl<'a> Pipeline<'a> {
         true
     }
 
-    /// An offline host's alarms are held back, except its own `offline` alarm.
+    /// An offline host's alarms are held back, except the bridge's own about the host
+    /// (`offline`, and the resolve of `silent`).
     fn inhibited(&self, d: &Decoded) -> bool {
         let held = d
             .fields
             .get("host")
             .and_then(|h| h.as_str())
             .is_some_and(|host| self.hosts.is_offline(host))
-            && d.fields.get("source").and_then(|s| s.as_str()) != Some("offline");
+            && !matches!(
+                d.fields.get("source").and_then(|s| s.as_str()),
+                Some("offline" | "silent")
+            );
         if held {
             self.stats.inhibited.inc();
         }
@@ -451,6 +521,12 @@ impl<'a> Pipeline<'a> {
             self.enqueue(t, n, &[]).await;
         }
         for alarm in self.hosts.due(tokio::time::Instant::now()) {
+            self.host_alarm(&alarm).await;
+        }
+        let silent = self
+            .silent
+            .due(tokio::time::Instant::now(), lookout_shared::time::now_ms());
+        for alarm in silent {
             self.host_alarm(&alarm).await;
         }
         self.unmuted().await;
@@ -662,7 +738,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_40_second_reboot_notifies_nobody() {
-        let bench = Bench::new();
+        // Without the dead-man alarm, which would rightly fire for a host silent after.
+        let quiet = TWO_TARGETS.replace(
+            "state_dir = \"\"",
+            "state_dir = \"\"\nsilent_after = \"0s\"",
+        );
+        let bench = Bench::with(&quiet, NotificationLog::memory);
         let mut p = bench.pipeline();
         p.handle(status("edge-1", b"offline", false)).await;
         for _ in 0..40 {
@@ -873,6 +954,47 @@ mod tests {
         drop(p);
         assert!(ids(&bench, 1).is_empty());
         assert_eq!(bench.stats.muted.get(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_host_raises_its_silent_alarm_and_resolves_it_when_it_publishes_again() {
+        let bench = Bench::new();
+        let mut p = bench.pipeline();
+        let stats = br#"{"ts": 1, "host": "e1", "stats_interval_s": 20}"#;
+        p.heard("lookout/e1/agent/stats", stats, false).await;
+        p.handle(Incoming::HostStats { host: "e1" }).await;
+        // A retained replay says nothing about a host being alive.
+        p.heard("lookout/e2/agent/stats", stats, true).await;
+        tokio::time::advance(Duration::from_secs(59)).await;
+        p.timers().await;
+        assert!(summary(&bench, 0).is_empty(), "3 × 20 s not over yet");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        p.timers().await;
+        assert_eq!(summary(&bench, 0), ["e1 silent firing 3"]);
+        p.timers().await;
+        p.heard("lookout/e1/metrics", b"{}", false).await;
+        drop(p);
+        assert_eq!(summary(&bench, 0), ["e1 silent resolved 3"]);
+        assert!(
+            summary(&bench, 1).iter().all(|n| n.contains("silent")),
+            "stats themselves are not routed"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_host_that_announced_offline_gets_no_silent_alarm() {
+        let bench = Bench::new();
+        let mut p = bench.pipeline();
+        p.heard("lookout/e1/metrics", b"{}", false).await;
+        p.handle(status("e1", b"offline", false)).await;
+        tokio::time::advance(Duration::from_secs(181)).await;
+        p.timers().await;
+        drop(p);
+        assert_eq!(
+            summary(&bench, 0),
+            ["e1 offline firing 4"],
+            "only the offline alarm"
+        );
     }
 
     #[tokio::test]

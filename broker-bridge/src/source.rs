@@ -45,6 +45,9 @@ pub enum Incoming<'a> {
         payload: &'a [u8],
         retained: bool,
     },
+    /// A host's `agent/stats`, subscribed for the dead-man alarm only: a sign of life,
+    /// not routed.
+    HostStats { host: &'a str },
     /// Anything else: alarms and other messages, for the routes.
     Message { topic: &'a str, payload: &'a [u8] },
 }
@@ -54,6 +57,8 @@ pub enum Incoming<'a> {
 pub struct ControlTopics {
     prefix: String,
     silences: String,
+    /// `<prefix>/+/agent/stats` is subscribed for the dead-man alarm.
+    host_stats: bool,
 }
 
 impl ControlTopics {
@@ -61,6 +66,15 @@ impl ControlTopics {
         Self {
             prefix: prefix.to_owned(),
             silences: format!("{prefix}/bridge/silences"),
+            host_stats: false,
+        }
+    }
+
+    /// Also follows every host's `agent/stats` (for the dead-man alarm).
+    pub fn with_host_stats(self) -> Self {
+        Self {
+            host_stats: true,
+            ..self
         }
     }
 
@@ -75,6 +89,7 @@ impl ControlTopics {
                 payload,
                 retained,
             },
+            Ok((host, Kind::AgentStats)) if self.host_stats => Incoming::HostStats { host },
             _ => Incoming::Message { topic, payload },
         }
     }
@@ -87,6 +102,9 @@ impl ControlTopics {
         filters.push(self.silences.clone());
         if settings.inhibit_offline {
             filters.push(format!("{}/+/status", self.prefix));
+        }
+        if self.host_stats {
+            filters.push(lookout_shared::topics::agent_stats(&self.prefix, "+"));
         }
         filters
     }
@@ -127,7 +145,10 @@ impl Subscription {
         let c = &settings.mqtt.client;
         let options = c.options(&session);
         let (client, eventloop) = AsyncClient::new(options, REQUESTS);
-        let topics = ControlTopics::new(&settings.prefix);
+        let mut topics = ControlTopics::new(&settings.prefix);
+        if !settings.silent_after.is_zero() {
+            topics = topics.with_host_stats();
+        }
         Ok(Self {
             client,
             eventloop,
@@ -196,6 +217,11 @@ impl Subscription {
         tokio::time::sleep(self.backoff.next_delay()).await;
     }
 
+    /// True while connected to the broker (from its ConnAck to the next error).
+    pub fn connected(&self) -> bool {
+        self.connected
+    }
+
     /// Acknowledges `p` once the client's request queue has room (see [`Self::send_acks`]).
     pub fn ack(&mut self, p: Publish) {
         self.unacked.push_back(p);
@@ -260,6 +286,20 @@ mod tests {
                 payload: b"offline",
                 retained: true
             }
+        );
+        assert_eq!(
+            t.sort("lookout/edge-1/agent/stats", b"{}", false),
+            Incoming::Message {
+                topic: "lookout/edge-1/agent/stats",
+                payload: b"{}"
+            },
+            "routed like any message unless the dead-man alarm follows it"
+        );
+        assert_eq!(
+            t.clone()
+                .with_host_stats()
+                .sort("lookout/edge-1/agent/stats", b"{}", false),
+            Incoming::HostStats { host: "edge-1" }
         );
         for topic in [
             "lookout/edge-1/alarms/cpu",
