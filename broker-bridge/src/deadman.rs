@@ -8,10 +8,12 @@
 //! The silence limit is 3 × the host's stats interval when its `agent/stats` says it
 //! (`stats_interval_s`, docs/topics.md), else `bridge.silent_after`. A host that announces
 //! `offline` is not watched until it is back (the offline alarm speaks for it; a silent
-//! alarm already sent is resolved). Hosts are watched from the first message the bridge
-//! hears from them live, and, after a restart, from the start for every host the
-//! bridge's host record knows as online ([`crate::offline`]). Times use tokio's clock, so
-//! tests drive them with paused time.
+//! alarm already sent is resolved). A host is watched from the first stats, metrics or
+//! scores the bridge hears from it live: alarms come only when something changes, so a
+//! host whose agent publishes no stats (`agent.stats_interval = "0s"`) and whose metrics
+//! the bridge does not follow is never called silent for being quiet. Once watched, any
+//! live message keeps it alive. Times use tokio's clock, so tests drive them with paused
+//! time.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -55,11 +57,13 @@ impl Silent {
         !self.default_limit.is_zero()
     }
 
-    /// The host published live; `stats_interval` when the message was its stats and said
-    /// it. Returns the resolve of a silent alarm that had fired.
+    /// The host published live; `regular`: the message is one it sends all the time
+    /// (stats, metrics, scores), which starts the watch; `stats_interval` when it was its
+    /// stats and said it. Returns the resolve of a silent alarm that had fired.
     pub fn heard(
         &mut self,
         host: &str,
+        regular: bool,
         stats_interval: Option<Duration>,
         now: Instant,
         now_ms: i64,
@@ -67,7 +71,7 @@ impl Silent {
         if !self.enabled() {
             return None;
         }
-        if !self.hosts.contains_key(host) && self.hosts.len() >= self.capacity {
+        if !self.hosts.contains_key(host) && (!regular || self.hosts.len() >= self.capacity) {
             return None;
         }
         let w = self.hosts.entry(host.to_owned()).or_insert(Watch {
@@ -151,7 +155,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_silent_host_fires_after_its_limit_and_resolves_when_it_publishes_again() {
         let mut s = Silent::new(Duration::from_secs(180), 10);
-        assert!(s.heard("h1", None, Instant::now(), 0).is_none());
+        assert!(s.heard("h1", false, None, Instant::now(), 0).is_none());
+        tokio::time::advance(Duration::from_secs(600)).await;
+        assert!(
+            s.due(Instant::now(), 0).is_empty(),
+            "an alarm alone starts no watch"
+        );
+        assert!(s.heard("h1", true, None, Instant::now(), 0).is_none());
         tokio::time::advance(Duration::from_secs(179)).await;
         assert!(s.due(Instant::now(), 179_000).is_empty());
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -160,7 +170,8 @@ mod tests {
         assert_eq!(fired[0]["source"], "silent");
         assert_eq!(fired[0]["state"], "firing");
         assert!(s.due(Instant::now(), 181_000).is_empty(), "once");
-        let resolved = s.heard("h1", None, Instant::now(), 200_000).unwrap();
+        // Any live message, an alarm too, says it is back.
+        let resolved = s.heard("h1", false, None, Instant::now(), 200_000).unwrap();
         assert_eq!(
             (&resolved["id"], resolved["state"].as_str()),
             (&fired[0]["id"], Some("resolved"))
@@ -172,7 +183,7 @@ mod tests {
         let mut s = Silent::new(Duration::from_secs(3600), 10);
         let every = stats_interval(br#"{"ts": 1, "stats_interval_s": 10}"#);
         assert_eq!(every, Some(Duration::from_secs(10)));
-        s.heard("h1", every, Instant::now(), 0);
+        s.heard("h1", true, every, Instant::now(), 0);
         tokio::time::advance(Duration::from_secs(29)).await;
         assert!(s.due(Instant::now(), 0).is_empty());
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -184,12 +195,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_host_that_announced_offline_is_not_watched() {
         let mut s = Silent::new(Duration::from_secs(60), 10);
-        s.heard("h1", None, Instant::now(), 0);
+        s.heard("h1", true, None, Instant::now(), 0);
         assert!(s.offline("h1", 1).is_none(), "nothing was sent");
         tokio::time::advance(Duration::from_secs(600)).await;
         assert!(s.due(Instant::now(), 0).is_empty());
         // Silent first, then its last will: the silent alarm gives way.
-        s.heard("h2", None, Instant::now(), 0);
+        s.heard("h2", true, None, Instant::now(), 0);
         tokio::time::advance(Duration::from_secs(60)).await;
         assert_eq!(s.due(Instant::now(), 0).len(), 1);
         assert_eq!(s.offline("h2", 1).unwrap()["state"], "resolved");

@@ -106,15 +106,6 @@ impl Hosts {
             .is_some_and(|h| h.offline_since.is_some())
     }
 
-    /// The hosts known to be online (heard from, not offline now).
-    pub fn known_online(&self) -> Vec<String> {
-        self.hosts
-            .iter()
-            .filter(|(_, h)| h.last_seen.is_some() && h.offline_since.is_none())
-            .map(|(name, _)| name.clone())
-            .collect()
-    }
-
     /// The host published something live (not a retained replay).
     pub fn heard(&mut self, host: &str, now_ms: i64) {
         if let Some(h) = self.entry(host) {

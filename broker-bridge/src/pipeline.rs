@@ -119,19 +119,7 @@ impl<'a> Pipeline<'a> {
                 lookout_shared::time::now_ms(),
             ),
             default_title,
-        }
-        .watching_known_hosts())
-    }
-
-    /// After a restart, the hosts the host record knows as online are watched for
-    /// silence from now on, not only once they are heard again.
-    fn watching_known_hosts(mut self) -> Self {
-        let now = tokio::time::Instant::now();
-        let now_ms = lookout_shared::time::now_ms();
-        for host in self.hosts.known_online() {
-            self.silent.heard(&host, None, now, now_ms);
-        }
-        self
+        })
     }
 
     /// Handles one message from the broker: control topics (silences, host status) first,
@@ -179,9 +167,9 @@ impl<'a> Pipeline<'a> {
         let every = (kind == Kind::AgentStats)
             .then(|| crate::deadman::stats_interval(payload))
             .flatten();
-        let back = self
-            .silent
-            .heard(host, every, tokio::time::Instant::now(), now_ms);
+        let regular = matches!(kind, Kind::AgentStats | Kind::Metrics | Kind::Score { .. });
+        let now = tokio::time::Instant::now();
+        let back = self.silent.heard(host, regular, every, now, now_ms);
         if let Some(alarm) = back {
             self.host_alarm(&alarm).await;
         }
@@ -214,7 +202,7 @@ impl<'a> Pipeline<'a> {
             b"offline" | b"" => self.silent.offline(host, now_ms),
             b"online" if !retained => {
                 self.silent
-                    .heard(host, None, tokio::time::Instant::now(), now_ms)
+                    .heard(host, false, None, tokio::time::Instant::now(), now_ms)
             }
             _ => None,
         };
@@ -963,8 +951,11 @@ mod tests {
         let stats = br#"{"ts": 1, "host": "e1", "stats_interval_s": 20}"#;
         p.heard("lookout/e1/agent/stats", stats, false).await;
         p.handle(Incoming::HostStats { host: "e1" }).await;
-        // A retained replay says nothing about a host being alive.
+        // A retained replay says nothing about a host being alive, and alarms alone (a
+        // host without stats) start no watch.
         p.heard("lookout/e2/agent/stats", stats, true).await;
+        p.heard("lookout/e3/alarms/cpu", &alarm("e3", "firing"), false)
+            .await;
         tokio::time::advance(Duration::from_secs(59)).await;
         p.timers().await;
         assert!(summary(&bench, 0).is_empty(), "3 × 20 s not over yet");
