@@ -3,7 +3,7 @@
 //! rules, Home Assistant's discovery configs), which every new subscriber receives and
 //! every restarted bridge would report. This clears them: it subscribes to the host's
 //! topics (`<prefix>/<host>/#` and `<ha_prefix>/+/lookout_<host>/+/config`), collects the
-//! retained messages the broker replays until it has been quiet for [`QUIET`], and
+//! retained messages the broker replays until it has been quiet for 2 s, and
 //! publishes an empty retained message (QoS 1) on each, which deletes it. A running
 //! bridge sees the empty status and forgets the host ([`crate::offline`]).
 
