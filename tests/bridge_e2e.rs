@@ -586,7 +586,16 @@ async fn a_host_going_offline_gives_one_offline_alarm_and_holds_its_other_alarms
     let _broker = mosquitto(port, dir.path());
     let out = dir.path().join("alarms.log");
     let cfg = bridge_config(dir.path(), port, &out);
-    let bridge = bridge(&["run", "--config", cfg.to_str().unwrap()], dir.path());
+    let bridge = bridge(
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--set",
+            "bridge.offline_grace=1s",
+        ],
+        dir.path(),
+    );
     bridge.wait_log("subscribed", Duration::from_secs(20)).await;
 
     publish(

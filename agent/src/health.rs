@@ -31,6 +31,9 @@ pub struct Report<'a> {
     pub host: &'a str,
     pub version: &'static str,
     pub uptime_s: u64,
+    /// How often this report comes (`agent.stats_interval`), so a watcher (the bridge's
+    /// dead-man alarm) knows when a missing one means silence.
+    pub stats_interval_s: u64,
     pub rss_bytes: Option<u64>,
     pub ticks: u64,
     pub ticks_skipped: u64,

@@ -503,6 +503,7 @@ mod tests {
             host: "h",
             version: "0",
             uptime_s: 1,
+            stats_interval_s: 60,
             rss_bytes: None,
             ticks: 0,
             ticks_skipped: 0,

@@ -397,6 +397,7 @@ impl Agent {
                 host: r.host.name(),
                 version: env!("CARGO_PKG_VERSION"),
                 uptime_s: health.uptime().as_secs(),
+                stats_interval_s: self.settings.stats_interval.as_secs(),
                 rss_bytes: rss,
                 ticks: health.ticks,
                 ticks_skipped: health.skipped,

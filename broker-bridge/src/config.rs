@@ -22,6 +22,7 @@ use crate::Error;
 use crate::expr::Expr;
 use crate::group::GroupSpec;
 use crate::limits::{Limits, Rate};
+use crate::mute::{TimeInterval, TimeIntervalRaw};
 use crate::notify::{Notifier, TargetConfig};
 use crate::route::Route;
 use crate::silence::{Silence, SilenceRaw};
@@ -46,6 +47,11 @@ pub struct Raw {
     pub silences: Vec<SilenceRaw>,
     /// The listener for Slack's interactive "Ack" buttons (`ack_http.rs`).
     pub ack_http: Option<crate::ack_http::Raw>,
+    /// Recurring windows that routes reference in `mute` and `active`.
+    #[serde(default)]
+    pub time_intervals: Vec<TimeIntervalRaw>,
+    /// An HTTP ping while the bridge is connected to its broker.
+    pub heartbeat: Option<crate::heartbeat::HeartbeatRaw>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +79,17 @@ pub struct BridgeRaw {
     /// Hold back the alarms of hosts whose status is `offline` and send one "offline"
     /// alarm instead.
     pub inhibit_offline: bool,
+    /// A host's `offline` alarm waits this long; a host back sooner produces nothing.
+    pub offline_grace: HumanDuration,
+    /// A retained `offline` older than this at start is one level-1 notice, not a page.
+    pub offline_stale_after: HumanDuration,
+    /// A host silent this long raises its `silent` alarm, unless its stats say their
+    /// interval (then 3 × that); `"0s"` turns the dead-man alarm off.
+    pub silent_after: HumanDuration,
+    /// Without the broker this long, the bridge tells `broker_lost_targets`.
+    pub broker_lost_after: HumanDuration,
+    /// Targets told directly (not through MQTT) when the broker is lost and back.
+    pub broker_lost_targets: Vec<String>,
 }
 
 impl Default for BridgeRaw {
@@ -89,6 +106,11 @@ impl Default for BridgeRaw {
             state_sync: HumanDuration::from_secs(1),
             grace: HumanDuration::from_secs(10),
             inhibit_offline: true,
+            offline_grace: HumanDuration::from_secs(120),
+            offline_stale_after: HumanDuration::from_secs(3600),
+            silent_after: HumanDuration::from_secs(180),
+            broker_lost_after: HumanDuration::from_secs(120),
+            broker_lost_targets: Vec::new(),
         }
     }
 }
@@ -195,6 +217,12 @@ pub struct RouteRaw {
     /// Steps that send a still-firing, unacknowledged alarm to more targets.
     #[serde(default)]
     pub escalate: Vec<crate::escalate::StepRaw>,
+    /// Time interval names: the route sends nothing while any of them is active.
+    #[serde(default)]
+    pub mute: Vec<String>,
+    /// Time interval names: the route sends only while one of them is active.
+    #[serde(default)]
+    pub active: Vec<String>,
 }
 
 fn group_wait() -> HumanDuration {
@@ -250,8 +278,14 @@ pub struct Settings {
     pub fallbacks: Vec<Option<crate::fallback::Fallback>>,
     pub routes: Vec<Route>,
     pub silences: Vec<Silence>,
+    pub time_intervals: Vec<TimeInterval>,
     pub inhibit_offline: bool,
     pub ack_http: Option<crate::ack_http::Settings>,
+    pub offline: crate::offline::OfflinePolicy,
+    /// The dead-man alarm's default silence limit; zero: off.
+    pub silent_after: Duration,
+    pub heartbeat: Option<crate::heartbeat::Heartbeat>,
+    pub broker_lost: crate::heartbeat::BrokerLost,
 }
 
 /// A config resolved and checked, its targets not yet built. Building is a step of its
@@ -304,7 +338,8 @@ pub fn resolve(source: &Source, overrides: &[String]) -> Result<Resolved, Error>
             .into());
     }
     let names: Vec<String> = raw.targets.keys().cloned().collect();
-    let routes = resolve_routes(source, &raw, &names)?;
+    let time_intervals = resolve_intervals(source, &raw.time_intervals)?;
+    let routes = resolve_routes(source, &raw, &names, &time_intervals)?;
     let fallbacks =
         crate::fallback::resolve(&fallbacks, &names).map_err(|(k, m)| source.error(&k, m))?;
     let silences = raw
@@ -320,6 +355,12 @@ pub fn resolve(source: &Source, overrides: &[String]) -> Result<Resolved, Error>
         .map(crate::ack_http::Raw::resolve)
         .transpose()
         .map_err(|(k, m)| source.error(k, m))?;
+    let heartbeat = raw
+        .heartbeat
+        .as_ref()
+        .map(crate::heartbeat::Heartbeat::build)
+        .transpose()?;
+    let broker_lost = resolve_broker_lost(source, &raw.bridge, &names)?;
     let b = &raw.bridge;
     let settings = Settings {
         id,
@@ -337,8 +378,16 @@ pub fn resolve(source: &Source, overrides: &[String]) -> Result<Resolved, Error>
         fallbacks,
         routes,
         silences,
+        time_intervals,
         inhibit_offline: b.inhibit_offline,
         ack_http,
+        offline: crate::offline::OfflinePolicy {
+            grace: b.offline_grace.0,
+            stale_after: b.offline_stale_after.0,
+        },
+        silent_after: b.silent_after.0,
+        heartbeat,
+        broker_lost,
     };
     Ok(Resolved {
         settings,
@@ -434,17 +483,69 @@ fn resolve_mqtt(source: &Source, m: &MqttRaw, id: &str) -> Result<MqttSettings, 
     Ok(MqttSettings { client, filters })
 }
 
-fn resolve_routes(source: &Source, raw: &Raw, names: &[String]) -> Result<Vec<Route>, Error> {
+fn resolve_routes(
+    source: &Source,
+    raw: &Raw,
+    names: &[String],
+    intervals: &[TimeInterval],
+) -> Result<Vec<Route>, Error> {
     if raw.routes.is_empty() {
         return Err(source
             .error("routes", "define at least one [[routes]] table")
             .into());
     }
-    raw.routes
+    let mut routes = raw
+        .routes
         .iter()
         .enumerate()
         .map(|(i, r)| resolve_route(source, &format!("routes[{i}]"), r, names, &raw.bridge))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, (route, r)) in routes.iter_mut().zip(&raw.routes).enumerate() {
+        let refs = |list: &[String], key: &str| {
+            crate::mute::resolve_names(list, intervals)
+                .map_err(|m| source.error(&format!("routes[{i}].{key}"), m))
+        };
+        route.mute = refs(&r.mute, "mute")?;
+        route.active = refs(&r.active, "active")?;
+    }
+    Ok(routes)
+}
+
+/// `broker_lost_after` and `broker_lost_targets` (names turned into indices).
+fn resolve_broker_lost(
+    source: &Source,
+    b: &BridgeRaw,
+    names: &[String],
+) -> Result<crate::heartbeat::BrokerLost, Error> {
+    let targets = b
+        .broker_lost_targets
+        .iter()
+        .map(|t| {
+            names.iter().position(|n| n == t).ok_or_else(|| {
+                let m = format!("no target named {t:?}; define [targets.{t}]");
+                Error::from(source.error("bridge.broker_lost_targets", m))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(crate::heartbeat::BrokerLost {
+        after: b.broker_lost_after.0,
+        targets,
+    })
+}
+
+/// `[[time_intervals]]`, each name once; errors name the interval's key.
+fn resolve_intervals(source: &Source, raw: &[TimeIntervalRaw]) -> Result<Vec<TimeInterval>, Error> {
+    let mut out: Vec<TimeInterval> = Vec::with_capacity(raw.len());
+    for (i, r) in raw.iter().enumerate() {
+        let built = TimeInterval::build(r)
+            .map_err(|(key, m)| source.error(&format!("time_intervals[{i}].{key}"), m))?;
+        if out.iter().any(|o| o.name == built.name) {
+            let m = format!("{:?} is defined twice", built.name);
+            return Err(source.error(&format!("time_intervals[{i}].name"), m).into());
+        }
+        out.push(built);
+    }
+    Ok(out)
 }
 
 /// One `[[routes]]` table; `key` is its place (`routes[2]`) for error messages.
@@ -519,6 +620,8 @@ fn resolve_route(
             rate,
         },
         escalate,
+        mute: Vec::new(),
+        active: Vec::new(),
     })
 }
 
@@ -612,6 +715,24 @@ mod tests {
             &[],
         );
         assert_eq!(err, "bridge.toml: routes[0].rate_burst: needs rate_limit");
+        let err = error(
+            &TARGET_AND_ROUTE.replace("targets = [\"f\"]", "targets = [\"f\"]\nmute = [\"nope\"]"),
+            &[],
+        );
+        assert!(
+            err.contains("routes[0].mute: no time interval named \"nope\""),
+            "{err}"
+        );
+        let err = error(
+            &format!(
+                "[[time_intervals]]\nname = \"w\"\ntimes = [{{ location = \"Nowhere/City\" }}]\n{TARGET_AND_ROUTE}"
+            ),
+            &[],
+        );
+        assert!(
+            err.contains("time_intervals[0].times[0].location: unknown time zone"),
+            "{err}"
+        );
         let err = error("[mqtt]\npassword = \"pw\"\n", &[]);
         assert!(err.contains("mqtt.username: is required"), "{err}");
         assert!(!err.contains("pw\""), "{err}");

@@ -265,6 +265,12 @@ impl NotificationLog {
         self.lock().remember(k)
     }
 
+    /// True when `k` is remembered, without remembering it: for facts recorded earlier
+    /// (a firing sent to a target, see [`crate::orphan`]).
+    pub fn contains(&self, k: Key) -> bool {
+        self.lock().keys.contains(&k)
+    }
+
     /// Records that `n` was queued, carrying `keys`; returns its sequence number when the
     /// log is on disk (to pass to [`done`](Self::done)).
     pub fn queued(&self, keys: &[Key], n: &Notification) -> Option<u64> {

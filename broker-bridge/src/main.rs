@@ -50,6 +50,20 @@ enum Command {
         #[arg(long, default_value = "5s")]
         wait: lookout_shared::duration::HumanDuration,
     },
+    /// Clear a host that is gone for good: publish an empty retained message on each of
+    /// its retained topics (status, alarms, stats, rules, Home Assistant configs), using
+    /// the config's broker settings. Prints each topic cleared.
+    Decommission {
+        /// The host, as in `<prefix>/<host>/...`.
+        host: String,
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Home Assistant's discovery prefix (the agent's `homeassistant.prefix`).
+        #[arg(long, default_value = "homeassistant")]
+        ha_prefix: String,
+    },
     /// Check a config file (including every target's settings); exit 2 on any error.
     CheckConfig {
         #[arg(long, short)]
@@ -115,6 +129,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             if !reply.ok {
                 anyhow::bail!("not acknowledged: {}", reply.reason);
             }
+        }
+        Command::Decommission {
+            host,
+            config,
+            set,
+            ha_prefix,
+        } => {
+            let settings = load(&config, &set)?.settings;
+            let cleared = rt.block_on(lookout_bridge::decommission::decommission(
+                &settings, &host, &ha_prefix,
+            ))?;
+            for t in &cleared {
+                println!("cleared {t}");
+            }
+            println!("{host}: {} retained topics cleared", cleared.len());
         }
         Command::CheckConfig { config, set } => {
             let resolved = load(&config, &set)?;

@@ -40,6 +40,10 @@ pub struct Route {
     pub limits: crate::limits::Limits,
     /// `escalate`: more targets for alarms still firing and not acknowledged.
     pub escalate: Vec<crate::escalate::Step>,
+    /// Indices into the bridge's time intervals: muted while any of `mute` is active, or
+    /// while none of a non-empty `active` is ([`crate::mute`]).
+    pub mute: Vec<usize>,
+    pub active: Vec<usize>,
 }
 
 impl Route {

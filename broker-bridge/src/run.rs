@@ -86,6 +86,7 @@ pub async fn run(resolved: Resolved) -> Result<(), Error> {
             _ = &mut shutdown => break,
             _ = timer_tick.tick() => {
                 pipeline.timers().await;
+                pipeline.link(source.connected()).await;
                 log.sync_if_due();
             }
             _ = stats_tick.tick() => publish_stats(&source, &stats_topic, &stats, &log),
@@ -98,7 +99,8 @@ pub async fn run(resolved: Resolved) -> Result<(), Error> {
             }
             event = source.poll() => {
                 if let Some(p) = source.handle(event).await {
-                    pipeline.handle(source.topics.sort(&p.topic, &p.payload)).await;
+                    pipeline.heard(&p.topic, &p.payload, p.retain).await;
+                    pipeline.handle(source.topics.sort(&p.topic, &p.payload, p.retain)).await;
                     source.ack(p);
                     for (topic, reply) in pipeline.take_replies() {
                         source.publish_reliable(&topic, reply);

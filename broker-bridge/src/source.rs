@@ -40,8 +40,16 @@ pub enum Incoming<'a> {
     Silences { topic: &'a str, payload: &'a [u8] },
     /// An acknowledgement, `<prefix>/bridge/ack` ([`crate::ack`]).
     Ack { payload: &'a [u8] },
-    /// A host's availability, `<prefix>/<host>/status`.
-    Status { host: &'a str, payload: &'a [u8] },
+    /// A host's availability, `<prefix>/<host>/status`; `retained`: a state the broker
+    /// replayed on subscribing, not news.
+    Status {
+        host: &'a str,
+        payload: &'a [u8],
+        retained: bool,
+    },
+    /// A host's `agent/stats`, subscribed for the dead-man alarm only: a sign of life,
+    /// not routed.
+    HostStats { host: &'a str },
     /// Anything else: alarms and other messages, for the routes.
     Message { topic: &'a str, payload: &'a [u8] },
 }
@@ -52,6 +60,8 @@ pub struct ControlTopics {
     prefix: String,
     silences: String,
     ack: String,
+    /// `<prefix>/+/agent/stats` is subscribed for the dead-man alarm.
+    host_stats: bool,
 }
 
 impl ControlTopics {
@@ -60,11 +70,20 @@ impl ControlTopics {
             prefix: prefix.to_owned(),
             silences: format!("{prefix}/bridge/silences"),
             ack: lookout_shared::topics::bridge_ack(prefix),
+            host_stats: false,
         }
     }
 
-    /// Sorts one message.
-    pub fn sort<'a>(&self, topic: &'a str, payload: &'a [u8]) -> Incoming<'a> {
+    /// Also follows every host's `agent/stats` (for the dead-man alarm).
+    pub fn with_host_stats(self) -> Self {
+        Self {
+            host_stats: true,
+            ..self
+        }
+    }
+
+    /// Sorts one message; `retained`: the broker replayed it from its retained store.
+    pub fn sort<'a>(&self, topic: &'a str, payload: &'a [u8], retained: bool) -> Incoming<'a> {
         if topic == self.silences {
             return Incoming::Silences { topic, payload };
         }
@@ -72,7 +91,12 @@ impl ControlTopics {
             return Incoming::Ack { payload };
         }
         match lookout_shared::topics::parse(&self.prefix, topic) {
-            Ok((host, Kind::Status)) => Incoming::Status { host, payload },
+            Ok((host, Kind::Status)) => Incoming::Status {
+                host,
+                payload,
+                retained,
+            },
+            Ok((host, Kind::AgentStats)) if self.host_stats => Incoming::HostStats { host },
             _ => Incoming::Message { topic, payload },
         }
     }
@@ -87,6 +111,9 @@ impl ControlTopics {
         filters.push(self.ack.clone());
         if settings.inhibit_offline {
             filters.push(format!("{}/+/status", self.prefix));
+        }
+        if self.host_stats {
+            filters.push(lookout_shared::topics::agent_stats(&self.prefix, "+"));
         }
         filters
     }
@@ -127,7 +154,10 @@ impl Subscription {
         let c = &settings.mqtt.client;
         let options = c.options(&session);
         let (client, eventloop) = AsyncClient::new(options, REQUESTS);
-        let topics = ControlTopics::new(&settings.prefix);
+        let mut topics = ControlTopics::new(&settings.prefix);
+        if !settings.silent_after.is_zero() {
+            topics = topics.with_host_stats();
+        }
         Ok(Self {
             client,
             eventloop,
@@ -196,6 +226,11 @@ impl Subscription {
         tokio::time::sleep(self.backoff.next_delay()).await;
     }
 
+    /// True while connected to the broker (from its ConnAck to the next error).
+    pub fn connected(&self) -> bool {
+        self.connected
+    }
+
     /// Acknowledges `p` once the client's request queue has room (see [`Self::send_acks`]).
     pub fn ack(&mut self, p: Publish) {
         self.unacked.push_back(p);
@@ -258,22 +293,37 @@ mod tests {
     fn control_topics_are_sorted_from_the_messages_to_route() {
         let t = ControlTopics::new("lookout");
         assert_eq!(
-            t.sort("lookout/bridge/silences", b"[]"),
+            t.sort("lookout/bridge/silences", b"[]", false),
             Incoming::Silences {
                 topic: "lookout/bridge/silences",
                 payload: b"[]"
             }
         );
         assert_eq!(
-            t.sort("lookout/edge-1/status", b"offline"),
+            t.sort("lookout/edge-1/status", b"offline", true),
             Incoming::Status {
                 host: "edge-1",
-                payload: b"offline"
+                payload: b"offline",
+                retained: true
             }
         );
         assert_eq!(
-            t.sort("lookout/bridge/ack", b"{}"),
+            t.sort("lookout/bridge/ack", b"{}", false),
             Incoming::Ack { payload: b"{}" }
+        );
+        assert_eq!(
+            t.sort("lookout/edge-1/agent/stats", b"{}", false),
+            Incoming::Message {
+                topic: "lookout/edge-1/agent/stats",
+                payload: b"{}"
+            },
+            "routed like any message unless the dead-man alarm follows it"
+        );
+        assert_eq!(
+            t.clone()
+                .with_host_stats()
+                .sort("lookout/edge-1/agent/stats", b"{}", false),
+            Incoming::HostStats { host: "edge-1" }
         );
         for topic in [
             "lookout/bridge/ack/reply",
@@ -282,7 +332,7 @@ mod tests {
             "other/edge-1/status",
         ] {
             assert_eq!(
-                t.sort(topic, b"x"),
+                t.sort(topic, b"x", false),
                 Incoming::Message {
                     topic,
                     payload: b"x"

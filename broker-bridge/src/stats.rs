@@ -63,9 +63,15 @@ pub struct Stats {
     pub unrouted: Counter,
     pub deduplicated: Counter,
     pub resolved_skipped: Counter,
+    /// Resolved notices not sent because their target was never sent the firing.
+    pub orphan_resolved: Counter,
     pub template_errors: Counter,
     pub silenced: Counter,
     pub inhibited: Counter,
+    /// Messages a route did not send because it was muted (`mute`, `active`).
+    pub muted: Counter,
+    /// Muted alarms not held for the window's end because the table was full.
+    pub mute_full: Counter,
     pub repeated: Counter,
     /// Alarms not repeated because the repeat table was full.
     pub repeat_full: Counter,

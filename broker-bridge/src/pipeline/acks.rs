@@ -299,7 +299,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_acknowledgement_notifies_the_targets_that_had_the_firing_and_stops_repeats() {
-        let mut bench = Bench::with(CONFIG);
+        let bench = Bench::with(CONFIG);
         let mut p = bench.pipeline();
         let firing = alarm("edge-1", "firing");
         p.handle(message(TOPIC, &firing)).await;

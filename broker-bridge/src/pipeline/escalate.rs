@@ -125,7 +125,7 @@ mod tests {
     const MAIL: usize = 1;
     const PAGER: usize = 2;
 
-    fn states(bench: &mut Bench, t: usize) -> Vec<String> {
+    fn states(bench: &Bench, t: usize) -> Vec<String> {
         bench
             .queued(t)
             .iter()
@@ -135,7 +135,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_firing_alarm_reaches_each_step_once_after_its_time_and_its_resolution_too() {
-        let mut bench = Bench::with(CONFIG);
+        let bench = Bench::with(CONFIG);
         let mut p = bench.pipeline();
         p.handle(message(TOPIC, &alarm("edge-1", "firing"))).await;
         tokio::time::advance(14 * MIN).await;
@@ -149,19 +149,19 @@ mod tests {
         p.timers().await;
         p.handle(message(TOPIC, &alarm("edge-1", "resolved"))).await;
         drop(p);
-        assert_eq!(states(&mut bench, CHAT), ["firing", "resolved"]);
+        assert_eq!(states(&bench, CHAT), ["firing", "resolved"]);
         assert_eq!(
-            states(&mut bench, MAIL),
+            states(&bench, MAIL),
             ["firing", "firing", "resolved"],
             "each step once, one resolution"
         );
-        assert_eq!(states(&mut bench, PAGER), ["firing", "resolved"]);
+        assert_eq!(states(&bench, PAGER), ["firing", "resolved"]);
         assert_eq!(bench.stats.escalated.get(), 2);
     }
 
     #[tokio::test(start_paused = true)]
     async fn no_escalation_for_an_alarm_acknowledged_or_resolved_before_its_time() {
-        let mut bench = Bench::with(CONFIG);
+        let bench = Bench::with(CONFIG);
         let mut p = bench.pipeline();
         p.handle(message(TOPIC, &alarm("edge-1", "firing"))).await;
         p.handle(message(
@@ -190,14 +190,14 @@ mod tests {
     async fn a_restart_neither_repeats_a_step_sent_nor_loses_one_that_fell_due_meanwhile() {
         let dir = tempfile::tempdir().unwrap();
         let open = || Firing::open(dir.path(), 100, Duration::ZERO).unwrap().0;
-        let mut bench = Bench::with(CONFIG);
+        let bench = Bench::with(CONFIG);
         let mut p = bench.pipeline();
         p.restore(open());
         p.handle(message(TOPIC, &alarm("edge-1", "firing"))).await;
         tokio::time::advance(16 * MIN).await;
         p.timers().await;
         drop(p);
-        assert_eq!(states(&mut bench, MAIL), ["firing"]);
+        assert_eq!(states(&bench, MAIL), ["firing"]);
 
         // The next run: the first step is not sent again; the second, due while the
         // bridge was away, goes out.
@@ -208,8 +208,8 @@ mod tests {
         tokio::time::advance(61 * MIN).await;
         p.timers().await;
         drop(p);
-        assert_eq!(states(&mut bench, MAIL), ["firing"]);
-        assert_eq!(states(&mut bench, PAGER), ["firing"]);
+        assert_eq!(states(&bench, MAIL), ["firing"]);
+        assert_eq!(states(&bench, PAGER), ["firing"]);
 
         // A step whose notifications went out but was not marked (a crash in between) is
         // marked from the notification log's keys, not sent again.
