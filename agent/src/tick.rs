@@ -248,7 +248,11 @@ impl ModelRun {
                 None => {
                     self.missing_ticks = self.missing_ticks.saturating_add(1);
                     if self.missing_ticks == MISSING_WARN_AFTER {
-                        tracing::warn!(host, model = %self.name, chart, dim, "metric not available on this host; model waits for it (logged once)");
+                        if crate::sampler::OPTIONAL_CHARTS.contains(&chart.as_str()) {
+                            tracing::info!(host, model = %self.name, chart, dim, "optional metric not offered on this host; model waits for it (logged once)");
+                        } else {
+                            tracing::warn!(host, model = %self.name, chart, dim, "metric not available on this host; model waits for it (logged once)");
+                        }
                     }
                     return false;
                 }

@@ -157,6 +157,10 @@ impl ProcFile {
     }
 }
 
+/// Charts of optional sources (thermal zones, CPU throttling, pressure stall information):
+/// hosts without them are ordinary, so a model waiting for one says so at info level.
+pub const OPTIONAL_CHARTS: [&str; 3] = ["system.thermal", "system.throttle", "system.pressure"];
+
 /// Whether an optional source's files are there, decided at its first tick: a host without
 /// thermal zones or PSI will not grow them, so one that is not there is turned off for good
 /// instead of being looked for (and logged about) every tick.
