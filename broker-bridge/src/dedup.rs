@@ -700,6 +700,15 @@ fn parse_record(body: &[u8]) -> Option<Record> {
     }
 }
 
+/// Reads a log's bytes and replays them as [`NotificationLog::open`] does, without a file
+/// or a lock: the notifications still queued, and what reading found. Public so that
+/// `fuzz/` can feed it arbitrary bytes.
+pub fn replay_bytes(bytes: &[u8], capacity: usize) -> (Vec<Recovered>, Loaded) {
+    // Reading from a slice cannot fail.
+    let (records, loaded) = read_log(bytes).unwrap_or_default();
+    (Inner::new(capacity, None).replay(records), loaded)
+}
+
 /// Reads every line; bad ones are counted and logged, never fatal.
 fn read_log(mut r: impl BufRead) -> std::io::Result<(Vec<Record>, Loaded)> {
     let mut records = Vec::new();

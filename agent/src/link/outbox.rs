@@ -367,6 +367,13 @@ fn read_segment(path: &Path) -> Result<(Vec<Record>, u64, u64), Error> {
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(io(path))?;
+    let (records, good) = parse_segment(&bytes);
+    Ok((records, good, bytes.len() as u64))
+}
+
+/// A segment's valid frames and the bytes they take; reading stops at the first torn or
+/// corrupt frame. Public so that `fuzz/` can feed it arbitrary bytes without a file.
+pub fn parse_segment(bytes: &[u8]) -> (Vec<Record>, u64) {
     let mut records = Vec::new();
     let mut at = 0usize;
     while at + FRAME as usize <= bytes.len() {
@@ -385,7 +392,7 @@ fn read_segment(path: &Path) -> Result<(Vec<Record>, u64, u64), Error> {
         records.push(rec);
         at = start + len;
     }
-    Ok((records, at as u64, bytes.len() as u64))
+    (records, at as u64)
 }
 
 #[cfg(test)]
