@@ -667,6 +667,11 @@ fn parse_key(hex: &str) -> Option<Key> {
         .flatten()
 }
 
+/// The highest sequence number a queued record may carry. Numbers start at 1 and grow by
+/// one per notification, so no log gets near this; a larger one is damage, and taking it
+/// would overflow the next number (found by `fuzz/`, target `notification_log`).
+const MAX_SEQ: u64 = 1 << 62;
+
 fn parse_record(body: &[u8]) -> Option<Record> {
     let text = std::str::from_utf8(body).ok()?;
     let (kind, rest) = text.split_once(' ')?;
@@ -692,12 +697,21 @@ fn parse_record(body: &[u8]) -> Option<Record> {
         "Q" => {
             let (seq, json) = rest.split_once(' ')?;
             Some(Record::Queued(
-                seq.parse().ok()?,
+                seq.parse().ok().filter(|s| *s <= MAX_SEQ)?,
                 serde_json::from_str(json).ok()?,
             ))
         }
         _ => None,
     }
+}
+
+/// Reads a log's bytes and replays them as [`NotificationLog::open`] does, without a file
+/// or a lock: the notifications still queued, and what reading found. Public so that
+/// `fuzz/` can feed it arbitrary bytes.
+pub fn replay_bytes(bytes: &[u8], capacity: usize) -> (Vec<Recovered>, Loaded) {
+    // Reading from a slice cannot fail.
+    let (records, loaded) = read_log(bytes).unwrap_or_default();
+    (Inner::new(capacity, None).replay(records), loaded)
 }
 
 /// Reads every line; bad ones are counted and logged, never fatal.
@@ -882,6 +896,26 @@ mod tests {
         let _first = NotificationLog::open(dir.path(), 10, Duration::ZERO).unwrap();
         let err = NotificationLog::open(dir.path(), 10, Duration::ZERO).unwrap_err();
         assert!(err.to_string().contains("another lookout-bridge"), "{err}");
+    }
+
+    #[test]
+    fn a_queued_record_numbered_at_the_end_of_u64_is_a_bad_line_not_an_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = Vec::new();
+        let q =
+            r#"{"keys":[],"target":"t","topic":"t","title":"t","body":"b","fields":{},"raw":""}"#;
+        push_record(&mut text, format_args!("Q {} {q}", u64::MAX));
+        push_record(&mut text, format_args!("Q {} {q}", MAX_SEQ + 1));
+        std::fs::write(dir.path().join(LOG_FILE), &text).unwrap();
+
+        let (log, recovered, loaded) =
+            NotificationLog::open(dir.path(), 100, Duration::ZERO).unwrap();
+        assert_eq!((loaded.bad_lines, recovered.len()), (2, 0), "{loaded:?}");
+        assert_eq!(
+            log.queued(&[], &n("t", "next")),
+            Some(1),
+            "numbering starts afresh"
+        );
     }
 
     #[test]

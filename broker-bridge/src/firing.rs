@@ -189,7 +189,9 @@ impl Firing {
         Ok((me, loaded))
     }
 
-    fn read(&mut self, mut r: impl BufRead) -> std::io::Result<Loaded> {
+    /// Reads a table's lines into this one, as [`Firing::open`] does. Public so that
+    /// `fuzz/` can feed it arbitrary bytes without a file.
+    pub fn read(&mut self, mut r: impl BufRead) -> std::io::Result<Loaded> {
         let mut loaded = Loaded::default();
         let mut line = Vec::new();
         loop {

@@ -121,7 +121,12 @@ impl Outbox {
         };
         let acked_path = dir.join("acked");
         ob.acked = match std::fs::read(&acked_path) {
-            Ok(b) if b.len() == 8 => u64::from_le_bytes(b.try_into().unwrap_or([0; 8])),
+            Ok(b)
+                if b.len() == 8
+                    && valid_seq(u64::from_le_bytes(b.clone().try_into().unwrap_or([0; 8]))) =>
+            {
+                u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))
+            }
             Ok(_) => {
                 tracing::warn!(path = %acked_path.display(), "outbox: unreadable acked file, resending everything on disk");
                 0
@@ -367,6 +372,20 @@ fn read_segment(path: &Path) -> Result<(Vec<Record>, u64, u64), Error> {
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(io(path))?;
+    let (records, good) = parse_segment(&bytes);
+    Ok((records, good, bytes.len() as u64))
+}
+
+/// Sequence numbers start at 1 and grow by one per record, so no outbox gets near 2^62;
+/// a number outside is damage, and taking it would overflow the next one (found with
+/// `fuzz/`, target `outbox_segment`).
+fn valid_seq(seq: u64) -> bool {
+    (1..=1 << 62).contains(&seq)
+}
+
+/// A segment's valid frames and the bytes they take; reading stops at the first torn or
+/// corrupt frame. Public so that `fuzz/` can feed it arbitrary bytes without a file.
+pub fn parse_segment(bytes: &[u8]) -> (Vec<Record>, u64) {
     let mut records = Vec::new();
     let mut at = 0usize;
     while at + FRAME as usize <= bytes.len() {
@@ -382,10 +401,13 @@ fn read_segment(path: &Path) -> Result<(Vec<Record>, u64, u64), Error> {
         let Ok(rec) = postcard::from_bytes::<Record>(body) else {
             break;
         };
+        if !valid_seq(rec.seq) {
+            break;
+        }
         records.push(rec);
         at = start + len;
     }
-    Ok((records, at as u64, bytes.len() as u64))
+    (records, at as u64)
 }
 
 #[cfg(test)]
@@ -398,6 +420,40 @@ mod tests {
 
     fn seqs(o: &Outbox) -> Vec<u64> {
         o.unacked().map(|r| r.seq).collect()
+    }
+
+    #[test]
+    fn sequence_numbers_at_the_end_of_u64_on_disk_are_damage_not_an_overflow() {
+        let d = tempfile::tempdir().unwrap();
+        let mut seg = Vec::new();
+        let mut first_frame = 0;
+        for seq in [1, u64::MAX] {
+            first_frame = seg.len();
+            let rec = Record {
+                seq,
+                topic: "t".into(),
+                payload: b"firing".to_vec(),
+                retain: true,
+            };
+            let body = postcard::to_allocvec(&rec).unwrap();
+            seg.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            seg.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+            seg.extend_from_slice(&body);
+        }
+        std::fs::write(d.path().join("1.seg"), &seg).unwrap();
+        let (records, good) = parse_segment(&seg);
+        assert_eq!((records.len(), good as usize), (1, first_frame));
+
+        let mut o = open(d.path(), 1 << 20);
+        assert_eq!(seqs(&o), vec![1], "the damaged record is cut off");
+        assert_eq!(o.push("t", b"2", true), 2);
+        drop(o);
+
+        // An acked file at the end of u64: unreadable, everything on disk is resent.
+        std::fs::write(d.path().join("acked"), u64::MAX.to_le_bytes()).unwrap();
+        let mut o = open(d.path(), 1 << 20);
+        assert_eq!(seqs(&o), vec![1, 2]);
+        assert_eq!(o.push("t", b"3", true), 3);
     }
 
     #[test]
