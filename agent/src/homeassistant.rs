@@ -495,6 +495,7 @@ mod tests {
             labels: Labels::new(),
             dimensions: Vec::new(),
             explain: None,
+            window: None,
         })
         .unwrap();
         let mut health = crate::health::Health::new(std::time::Duration::from_secs(1));

@@ -139,6 +139,53 @@ pub struct Alarm {
     /// The top dimension as one line for people; with `dimensions`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explain: Option<String>,
+    /// What the model saw up to the firing tick, for a picture (firing alarms of learned
+    /// models only, when `[detector] picture_points` is not 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
+}
+
+/// The last ticks of a model up to an alarm: enough to draw the series, its normal range,
+/// the score against the threshold and the anomalous span. The arrays are parallel, oldest
+/// tick first, and of one length (at most `picture_points`, 600); a receiver treats a
+/// window whose lengths differ as absent.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    /// Each tick's time, Unix ms.
+    pub ts: Vec<i64>,
+    /// Each tick's anomaly score (capped as on the scores topic); `null` while the model
+    /// had no fit.
+    pub score: Vec<Option<f64>>,
+    /// Each tick's level, as on the scores topic: 0 normal, 1–4 anomalous.
+    pub level: Vec<u8>,
+    /// Up to three dimensions, the alarm's `dimensions` first (largest share first), then
+    /// the model's others in its order.
+    pub series: Vec<WindowSeries>,
+}
+
+/// One dimension of a [`Window`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowSeries {
+    /// As in [`Dimension::name`].
+    pub name: String,
+    /// Its value as the model saw it at each tick (as in [`Dimension::value`]); `null`
+    /// before the model had a complete feature vector.
+    pub values: Vec<Option<f64>>,
+    /// Its normal range when the alarm fired, as in [`Dimension::normal`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normal: Option<[f64; 2]>,
+}
+
+impl Window {
+    /// Whether the parallel arrays agree: a window that does not is from a broken or
+    /// hostile publisher and is not drawn.
+    pub fn is_consistent(&self) -> bool {
+        let n = self.ts.len();
+        n > 0
+            && self.score.len() == n
+            && self.level.len() == n
+            && self.series.iter().all(|s| s.values.len() == n)
+    }
 }
 
 impl Alarm {

@@ -3,7 +3,7 @@
 //! that reads one kind of alarm reads the other.
 
 use lookout_shared::codec::to_json;
-use lookout_shared::payload::{Alarm, AlarmState, Dimension, Labels};
+use lookout_shared::payload::{Alarm, AlarmState, Dimension, Labels, Window};
 use lookout_shared::topics;
 
 use crate::out::Out;
@@ -33,6 +33,8 @@ pub struct Episode {
     pub dimensions: Vec<Dimension>,
     /// The top dimension as one line for people, with `dimensions`.
     pub explain: Option<String>,
+    /// What a learned model saw up to its firing tick, for a picture.
+    pub window: Option<Window>,
 }
 
 /// One host's alarms: where they go and what every payload carries.
@@ -78,6 +80,7 @@ impl Publisher {
             labels,
             dimensions: e.dimensions,
             explain: e.explain,
+            window: e.window,
         }
     }
 
@@ -128,6 +131,7 @@ mod tests {
             labels: Labels::from([("site".to_string(), "rack".to_string())]),
             dimensions: Vec::new(),
             explain: None,
+            window: None,
         };
         let resolved = Episode {
             state: AlarmState::Resolved,

@@ -242,6 +242,7 @@ impl HostJudge {
             labels,
             dimensions: Vec::new(),
             explain: None,
+            window: None,
         }
     }
 }

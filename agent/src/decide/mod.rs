@@ -437,6 +437,7 @@ impl Decider {
             labels,
             dimensions,
             explain,
+            window: None,
         }
     }
 }

@@ -622,6 +622,7 @@ impl Live {
             labels,
             dimensions: Vec::new(),
             explain: None,
+            window: None,
         }));
         if state == AlarmState::Resolved {
             self.keep_resolved(topic, out);
