@@ -138,7 +138,7 @@ fn fmt_sig(x: f64, sig: usize) -> String {
 }
 
 /// Six significant digits: the ring keeps `f32`, so more would be noise in a payload.
-fn round_sig(x: f64) -> f64 {
+pub(crate) fn round_sig(x: f64) -> f64 {
     if x == 0.0 || !x.is_finite() {
         return x;
     }

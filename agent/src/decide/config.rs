@@ -11,6 +11,7 @@ use std::time::Duration;
 use lookout_shared::config::Invalid;
 use serde::{Deserialize, Serialize};
 
+use super::trace;
 use crate::alarm::{AlarmConfig, AlarmParams, SaturationConfig};
 use crate::scorer::model::Distance;
 use crate::scorer::{ContextConfig, ModelParams, ScaleKind, Scaling, ScorerConfig, TrainConfig};
@@ -45,6 +46,9 @@ pub struct DetectorConfig {
     /// Excuse what happened at this time of day on two of the last three days
     /// (`scorer::profile`).
     pub seasonal: bool,
+    /// Ticks of the model's input and score a firing alarm carries for its picture
+    /// (`window` in the payload); 0 sends none. At most 600.
+    pub picture_points: usize,
     pub train: TrainConfig,
     pub context: ContextConfig,
     pub alarm: AlarmConfig,
@@ -68,6 +72,7 @@ impl Default for DetectorConfig {
             upper_limit: None,
             only_show_anomaly: false,
             seasonal: true,
+            picture_points: 180,
             train: TrainConfig::default(),
             context: ContextConfig::default(),
             alarm: AlarmConfig::default(),
@@ -108,6 +113,12 @@ impl DetectorConfig {
                 "down_limit and upper_limit must be numbers with down_limit < upper_limit",
             ));
         }
+        if self.picture_points > trace::MAX_POINTS {
+            return Err(Invalid::new(
+                "picture_points",
+                format!("at most {} ticks (0 sends no picture)", trace::MAX_POINTS),
+            ));
+        }
         Ok(Detector {
             params,
             alarm,
@@ -119,6 +130,7 @@ impl DetectorConfig {
                 .unwrap_or(i64::MAX),
             young_for_ms: i64::try_from(self.alarm.young_for.0.as_millis()).unwrap_or(i64::MAX),
             hold_firing: self.train.hold_firing,
+            picture_points: self.picture_points,
         })
     }
 }
@@ -141,6 +153,8 @@ pub struct Detector {
     pub young_for_ms: i64,
     /// `train.hold_firing`.
     pub hold_firing: bool,
+    /// Ticks a firing alarm's window holds (0: none).
+    pub picture_points: usize,
 }
 
 impl Detector {
@@ -203,6 +217,7 @@ mod tests {
         assert_eq!(bad(|c| c.train.decay = 2.0), "train.decay");
         assert_eq!(bad(|c| c.n_clusters = 0), "n_clusters");
         assert_eq!(bad(|c| c.context.length = 0), "context.length");
+        assert_eq!(bad(|c| c.picture_points = 601), "picture_points");
         assert_eq!(
             bad(|c| {
                 c.down_limit = Some(5.0);

@@ -12,11 +12,13 @@
 //! - [`attribution`]: which dimension made a tick anomalous, as the payloads say it.
 //! - [`host`]: the host as a whole: how many of its models are anomalous together.
 //! - [`snapshot`]: a model's learned state as bytes, and taking it back.
+//! - [`trace`]: the model's last ticks, the picture a firing alarm carries.
 
 pub mod attribution;
 pub mod config;
 pub mod host;
 pub mod snapshot;
+pub mod trace;
 
 pub use attribution::Attribution;
 pub use config::{Detector, DetectorConfig, ModelSpec};
@@ -31,6 +33,8 @@ use crate::scorer::Model;
 use crate::scorer::fit::Fitter;
 use crate::scorer::profile::Profile;
 use crate::scorer::trainer::ModelKey;
+
+use self::trace::Trace;
 
 /// What one tick did to a model.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -86,6 +90,8 @@ pub struct Decider {
     episode: EpisodeGate,
     /// The dimensions' names in the payloads ([`attribution::dimension_names`]).
     names: Vec<String>,
+    /// The last ticks, for the window a firing alarm carries.
+    trace: Trace,
 }
 
 /// A firing episode as the gate sees it.
@@ -151,6 +157,7 @@ impl Decider {
             relearned_at: None,
             episode: EpisodeGate::default(),
             names: (1..=n_dims).map(|i| i.to_string()).collect(),
+            trace: Trace::new(detector.picture_points, n_dims),
         }
     }
 
@@ -200,6 +207,7 @@ impl Decider {
             + std::mem::size_of::<Self>()
             + self.profile.heap_bytes()
             + self.flat.heap_bytes()
+            + self.trace.heap_bytes()
     }
 
     /// Whether the host's other models agree that something is wrong, for the next ticks.
@@ -226,6 +234,8 @@ impl Decider {
         let flat = self.flat.observe(ts, values, !self.hysteresis.is_firing());
         let fitted = train_due && fitter.fit(key, &mut self.model);
         let Some(score) = self.model.score() else {
+            let model = &self.model;
+            self.trace.push(ts, None, 0, |d| model.view(d));
             return (Decision::Learning, fitted);
         };
         let level = self.judge.judge(&Tick {
@@ -269,6 +279,9 @@ impl Decider {
         };
         let young = self.is_young(ts);
         let level = level.map(|l| if young { 1 } else { l });
+        let model = &self.model;
+        self.trace
+            .push(ts, Some(score), level.unwrap_or(0), |d| model.view(d));
         let mut transition = self.hysteresis.step_agreed(ts, score, level, self.agreed);
         let learn = self.gate(ts, level.is_some(), flat);
         self.model.judged(sample, learn);
@@ -424,6 +437,10 @@ impl Decider {
         };
         let (dimensions, explain) =
             attribution.map_or((Vec::new(), None), |a| (a.dimensions, Some(a.explain)));
+        let window = match state {
+            AlarmState::Firing => self.window(),
+            AlarmState::Resolved => None,
+        };
         Episode {
             name: name.to_owned(),
             source: name.to_owned(),
@@ -437,8 +454,21 @@ impl Decider {
             labels,
             dimensions,
             explain,
-            window: None,
+            window,
         }
+    }
+
+    /// What the model saw up to now, for a firing alarm's picture: the dimensions that
+    /// put the tick where it is first (largest share first), then the others in the
+    /// model's order.
+    pub fn window(&self) -> Option<lookout_shared::payload::Window> {
+        let n = self.model.n_dims();
+        let mut dims: Vec<usize> = (0..n).collect();
+        if let Some(shares) = self.model.attribution() {
+            dims.sort_by(|&a, &b| shares[b].share.total_cmp(&shares[a].share));
+        }
+        self.trace
+            .window(&dims, &self.names, self.model.normal_range())
     }
 }
 
@@ -653,6 +683,50 @@ mod tests {
             .find(|a| a["state"] == "resolved")
             .expect("and resolves");
         assert!(resolved.get("dimensions").is_none() && resolved.get("explain").is_none());
+        assert!(resolved.get("window").is_none(), "{resolved}");
+        the_window_shows_the_jump(fired);
+    }
+
+    /// The firing alarm's window: the last `picture_points` ticks up to the firing tick,
+    /// `system` first with its normal range, the jump's ticks anomalous and the ticks
+    /// before it not.
+    fn the_window_shows_the_jump(fired: &serde_json::Value) {
+        let w: lookout_shared::payload::Window =
+            serde_json::from_value(fired["window"].clone()).expect("a window");
+        assert!(w.is_consistent());
+        let n = w.ts.len();
+        assert_eq!(n, 180, "the default picture_points");
+        assert_eq!(w.ts[n - 1], fired["ts"].as_i64().unwrap());
+        assert!(w.ts.windows(2).all(|p| p[1] - p[0] == 1000));
+        assert_eq!(w.series.len(), 2);
+        assert_eq!(w.series[0].name, "system");
+        assert_eq!(w.series[0].normal, {
+            let n = &fired["dimensions"][0]["normal"];
+            Some([n[0].as_f64().unwrap(), n[1].as_f64().unwrap()])
+        });
+        let started = fired["started_at"].as_i64().unwrap();
+        let last = w.series[0].values[n - 1].unwrap();
+        assert!(last > 20.0, "system as the model sees it, jumped: {last}");
+        let first =
+            w.ts.iter()
+                .position(|&t| t == started)
+                .expect("the start is held");
+        assert!(
+            w.level[first] > 0,
+            "the episode's first tick is anomalous: {w:?}"
+        );
+        assert!(w.score[first].unwrap() >= 1.5, "at the threshold: {w:?}");
+        for i in (0..n).filter(|&i| w.ts[i] < 400_000) {
+            assert!(
+                w.series[0].values[i].unwrap() < 6.0,
+                "tick {i} is before the jump"
+            );
+        }
+        assert!(
+            w.score[..first.saturating_sub(5)]
+                .iter()
+                .all(|s| s.is_some())
+        );
     }
 
     #[test]

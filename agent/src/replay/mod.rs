@@ -344,7 +344,12 @@ pub fn replay_read<R: Read, W: Write>(
             }
         };
         let (d, fitter) = decider.get_or_insert_with(|| {
-            let d = Decider::new(detector, values.len());
+            // A replay writes no alarm payloads, so it keeps no picture's window.
+            let quiet = Detector {
+                picture_points: 0,
+                ..detector.clone()
+            };
+            let d = Decider::new(&quiet, values.len());
             let fitter = Inline::for_model(d.model());
             (d, fitter)
         });

@@ -1016,6 +1016,16 @@ impl Model {
         Some(shares.collect())
     }
 
+    /// Dimension `d` as the model sees it at the current tick (its smoothed value, or its
+    /// per-tick change with `diffs`): what a picture of the anomaly draws. `None` before
+    /// the first complete feature vector.
+    pub fn view(&self, d: usize) -> Option<f64> {
+        let lag_w = self.params.n_lags + 1;
+        self.has_current
+            .then(|| self.current.get(d * lag_w + lag_w - 1).copied())
+            .flatten()
+    }
+
     /// Share of the last ticks whose context was never seen (see [`Context`]); `None`
     /// while learning or when the context detector is off.
     pub fn novelty(&self) -> Option<f64> {

@@ -211,7 +211,7 @@ struct Stats {
 enum Update<'a> {
     Status(Option<Status>),
     Score(&'a str, ModelScore, i64),
-    Alarm(&'a str, Option<Alarm>),
+    Alarm(&'a str, Option<Box<Alarm>>),
     Stats(Option<i64>),
 }
 
@@ -440,7 +440,7 @@ fn read<'a>(kind: Kind<'a>, payload: &[u8]) -> Option<Update<'a>> {
                 return Some(Update::Alarm(source, None));
             }
             let a: Alarm = serde_json::from_slice(payload).ok()?;
-            Some(Update::Alarm(source, Some(a)))
+            Some(Update::Alarm(source, Some(Box::new(a))))
         }
         Kind::AgentStats => {
             if payload.is_empty() {
