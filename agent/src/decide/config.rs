@@ -72,7 +72,7 @@ impl Default for DetectorConfig {
             upper_limit: None,
             only_show_anomaly: false,
             seasonal: true,
-            picture_points: 180,
+            picture_points: 300,
             train: TrainConfig::default(),
             context: ContextConfig::default(),
             alarm: AlarmConfig::default(),

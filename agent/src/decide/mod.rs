@@ -157,7 +157,7 @@ impl Decider {
             relearned_at: None,
             episode: EpisodeGate::default(),
             names: (1..=n_dims).map(|i| i.to_string()).collect(),
-            trace: Trace::new(detector.picture_points, n_dims),
+            trace: Trace::new(detector.picture_points, detector.params.anomaly_score_cap),
         }
     }
 
@@ -234,8 +234,7 @@ impl Decider {
         let flat = self.flat.observe(ts, values, !self.hysteresis.is_firing());
         let fitted = train_due && fitter.fit(key, &mut self.model);
         let Some(score) = self.model.score() else {
-            let model = &self.model;
-            self.trace.push(ts, None, 0, |d| model.view(d));
+            self.trace.push(ts, None, 0, &self.model);
             return (Decision::Learning, fitted);
         };
         let level = self.judge.judge(&Tick {
@@ -279,9 +278,8 @@ impl Decider {
         };
         let young = self.is_young(ts);
         let level = level.map(|l| if young { 1 } else { l });
-        let model = &self.model;
         self.trace
-            .push(ts, Some(score), level.unwrap_or(0), |d| model.view(d));
+            .push(ts, Some(score), level.unwrap_or(0), &self.model);
         let mut transition = self.hysteresis.step_agreed(ts, score, level, self.agreed);
         let learn = self.gate(ts, level.is_some(), flat);
         self.model.judged(sample, learn);
@@ -467,8 +465,7 @@ impl Decider {
         if let Some(shares) = self.model.attribution() {
             dims.sort_by(|&a, &b| shares[b].share.total_cmp(&shares[a].share));
         }
-        self.trace
-            .window(&dims, &self.names, self.model.normal_range())
+        self.trace.window(&self.model, &dims, &self.names)
     }
 }
 
@@ -695,7 +692,7 @@ mod tests {
             serde_json::from_value(fired["window"].clone()).expect("a window");
         assert!(w.is_consistent());
         let n = w.ts.len();
-        assert_eq!(n, 180, "the default picture_points");
+        assert_eq!(n, 300, "the default picture_points");
         assert_eq!(w.ts[n - 1], fired["ts"].as_i64().unwrap());
         assert!(w.ts.windows(2).all(|p| p[1] - p[0] == 1000));
         assert_eq!(w.series.len(), 2);
@@ -716,7 +713,11 @@ mod tests {
             "the episode's first tick is anomalous: {w:?}"
         );
         assert!(w.score[first].unwrap() >= 1.5, "at the threshold: {w:?}");
-        for i in (0..n).filter(|&i| w.ts[i] < 400_000) {
+        // The values come from the training ring (100 ticks here): older ones are null.
+        let held = w.series[0].values.iter().filter(|v| v.is_some()).count();
+        assert!((100..=110).contains(&held), "{held}");
+        assert!(w.series[0].values[n - held..].iter().all(Option::is_some));
+        for i in (n - held..n).filter(|&i| w.ts[i] < 400_000) {
             assert!(
                 w.series[0].values[i].unwrap() < 6.0,
                 "tick {i} is before the jump"

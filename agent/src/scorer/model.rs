@@ -1016,14 +1016,24 @@ impl Model {
         Some(shares.collect())
     }
 
-    /// Dimension `d` as the model sees it at the current tick (its smoothed value, or its
-    /// per-tick change with `diffs`): what a picture of the anomaly draws. `None` before
-    /// the first complete feature vector.
-    pub fn view(&self, d: usize) -> Option<f64> {
-        let lag_w = self.params.n_lags + 1;
-        self.has_current
-            .then(|| self.current.get(d * lag_w + lag_w - 1).copied())
-            .flatten()
+    /// Dimension `d` as the model saw it `back` features ago (0: the newest), from the
+    /// training ring: its smoothed value, or its per-tick change with `diffs`. What a
+    /// picture of the anomaly draws, read where it already is instead of kept twice.
+    /// `None` beyond what the ring holds.
+    pub fn recent(&self, d: usize, back: usize) -> Option<f64> {
+        let n_dims = self.dims.len();
+        if d >= n_dims || back >= self.ring_len {
+            return None;
+        }
+        let ticks = self.ring.len() / n_dims;
+        let slot = (self.ring_head + self.ring_len - 1 - back) % ticks;
+        Some(f64::from(self.ring[slot * n_dims + d]))
+    }
+
+    /// Whether this tick's values became a feature in the ring ([`Model::recent`]): not
+    /// while the smoothing or the differences are still filling.
+    pub fn produced(&self) -> bool {
+        self.last_slot.is_some()
     }
 
     /// Share of the last ticks whose context was never seen (see [`Context`]); `None`
