@@ -245,6 +245,8 @@ pub struct MqttSettings {
     /// What to subscribe to: `mqtt.topics`, each under `$share/<group>/` with
     /// `share_group`.
     pub filters: Vec<String>,
+    /// `mqtt.share_group` is set: other bridges share the filters' stream.
+    pub shared: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -480,7 +482,11 @@ fn resolve_mqtt(source: &Source, m: &MqttRaw, id: &str) -> Result<MqttSettings, 
         Some(g) => m.topics.iter().map(|t| format!("$share/{g}/{t}")).collect(),
         None => m.topics.clone(),
     };
-    Ok(MqttSettings { client, filters })
+    Ok(MqttSettings {
+        client,
+        filters,
+        shared: m.share_group.is_some(),
+    })
 }
 
 fn resolve_routes(

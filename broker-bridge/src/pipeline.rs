@@ -155,6 +155,10 @@ impl<'a> Pipeline<'a> {
             // A sign of life only, taken by `heard`.
             Incoming::HostStats { .. } => {}
             Incoming::Message { topic, payload } => self.route(topic, payload).await,
+            Incoming::Replayed { topic } => {
+                self.stats.replayed_skipped.inc();
+                tracing::debug!(topic, "retained replay in a share group: not routed");
+            }
         }
     }
 

@@ -65,6 +65,9 @@ pub struct Stats {
     pub resolved_skipped: Counter,
     /// Resolved notices not sent because their target was never sent the firing.
     pub orphan_resolved: Counter,
+    /// Retained states replayed to a bridge of a `share_group` on subscribing: another
+    /// bridge of the group had them live (`source::Incoming::Replayed`).
+    pub replayed_skipped: Counter,
     pub template_errors: Counter,
     pub silenced: Counter,
     pub inhibited: Counter,
