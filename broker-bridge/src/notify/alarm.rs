@@ -16,6 +16,9 @@ use super::Notification;
 /// bottom.
 pub(crate) const DEFAULT_SEVERITY: u8 = 2;
 
+/// The state acknowledgement notices carry, for templates (`{state}`) and `when`.
+pub const ACKNOWLEDGED: &str = "acknowledged";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum State {
     Firing,
@@ -37,6 +40,10 @@ pub(crate) struct Alarm<'a> {
     pub source: Option<&'a str>,
     /// The alarm's `labels` (strings and scalars only); a group's common labels.
     pub labels: Map<String, Value>,
+    /// An acknowledgement notice (`state = "acknowledged"`, [`crate::ack`]): still firing,
+    /// and someone is on it. Services with an acknowledge action (PagerDuty, Opsgenie)
+    /// take it as that instead of a new trigger; the others show its text.
+    pub acknowledged: bool,
 }
 
 impl<'a> Alarm<'a> {
@@ -74,6 +81,7 @@ impl<'a> Alarm<'a> {
                 host: None,
                 source: None,
                 labels,
+                acknowledged: false,
             };
         }
         Alarm {
@@ -86,6 +94,7 @@ impl<'a> Alarm<'a> {
                 .and_then(Value::as_object)
                 .cloned()
                 .unwrap_or_default(),
+            acknowledged: text("state").is_some_and(|s| s.eq_ignore_ascii_case(ACKNOWLEDGED)),
         }
     }
 }

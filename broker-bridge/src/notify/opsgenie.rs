@@ -103,6 +103,18 @@ struct Close {
     note: String,
 }
 
+/// `POST /v2/alerts/{alias}/acknowledge?identifierType=alias`: someone is on it.
+#[derive(Serialize)]
+struct Acknowledge {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    source: &'static str,
+    note: String,
+}
+
+/// The API's limit on the acknowledging user's name.
+const MAX_USER: usize = 100;
+
 impl Opsgenie {
     pub fn build(name: &str, cfg: &Config) -> Result<Self, Error> {
         let key = cfg.api_key.expose().trim();
@@ -189,6 +201,21 @@ impl Opsgenie {
         let alarm = Alarm::of(n);
         let alias = bounded_key(&alarm.key, MAX_ALIAS);
         let req = match alarm.state {
+            State::Firing if alarm.acknowledged => {
+                let mut url = join_path(&self.base, &["v2", "alerts", &alias, "acknowledge"]);
+                url.query_pairs_mut().append_pair("identifierType", "alias");
+                let by = n.fields.pointer("/ack/by").and_then(Value::as_str);
+                let note = n
+                    .fields
+                    .get("summary")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                self.client.post(url).json(&Acknowledge {
+                    user: by.map(|u| truncate_chars(u, MAX_USER)),
+                    source: SOURCE,
+                    note: truncate_chars(note, 25_000),
+                })
+            }
             State::Firing => self
                 .client
                 .post(join_path(&self.base, &["v2", "alerts"]))
@@ -368,6 +395,27 @@ mod tests {
         assert_eq!(
             req.json(),
             json!({"source": "Lookout", "note": "[resolved] h1 rule"})
+        );
+    }
+
+    #[tokio::test]
+    async fn an_acknowledgement_acknowledges_the_alert_by_its_alias_naming_who() {
+        let mut server = TestServer::start(vec![accepted()]).await;
+        let mut n = alarm();
+        n.fields["state"] = json!("acknowledged");
+        n.fields["summary"] = json!("acknowledged by alice: on it");
+        n.fields["ack"] = json!({"by": "alice", "comment": "on it", "until": null, "at": 1});
+        build("", &server).send(&n).await.expect("delivered");
+
+        let req = server.request().await;
+        assert_eq!(req.method, "POST");
+        assert_eq!(
+            req.path,
+            "/v2/alerts/sim-1:cpu_util:1795457375316/acknowledge?identifierType=alias"
+        );
+        assert_eq!(
+            req.json(),
+            json!({"user": "alice", "source": "Lookout", "note": "acknowledged by alice: on it"})
         );
     }
 

@@ -7,8 +7,9 @@
 //! routing_key = "env:PAGERDUTY_ROUTING_KEY"
 //! ```
 //!
-//! A firing alarm is a `trigger`, a resolved one a `resolve`, both with the alarm's `id` as
-//! `dedup_key`: the agent re-publishes a firing alarm when its level changes and after
+//! A firing alarm is a `trigger`, an acknowledgement (`state = "acknowledged"`, from
+//! `lookout-bridge ack` or a chat button) an `acknowledge`, a resolved one a `resolve`, all
+//! with the alarm's `id` as `dedup_key`: the agent re-publishes a firing alarm when its level changes and after
 //! reconnects, and PagerDuty folds those into the one open incident, which the resolution
 //! then closes. Severity 1–4 maps to `info`, `warning`, `error`, `critical`.
 
@@ -125,11 +126,17 @@ impl PagerDuty {
     fn event<'a>(&'a self, n: &Notification) -> Event<'a> {
         let alarm = Alarm::of(n);
         let dedup_key = bounded_key(&alarm.key, MAX_DEDUP_KEY);
-        if alarm.state == State::Resolved {
-            // A resolve needs only the key: PagerDuty ignores a payload on it.
+        // A resolve and an acknowledge need only the key: PagerDuty ignores a payload on
+        // them, and an acknowledgement sent as a trigger would page again.
+        let bare = match alarm.state {
+            State::Resolved => Some("resolve"),
+            State::Firing if alarm.acknowledged => Some("acknowledge"),
+            State::Firing => None,
+        };
+        if let Some(event_action) = bare {
             return Event {
                 routing_key: self.routing_key.expose(),
-                event_action: "resolve",
+                event_action,
                 dedup_key,
                 client: None,
                 payload: None,
@@ -286,6 +293,20 @@ mod tests {
                     }
                 }
             })
+        );
+    }
+
+    #[tokio::test]
+    async fn an_acknowledgement_acknowledges_the_same_dedup_key_instead_of_triggering() {
+        let mut server = TestServer::start(vec![accepted()]).await;
+        let mut n = alarm();
+        n.fields["state"] = json!("acknowledged");
+        n.fields["summary"] = json!("acknowledged by alice");
+        build(&server).send(&n).await.expect("delivered");
+        assert_eq!(
+            server.request().await.json(),
+            json!({"routing_key": KEY, "event_action": "acknowledge",
+                   "dedup_key": "sim-1:cpu_util:1795457375316"})
         );
     }
 

@@ -13,8 +13,7 @@ use crate::firing::{Ack, Acked, Entry, Firing, Noted, Sent};
 use crate::message::Decoded;
 use crate::notify::Notification;
 
-/// The state acknowledgement notices carry, for templates (`{state}`) and `when`.
-pub const ACKNOWLEDGED: &str = "acknowledged";
+pub(crate) use crate::notify::alarm::ACKNOWLEDGED;
 
 /// Wall-clock Unix ms that advance with tokio's clock: the wall time at start plus tokio's
 /// monotonic time since. Acknowledgement expiry and escalation read it, so tests can
