@@ -413,7 +413,7 @@ impl<'a> Pipeline<'a> {
             return false;
         };
         let n = self.render(route, t, m);
-        self.repeat(route, t, &m.decoded, &n);
+        self.repeat(ri, route, t, &m.decoded, &n);
         match &route.group {
             Some(spec) => self.group(ri, t, spec, n, keys),
             None => self.enqueue(t, n, &keys).await,
@@ -498,10 +498,12 @@ impl<'a> Pipeline<'a> {
 
     /// A firing alarm on a route with `repeat_interval` is remembered, to be sent again
     /// while it stays firing.
-    fn repeat(&mut self, route: &Route, t: usize, d: &Decoded, n: &Notification) {
+    fn repeat(&mut self, ri: usize, route: &Route, t: usize, d: &Decoded, n: &Notification) {
         if let (Some(every), Some((id, state))) = (route.repeat_interval, &d.alarm)
             && state == "firing"
-            && !self.repeats.firing(t, id, every, n.clone(), Instant::now())
+            && !self
+                .repeats
+                .firing(ri, t, id, every, n.clone(), Instant::now())
         {
             self.stats.repeat_full.inc();
         }
@@ -540,8 +542,22 @@ impl<'a> Pipeline<'a> {
         }
         self.ack_timers();
         self.escalations().await;
-        for (t, n) in self.repeats.due(now) {
+        let now_ms = (self.wall)();
+        for (ri, t, n) in self.repeats.due(now) {
             if self.acked(&n) {
+                continue;
+            }
+            // Alertmanager's mute_time_intervals mute repeats too: a maintenance window is
+            // quiet. The next repeat after the window comes at its interval.
+            if let Some(r) = self.settings.routes.get(ri)
+                && crate::mute::route_muted(
+                    &r.mute,
+                    &r.active,
+                    &self.settings.time_intervals,
+                    now_ms,
+                )
+            {
+                self.stats.muted.inc();
                 continue;
             }
             self.stats.repeated.inc();
@@ -958,6 +974,48 @@ mod tests {
             "three messages on two routes, and e1 again on b's route when a's window ended"
         );
         assert_eq!(s.orphan_resolved.get(), 2, "e2's resolve, for a and b");
+    }
+
+    /// Alertmanager mutes repeats in a mute window too: a maintenance window is quiet
+    /// even for an alarm that fired before it. Repeats are timed by the monotonic clock,
+    /// so this test waits for a 1 s interval.
+    #[tokio::test]
+    async fn repeats_fall_silent_while_their_route_is_muted() {
+        let config = r#"
+            [bridge]
+            state_dir = ""
+            [targets.a]
+            type = "log"
+            [[time_intervals]]
+            name = "sunday-maintenance"
+            times = [{ weekdays = ["sunday"], times = [{ start_time = "02:00", end_time = "04:00" }], location = "Europe/Berlin" }]
+            [[routes]]
+            topic = "lookout/+/alarms/#"
+            targets = ["a"]
+            mute = ["sunday-maintenance"]
+            repeat_interval = "1s"
+        "#;
+        let bench = Bench::with(config);
+        let mut p = bench.pipeline();
+        p.wall = test_clock;
+        at("2026-12-06T00:30:00Z"); // Sunday 01:30 in Berlin: before the window
+        p.handle(message("lookout/e1/alarms/cpu", &alarm("e1", "firing")))
+            .await;
+        assert_eq!(ids(&bench, 0), ["e1 firing"]);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        p.timers().await;
+        assert_eq!(ids(&bench, 0), ["e1 firing"], "a repeat");
+        at("2026-12-06T01:30:00Z"); // 02:30: muted
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        p.timers().await;
+        assert!(bench.queued(0).is_empty(), "no repeat in the window");
+        assert_eq!(bench.stats.muted.get(), 1);
+        at("2026-12-06T03:00:00Z"); // 04:00: over, and the alarm still fires
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        p.timers().await;
+        drop(p);
+        assert_eq!(ids(&bench, 0), ["e1 firing"], "repeats resume after the window");
+        assert_eq!(bench.stats.repeated.get(), 2);
     }
 
     #[tokio::test]

@@ -56,12 +56,12 @@ impl Pipeline<'_> {
                 if route.targets.contains(&t)
                     && let Some(n) = self.render_entry(s.route, t, id, e, None)
                 {
-                    armed.push((t, id.clone(), every, n));
+                    armed.push((s.route, t, id.clone(), every, n));
                 }
             }
         }
-        for (t, id, every, n) in armed {
-            self.repeats.firing(t, &id, every, n, now);
+        for (ri, t, id, every, n) in armed {
+            self.repeats.firing(ri, t, &id, every, n, now);
         }
     }
 
@@ -323,7 +323,7 @@ mod tests {
             .due(std::time::Instant::now() + std::time::Duration::from_secs(3601));
         assert_eq!(repeat.len(), 2, "both targets have a repeat due");
         assert!(
-            repeat.iter().all(|(_, n)| p.acked(n)),
+            repeat.iter().all(|(_, _, n)| p.acked(n)),
             "and both are held back"
         );
         drop(p);
@@ -390,10 +390,13 @@ mod tests {
         let due = p
             .repeats
             .due(std::time::Instant::now() + std::time::Duration::from_secs(3601));
-        assert!(due.iter().all(|(_, n)| p.acked(n)));
+        assert!(due.iter().all(|(_, _, n)| p.acked(n)));
         tokio::time::advance(std::time::Duration::from_secs(1801)).await;
         p.ack_timers();
-        assert!(due.iter().all(|(_, n)| !p.acked(n)), "repeats go out again");
+        assert!(
+            due.iter().all(|(_, _, n)| !p.acked(n)),
+            "repeats go out again"
+        );
         assert_eq!(bench.stats.ack_expired.get(), 1);
         assert!(p.firing.get("edge-1:cpu:1").unwrap().ack.is_none());
     }
