@@ -90,8 +90,8 @@ impl Workers {
 }
 
 /// Starts one worker per target (`names` and `notifiers` in index order), sharing one
-/// dead-letter file, each with its target's fallback (`fallbacks`, in index order); returns
-/// their queues, in the same order.
+/// dead-letter file, each with its target's fallback (`fallbacks`, in index order, their
+/// outages kept in `state_dir`); returns their queues, in the same order.
 pub fn start(
     names: &[String],
     notifiers: Vec<Box<dyn Notifier>>,
@@ -99,6 +99,7 @@ pub fn start(
     stats: &Arc<Stats>,
     log: &Arc<NotificationLog>,
     fallbacks: &[Option<Fallback>],
+    state_dir: Option<&std::path::Path>,
 ) -> (Vec<mpsc::Sender<Queued>>, Workers) {
     let dead = Arc::new(DeadLetter::new(settings.dead_letter.clone()));
     let (queues, receivers): (Vec<_>, Vec<_>) = names
@@ -113,7 +114,11 @@ pub fn start(
         .map(|(idx, ((name, notifier), rx))| {
             let fallback = fallbacks.get(idx).cloned().flatten().map(|f| {
                 let to = names[f.target].clone();
-                Handover::new(f.target, to, f.after, queues[f.target].clone())
+                let h = Handover::new(f.target, to, f.after, queues[f.target].clone());
+                match state_dir {
+                    Some(dir) => h.durable(dir, name),
+                    None => h,
+                }
             });
             let worker = Worker {
                 backoff: Backoff::new(settings.backoff_min, settings.backoff_max, name),

@@ -8,9 +8,12 @@
 //! The two keys sit in the target's table beside the plugin's own keys, so they are taken
 //! out of the document before the plugins' strict parsing sees it ([`take_keys`]).
 //! A hand-over is one record in the notification log (the fallback's notification, naming
-//! the one it replaces), so a crash never leaves both or neither queued.
+//! the one it replaces), so a crash never leaves both or neither queued. The outage's
+//! start is kept in `<state_dir>/outage-<target>.v1` while it lasts, so a restart in the
+//! middle of an outage does not start its clock again ([`Handover::durable`]).
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -130,6 +133,8 @@ pub struct Handover {
     /// Since when every attempt failed: tokio time (for the threshold) and Unix ms (for
     /// the mark).
     failing_since: Option<(Instant, i64)>,
+    /// Where the outage's start is kept while it lasts; `None` keeps it in memory only.
+    file: Option<PathBuf>,
 }
 
 impl Handover {
@@ -140,18 +145,56 @@ impl Handover {
             after,
             queue,
             failing_since: None,
+            file: None,
         }
+    }
+
+    /// Keeps the outage of target `from` in `state_dir` across restarts, and takes back
+    /// one a previous run left: its clock goes on from when it started, by the wall
+    /// clock (a start in the future, after the clock was set back, counts from now).
+    pub fn durable(mut self, state_dir: &Path, from: &str) -> Self {
+        let file = state_dir.join(format!("outage-{}.v1", escape(from)));
+        let saved = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok());
+        if let Some(since_ms) = saved {
+            let ago = (lookout_shared::time::now_ms() - since_ms).max(0);
+            let now = Instant::now();
+            let start = now
+                .checked_sub(Duration::from_millis(ago as u64))
+                .unwrap_or(now);
+            tracing::info!(
+                target_name = from,
+                failing_since = since_ms,
+                "an outage goes on from the last run"
+            );
+            self.failing_since = Some((start, since_ms.min(lookout_shared::time::now_ms())));
+        }
+        self.file = Some(file);
+        self
     }
 
     /// An attempt failed: the outage starts now unless it has already.
     pub fn failed(&mut self) {
-        self.failing_since
-            .get_or_insert_with(|| (Instant::now(), lookout_shared::time::now_ms()));
+        if self.failing_since.is_some() {
+            return;
+        }
+        let since_ms = lookout_shared::time::now_ms();
+        self.failing_since = Some((Instant::now(), since_ms));
+        if let Some(file) = &self.file
+            && let Err(e) = write_atomically(file, since_ms.to_string().as_bytes())
+        {
+            tracing::warn!(file = %file.display(), error = %e, "cannot keep the outage's start; a restart would start its clock again");
+        }
     }
 
     /// An attempt went through: the outage is over. True when there was one.
     pub fn delivered(&mut self) -> bool {
-        self.failing_since.take().is_some()
+        let was = self.failing_since.take().is_some();
+        if was && let Some(file) = &self.file {
+            let _ = std::fs::remove_file(file);
+        }
+        was
     }
 
     /// Failing for longer than `after`: hand notifications over.
@@ -190,6 +233,29 @@ impl Handover {
             ..n
         }
     }
+}
+
+/// A target's name as a file name: ASCII letters, digits, `-` and `_` as they are, any
+/// other byte as `%XX`.
+fn escape(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, path)
 }
 
 fn utc(ms: i64) -> String {
@@ -338,7 +404,7 @@ mod tests {
             let notifiers: Vec<Box<dyn crate::notify::Notifier>> =
                 vec![Box::new(Failing), Box::new(Stuck(Arc::clone(&got)))];
             let (queues, _workers) =
-                crate::deliver::start(&names, notifiers, &delivery, &stats, &log, &fallbacks);
+                crate::deliver::start(&names, notifiers, &delivery, &stats, &log, &fallbacks, None);
             let n = crate::notify::test_support::alarm();
             let n = Notification {
                 target: "chat".into(),
@@ -368,6 +434,30 @@ mod tests {
             crate::dedup::NotificationLog::open(dir.path(), 100, Duration::ZERO).unwrap();
         assert_eq!(recovered.len(), 1, "once, not lost and not twice");
         assert_eq!(recovered[0].n, handed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_goes_on_across_a_restart_and_its_file_goes_when_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = || {
+            let (tx, _rx) = mpsc::channel(1);
+            Handover::new(1, "mail".into(), Duration::from_secs(600), tx)
+                .durable(dir.path(), "chat room")
+        };
+        let mut first = new();
+        first.failed();
+        let file = dir.path().join("outage-chat%20room.v1");
+        let since: i64 = std::fs::read_to_string(&file).unwrap().parse().unwrap();
+        drop(first);
+        // The last run's outage began nine minutes ago by the wall clock.
+        std::fs::write(&file, (since - 540_000).to_string()).unwrap();
+        let mut second = new();
+        assert!(!second.active(), "nine minutes of ten");
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(second.active(), "the clock went on from the last run");
+        assert!(second.delivered());
+        assert!(!file.exists(), "over: nothing left for the next run");
+        assert!(!new().active(), "and the next run starts without an outage");
     }
 
     #[tokio::test(start_paused = true)]

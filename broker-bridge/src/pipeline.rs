@@ -1014,7 +1014,11 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(1100));
         p.timers().await;
         drop(p);
-        assert_eq!(ids(&bench, 0), ["e1 firing"], "repeats resume after the window");
+        assert_eq!(
+            ids(&bench, 0),
+            ["e1 firing"],
+            "repeats resume after the window"
+        );
         assert_eq!(bench.stats.repeated.get(), 2);
     }
 

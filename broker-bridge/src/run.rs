@@ -53,6 +53,7 @@ pub async fn run(resolved: Resolved) -> Result<(), Error> {
         &stats,
         &log,
         &settings.fallbacks,
+        settings.state_dir.as_deref(),
     );
     // What a previous run queued and did not finish goes first, in its order.
     recovery.requeue(&settings.targets, &stats, &queues).await;
