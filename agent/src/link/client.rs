@@ -836,3 +836,31 @@ async fn drive(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_pause_after_an_oversized_message_doubles_up_to_an_hour() {
+        let mut p = Pause::new();
+        assert_eq!(p.left(), None, "not paused before any oversized message");
+        let lengths: Vec<u64> = (0..8).map(|_| p.start().as_secs()).collect();
+        assert_eq!(lengths, [60, 120, 240, 480, 960, 1920, 3600, 3600]);
+        let left = p.left().expect("paused");
+        assert!(
+            left > Duration::from_secs(3590) && left <= PAUSE_MAX,
+            "{left:?}"
+        );
+    }
+
+    #[test]
+    fn only_a_packet_over_the_limit_counts_as_oversize() {
+        let over = rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(52_428_802),
+        ));
+        assert_eq!(oversize(&over), Some(52_428_802));
+        let reset = rumqttc::ConnectionError::Io(std::io::ErrorKind::ConnectionReset.into());
+        assert_eq!(oversize(&reset), None);
+    }
+}
