@@ -42,6 +42,8 @@ pub struct Report<'a> {
     pub dropped: u64,
     pub reconnects: u64,
     pub inbox_dropped: u64,
+    /// Connections ended by an incoming message over the packet limit (link/client.rs).
+    pub oversize: u64,
     pub outbox: OutboxReport,
     pub models: ModelsReport,
     pub commands: CommandsReport,

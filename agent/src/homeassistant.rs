@@ -513,6 +513,7 @@ mod tests {
             dropped: 0,
             reconnects: 0,
             inbox_dropped: 0,
+            oversize: 0,
             outbox: Default::default(),
             models: Default::default(),
             commands: Default::default(),

@@ -409,6 +409,7 @@ impl Agent {
                 dropped: self.stats.dropped.load(Relaxed),
                 reconnects: self.stats.reconnects.load(Relaxed),
                 inbox_dropped: self.stats.inbox_dropped.load(Relaxed),
+                oversize: self.stats.oversize.load(Relaxed),
                 outbox: OutboxReport {
                     pending: o.pending,
                     bytes: o.bytes,

@@ -41,8 +41,10 @@
 //! unfinished one: each target's worker sends in order, one at a time) was written, and
 //! is marked done instead of sent again.
 //!
-//! Write errors (disk full, I/O errors) are logged at most once per 10 s and counted in
-//! the stats (`state_errors`); the bridge goes on with what it has in memory.
+//! Write errors (disk full, I/O errors) are logged at most once a minute and counted in
+//! the stats (`state_errors`); the bridge goes on with what it has in memory. A record a
+//! full disk cut short is cut off the file at once, so the log stays whole lines and a
+//! restart after the disk has space again finds nothing torn.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -199,7 +201,7 @@ impl NotificationLog {
     fn with(inner: Inner) -> Self {
         Self {
             inner: Mutex::new(inner),
-            write_errors: RateLimited::new(Duration::from_secs(10)),
+            write_errors: RateLimited::new(Duration::from_secs(60)),
         }
     }
 
@@ -533,9 +535,13 @@ impl Inner {
 impl Disk {
     fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
         if let Err(e) = self.file.write_all(line) {
-            // A short write may have left a torn line: start the next record on a line
-            // of its own, so only this record is lost.
-            let _ = self.file.write_all(b"\n");
+            // A full disk takes the first bytes of a write: cut them off again (truncating
+            // frees space, so it works on a full disk), or the next record, written once
+            // space returns, would continue the torn line and be lost with it. Should the
+            // cut fail, start the next record on a line of its own.
+            if self.file.set_len(self.len).is_err() {
+                let _ = self.file.write_all(b"\n");
+            }
             return Err(e);
         }
         self.len += line.len() as u64;
@@ -594,10 +600,15 @@ fn queued_seq(line: &[u8]) -> Option<u64> {
 
 /// Writes `data` to `tmp`, fsyncs, renames it to `path` and fsyncs `dir`.
 pub(crate) fn write_new(tmp: &Path, path: &Path, dir: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut f = File::create(tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    drop(f);
+    let written = File::create(tmp).and_then(|mut f| {
+        f.write_all(data)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        // A half-written copy on a full disk would keep the space the log needs.
+        let _ = std::fs::remove_file(tmp);
+        return Err(e);
+    }
     std::fs::rename(tmp, path)?;
     File::open(dir)?.sync_all()
 }

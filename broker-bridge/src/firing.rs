@@ -150,7 +150,7 @@ impl Firing {
             resolved_set: HashSet::new(),
             disk: None,
             errors: 0,
-            write_errors: RateLimited::new(Duration::from_secs(10)),
+            write_errors: RateLimited::new(Duration::from_secs(60)),
         }
     }
 
@@ -445,7 +445,11 @@ impl Firing {
 impl Disk {
     fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
         if let Err(e) = self.file.write_all(line) {
-            let _ = self.file.write_all(b"\n");
+            // Cut off what a full disk took of the line (see dedup.rs), so the next record
+            // does not continue a torn one; failing that, start it on a line of its own.
+            if self.file.set_len(self.len).is_err() {
+                let _ = self.file.write_all(b"\n");
+            }
             return Err(e);
         }
         self.len += line.len() as u64;

@@ -23,7 +23,6 @@ use tokio::time::MissedTickBehavior;
 use crate::Error;
 use crate::ack::ChatPress;
 use crate::config::{Built, Resolved, Settings};
-use crate::dedup::NotificationLog;
 use crate::deliver;
 use crate::firing::Firing;
 use crate::notify::Notifier;
@@ -90,7 +89,7 @@ pub async fn run(resolved: Resolved) -> Result<(), Error> {
                 pipeline.link(source.connected()).await;
                 log.sync_if_due();
             }
-            _ = stats_tick.tick() => publish_stats(&source, &stats_topic, &stats, &log),
+            _ = stats_tick.tick() => publish_stats(&source, &stats_topic, &stats, log.errors() + pipeline.state_errors()),
             Some(press) = presses.recv() => {
                 let reply = pipeline.acknowledge_chat(&press).await;
                 let _ = press.answer.send(reply);
@@ -188,9 +187,10 @@ fn log_running(settings: &Settings, stats_topic: &str) {
 }
 
 /// The stats, at QoS 0: a stats message dropped for a full request queue is replaced by
-/// the next one.
-fn publish_stats(source: &Subscription, topic: &str, stats: &Stats, log: &NotificationLog) {
-    stats.state_errors.set(log.errors());
+/// the next one. `state_errors`: failed writes to the notification log and the firing
+/// alarms' state together, both under `state_dir`.
+fn publish_stats(source: &Subscription, topic: &str, stats: &Stats, state_errors: u64) {
+    stats.state_errors.set(state_errors);
     if let Ok(json) = serde_json::to_vec(stats) {
         source.publish_lossy(topic, json);
     }

@@ -19,8 +19,12 @@
 //! pass the limit, the oldest unacknowledged records are dropped (counted and logged):
 //! the limit is the one thing allowed to lose an alarm. A failed write (disk full) keeps
 //! the record in memory, where it is still delivered unless the agent restarts, and is
-//! counted; the agent never stops for it. The in-memory copy of unacknowledged records is
-//! bounded by the same `max_bytes`.
+//! counted; the agent never stops for it. What part of the frame reached the file is cut
+//! off again at once (a full disk takes the first bytes of a write), so a segment written
+//! through a disk-full spell holds whole frames only and a restart finds nothing torn.
+//! Write errors are logged at most once per [`ERROR_LOG_EVERY`], with the number
+//! unlogged. The in-memory copy of unacknowledged records is bounded by the same
+//! `max_bytes`.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -33,6 +37,10 @@ use crate::Error;
 
 /// Bytes a frame adds to its record: length and checksum.
 const FRAME: u64 = 8;
+
+/// A full disk fails every append and every acknowledgement: one log line a minute says
+/// so, with the count, instead of one per alarm.
+pub const ERROR_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -77,6 +85,9 @@ pub struct Outbox {
     /// Everything at or below this was acknowledged (0: nothing yet; sequences start at 1).
     acked: u64,
     stats: OutboxStats,
+    /// When a write error was last logged, and the errors since.
+    error_logged: Option<std::time::Instant>,
+    unlogged_errors: u64,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -101,6 +112,8 @@ impl Outbox {
             next_seq: 1,
             acked: 0,
             stats: OutboxStats::default(),
+            error_logged: None,
+            unlogged_errors: 0,
         }
     }
 
@@ -226,10 +239,7 @@ impl Outbox {
             }
         }
         if let Err(e) = self.append(&rec) {
-            self.stats.write_errors += 1;
-            if self.stats.write_errors == 1 || self.stats.write_errors.is_power_of_two() {
-                tracing::warn!(error = %e, write_errors = self.stats.write_errors, "outbox: write failed; the alarm state is kept in memory only");
-            }
+            self.write_error(&e, "outbox: write failed; the alarm state is kept in memory only (lost if the agent stops before it is sent)");
         }
         self.pending_bytes += size;
         self.pending.push_back(rec);
@@ -277,9 +287,13 @@ impl Outbox {
             .write_all(&frame)
             .and_then(|()| if self.fsync { f.sync_data() } else { Ok(()) });
         if let Err(e) = written {
-            // Whatever part reached the file is a torn frame that recovery cuts off; start
-            // a fresh segment for the next record.
-            self.writer = None;
+            // Cut off whatever part reached the file (truncating frees space, so it works
+            // on a full disk), so that the segment stays whole frames. Should that fail
+            // too, the torn frame is left to recovery and the next record starts a fresh
+            // segment.
+            if f.set_len(seg.bytes).is_err() {
+                self.writer = None;
+            }
             return Err(io(&seg.path)(e));
         }
         seg.bytes += frame.len() as u64;
@@ -330,8 +344,31 @@ impl Outbox {
             std::fs::rename(&tmp, dir.join("acked"))
         })();
         if let Err(e) = done {
-            self.stats.write_errors += 1;
-            tracing::warn!(error = %e, "outbox: could not record acknowledgements; they will be re-sent after a restart");
+            let e = io(&tmp)(e);
+            self.write_error(
+                &e,
+                "outbox: could not record acknowledgements; they will be re-sent after a restart",
+            );
+        }
+    }
+
+    /// Counts a failed write and logs it, at most once per [`ERROR_LOG_EVERY`].
+    fn write_error(&mut self, e: &Error, what: &'static str) {
+        self.stats.write_errors += 1;
+        self.unlogged_errors += 1;
+        let now = std::time::Instant::now();
+        if self
+            .error_logged
+            .is_none_or(|t| now.duration_since(t) >= ERROR_LOG_EVERY)
+        {
+            tracing::error!(
+                error = %e,
+                errors = self.unlogged_errors,
+                write_errors = self.stats.write_errors,
+                "{what}; logged at most once a minute"
+            );
+            self.error_logged = Some(now);
+            self.unlogged_errors = 0;
         }
     }
 

@@ -38,6 +38,11 @@ impl Clock {
 }
 
 impl Pipeline<'_> {
+    /// Failed writes to the firing alarms' state (a full disk), for the stats.
+    pub fn state_errors(&self) -> u64 {
+        self.firing.errors()
+    }
+
     /// Takes over the firing alarms a previous run left (`bridge.state_dir`), and starts
     /// repeating those on routes with `repeat_interval` again, as before the restart.
     pub fn restore(&mut self, firing: Firing) {
