@@ -190,6 +190,7 @@ fn log_running(settings: &Settings, stats_topic: &str) {
 /// the next one.
 fn publish_stats(source: &Subscription, topic: &str, stats: &Stats, log: &NotificationLog) {
     stats.state_errors.set(log.errors());
+    stats.pictures.copy_from(crate::picture::counts());
     if let Ok(json) = serde_json::to_vec(stats) {
         source.publish_lossy(topic, json);
     }
