@@ -467,7 +467,7 @@ impl<'a> Pipeline<'a> {
         let body = match &route.body {
             Some(b) => self.fill(b, m),
             None if plain_text => m.raw_text.to_string(),
-            None => serde_json::to_string(fields).unwrap_or_else(|_| m.raw_text.to_string()),
+            None => default_body(fields).unwrap_or_else(|_| m.raw_text.to_string()),
         };
         Notification {
             target: self.settings.targets[t].clone(),
@@ -573,6 +573,22 @@ impl Pipeline<'_> {
                 self.route(&topic, &payload).await;
             }
         }
+    }
+}
+
+/// The default body: the message's JSON, less an alarm's `window` (hundreds of ticks for
+/// the picture, `crate::picture`, not text for people; `{window}` still shows it).
+fn default_body(fields: &serde_json::Value) -> serde_json::Result<String> {
+    match fields.as_object() {
+        Some(o) if o.contains_key("window") => {
+            let rest: serde_json::Map<String, serde_json::Value> = o
+                .iter()
+                .filter(|(k, _)| *k != "window")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            serde_json::to_string(&rest)
+        }
+        _ => serde_json::to_string(fields),
     }
 }
 

@@ -22,7 +22,7 @@ use reqwest::header::HeaderValue;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::alarm::{Alarm, State, title_and_body};
+use super::alarm::{Alarm, State, title_and_text};
 use super::http::{
     Redactor, SNIPPET_READ_LIMIT, client, default_timeout, endpoint, join_path, parse_base_url,
     send_checked, target_error,
@@ -91,11 +91,11 @@ impl Gotify {
 
     async fn deliver(&self, n: &Notification) -> Result<(), SendError> {
         let alarm = Alarm::of(n);
-        let (title, body) = title_and_body(n);
+        let (title, body) = title_and_text(n, false);
         let message = Message {
             title,
             // Gotify refuses an empty message.
-            message: if body.is_empty() { title } else { body },
+            message: if body.is_empty() { title } else { &body },
             priority: priority(alarm.state, alarm.severity),
             // Shown as written: a `*` or `#` in an alarm is not Markdown.
             extras: json!({"client::display": {"contentType": "text/plain"}}),
