@@ -12,6 +12,7 @@
 //!   in the embedded DejaVu Sans Mono, so no system font is needed);
 //! - [`sparkline`]: the text version.
 
+mod chat;
 mod render;
 mod sparkline;
 mod text;
@@ -111,7 +112,7 @@ pub struct Heading {
 }
 
 impl Heading {
-    fn from_fields(fields: &Value) -> Self {
+    pub(crate) fn from_fields(fields: &Value) -> Self {
         let text = |k: &str| {
             fields
                 .get(k)
@@ -190,9 +191,12 @@ pub(crate) mod tests;
 
 /// `lookout-bridge picture ALARM.json -o OUT.png`: the picture the bridge would send with
 /// this alarm, so users can see what their pager will show. Returns the sparkline.
+///
+/// With `chat`, the picture in a chat bubble with its caption (`chat`).
 pub fn write_file(
     alarm: &std::path::Path,
     out: &std::path::Path,
+    chat: bool,
 ) -> Result<Option<String>, crate::Error> {
     let bad = |message: String| crate::Error::Picture {
         path: alarm.to_owned(),
@@ -208,7 +212,12 @@ pub fn write_file(
         std::fs::read_to_string(alarm).map_err(io(alarm))?
     };
     let fields: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
-    let picture = from_fields(&fields)
+    let drawn = if chat {
+        chat::preview(&fields)
+    } else {
+        from_fields(&fields)
+    };
+    let picture = drawn
         .ok_or_else(|| {
             bad(
                 "no \"window\": only firing alarms of learned models carry one (docs/topics.md)"

@@ -156,12 +156,29 @@ const LEFT_MIDDLE: (Align, Align) = (Align::Start, Align::Middle);
 const LEFT_BOTTOM: (Align, Align) = (Align::Start, Align::End);
 const RIGHT_MIDDLE: (Align, Align) = (Align::End, Align::Middle);
 
-fn failed(e: impl std::fmt::Display) -> Skip {
+pub(super) fn failed(e: impl std::fmt::Display) -> Skip {
     Skip::Failed(e.to_string())
 }
 
 /// Draws the window and encodes it as PNG.
 pub(super) fn render(window: &Window, heading: &Heading) -> Result<Picture, Skip> {
+    let buf = pixels(window, heading)?;
+    let mut png = encode(&buf, (WIDTH, HEIGHT), png::Compression::Balanced)?;
+    if png.len() > MAX_BYTES {
+        // Noise everywhere (a hostile or very busy window): 216 colours compress further.
+        png = encode_indexed(&buf)?;
+    }
+    if png.len() > MAX_BYTES {
+        return Err(Skip::Failed(format!(
+            "{} bytes, over the limit of {MAX_BYTES}",
+            png.len()
+        )));
+    }
+    Ok(Picture { png })
+}
+
+/// The picture's RGB pixels, [`WIDTH`] × [`HEIGHT`].
+pub(super) fn pixels(window: &Window, heading: &Heading) -> Result<Vec<u8>, Skip> {
     let p = prepare(window)?;
     let mut buf = vec![255u8; (WIDTH * HEIGHT * 3) as usize];
     let mut labels = Labels::default();
@@ -177,23 +194,16 @@ pub(super) fn render(window: &Window, heading: &Heading) -> Result<Picture, Skip
     if !labels.paint(&mut buf, WIDTH) {
         return Err(Skip::Failed("the embedded font does not load".into()));
     }
-    let mut png = encode(&buf, png::Compression::Balanced)?;
-    if png.len() > MAX_BYTES {
-        // Noise everywhere (a hostile or very busy window): 216 colours compress further.
-        png = encode_indexed(&buf)?;
-    }
-    if png.len() > MAX_BYTES {
-        return Err(Skip::Failed(format!(
-            "{} bytes, over the limit of {MAX_BYTES}",
-            png.len()
-        )));
-    }
-    Ok(Picture { png })
+    Ok(buf)
 }
 
-fn encode(rgb: &[u8], compression: png::Compression) -> Result<Vec<u8>, Skip> {
+pub(super) fn encode(
+    rgb: &[u8],
+    (width, height): (u32, u32),
+    compression: png::Compression,
+) -> Result<Vec<u8>, Skip> {
     let mut out = Vec::with_capacity(64 * 1024);
-    let mut enc = png::Encoder::new(&mut out, WIDTH, HEIGHT);
+    let mut enc = png::Encoder::new(&mut out, width, height);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
     enc.set_compression(compression);

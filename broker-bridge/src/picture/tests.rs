@@ -245,3 +245,41 @@ fn relative_times_read_as_people_write_them() {
     assert_eq!(relative(7_200_000), "2h");
     assert_eq!(relative(3 * 86_400_000 + 4 * 3_600_000), "3d4h");
 }
+
+#[test]
+fn the_cli_writes_the_png_and_refuses_alarms_it_cannot_draw_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let alarm = dir.path().join("alarm.json");
+    let out = dir.path().join("out.png");
+    std::fs::write(&alarm, example().to_string()).unwrap();
+    let line = write_file(&alarm, &out, false).unwrap();
+    assert!(line.unwrap().starts_with("score "));
+    assert_eq!(Decoded::of(&std::fs::read(&out).unwrap()).width, WIDTH);
+
+    write_file(&alarm, &out, true).unwrap();
+    let chat = Decoded::of(&std::fs::read(&out).unwrap());
+    assert!(
+        chat.width > WIDTH && chat.height > HEIGHT + 3 * 18,
+        "the bubble holds picture and caption"
+    );
+
+    for (text, why) in [
+        ("{\"host\": \"h\"}", "no \"window\""),
+        ("not json", "not JSON"),
+        (
+            "{\"window\": {\"ts\": [1, 2], \"score\": [1], \"level\": [0, 0], \"series\": []}}",
+            "differ in length",
+        ),
+    ] {
+        std::fs::write(&alarm, text).unwrap();
+        let err = write_file(&alarm, &out, false).expect_err(text);
+        assert!(matches!(err, crate::Error::Picture { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&alarm.display().to_string()) && message.contains(why),
+            "{message}"
+        );
+    }
+    let missing = write_file(&dir.path().join("nope.json"), &out, false).expect_err("missing");
+    assert!(matches!(missing, crate::Error::Io { .. }));
+}
