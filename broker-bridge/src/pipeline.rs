@@ -702,6 +702,17 @@ mod tests {
         Incoming::Message { topic, payload }
     }
 
+    #[test]
+    fn the_default_body_leaves_out_an_alarms_window_and_keeps_everything_else() {
+        let fields = serde_json::json!({"host": "h", "score": 4.1,
+            "window": {"ts": [1], "score": [1.0], "level": [0], "series": []}});
+        let body: serde_json::Value =
+            serde_json::from_str(&super::default_body(&fields).unwrap()).unwrap();
+        assert_eq!(body, serde_json::json!({"host": "h", "score": 4.1}));
+        let plain = serde_json::json!([1, 2]);
+        assert_eq!(super::default_body(&plain).unwrap(), "[1,2]");
+    }
+
     #[tokio::test]
     async fn an_alarm_reaches_each_target_once_and_a_redelivery_reaches_none() {
         let bench = Bench::new();

@@ -151,7 +151,7 @@ mod tests {
     use super::*;
     use crate::notify::TargetConfig;
     use crate::notify::test_server::{Reply, TestServer, refused_addr};
-    use crate::notify::test_support::alarm;
+    use crate::notify::test_support::{alarm, windowed_alarm};
 
     const TOKEN: &str = "AvKcy9o-yvVhyKd";
 
@@ -186,6 +186,25 @@ mod tests {
                 "priority": 8,
                 "extras": {"client::display": {"contentType": "text/plain"}}
             })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_target_that_cannot_show_a_picture_gets_the_score_sparkline_after_the_body() {
+        let mut server = TestServer::start(vec![posted()]).await;
+        build(&server)
+            .send(&windowed_alarm())
+            .await
+            .expect("delivered");
+        let message = server.request().await.json()["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (body, line) = message.split_once('\n').expect("two lines");
+        assert_eq!(body, alarm().body);
+        assert_eq!(
+            line,
+            "score ▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂██ 5.97 (threshold 2.00, last 9m59s)"
         );
     }
 

@@ -163,7 +163,7 @@ pub(super) fn failed(e: impl std::fmt::Display) -> Skip {
 /// Draws the window and encodes it as PNG.
 pub(super) fn render(window: &Window, heading: &Heading) -> Result<Picture, Skip> {
     let buf = pixels(window, heading)?;
-    let mut png = encode(&buf, (WIDTH, HEIGHT), png::Compression::Balanced)?;
+    let mut png = encode(&buf, (WIDTH, HEIGHT), png::Compression::Fast)?;
     if png.len() > MAX_BYTES {
         // Noise everywhere (a hostile or very busy window): 216 colours compress further.
         png = encode_indexed(&buf)?;
@@ -310,10 +310,7 @@ fn draw_line(
                 let point = (column(i, n), row(*v));
                 if c != colour && !run.is_empty() {
                     run.push(point);
-                    root.draw(&PathElement::new(
-                        std::mem::take(&mut run),
-                        colour.stroke_width(width),
-                    ))?;
+                    stroke(root, std::mem::take(&mut run), colour, width)?;
                 }
                 colour = c;
                 run.push(point);
@@ -334,11 +331,18 @@ fn flush(root: &Area<'_>, run: &mut Vec<(i32, i32)>, colour: RGBColor, width: u3
             run.clear();
             root.draw(&Circle::new((x, y), 2, colour.filled()))
         }
-        _ => root.draw(&PathElement::new(
-            std::mem::take(run),
-            colour.stroke_width(width),
-        )),
+        _ => stroke(root, std::mem::take(run), colour, width),
     }
+}
+
+/// A polyline `width` pixels thick, as that many 1-pixel lines a row apart: plotters draws
+/// a thicker stroke as a filled polygon, several times slower for a 600-point line.
+fn stroke(root: &Area<'_>, points: Vec<(i32, i32)>, colour: RGBColor, width: u32) -> Drawn {
+    for dy in 1..width as i32 {
+        let shifted: Vec<(i32, i32)> = points.iter().map(|&(x, y)| (x, y + dy)).collect();
+        root.draw(&PathElement::new(shifted, colour))?;
+    }
+    root.draw(&PathElement::new(points, colour))
 }
 
 fn panel_frame(root: &Area<'_>, (top, bottom): (i32, i32)) -> Drawn {
