@@ -32,10 +32,40 @@ fn worst() -> Value {
     v
 }
 
+/// This thread's CPU time: criterion's wall time counts the time other processes on a
+/// busy machine take from it, this does not.
+fn thread_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The median CPU time of `runs` renders, for BENCHMARKS.md beside criterion's wall time.
+fn median_cpu(fields: &Value, runs: usize) -> std::time::Duration {
+    let mut times: Vec<_> = (0..runs)
+        .map(|_| {
+            let start = thread_cpu();
+            black_box(from_fields(black_box(fields)));
+            thread_cpu() - start
+        })
+        .collect();
+    times.sort();
+    times[runs / 2]
+}
+
 fn picture(c: &mut Criterion) {
     for (name, fields) in [("example", example()), ("worst", worst())] {
         let png = from_fields(&fields).expect("a window").expect("drawn").png;
-        eprintln!("picture/{name}: {} bytes", png.len());
+        let cpu = median_cpu(&fields, 51);
+        eprintln!(
+            "picture/{name}: {} bytes, median thread CPU time {:.2} ms (51 renders)",
+            png.len(),
+            cpu.as_secs_f64() * 1e3
+        );
         c.bench_function(&format!("picture/{name}"), |b| {
             b.iter(|| from_fields(black_box(&fields)))
         });

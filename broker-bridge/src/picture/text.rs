@@ -111,7 +111,9 @@ fn paint(font: &FontRef<'static>, label: &Label, rgb: &mut [u8], width: u32) {
                 return;
             }
             let at = (py as usize * width as usize + px as usize) * 3;
-            let a = coverage.clamp(0.0, 1.0);
+            // Five levels of coverage: smooth enough at these sizes, and few colours, so
+            // the picture fits a palette (`render::encode_palette`).
+            let a = (coverage.clamp(0.0, 1.0) * 4.0).round() / 4.0;
             for (k, c) in [r, g, b].into_iter().enumerate() {
                 let old = f32::from(rgb[at + k]);
                 rgb[at + k] = (old + (c - old) * a).round() as u8;
