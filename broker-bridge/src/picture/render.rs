@@ -187,14 +187,18 @@ pub(super) fn pixels(window: &Window, heading: &Heading) -> Result<Vec<u8>, Skip
     let p = prepare(window)?;
     let mut buf = vec![255u8; (WIDTH * HEIGHT * 3) as usize];
     let mut labels = Labels::default();
+    let mut strokes = Vec::new();
     {
         let root = BitMapBackend::with_buffer(&mut buf, (WIDTH, HEIGHT)).into_drawing_area();
         title(&mut labels, heading, &p);
         draw_anomalies(&root, &p).map_err(failed)?;
-        draw_series(&root, &mut labels, &p).map_err(failed)?;
-        draw_score(&root, &mut labels, &p, heading.threshold).map_err(failed)?;
+        draw_series(&root, &mut strokes, &mut labels, &p).map_err(failed)?;
+        draw_score(&root, &mut strokes, &mut labels, &p, heading.threshold).map_err(failed)?;
         draw_times(&root, &mut labels, p.ts).map_err(failed)?;
         root.present().map_err(failed)?;
+    }
+    for s in &strokes {
+        s.paint(&mut buf);
     }
     if !labels.paint(&mut buf, WIDTH) {
         return Err(Skip::Failed("the embedded font does not load".into()));
@@ -340,6 +344,7 @@ fn draw_anomalies(root: &Area<'_>, p: &Prepared<'_>) -> Drawn {
 /// segment's colour from the tick it ends at.
 fn draw_line(
     root: &Area<'_>,
+    strokes: &mut Vec<Stroke>,
     values: &[Option<f64>],
     width: u32,
     row: impl Fn(f64) -> i32,
@@ -355,20 +360,30 @@ fn draw_line(
                 let point = (column(i, n), row(*v));
                 if c != colour && !run.is_empty() {
                     run.push(point);
-                    stroke(root, std::mem::take(&mut run), colour, width)?;
+                    strokes.push(Stroke {
+                        points: std::mem::take(&mut run),
+                        colour,
+                        width,
+                    });
                 }
                 colour = c;
                 run.push(point);
             }
             None => {
-                flush(root, &mut run, colour, width)?;
+                flush(root, strokes, &mut run, colour, width)?;
             }
         }
     }
-    flush(root, &mut run, colour, width)
+    flush(root, strokes, &mut run, colour, width)
 }
 
-fn flush(root: &Area<'_>, run: &mut Vec<(i32, i32)>, colour: RGBColor, width: u32) -> Drawn {
+fn flush(
+    root: &Area<'_>,
+    strokes: &mut Vec<Stroke>,
+    run: &mut Vec<(i32, i32)>,
+    colour: RGBColor,
+    width: u32,
+) -> Drawn {
     match run.len() {
         0 => Ok(()),
         1 => {
@@ -376,18 +391,61 @@ fn flush(root: &Area<'_>, run: &mut Vec<(i32, i32)>, colour: RGBColor, width: u3
             run.clear();
             root.draw(&Circle::new((x, y), 2, colour.filled()))
         }
-        _ => stroke(root, std::mem::take(run), colour, width),
+        _ => {
+            strokes.push(Stroke {
+                points: std::mem::take(run),
+                colour,
+                width,
+            });
+            Ok(())
+        }
     }
 }
 
-/// A polyline `width` pixels thick, as that many 1-pixel lines a row apart: plotters draws
-/// a thicker stroke as a filled polygon, several times slower for a 600-point line.
-fn stroke(root: &Area<'_>, points: Vec<(i32, i32)>, colour: RGBColor, width: u32) -> Drawn {
-    for dy in 1..width as i32 {
-        let shifted: Vec<(i32, i32)> = points.iter().map(|&(x, y)| (x, y + dy)).collect();
-        root.draw(&PathElement::new(shifted, colour))?;
+/// A polyline drawn after the shapes, straight into the buffer: one Bresenham line per
+/// segment, `width` rows thick. plotters anti-aliases lines pixel by pixel with blending,
+/// which was most of a picture's time and gave it thousands of colours.
+pub(super) struct Stroke {
+    points: Vec<(i32, i32)>,
+    colour: RGBColor,
+    width: u32,
+}
+
+impl Stroke {
+    fn paint(&self, rgb: &mut [u8]) {
+        let (w, h) = (WIDTH as i32, HEIGHT as i32);
+        let c = [self.colour.0, self.colour.1, self.colour.2];
+        let mut put = |x: i32, y: i32| {
+            for dy in 0..self.width as i32 {
+                let yy = y + dy;
+                if (0..w).contains(&x) && (0..h).contains(&yy) {
+                    let at = (yy as usize * WIDTH as usize + x as usize) * 3;
+                    rgb[at..at + 3].copy_from_slice(&c);
+                }
+            }
+        };
+        for pair in self.points.windows(2) {
+            let ((mut x, mut y), (x1, y1)) = (pair[0], pair[1]);
+            let (dx, dy) = ((x1 - x).abs(), -(y1 - y).abs());
+            let (sx, sy) = (if x < x1 { 1 } else { -1 }, if y < y1 { 1 } else { -1 });
+            let mut err = dx + dy;
+            loop {
+                put(x, y);
+                if x == x1 && y == y1 {
+                    break;
+                }
+                let e2 = 2 * err;
+                if e2 >= dy {
+                    err += dy;
+                    x += sx;
+                }
+                if e2 <= dx {
+                    err += dx;
+                    y += sy;
+                }
+            }
+        }
     }
-    root.draw(&PathElement::new(points, colour))
 }
 
 fn panel_frame(root: &Area<'_>, (top, bottom): (i32, i32)) -> Drawn {
@@ -433,7 +491,12 @@ fn scales(p: &Prepared<'_>) -> Vec<Option<Scale>> {
         .collect()
 }
 
-fn draw_series(root: &Area<'_>, labels: &mut Labels, p: &Prepared<'_>) -> Drawn {
+fn draw_series(
+    root: &Area<'_>,
+    strokes: &mut Vec<Stroke>,
+    labels: &mut Labels,
+    p: &Prepared<'_>,
+) -> Drawn {
     panel_frame(root, SERIES_PANEL)?;
     let top = SERIES_PANEL.0;
     let scales = scales(p);
@@ -463,6 +526,7 @@ fn draw_series(root: &Area<'_>, labels: &mut Labels, p: &Prepared<'_>) -> Drawn 
         let width = if k == 0 { 2 } else { 1 };
         draw_line(
             root,
+            strokes,
             &line.values,
             width,
             |v| scale.row(v, SERIES_PANEL),
@@ -507,6 +571,7 @@ fn axis_labels(labels: &mut Labels, scale: &Scale, (top, bottom): (i32, i32)) {
 
 fn draw_score(
     root: &Area<'_>,
+    strokes: &mut Vec<Stroke>,
     labels: &mut Labels,
     p: &Prepared<'_>,
     threshold: Option<f64>,
@@ -541,7 +606,7 @@ fn draw_score(
         let label = format!("threshold {}", number(t));
         labels.add(label, (PLOT_LEFT + 60, y - 1), 10.0, THRESHOLD, LEFT_BOTTOM);
     }
-    draw_line(root, &p.score, 2, row, |i| {
+    draw_line(root, strokes, &p.score, 2, row, |i| {
         if p.level[i] > 0 {
             ANOMALY_LINE
         } else {
