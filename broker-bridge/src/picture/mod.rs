@@ -8,8 +8,10 @@
 //! is skipped with a counted reason ([`Skip`]) and the alarm goes out without a picture; a
 //! picture is never a reason for an alarm not to be sent.
 //!
-//! - [`render`]: the PNG (plotters' bitmap backend into a buffer, `png` to encode it, text
-//!   in the embedded DejaVu Sans Mono, so no system font is needed);
+//! - [`render`]: the PNG: fills by plotters' bitmap backend into a buffer, then the lines
+//!   (Bresenham) and the text (`text`: ab_glyph and the embedded DejaVu Sans Mono, so no
+//!   system font is needed) straight into it, encoded by `png` with the picture's own
+//!   palette; `chat`: the same in a chat bubble, for `lookout-bridge picture --chat`;
 //! - [`sparkline`]: the text version.
 
 mod chat;
