@@ -65,6 +65,7 @@ pub mod mute;
 pub mod notify;
 pub mod offline;
 pub mod orphan;
+pub mod picture;
 pub mod pipeline;
 #[cfg(test)]
 mod proptests;

@@ -64,6 +64,20 @@ enum Command {
         #[arg(long, default_value = "homeassistant")]
         ha_prefix: String,
     },
+    /// Draw the picture a firing alarm's notification carries: read an alarm payload (JSON,
+    /// as on <prefix>/<host>/alarms/<source>), write the PNG, print the text sparkline.
+    /// Exit 2 when the alarm has no window that can be drawn.
+    Picture {
+        /// The alarm's JSON; `-` for standard input.
+        alarm: PathBuf,
+        /// Where to write the PNG.
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Draw it as a chat client shows it: in a message bubble, with the default caption
+        /// (title, explain line, summary) and an Ack button.
+        #[arg(long)]
+        chat: bool,
+    },
     /// Check a config file (including every target's settings); exit 2 on any error.
     CheckConfig {
         #[arg(long, short)]
@@ -86,6 +100,7 @@ fn main() -> ExitCode {
                         | Error::Target { .. }
                         | Error::Secret { .. }
                         | Error::Io { .. }
+                        | Error::Picture { .. }
                 )
             );
             eprintln!("lookout-bridge: {e:#}");
@@ -144,6 +159,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 println!("cleared {t}");
             }
             println!("{host}: {} retained topics cleared", cleared.len());
+        }
+        Command::Picture {
+            alarm,
+            output,
+            chat,
+        } => {
+            let line = lookout_bridge::picture::write_file(&alarm, &output, chat)?;
+            println!("{}", line.unwrap_or_default());
         }
         Command::CheckConfig { config, set } => {
             let resolved = load(&config, &set)?;

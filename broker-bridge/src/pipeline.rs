@@ -471,7 +471,7 @@ impl<'a> Pipeline<'a> {
         let body = match &route.body {
             Some(b) => self.fill(b, m),
             None if plain_text => m.raw_text.to_string(),
-            None => serde_json::to_string(fields).unwrap_or_else(|_| m.raw_text.to_string()),
+            None => default_body(fields).unwrap_or_else(|_| m.raw_text.to_string()),
         };
         Notification {
             target: self.settings.targets[t].clone(),
@@ -596,6 +596,22 @@ impl Pipeline<'_> {
     }
 }
 
+/// The default body: the message's JSON, less an alarm's `window` (hundreds of ticks for
+/// the picture, `crate::picture`, not text for people; `{window}` still shows it).
+fn default_body(fields: &serde_json::Value) -> serde_json::Result<String> {
+    match fields.as_object() {
+        Some(o) if o.contains_key("window") => {
+            let rest: serde_json::Map<String, serde_json::Value> = o
+                .iter()
+                .filter(|(k, _)| *k != "window")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            serde_json::to_string(&rest)
+        }
+        _ => serde_json::to_string(fields),
+    }
+}
+
 fn log_invalid(topic: &str, e: &Rejected, suppressed: u64) {
     // Bounded: a hostile topic or a long parser message does not make a long log line.
     let topic: String = topic.chars().take(200).collect();
@@ -704,6 +720,17 @@ mod tests {
 
     pub(super) fn message<'a>(topic: &'a str, payload: &'a [u8]) -> Incoming<'a> {
         Incoming::Message { topic, payload }
+    }
+
+    #[test]
+    fn the_default_body_leaves_out_an_alarms_window_and_keeps_everything_else() {
+        let fields = serde_json::json!({"host": "h", "score": 4.1,
+            "window": {"ts": [1], "score": [1.0], "level": [0], "series": []}});
+        let body: serde_json::Value =
+            serde_json::from_str(&super::default_body(&fields).unwrap()).unwrap();
+        assert_eq!(body, serde_json::json!({"host": "h", "score": 4.1}));
+        let plain = serde_json::json!([1, 2]);
+        assert_eq!(super::default_body(&plain).unwrap(), "[1,2]");
     }
 
     #[tokio::test]

@@ -191,6 +191,7 @@ fn log_running(settings: &Settings, stats_topic: &str) {
 /// alarms' state together, both under `state_dir`.
 fn publish_stats(source: &Subscription, topic: &str, stats: &Stats, state_errors: u64) {
     stats.state_errors.set(state_errors);
+    stats.pictures.copy_from(crate::picture::counts());
     if let Ok(json) = serde_json::to_vec(stats) {
         source.publish_lossy(topic, json);
     }

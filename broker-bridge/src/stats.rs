@@ -97,8 +97,37 @@ pub struct Stats {
     pub firing_full: Counter,
     /// Escalation steps sent (once per alarm and step, whatever its number of targets).
     pub escalated: Counter,
+    /// Pictures of alarms drawn for targets, and windows skipped (`crate::picture`).
+    pub pictures: PictureStats,
     pub targets: Vec<TargetStats>,
     pub routes: Vec<RouteStats>,
+}
+
+/// Alarm pictures: drawn (once per send attempt that carries one) and not drawn, by reason.
+#[derive(Debug, Default, Serialize)]
+pub struct PictureStats {
+    pub rendered: Counter,
+    /// `window` not of the documented shape.
+    pub skipped_malformed: Counter,
+    /// Its arrays' lengths differ.
+    pub skipped_inconsistent: Counter,
+    /// Fewer than 2 ticks, or no finite value.
+    pub skipped_empty: Counter,
+    /// Drawing or encoding failed, or the PNG was over 100 KiB.
+    pub skipped_failed: Counter,
+}
+
+impl PictureStats {
+    /// Copies the picture counts in (they are kept by `crate::picture`, whose callers,
+    /// the plugins, have no stats).
+    pub fn copy_from(&self, c: &crate::picture::Counts) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.rendered.set(c.rendered.load(Relaxed));
+        self.skipped_malformed.set(c.malformed.load(Relaxed));
+        self.skipped_inconsistent.set(c.inconsistent.load(Relaxed));
+        self.skipped_empty.set(c.empty.load(Relaxed));
+        self.skipped_failed.set(c.failed.load(Relaxed));
+    }
 }
 
 /// Logs at most one line per `every` for a kind of event, saying how many were not logged.

@@ -5,8 +5,9 @@
 //!
 //! A reference to a field the message does not have is an error; the caller then sends
 //! the raw payload instead and counts it, so a template mistake never loses an alarm.
-//! Two fields are always there: `{explain}` (the alarm's one-line attribution) and
-//! `{top_dimension}` (the name of its first `dimensions` entry) are empty for a message
+//! Three fields are always there: `{explain}` (the alarm's one-line attribution),
+//! `{top_dimension}` (the name of its first `dimensions` entry) and `{sparkline}` (its
+//! window's score as a line of block characters, `crate::picture`) are empty for a message
 //! without them, as rule alarms and resolutions are, so one template serves every alarm.
 
 use serde_json::Value;
@@ -116,12 +117,15 @@ impl Template {
 
 /// Whether `name` is one of the attribution's fields that a message may lack.
 fn optional(fields: &Value, name: &str) -> bool {
-    (name == "explain" || name == "top_dimension") && fields.get(name).is_none()
+    matches!(name, "explain" | "top_dimension" | "sparkline") && fields.get(name).is_none()
 }
 
-/// `{explain}` and `{top_dimension}` of a message that has no field of that name: from
-/// the agent's `explain` and `dimensions`, or empty.
+/// `{explain}`, `{top_dimension}` and `{sparkline}` of a message that has no field of
+/// that name: from the agent's `explain`, `dimensions` and `window`, or empty.
 fn attribution(fields: &Value, name: &str) -> String {
+    if name == "sparkline" {
+        return crate::picture::sparkline_of(fields).unwrap_or_default();
+    }
     let text = match name {
         "top_dimension" => fields
             .get("dimensions")
@@ -200,6 +204,24 @@ mod tests {
             "x: mine | 7",
             "a message's own fields win"
         );
+    }
+
+    #[test]
+    fn sparkline_draws_the_window_score_and_is_empty_without_a_window() {
+        let t = Template::parse("{source} {sparkline}").unwrap();
+        let fired = json!({"source": "cpu", "threshold": 2.0, "window": {
+            "ts": [0, 1000, 2000], "score": [0.5, 1.0, 4.0], "level": [0, 0, 3], "series": []}});
+        assert_eq!(
+            t.render(&fired, "t", b"").unwrap(),
+            "cpu score ▂▃█ 4.00 (threshold 2.00, last 2s)"
+        );
+        assert_eq!(
+            t.render(&json!({"source": "rule/hot"}), "t", b"").unwrap(),
+            "rule/hot "
+        );
+        let broken =
+            json!({"source": "x", "window": {"ts": [1], "score": [], "level": [], "series": []}});
+        assert_eq!(t.render(&broken, "t", b"").unwrap(), "x ");
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! (`{group, count, alerts}`, from `group_by`) or any other message. One reading of all
 //! three keeps the plugins agreeing on what "resolved" and "severity 3" mean.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use super::Notification;
@@ -196,6 +198,31 @@ pub(crate) fn title_and_body(n: &Notification) -> (&str, &str) {
         (true, true) => ("", n.topic.as_str()),
         _ => (n.title.as_str(), n.body.as_str()),
     }
+}
+
+/// [`title_and_body`] for people: the body with the alarm's score sparkline when the
+/// target is not sending its picture ([`Notification::body_for_people`]).
+pub(crate) fn title_and_text(n: &Notification, picture: bool) -> (&str, Cow<'_, str>) {
+    match (n.title.is_empty(), n.body.is_empty()) {
+        (true, true) => ("", Cow::Borrowed(n.topic.as_str())),
+        _ => (n.title.as_str(), with_sparkline(n, picture)),
+    }
+}
+
+/// The body and, unless a picture goes with it, the sparkline (not the explain line: the
+/// plugins that use this never added it, and their bodies stay as they were).
+fn with_sparkline(n: &Notification, picture: bool) -> Cow<'_, str> {
+    let Some(line) = (!picture)
+        .then(|| crate::picture::sparkline_of(&n.fields))
+        .flatten()
+        .filter(|l| !n.title.contains(l.as_str()) && !n.body.contains(l.as_str()))
+    else {
+        return Cow::Borrowed(n.body.as_str());
+    };
+    if n.body.is_empty() {
+        return Cow::Owned(line);
+    }
+    Cow::Owned(format!("{}\n{line}", n.body))
 }
 
 #[cfg(test)]

@@ -11,6 +11,12 @@
 //! text shows as text instead of pinging the server. Texts are cut to Discord's limits:
 //! `content` 2000 characters, embed title 256, description 4096, field values 1024, and
 //! 6000 for the whole embed.
+//!
+//! A firing alarm with a `window` carries its picture (`crate::picture`): the webhook call
+//! is then `multipart/form-data`, the message as `payload_json` and the PNG as `files[0]`,
+//! shown as the embed's image (`attachment://anomaly.png`) or under the `content`. With
+//! `picture = false`, a window that cannot be drawn, or the picture refused (a 4xx, then
+//! sent again without it), the text gets the score sparkline instead.
 
 use std::fmt;
 
@@ -20,7 +26,7 @@ use reqwest::Url;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::alarm::{Alarm, State, time_field, title_and_body, truncate_chars};
+use super::alarm::{Alarm, State, time_field, title_and_text, truncate_chars};
 use super::http::{
     Redactor, SNIPPET_READ_LIMIT, client, default_timeout, endpoint, parse_url, send_checked,
     target_error,
@@ -47,6 +53,10 @@ pub struct Config {
     /// target's per-attempt timeout still applies around it.
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
+    /// Firing alarms with a window carry their picture (default); `false`: text with a
+    /// sparkline.
+    #[serde(default = "default_embed")]
+    pub picture: bool,
 }
 
 fn default_embed() -> bool {
@@ -69,6 +79,7 @@ pub struct Discord {
     username: Option<String>,
     avatar_url: Option<String>,
     redactor: Redactor,
+    picture: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -82,6 +93,9 @@ struct Message<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     avatar_url: Option<&'a str>,
     allowed_mentions: Value,
+    /// With a picture: the file `files[0]` described, as Discord asks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attachments: Option<Value>,
 }
 
 impl Discord {
@@ -109,13 +123,21 @@ impl Discord {
             embed: cfg.embed,
             username,
             avatar_url,
+            picture: cfg.picture,
         })
     }
 
-    fn message(&self, n: &Notification) -> Message<'_> {
-        let (title, body) = title_and_body(n);
+    /// The message, with the picture as its attachment (`picture`) or the sparkline.
+    fn message_with(&self, n: &Notification, picture: bool) -> Message<'_> {
+        let (title, body) = title_and_text(n, picture);
+        let body = &*body;
+        let file = crate::picture::FILE_NAME;
         let (content, embeds) = if self.embed {
-            (None, vec![embed(n, title, body)])
+            let mut e = embed(n, title, body);
+            if picture {
+                e["image"] = json!({"url": format!("attachment://{file}")});
+            }
+            (None, vec![e])
         } else {
             let text = match (title.is_empty(), body.is_empty()) {
                 (false, false) => format!("**{title}**\n{body}"),
@@ -130,11 +152,48 @@ impl Discord {
             username: self.username.as_deref(),
             avatar_url: self.avatar_url.as_deref(),
             allowed_mentions: json!({"parse": []}),
+            attachments: picture.then(|| json!([{"id": 0, "filename": file}])),
         }
     }
 
     async fn deliver(&self, n: &Notification) -> Result<(), SendError> {
-        let req = self.client.post(self.url.clone()).json(&self.message(n));
+        let firing = Alarm::of(n).state == State::Firing;
+        let picture = (self.picture && firing)
+            .then(|| crate::picture::attach(&n.target, &n.fields))
+            .flatten();
+        if let Some(picture) = picture {
+            match self.post(n, Some(picture)).await {
+                Err(SendError::Permanent(e)) => {
+                    tracing::warn!(endpoint = %self.endpoint, error = %e, "discord refused the picture; posting the text alone");
+                }
+                done => return done,
+            }
+        }
+        self.post(n, None).await
+    }
+
+    async fn post(
+        &self,
+        n: &Notification,
+        picture: Option<crate::picture::Picture>,
+    ) -> Result<(), SendError> {
+        let message = self.message_with(n, picture.is_some());
+        let req = self.client.post(self.url.clone());
+        let req = match picture {
+            None => req.json(&message),
+            Some(p) => {
+                let payload = serde_json::to_string(&message)
+                    .map_err(|e| SendError::Permanent(format!("discord: {e}")))?;
+                let file = reqwest::multipart::Part::bytes(p.png)
+                    .file_name(crate::picture::FILE_NAME)
+                    .mime_str("image/png")
+                    .map_err(|e| SendError::Permanent(format!("discord: {e}")))?;
+                let form = reqwest::multipart::Form::new()
+                    .text("payload_json", payload)
+                    .part("files[0]", file);
+                req.multipart(form)
+            }
+        };
         send_checked(
             "discord",
             req,
@@ -222,7 +281,7 @@ mod tests {
     use super::*;
     use crate::notify::TargetConfig;
     use crate::notify::test_server::{Reply, TestServer, refused_addr};
-    use crate::notify::test_support::alarm;
+    use crate::notify::test_support::{alarm, assert_picture, multipart, windowed_alarm};
 
     const HOOK_PATH: &str = "/api/webhooks/1234567890/SecretWebhookTokenAbc_42";
 
@@ -240,6 +299,44 @@ mod tests {
         Discord::build("dc", &cfg)
             .expect_err("rejected")
             .to_string()
+    }
+
+    #[tokio::test]
+    async fn a_windowed_alarm_carries_its_picture_as_files_0_shown_as_the_embeds_image() {
+        let mut server = TestServer::start(vec![Reply::text(204, "")]).await;
+        let discord = build("", &server);
+        discord.send(&windowed_alarm()).await.expect("delivered");
+        let req = server.request().await;
+        let parts = multipart(req.header("content-type").unwrap(), &req.body);
+        assert_eq!(parts.len(), 2, "{parts:?}");
+        let payload: Value = serde_json::from_slice(&parts[0].data).unwrap();
+        assert_eq!(parts[0].name, "payload_json");
+        assert_eq!(
+            payload["embeds"][0]["image"]["url"],
+            "attachment://anomaly.png"
+        );
+        assert_eq!(payload["attachments"][0]["filename"], "anomaly.png");
+        assert_eq!(payload["allowed_mentions"], json!({"parse": []}));
+        assert!(
+            !payload["embeds"][0]["description"]
+                .as_str()
+                .unwrap()
+                .contains("score ▂")
+        );
+        assert_eq!(parts[1].name, "files[0]");
+        assert_eq!(parts[1].filename.as_deref(), Some("anomaly.png"));
+        assert_picture(&parts[1].data);
+    }
+
+    #[tokio::test]
+    async fn with_picture_false_the_embed_gets_the_sparkline_and_no_file() {
+        let mut server = TestServer::start(vec![Reply::text(204, "")]).await;
+        let discord = build("picture = false", &server);
+        discord.send(&windowed_alarm()).await.expect("delivered");
+        let body = server.request().await.json();
+        assert!(body.get("attachments").is_none());
+        let description = body["embeds"][0]["description"].as_str().unwrap();
+        assert!(description.contains("\nscore ▂"), "{description}");
     }
 
     #[tokio::test]

@@ -22,7 +22,7 @@ use reqwest::header::HeaderValue;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::alarm::{Alarm, State, title_and_body};
+use super::alarm::{Alarm, State, title_and_text};
 use super::http::{
     Redactor, SNIPPET_READ_LIMIT, client, default_timeout, endpoint, join_path, parse_base_url,
     send_checked, target_error,
@@ -91,11 +91,11 @@ impl Gotify {
 
     async fn deliver(&self, n: &Notification) -> Result<(), SendError> {
         let alarm = Alarm::of(n);
-        let (title, body) = title_and_body(n);
+        let (title, body) = title_and_text(n, false);
         let message = Message {
             title,
             // Gotify refuses an empty message.
-            message: if body.is_empty() { title } else { body },
+            message: if body.is_empty() { title } else { &body },
             priority: priority(alarm.state, alarm.severity),
             // Shown as written: a `*` or `#` in an alarm is not Markdown.
             extras: json!({"client::display": {"contentType": "text/plain"}}),
@@ -151,7 +151,7 @@ mod tests {
     use super::*;
     use crate::notify::TargetConfig;
     use crate::notify::test_server::{Reply, TestServer, refused_addr};
-    use crate::notify::test_support::alarm;
+    use crate::notify::test_support::{alarm, windowed_alarm};
 
     const TOKEN: &str = "AvKcy9o-yvVhyKd";
 
@@ -186,6 +186,25 @@ mod tests {
                 "priority": 8,
                 "extras": {"client::display": {"contentType": "text/plain"}}
             })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_target_that_cannot_show_a_picture_gets_the_score_sparkline_after_the_body() {
+        let mut server = TestServer::start(vec![posted()]).await;
+        build(&server)
+            .send(&windowed_alarm())
+            .await
+            .expect("delivered");
+        let message = server.request().await.json()["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (body, line) = message.split_once('\n').expect("two lines");
+        assert_eq!(body, alarm().body);
+        assert_eq!(
+            line,
+            "score ▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂▂██ 5.97 (threshold 2.00, last 9m59s)"
         );
     }
 

@@ -81,6 +81,27 @@ impl Notification {
     }
 }
 
+impl Notification {
+    /// [`body_with_explain`](Self::body_with_explain), then, for a target that is not
+    /// sending the alarm's picture (`picture` false: it cannot, it is off, or the window
+    /// could not be drawn), the window's score as a text sparkline on its own line, unless
+    /// the title or body shows it already (a template with `{sparkline}`).
+    pub fn body_for_people(&self, picture: bool) -> std::borrow::Cow<'_, str> {
+        let body = self.body_with_explain();
+        let line = match (picture, crate::picture::sparkline_of(&self.fields)) {
+            (false, Some(line)) => line,
+            _ => return body,
+        };
+        if self.title.contains(&line) || body.contains(&line) {
+            return body;
+        }
+        if body.is_empty() {
+            return line.into();
+        }
+        format!("{body}\n{line}").into()
+    }
+}
+
 /// Why a send failed, and whether trying again can help.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {

@@ -14,6 +14,12 @@
 //! scale 2..5); a resolution is sent at low priority, since it should not wake anyone.
 //! Headers are ASCII: a title or tag with other characters is sent RFC 2047-encoded, which
 //! ntfy decodes.
+//!
+//! A firing alarm with a `window` is published with its picture (`crate::picture`) as an
+//! attachment: `PUT` with the PNG as the body, `Filename: anomaly.png`, and the message in
+//! the `Message` header (cut to 2048 bytes, newlines as `\n`, which ntfy turns back). A
+//! server without attachments refuses it (a 4xx): the text alone is then published, with
+//! the score sparkline, as it is with `picture = false`.
 
 use std::fmt;
 
@@ -23,7 +29,7 @@ use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
 
-use super::alarm::{Alarm, State, title_and_body, truncate_bytes, truncate_chars};
+use super::alarm::{Alarm, State, title_and_text, truncate_bytes, truncate_chars};
 use super::http::{
     Redactor, SNIPPET_READ_LIMIT, client, default_timeout, endpoint, join_path, parse_base_url,
     send_checked, target_error,
@@ -57,6 +63,14 @@ pub struct Config {
     /// target's per-attempt timeout still applies around it.
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
+    /// Firing alarms with a window are published with their picture attached (default);
+    /// `false`: text with a sparkline.
+    #[serde(default = "yes")]
+    pub picture: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_base_url() -> String {
@@ -68,6 +82,9 @@ fn default_base_url() -> String {
 const MAX_MESSAGE_BYTES: usize = 4096;
 /// ntfy documents no title limit; this keeps the header well inside what proxies accept.
 const MAX_TITLE_CHARS: usize = 250;
+/// The message in a header, beside an attachment: half the body's limit, so the header
+/// stays well inside what proxies accept once encoded.
+const MAX_HEADER_MESSAGE_BYTES: usize = 2048;
 
 enum Auth {
     None,
@@ -84,6 +101,7 @@ pub struct Ntfy {
     auth: Auth,
     tags: Vec<String>,
     redactor: Redactor,
+    picture: bool,
 }
 
 impl Ntfy {
@@ -159,14 +177,19 @@ impl Ntfy {
             auth,
             tags,
             redactor,
+            picture: cfg.picture,
         })
     }
 
-    /// The headers and the message of one publish.
-    fn request(&self, n: &Notification) -> (Vec<(&'static str, HeaderValue)>, String) {
+    /// The headers and the message of one publish, with (`picture`) or without the picture.
+    fn request_with(
+        &self,
+        n: &Notification,
+        picture: bool,
+    ) -> (Vec<(&'static str, HeaderValue)>, String) {
         let alarm = Alarm::of(n);
-        let (title, body) = title_and_body(n);
-        let message = if body.is_empty() { title } else { body };
+        let (title, body) = title_and_text(n, picture);
+        let message = if body.is_empty() { title } else { &body };
         let mut headers = Vec::new();
         if !title.is_empty() && message != title {
             headers.push((
@@ -194,12 +217,44 @@ impl Ntfy {
     }
 
     async fn deliver(&self, n: &Notification) -> Result<(), SendError> {
-        let (headers, message) = self.request(n);
-        let mut req = self
-            .client
-            .post(self.url.clone())
-            .header(CONTENT_TYPE, "text/plain; charset=utf-8")
-            .body(message);
+        let firing = Alarm::of(n).state == State::Firing;
+        let picture = (self.picture && firing)
+            .then(|| crate::picture::attach(&n.target, &n.fields))
+            .flatten();
+        if let Some(picture) = picture {
+            match self.publish(n, Some(picture)).await {
+                Err(SendError::Permanent(e)) => {
+                    tracing::warn!(endpoint = %self.endpoint, error = %e, "ntfy refused the picture; publishing the text alone");
+                }
+                done => return done,
+            }
+        }
+        self.publish(n, None).await
+    }
+
+    /// One publish: the text as the body, or the picture as the body and the text in the
+    /// `Message` header.
+    async fn publish(
+        &self,
+        n: &Notification,
+        picture: Option<crate::picture::Picture>,
+    ) -> Result<(), SendError> {
+        let (headers, message) = self.request_with(n, picture.is_some());
+        let mut req = match picture {
+            None => self
+                .client
+                .post(self.url.clone())
+                .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+                .body(message),
+            Some(p) => {
+                let short = truncate_bytes(&message, MAX_HEADER_MESSAGE_BYTES);
+                self.client
+                    .put(self.url.clone())
+                    .header("Filename", crate::picture::FILE_NAME)
+                    .header("Message", header_text(&short.replace('\n', "\\n")))
+                    .body(p.png)
+            }
+        };
         for (name, value) in headers {
             req = req.header(name, value);
         }
@@ -309,7 +364,7 @@ mod tests {
     use super::*;
     use crate::notify::TargetConfig;
     use crate::notify::test_server::{Reply, TestServer, refused_addr};
-    use crate::notify::test_support::alarm;
+    use crate::notify::test_support::{alarm, assert_picture, windowed_alarm};
 
     fn build(extra: &str, server: &TestServer) -> Ntfy {
         let cfg: Config = toml::from_str(&format!(
@@ -329,6 +384,50 @@ mod tests {
 
     fn published() -> Reply {
         Reply::json(200, json!({"id": "hwQ2YpKdmg", "event": "message"}))
+    }
+
+    #[tokio::test]
+    async fn a_windowed_alarm_is_put_with_its_picture_attached_and_the_text_in_the_message_header()
+    {
+        let mut server = TestServer::start(vec![Reply::json(200, json!({"id": "x"}))]).await;
+        let ntfy = build("", &server);
+        ntfy.send(&windowed_alarm()).await.expect("delivered");
+        let req = server.request().await;
+        assert_eq!(
+            (req.method.as_str(), req.path.as_str()),
+            ("PUT", "/lookout-alarms")
+        );
+        assert_eq!(req.header("filename"), Some("anomaly.png"));
+        assert_eq!(req.header("title"), Some("[firing] sim-1 cpu_util"));
+        assert_eq!(req.header("message"), Some(alarm().body.as_str()));
+        assert_picture(&req.body);
+    }
+
+    #[tokio::test]
+    async fn a_server_refusing_attachments_gets_the_text_with_a_sparkline_as_does_picture_false() {
+        let mut server = TestServer::start(vec![
+            Reply::json(
+                400,
+                json!({"code": 40014, "error": "attachments not allowed"}),
+            ),
+            Reply::json(200, json!({"id": "x"})),
+        ])
+        .await;
+        let ntfy = build("", &server);
+        ntfy.send(&windowed_alarm())
+            .await
+            .expect("delivered as text");
+        assert_eq!(server.request().await.method, "PUT");
+        let text = server.request().await;
+        assert_eq!(text.method, "POST");
+        assert!(text.text().contains("\nscore ▂"), "{}", text.text());
+
+        let off = build("picture = false", &server);
+        off.send(&windowed_alarm()).await.expect("delivered");
+        let req = server.request().await;
+        assert_eq!(req.method, "POST");
+        assert!(req.header("filename").is_none());
+        assert!(req.text().contains("score ▂"));
     }
 
     #[tokio::test]

@@ -22,7 +22,7 @@ use lookout_shared::secret::Secret;
 use reqwest::Url;
 use serde::Deserialize;
 
-use super::alarm::{Alarm, State, title_and_body, truncate_chars};
+use super::alarm::{Alarm, State, title_and_text, truncate_chars};
 use super::http::{
     Redactor, SNIPPET_READ_LIMIT, client, default_timeout, endpoint, join_path, parse_base_url,
     send_checked, target_error,
@@ -139,7 +139,8 @@ impl Pushover {
     /// The form fields of one message, the keys first.
     fn form(&self, n: &Notification) -> Vec<(&'static str, String)> {
         let alarm = Alarm::of(n);
-        let (title, body) = title_and_body(n);
+        let (title, body) = title_and_text(n, false);
+        let body = &*body;
         let mut form = vec![
             ("token", self.token.expose().trim().to_owned()),
             ("user", self.user.expose().trim().to_owned()),

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::alarm::truncate_chars;
-use super::alarm::{Alarm, State, scalar_text, time_field, title_and_body, truncate_bytes};
+use super::alarm::{Alarm, State, scalar_text, time_field, title_and_text, truncate_bytes};
 use super::http::{
     Redactor, SNIPPET_READ_LIMIT, client, default_timeout, endpoint, parse_url, send_checked,
 };
@@ -102,7 +102,8 @@ fn colour(state: State, severity: u8) -> &'static str {
 /// The message: one Adaptive Card, its encoding at most [`MAX_BODY_BYTES`].
 fn message(n: &Notification) -> Value {
     let alarm = Alarm::of(n);
-    let (title, summary) = title_and_body(n);
+    let (title, summary) = title_and_text(n, false);
+    let summary = &*summary;
     let mut facts: Vec<Value> = alarm
         .labels
         .iter()
