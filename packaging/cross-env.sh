@@ -166,9 +166,11 @@ ensure_chroot() {
 # in_chroot COMMAND: runs a shell command in the chroot, in the repo, with the cross
 # environment of the current target.
 in_chroot() {
-  local up=${triple^^}
+  local up=${triple^^} pass=()
   up=${up//-/_}
-  chroot "$chroot_dir" /usr/bin/env -i \
+  # Cargo's profile overrides and job count pass through (.ci/run sets some).
+  mapfile -t pass < <(env | grep -E '^CARGO_(PROFILE_[A-Z0-9_]+|BUILD_JOBS)=' || true)
+  chroot "$chroot_dir" /usr/bin/env -i "${pass[@]}" \
     PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root CARGO_HOME=/root/.cargo \
     CARGO_TERM_COLOR=never CARGO_HTTP_CAINFO=/etc/ssl/certs/host-ca.crt \
     CARGO_TARGET_DIR="$chroot_target_dir" \
