@@ -429,7 +429,9 @@ pub fn parse_segment(bytes: &[u8]) -> (Vec<Record>, u64) {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or_default()) as usize;
         let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap_or_default());
         let start = at + FRAME as usize;
-        let Some(body) = bytes.get(start..start + len) else {
+        // checked: on a 32-bit device `start + len` overflows usize for a damaged length
+        // near u32::MAX (a debug build panics, a release build wraps).
+        let Some(body) = start.checked_add(len).and_then(|end| bytes.get(start..end)) else {
             break;
         };
         if crc32fast::hash(body) != crc {
@@ -570,6 +572,53 @@ mod tests {
         assert_eq!(o.push("a", b"three", true), 3);
         drop(o);
         assert_eq!(seqs(&open(d.path(), 1 << 20)), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_segment_has_the_same_bytes_on_32_and_64_bit_machines() {
+        // Lengths and sequence numbers are fixed-width or varints, never usize-wide: an
+        // outbox written by an amd64 build reads on armhf and back (a disk moved between
+        // devices, or a 32-bit userland on a 64-bit kernel upgraded in place).
+        let frame: &[u8] = &[
+            8, 0, 0, 0, // body length, u32 LE
+            0x67, 0xdc, 0x76, 0xc5, // CRC-32 of the body, u32 LE
+            1, 1, b'a', 3, b'o', b'n', b'e', 1, // seq 1, topic "a", payload "one", retain
+        ];
+        let record = Record {
+            seq: 1,
+            topic: "a".into(),
+            payload: b"one".to_vec(),
+            retain: true,
+        };
+        assert_eq!(&postcard::to_allocvec(&record).unwrap()[..], &frame[8..]);
+        assert_eq!(crc32fast::hash(&frame[8..]).to_le_bytes(), frame[4..8]);
+        let (records, at) = parse_segment(frame);
+        assert_eq!((records, at), (vec![record], frame.len() as u64));
+    }
+
+    #[test]
+    fn a_frame_length_near_u32_max_is_damage_not_an_overflow_on_32_bit() {
+        // A good frame, then a header whose length is u32::MAX: `start + len` does not fit
+        // a 32-bit usize (armhf). Reading stops at the damaged frame and keeps the first.
+        let mut segment = Vec::new();
+        let body = postcard::to_allocvec(&Record {
+            seq: 1,
+            topic: "a".into(),
+            payload: b"one".to_vec(),
+            retain: true,
+        })
+        .unwrap();
+        segment.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        segment.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        segment.extend_from_slice(&body);
+        let good = segment.len() as u64;
+        for len in [u32::MAX, u32::MAX - 7, u32::MAX - FRAME as u32] {
+            let mut damaged = segment.clone();
+            damaged.extend_from_slice(&len.to_le_bytes());
+            damaged.extend_from_slice(&[0; 12]);
+            let (records, at) = parse_segment(&damaged);
+            assert_eq!((records.len(), at), (1, good), "length {len:#x}");
+        }
     }
 
     #[test]
