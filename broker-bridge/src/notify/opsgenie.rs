@@ -22,7 +22,9 @@ use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::alarm::{Alarm, State, bounded_key, scalar_text, title_and_body, truncate_chars};
+use super::alarm::{
+    Alarm, State, bounded_key, scalar_text, title_and_body, title_and_text, truncate_chars,
+};
 use super::http::{
     Redactor, SNIPPET_READ_LIMIT, client, default_timeout, endpoint, join_path, parse_base_url,
     send_checked, target_error,
@@ -176,7 +178,9 @@ impl Opsgenie {
     }
 
     fn create(&self, n: &Notification, alarm: &Alarm<'_>) -> Create {
-        let (title, body) = title_and_body(n);
+        // Opsgenie shows no picture: the score's sparkline goes with the description.
+        let (title, body) = title_and_text(n, false);
+        let body = body.as_ref();
         let message = if title.is_empty() { body } else { title };
         let tags = [alarm.host, alarm.source]
             .into_iter()
@@ -417,6 +421,21 @@ mod tests {
             req.json(),
             json!({"user": "alice", "source": "Lookout", "note": "acknowledged by alice: on it"})
         );
+    }
+
+    #[tokio::test]
+    async fn an_alarm_with_a_window_carries_the_score_sparkline_in_its_description() {
+        let mut server = TestServer::start(vec![accepted()]).await;
+        let n = crate::notify::test_support::windowed_alarm();
+        build("", &server).send(&n).await.expect("delivered");
+        let req = server.request().await.json();
+        let (text, line) = req["description"]
+            .as_str()
+            .unwrap()
+            .split_once('\n')
+            .unwrap();
+        assert_eq!(text, n.body);
+        assert!(line.starts_with("score ▂"), "{line}");
     }
 
     #[tokio::test]

@@ -21,7 +21,7 @@ use reqwest::Url;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::alarm::{Alarm, State, bounded_key, time_field, title_and_body, truncate_chars};
+use super::alarm::{Alarm, State, bounded_key, time_field, title_and_text, truncate_chars};
 use super::http::{
     Redactor, SNIPPET_READ_LIMIT, client, default_timeout, endpoint, join_path, parse_base_url,
     send_checked, target_error,
@@ -142,7 +142,9 @@ impl PagerDuty {
                 payload: None,
             };
         }
-        let (title, body) = title_and_body(n);
+        // PagerDuty shows no picture: the score's sparkline goes with the body.
+        let (title, body) = title_and_text(n, false);
+        let body = body.as_ref();
         let summary = if title.is_empty() { body } else { title };
         let mut details = Map::new();
         if !alarm.labels.is_empty() {
@@ -307,6 +309,23 @@ mod tests {
             server.request().await.json(),
             json!({"routing_key": KEY, "event_action": "acknowledge",
                    "dedup_key": "sim-1:cpu_util:1795457375316"})
+        );
+    }
+
+    #[tokio::test]
+    async fn an_alarm_with_a_window_carries_the_score_sparkline_in_its_details() {
+        let mut server = TestServer::start(vec![accepted()]).await;
+        let n = crate::notify::test_support::windowed_alarm();
+        build(&server).send(&n).await.expect("delivered");
+        let body = server.request().await.json()["payload"]["custom_details"]["body"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (text, line) = body.split_once('\n').expect("two lines");
+        assert_eq!(text, n.body);
+        assert!(
+            line.starts_with("score ▂") && line.contains("threshold"),
+            "{line}"
         );
     }
 
