@@ -149,6 +149,11 @@ def main() -> int:
     for d in (out, work):
         d.chmod(0o755)
     store.chmod(0o777)
+    # It must also get there: a parent made by `mktemp -d` is 0700. Ours get o+x.
+    for d in out.resolve().parents:
+        st = d.stat()
+        if st.st_uid == os.getuid() and not st.st_mode & 0o001 and d != Path("/"):
+            d.chmod(st.st_mode | 0o011)
     (work / "mosquitto.conf").write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
         f"persistence_location {store}/\nautosave_interval 5\nmax_queued_messages 100000\n")
