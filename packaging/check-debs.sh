@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Inspects the .debs that packaging/build-debs.sh built and exits non-zero on any miss:
-#   bash packaging/check-debs.sh [AGENT.deb BRIDGE.deb]
-# Without arguments it takes the newest target/debian/lookout-{agent,bridge}_*.deb
+#   bash packaging/check-debs.sh [ARCH] [AGENT.deb BRIDGE.deb]
+# ARCH: this machine's Debian architecture (the default), arm64 or armhf. Without .deb
+# arguments it takes the newest target/debian/lookout-{agent,bridge}_*_ARCH.deb
 # (CARGO_TARGET_DIR is honoured). For each package it checks, with dpkg-deb -I/-c and the
 # extracted files: the binary in /usr/bin, the config in /etc/lookout listed in the
 # conffiles control file (so upgrades keep an edited copy), the systemd unit with every
 # hardening line and the maintainer scripts that enable and start it, the man page
 # (renders without groff warnings), the docs; then runs the installed binary's
-# check-config on the installed config, `systemd-analyze verify` on the unit, and prints
-# `systemd-analyze security --offline=yes` exposure.
+# check-config on the installed config (an arm64 or armhf binary under qemu-user, against
+# the sysroot of packaging/cross-build.sh's chroot), `systemd-analyze verify` on the unit,
+# and prints `systemd-analyze security --offline=yes` exposure.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 
@@ -19,8 +21,27 @@ for tool in dpkg-deb systemd-analyze groff man zgrep; do
   }
 done
 
+arch=$(dpkg --print-architecture)
+# How the installed binary is run: directly, or under the emulator for a foreign one.
+run=()
+case ${1:-} in
+arm64 | armhf)
+  arch=$1
+  shift
+  # shellcheck source=packaging/cross-env.sh
+  source packaging/cross-env.sh
+  if [ "$arch" = arm64 ]; then target_names aarch64; else target_names armv7; fi
+  command -v "$qemu" >/dev/null 2>&1 && [ -d "$sysroot" ] || {
+    echo "check-debs: $arch binaries run under $qemu -L $sysroot (qemu-user and packaging/cross-build.sh)" >&2
+    exit 2
+  }
+  run=("$qemu" -L "$sysroot")
+  ;;
+"$arch") shift ;;
+esac
+
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
-newest() { ls -t "$target_dir"/debian/"$1"_*.deb 2>/dev/null | head -n 1; }
+newest() { ls -t "$target_dir"/debian/"$1"_*_"$arch".deb 2>/dev/null | head -n 1; }
 if [ $# -eq 2 ]; then
   agent_deb=$1 bridge_deb=$2
 else
@@ -83,8 +104,7 @@ check_deb() {
 
   # Control data.
   check "Package: $pkg" grep -qx " Package: $pkg" <<<"$info"
-  check "Architecture: $(dpkg --print-architecture)" \
-    grep -qx " Architecture: $(dpkg --print-architecture)" <<<"$info"
+  check "Architecture: $arch" grep -qx " Architecture: $arch" <<<"$info"
   check "Depends names libc6" grep -q "^ Depends: .*libc6" <<<"$info"
   # cargo-deb wraps a Cargo description of 80 characters or more into the long one.
   local synopsis
@@ -152,13 +172,17 @@ check_deb() {
 
   # The installed binary accepts the installed config.
   local out
-  if out=$(cd "$scratch" && "$root/usr/bin/$bin" check-config --config "$root/etc/lookout/$conf" 2>&1); then
+  if out=$(cd "$scratch" && "${run[@]}" "$root/usr/bin/$bin" check-config --config "$root/etc/lookout/$conf" 2>&1); then
     ok "installed $bin check-config accepts the installed $conf"
   else
     miss "installed $bin check-config accepts the installed $conf"
     sed 's/^/        /' <<<"$out"
   fi
-  check "installed $bin --version" "$root/usr/bin/$bin" --version
+  check "installed $bin --version" "${run[@]}" "$root/usr/bin/$bin" --version
+  if [ ${#run[@]} -gt 0 ]; then
+    check "/usr/bin/$bin is an ELF for $arch" \
+      bash -c "file -b '$root/usr/bin/$bin' | grep -q '$([ "$arch" = arm64 ] && echo 'ARM aarch64' || echo 'ARM, EABI5')'"
+  fi
   printf '  size  %s bytes (.deb), %s bytes (binary)\n' "$(stat -c %s "$deb")" \
     "$(stat -c %s "$root/usr/bin/$bin")"
 }

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 if [ "${1:-}" != --inside ]; then
   target_dir=${CARGO_TARGET_DIR:-$PWD/target}
-  deb=${1:-$(ls -t "$target_dir"/debian/lookout-agent_*.deb 2>/dev/null | head -n 1)}
+  deb=${1:-$(ls -t "$target_dir"/debian/lookout-agent_*_"$(dpkg --print-architecture)".deb 2>/dev/null | head -n 1)}
   [ -f "$deb" ] || { echo "test-upgrade: no lookout-agent .deb; run packaging/build-debs.sh" >&2; exit 2; }
   command -v deb-systemd-helper >/dev/null || { echo "test-upgrade: needs init-system-helpers" >&2; exit 2; }
   exec unshare -m bash "$0" --inside "$(realpath "$deb")"

@@ -131,6 +131,16 @@ async fn simulated_story(sub: &mut Subscriber) {
         alarm["labels"]["ip"].is_string(),
         "host labels travel with the alarm: {alarm}"
     );
+    // A learned model's firing alarm carries what the model saw, for the bridge's picture.
+    let window: lookout_shared::payload::Window =
+        serde_json::from_value(alarm["window"].clone()).expect("a window on the firing alarm");
+    assert!(window.is_consistent(), "{alarm}");
+    assert_eq!(window.ts.last(), alarm["ts"].as_i64().as_ref(), "{alarm}");
+    assert!(window.level.last().is_some_and(|&l| l > 0), "{alarm}");
+    assert!(
+        !window.series.is_empty() && window.series.len() <= 3,
+        "{alarm}"
+    );
     assert!(
         [
             "spike",

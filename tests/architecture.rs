@@ -106,12 +106,19 @@ const AGENT: &[(&str, Rule)] = &[
     ),
     ("frame.rs", Rule::Only(&[])),
     ("out.rs", Rule::Only(&[])),
+    ("control.rs", Rule::Only(&[])),
     (
         "link",
         Rule::Never(&["config", "run", "tick", "decide", "rules"]),
     ),
     ("watch", Rule::Never(&["link", "run", "tick"])),
     ("tick.rs", Rule::Never(&["config", "link", "run"])),
+    (
+        "devices",
+        Rule::Only(&[
+            "decide", "alarm", "scorer", "rules", "tick", "out", "health", "persist",
+        ]),
+    ),
     ("homeassistant.rs", Rule::Never(&["config", "link", "run"])),
     ("health.rs", Rule::Never(&["config", "link", "run"])),
     ("sim_fleet.rs", Rule::Never(&["link", "run"])),

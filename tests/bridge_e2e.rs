@@ -282,6 +282,126 @@ async fn two_bridges_in_a_share_group_deliver_ten_thousand_alarms_exactly_once_b
     poller.abort();
 }
 
+/// mosquitto replays retained messages to shared subscriptions too: a bridge that joins
+/// (or rejoins, after a crash) its share group is handed every retained firing state its
+/// partner already notified. Found by bench/fleet-load (293 duplicates when one of two
+/// bridges was restarted in a 1,000-host burst). The joining bridge counts them and
+/// notifies nothing; alarms published after it joined (retained, as agents publish them)
+/// are still split between the two and each delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_joining_its_share_group_does_not_notify_again_what_its_partner_did() {
+    use rumqttc::{AsyncClient, MqttOptions, QoS};
+    let dir = scratch("bridge-share-join");
+    let port = free_port();
+    let _broker = mosquitto(port, dir.path());
+    let outs: Vec<std::path::PathBuf> = (0..2)
+        .map(|i| dir.path().join(format!("out-{i}.log")))
+        .collect();
+    let start = |i: usize| {
+        let cfg = bridge_config(dir.path(), port, &outs[i]);
+        let set_id = format!("bridge.id=b{i}");
+        let state = format!(
+            "bridge.state_dir={}",
+            dir.path().join(format!("state-{i}")).display()
+        );
+        bridge(
+            &[
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--set",
+                "mqtt.share_group=g",
+                "--set",
+                &set_id,
+                "--set",
+                &state,
+                "--set",
+                "targets.console.level=warn",
+            ],
+            dir.path(),
+        )
+    };
+    let mut sub = Subscriber::connect(port, &["lookout/bridge/#"]).await;
+    let _b0 = start(0);
+    sub.wait_for("b0 stats", Duration::from_secs(20), |m| {
+        m.topic == "lookout/bridge/b0/stats"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut opts = MqttOptions::new("e2e-pub-join", "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(10));
+    let (client, mut eventloop) = AsyncClient::new(opts, 100);
+    let poller = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let publish = |i: usize| {
+        let alarm = serde_json::json!({
+            "id": format!("h{i}:cpu:{i}"), "host": format!("h{i}"), "source": "cpu",
+            "state": "firing", "severity": 2, "ts": i, "started_at": i, "score": 3.0,
+            "threshold": 2.0, "summary": "test", "labels": {}
+        });
+        let client = client.clone();
+        async move {
+            let topic = format!("lookout/h{i}/alarms/cpu");
+            client
+                .publish(topic, QoS::AtLeastOnce, true, alarm.to_string())
+                .await
+                .unwrap();
+        }
+    };
+    for i in 0..20 {
+        publish(i).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lines(&outs[0]).len() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "b0 delivered {}",
+            lines(&outs[0]).len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // b1 joins: the broker replays the 20 retained firing states to it.
+    let _b1 = start(1);
+    let stats = sub
+        .wait_for("b1 counted the replays", Duration::from_secs(30), |m| {
+            m.topic == "lookout/bridge/b1/stats" && m.json()["replayed_skipped"] == 20
+        })
+        .await
+        .json();
+    assert_eq!(stats["routed"], 0, "{stats}");
+    for i in 20..60 {
+        publish(i).await;
+    }
+    let total = || outs.iter().map(|o| lines(o).len()).sum::<usize>();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while total() < 60 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 60 delivered",
+            total()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut ids = std::collections::BTreeSet::new();
+    for o in &outs {
+        for a in lines(o) {
+            assert!(
+                ids.insert(a["id"].to_string()),
+                "delivered twice: {}",
+                a["id"]
+            );
+        }
+    }
+    assert_eq!(ids.len(), 60);
+    let b1: Vec<_> = lines(&outs[1]);
+    assert!(!b1.is_empty(), "b1 took a share of the live alarms");
+    assert!(
+        b1.iter().all(|a| a["ts"].as_u64().unwrap() >= 20),
+        "b1 notified none of what b0 had: {b1:?}"
+    );
+    poller.abort();
+}
+
 #[test]
 fn every_example_notifier_config_passes_check_config() {
     let dir = repo_root().join("configs/notifiers");
@@ -307,6 +427,24 @@ fn every_example_notifier_config_passes_check_config() {
                 "123456789:AAexampleexampleexample",
             )
             .env("LOOKOUT_SMTP_PASSWORD", "secret")
+            .env("LOOKOUT_NTFY_TOKEN", "tk_XXXX")
+            .env("LOOKOUT_GOTIFY_TOKEN", "AppXXXX")
+            .env(
+                "LOOKOUT_ALERTMANAGER_WEBHOOK_URL",
+                "http://127.0.0.1:9/webhook",
+            )
+            .env("LOOKOUT_PUSHOVER_TOKEN", "PoAppXXXX")
+            .env("LOOKOUT_PUSHOVER_USER", "PoUserXXXX")
+            .env(
+                "LOOKOUT_TEAMS_WEBHOOK",
+                "https://prod-00.westeurope.logic.azure.com/workflows/0/triggers/manual/paths/invoke?sig=XXXX",
+            )
+            .env("LOOKOUT_PAGERDUTY_ROUTING_KEY", "R0utingXXXX")
+            .env("LOOKOUT_OPSGENIE_API_KEY", "GenieXXXX")
+            .env(
+                "LOOKOUT_DISCORD_WEBHOOK",
+                "https://discord.com/api/webhooks/1/XXXX",
+            )
             .output()
             .unwrap();
         assert!(
@@ -326,8 +464,9 @@ fn every_example_notifier_config_passes_check_config() {
         checked += 1;
     }
     assert_eq!(
-        checked, 6,
-        "one example per notifier plugin but log/file (in configs/bridge.toml)"
+        checked, 14,
+        "one example per notifier plugin but log/file (in configs/bridge.toml), and http's \
+         alertmanager format"
     );
 }
 
@@ -567,7 +706,16 @@ async fn a_host_going_offline_gives_one_offline_alarm_and_holds_its_other_alarms
     let _broker = mosquitto(port, dir.path());
     let out = dir.path().join("alarms.log");
     let cfg = bridge_config(dir.path(), port, &out);
-    let bridge = bridge(&["run", "--config", cfg.to_str().unwrap()], dir.path());
+    let bridge = bridge(
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--set",
+            "bridge.offline_grace=1s",
+        ],
+        dir.path(),
+    );
     bridge.wait_log("subscribed", Duration::from_secs(20)).await;
 
     publish(

@@ -10,30 +10,9 @@ use common::*;
 
 const HOSTS: [&str; 3] = ["sim-1", "sim-2", "sim-3"];
 
-/// Simulated hosts that alarm within seconds and stay alarmed: level shifts only, the
-/// first one after 4 simulated minutes (4 s at speed 60), lasting 15-60 s of wall time,
-/// and no refit that could learn the shifted level while the test looks.
+/// Simulated hosts that alarm within seconds and stay alarmed ([`LEVEL_SHIFTS_ONLY`]).
 fn sim_args(port: u16) -> Vec<String> {
-    sim_run_args(
-        port,
-        HOSTS.len(),
-        60,
-        &[
-            "simulate.first_anomaly_after=4m",
-            "simulate.anomaly_every=1m",
-            "simulate.anomaly_duration=30m",
-            "simulate.kind_weights.spike=0",
-            "simulate.kind_weights.drop=0",
-            "simulate.kind_weights.stuck=0",
-            "simulate.kind_weights.climb=0",
-            "simulate.kind_weights.oscillation=0",
-            "simulate.kind_weights.dropout=0",
-            "detector.train.every=100000",
-            // Alarms from the first fit on (the settling hour would be a minute here).
-            "detector.alarm.settle=0",
-            "detector.alarm.settle_for=0s",
-        ],
-    )
+    sim_run_args(port, HOSTS.len(), 60, LEVEL_SHIFTS_ONLY)
 }
 
 /// Runs `lookout-agent watch ARGS` to its end (at most 30 s); exit code, stdout, stderr.

@@ -214,6 +214,10 @@ fn replay_throughput(c: &mut Criterion) {
         upper_limit: None,
         only_show_anomaly: false,
         seasonal: false,
+        accept_after_ms: 0,
+        young_for_ms: 0,
+        hold_firing: false,
+        picture_points: 0,
     };
     g.bench_function("notebook_detector_200k_rows", |b| {
         b.iter(|| {

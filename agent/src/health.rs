@@ -31,6 +31,9 @@ pub struct Report<'a> {
     pub host: &'a str,
     pub version: &'static str,
     pub uptime_s: u64,
+    /// How often this report comes (`agent.stats_interval`), so a watcher (the bridge's
+    /// dead-man alarm) knows when a missing one means silence.
+    pub stats_interval_s: u64,
     pub rss_bytes: Option<u64>,
     pub ticks: u64,
     pub ticks_skipped: u64,
@@ -39,8 +42,14 @@ pub struct Report<'a> {
     pub dropped: u64,
     pub reconnects: u64,
     pub inbox_dropped: u64,
+    /// Connections ended by an incoming message over the packet limit (link/client.rs).
+    pub oversize: u64,
     pub outbox: OutboxReport,
     pub models: ModelsReport,
+    pub commands: CommandsReport,
+    /// Device models (`crate::devices`); absent when none is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub devices: Option<DevicesReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -56,6 +65,44 @@ pub struct OutboxReport {
     pub dropped: u64,
     pub write_errors: u64,
     pub recovered: usize,
+}
+
+/// Device models since start: instances now, created and evicted, readings taken, and
+/// readings dropped by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct DevicesReport {
+    pub instances: usize,
+    /// Bytes the instances' decision states hold now (bounded by `max_instances`).
+    pub heap_bytes: usize,
+    pub created: u64,
+    pub evicted: u64,
+    pub readings: u64,
+    /// Intervals in which a metric had no reading: not scored.
+    pub gaps: u64,
+    /// Readings for no device model (another device or metric): the rules may want them.
+    pub unmatched: u64,
+    pub dropped: DevicesDropped,
+}
+
+/// Readings dropped, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct DevicesDropped {
+    /// Not a number, not JSON, not UTF-8, too large, no metric.
+    pub bad: u64,
+    /// Time more than 10 s ahead of the agent's clock.
+    pub future: u64,
+    /// Time in an interval already scored.
+    pub late: u64,
+    /// Over the device's `max_rate`.
+    pub rate: u64,
+}
+
+/// Operators' commands to this host (`cmd/relearn`) since start: obeyed, and refused (a
+/// missing or wrong token, bad JSON, an unknown model, retained).
+#[derive(Debug, Default, Serialize)]
+pub struct CommandsReport {
+    pub accepted: u64,
+    pub refused: u64,
 }
 
 #[derive(Debug, Default, Serialize)]

@@ -469,6 +469,7 @@ mod tests {
             ts: 1,
             host: "h".into(),
             model: "m".into(),
+            device: None,
             score: None,
             learning: true,
             anomalous: false,
@@ -476,6 +477,8 @@ mod tests {
             threshold: 1.75,
             alarm: false,
             labels: Labels::new(),
+            dimensions: Vec::new(),
+            explain: None,
         })
         .unwrap();
         let alarm = serde_json::to_value(Alarm {
@@ -490,6 +493,9 @@ mod tests {
             threshold: 1.75,
             summary: "s".into(),
             labels: Labels::new(),
+            dimensions: Vec::new(),
+            explain: None,
+            window: None,
         })
         .unwrap();
         let mut health = crate::health::Health::new(std::time::Duration::from_secs(1));
@@ -498,6 +504,7 @@ mod tests {
             host: "h",
             version: "0",
             uptime_s: 1,
+            stats_interval_s: 60,
             rss_bytes: None,
             ticks: 0,
             ticks_skipped: 0,
@@ -506,8 +513,11 @@ mod tests {
             dropped: 0,
             reconnects: 0,
             inbox_dropped: 0,
+            oversize: 0,
             outbox: Default::default(),
             models: Default::default(),
+            commands: Default::default(),
+            devices: None,
         })
         .unwrap();
         for c in configs(&ctx(true), "h", [every_tick("m"), anomalies_only("n")]) {

@@ -12,6 +12,8 @@
 //!   alarm payloads, one builder for models and rules.
 //! - [`decide`]: the one decision path, model → score → judge → hysteresis → episode,
 //!   that `run` and `replay` share; `[detector]` and the models' tables.
+//! - [`devices`]: device models, learned over series ingested over MQTT, one instance per
+//!   device, bounded, aggregated into the interval.
 //! - [`tick`]: one host's tick as a function: frame in, what to publish ([`out`]) out.
 //! - [`rules`]: threshold rules as reference data: document, events, windows, evaluator,
 //!   the running agent's rules, and the `test-rules` command.
@@ -19,6 +21,8 @@
 //!   their config tables.
 //! - [`persist`]: model snapshots on disk, written atomically, and `[snapshots]`.
 //! - [`homeassistant`]: Home Assistant MQTT discovery configs, one device per host.
+//! - [`control`]: operators' commands over MQTT (`cmd/relearn`): the token check, the
+//!   answers, and `[control]`.
 //! - [`health`]: the agent's own health, published on `agent/stats`.
 //! - [`footprint`]: keeping resident memory small (paging hints for our own code).
 //! - [`config`]: reads the TOML document and hands each part its table; checks across
@@ -37,7 +41,9 @@
 
 pub mod alarm;
 pub mod config;
+pub mod control;
 pub mod decide;
+pub mod devices;
 pub mod error;
 pub mod footprint;
 pub mod frame;

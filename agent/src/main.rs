@@ -52,33 +52,9 @@ enum Command {
     Config(ConfigCommand),
     /// The same as `config check`.
     CheckConfig(CheckArgs),
-    /// Stream a CSV (timestamp,value[,value...]) through the scorer offline and write timestamp,score,alarm.
-    Replay {
-        #[arg(long, short)]
-        input: PathBuf,
-        #[arg(long, short)]
-        output: PathBuf,
-        /// Take the detector from this config ([detector], or the model named by --model).
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// A model of the config (from [models] or [sim_models]) whose detector to use.
-        #[arg(long, requires = "config")]
-        model: Option<String>,
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
-        /// Also draw an SVG (1200x600): the input with alarm rows in red above, score and
-        /// threshold below, on one time axis.
-        #[arg(long, value_name = "OUT.svg")]
-        plot: Option<PathBuf>,
-        /// Shade the labelled anomaly windows for the input from this NAB
-        /// labels/combined_windows.json in the plot.
-        #[arg(long, value_name = "FILE", requires = "plot")]
-        windows: Option<PathBuf>,
-        /// Pass over malformed rows (counted, the first 10 logged, written as `timestamp,,0`)
-        /// instead of stopping at the first with its line number.
-        #[arg(long)]
-        skip_bad_rows: bool,
-    },
+    /// Stream a CSV (timestamp,value[,value...]) through the scorer offline and write
+    /// timestamp,score,alarm,firing,severity.
+    Replay(ReplayArgs),
     /// Record this host's metrics, sampled as `run` samples them, to a CSV (ts in Unix ms,
     /// one column per chart|dimension) for replaying through the models later
     /// (`simulate --recording`). Stops after --duration or on SIGINT/SIGTERM.
@@ -160,6 +136,44 @@ enum Command {
     },
 }
 
+#[derive(Args)]
+struct ReplayArgs {
+    #[arg(long, short)]
+    input: PathBuf,
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Take the detector from this config ([detector], or the model named by --model).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// A model of the config (from [models] or [sim_models]) whose detector to use.
+    #[arg(long, requires = "config")]
+    model: Option<String>,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Also draw an SVG (1200x600): the input with alarm rows in red above, score and
+    /// threshold below, on one time axis.
+    #[arg(long, value_name = "OUT.svg")]
+    plot: Option<PathBuf>,
+    /// Shade the labelled anomaly windows for the input from this NAB
+    /// labels/combined_windows.json in the plot.
+    #[arg(long, value_name = "FILE", requires = "plot")]
+    windows: Option<PathBuf>,
+    /// Pass over malformed rows (counted, the first 10 logged, written as
+    /// `timestamp,,0,F,S` with the alarm's state unchanged) instead of stopping at the
+    /// first with its line number.
+    #[arg(long)]
+    skip_bad_rows: bool,
+    /// The input's field delimiter, one character: `;` for semicolon-separated files, `\t`
+    /// for tabs. The output is comma-separated whatever this is.
+    #[arg(long, value_name = "CHAR", default_value = ",",
+          value_parser = replay::Format::parse_delimiter)]
+    delimiter: char,
+    /// Input columns, named in the header, that are not model dimensions (labels, ids):
+    /// read past, never parsed. Comma-separated or repeated.
+    #[arg(long, value_name = "NAME,NAME", value_delimiter = ',')]
+    ignore_columns: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Check a config file (- for stdin) and print the effective config: every table with
@@ -227,37 +241,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Config(ConfigCommand::Check(args)) | Command::CheckConfig(args) => {
             check_config(&args)
         }
-        Command::Replay {
-            input,
-            output,
-            config,
-            model,
-            set,
-            plot,
-            windows,
-            skip_bad_rows,
-        } => {
-            let interval = replay::interval::of_file(&input).unwrap_or(Duration::from_secs(1));
-            let detector = replay_detector(config.as_ref(), model.as_deref(), &set, interval)?;
-            // Read the windows before the replay, so that a bad file fails before any work.
-            let plot = match plot {
-                Some(path) => Some(replay::PlotSpec {
-                    path,
-                    windows: match &windows {
-                        Some(file) => replay::windows::for_input(file, &input)?,
-                        None => Vec::new(),
-                    },
-                }),
-                None => None,
-            };
-            let summary =
-                replay::replay_files(&input, &output, &detector, plot.as_ref(), skip_bad_rows)?;
-            if summary.skipped > 0 {
-                tracing::warn!(skipped = summary.skipped, "malformed rows skipped");
-            }
-            tracing::debug!(?summary, "replay finished");
-            Ok(())
-        }
+        Command::Replay(args) => replay_command(args),
         Command::Watch {
             url,
             filter,
@@ -314,6 +298,51 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// `replay`: the arguments checked (a bad one exits 2 before any work), the detector
+/// resolved at the input's own interval, then the replay.
+fn replay_command(args: ReplayArgs) -> anyhow::Result<()> {
+    let ReplayArgs {
+        input,
+        output,
+        config,
+        model,
+        set,
+        plot,
+        windows,
+        skip_bad_rows,
+        delimiter,
+        ignore_columns,
+    } = args;
+    replay::Format::check_ignore(&ignore_columns).map_err(|message| Error::Config {
+        path: input.display().to_string(),
+        message,
+    })?;
+    let format = replay::Format {
+        delimiter,
+        ignore: ignore_columns,
+        skip_bad_rows,
+    };
+    let interval = replay::interval::of_file(&input, delimiter).unwrap_or(Duration::from_secs(1));
+    let detector = replay_detector(config.as_ref(), model.as_deref(), &set, interval)?;
+    // Read the windows before the replay, so that a bad file fails before any work.
+    let plot = match plot {
+        Some(path) => Some(replay::PlotSpec {
+            path,
+            windows: match &windows {
+                Some(file) => replay::windows::for_input(file, &input)?,
+                None => Vec::new(),
+            },
+        }),
+        None => None,
+    };
+    let summary = replay::replay_files(&input, &output, &detector, plot.as_ref(), &format)?;
+    if summary.skipped > 0 {
+        tracing::warn!(skipped = summary.skipped, "malformed rows skipped");
+    }
+    tracing::debug!(?summary, "replay finished");
+    Ok(())
 }
 
 fn record(output: &Path, interval: Duration, duration: Duration) -> anyhow::Result<()> {

@@ -20,6 +20,8 @@ pub enum Out {
     Truth { topic: String, payload: Vec<u8> },
     /// The agent's own report (`agent/stats`): retained, dropped when congested.
     Stats { topic: String, payload: Vec<u8> },
+    /// An answer to an operator's command (`cmd/relearn/result`): QoS 1, not retained.
+    Reply { topic: String, payload: Vec<u8> },
 }
 
 impl Out {
@@ -31,7 +33,8 @@ impl Out {
             | Out::State { topic, .. }
             | Out::Forget { topic }
             | Out::Truth { topic, .. }
-            | Out::Stats { topic, .. } => topic,
+            | Out::Stats { topic, .. }
+            | Out::Reply { topic, .. } => topic,
         }
     }
 }

@@ -97,10 +97,15 @@ impl Store {
         std::fs::create_dir_all(&self.dir)?;
         let path = self.path(model);
         let tmp = path.with_extension("snap.tmp");
-        {
-            let mut f = std::fs::File::create(&tmp)?;
+        let written = std::fs::File::create(&tmp).and_then(|mut f| {
             f.write_all(bytes)?;
-            f.sync_all()?;
+            f.sync_all()
+        });
+        if let Err(e) = written {
+            // A half-written copy on a full disk would hold the space other writes (the
+            // outbox) need until the next save.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
         std::fs::rename(&tmp, &path)?;
         // The rename is durable once the directory is.

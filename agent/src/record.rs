@@ -24,7 +24,7 @@ pub async fn record(out: &Path, interval: Duration, duration: Duration) -> Resul
         source,
     };
     let mut w = std::io::BufWriter::new(std::fs::File::create(out).map_err(io)?);
-    let mut sampler = HostSampler::new("/proc");
+    let mut sampler = HostSampler::host();
     let mut frame = Frame::with_capacity(256);
     let mut columns: Option<Vec<(String, String)>> = None;
     let mut ticker = tokio::time::interval(interval);

@@ -1,7 +1,9 @@
 //! The `run` command: every tick, each host's frame goes through its models
 //! ([`crate::tick::Host`]) and what they say goes out over that host's MQTT link. Between
 //! ticks, rules documents and ingested events arrive on the first host's link and go to
-//! the rules ([`crate::rules::live`]), whose alarms go out over that link too.
+//! the rules ([`crate::rules::live`]), whose alarms go out over that link too. With a
+//! `[control]` token, each host's link also takes that host's relearn commands
+//! ([`crate::control`]), carried out between ticks like the rules' messages.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,9 +16,12 @@ use tokio::task::JoinHandle;
 
 use crate::Error;
 use crate::config::Settings;
+use crate::control::{Control, Refusal, Reply};
 use crate::decide::ModelSpec;
+use crate::devices::config::DeviceSpec;
+use crate::devices::{Devices, DevicesParams, TRAINER_HOST};
 use crate::frame::Frame;
-use crate::health::{Health, Lag, OutboxReport, Report};
+use crate::health::{CommandsReport, Health, Lag, OutboxReport, Report};
 use crate::link::{Extras, Inbox, Incoming, Link, LinkStats, broker};
 use crate::out::Out;
 use crate::persist::Store;
@@ -57,6 +62,15 @@ struct Agent {
     hosts: Vec<Running>,
     /// The rules belong to the first host (the real one, or sim-1) and come in on its link.
     live: Live,
+    /// Device models: readings come in on the first host's link, and its alarms go out on
+    /// it, under the first host's topics.
+    devices: Devices,
+    /// Operators' commands, when a token is configured.
+    control: Option<Control>,
+    /// Each host's relearn command topic, in the order of `hosts`.
+    command_topics: Vec<String>,
+    /// The time of the last tick (simulated time when simulating).
+    last_ts: i64,
     trainer: Trainer,
     stats: Arc<LinkStats>,
     tasks: Vec<JoinHandle<()>>,
@@ -185,20 +199,27 @@ impl Agent {
             ingest: settings.ingest.enabled,
             host_metrics: !sim,
         });
-        let mut inbox_tx = Some(inbox_tx);
+        let devices = device_models(&settings, &hosts);
+        let control = commands(&settings, &hosts);
+        let command_topics: Vec<String> = hosts
+            .iter()
+            .map(|(name, _, _)| topics::relearn(&settings.mqtt.prefix, name))
+            .collect();
         let mut tasks = Vec::new();
         let mut running = Vec::new();
-        for (name, labels, source) in hosts {
+        for (hi, (name, labels, source)) in hosts.into_iter().enumerate() {
             let client_id = if sim {
                 format!("{}-{}", settings.mqtt.client.client_id, name)
             } else {
                 settings.mqtt.client.client_id.clone()
             };
-            let inbox = inbox_tx.take().map(|tx| Inbox {
-                filters: live.filters(),
-                reliable: live.document_topics(),
-                tx,
-            });
+            let inbox = host_inbox(
+                hi,
+                &live,
+                &devices,
+                control.is_some().then(|| command_topics[hi].clone()),
+                &inbox_tx,
+            );
             let extras = discovery(&settings, specs, &name, inbox);
             let (link, task) = Link::connect(
                 &settings.mqtt,
@@ -223,7 +244,7 @@ impl Agent {
         if let Some(first) = running.first() {
             flush(&first.link, &mut outs);
         }
-        let trainer = spawn_trainer(specs)?;
+        let trainer = spawn_trainer(specs, &settings.devices)?;
         if let Some(snap) = &settings.snapshots {
             for r in &mut running {
                 restore(&Store::new(&snap.dir, r.host.name()), &mut r.host);
@@ -233,6 +254,10 @@ impl Agent {
             settings,
             hosts: running,
             live,
+            devices,
+            control,
+            command_topics,
+            last_ts: start_ts,
             trainer,
             stats,
             tasks,
@@ -251,13 +276,57 @@ impl Agent {
         }
     }
 
-    /// A rules document or an ingested event, for the rules of the first host.
+    /// A relearn command for one of the hosts, or a rules document or an ingested event,
+    /// for the rules of the first host.
     fn on_message(&mut self, msg: &Incoming, outs: &mut Vec<Out>) {
+        if let Some(hi) = self.command_topics.iter().position(|t| *t == msg.topic) {
+            self.on_command(hi, msg, outs);
+            return;
+        }
         let now = lookout_shared::time::now_ms();
         self.live.on_message(&msg.topic, &msg.payload, now, outs);
+        self.devices
+            .on_message(&msg.topic, &msg.payload, now, &mut self.trainer, outs);
         if let Some(first) = self.hosts.first() {
             flush(&first.link, outs);
         }
+    }
+
+    /// A relearn command for host `hi`: checked, carried out on the named models at the
+    /// host's current time, and answered on `cmd/relearn/result`; the alarms it resolves
+    /// go out like any other alarm change, over the host's link.
+    fn on_command(&mut self, hi: usize, msg: &Incoming, outs: &mut Vec<Out>) {
+        let (Some(control), Some(r)) = (self.control.as_mut(), self.hosts.get_mut(hi)) else {
+            return;
+        };
+        // The model's clock: simulated time for simulated hosts.
+        let ts = if self.sim {
+            self.last_ts
+        } else {
+            lookout_shared::time::now_ms()
+        };
+        let reply = match control.check(&msg.payload, msg.retain) {
+            Ok(model) => match r.host.relearn(&model, ts, outs) {
+                Ok((models, resolved)) => {
+                    control.accept(hi, r.host.name(), &models, &resolved);
+                    Reply::ok(models, resolved)
+                }
+                Err(known) => {
+                    let why = Refusal::UnknownModel { model, known };
+                    control.refuse(hi, r.host.name(), &why);
+                    Reply::refused(&why)
+                }
+            },
+            Err(why) => {
+                control.refuse(hi, r.host.name(), &why);
+                Reply::refused(&why)
+            }
+        };
+        outs.push(Out::Reply {
+            topic: topics::relearn_result(&self.settings.mqtt.prefix, r.host.name()),
+            payload: reply.to_json(),
+        });
+        flush(&r.link, outs);
     }
 
     /// One tick of every host: fits that finished go in first, then each host samples,
@@ -266,6 +335,7 @@ impl Agent {
         while let Some(((h, m), job)) = self.trainer.try_result() {
             let buffer = match self.hosts.get_mut(h) {
                 Some(r) => r.host.install(m, job),
+                None if h == TRAINER_HOST => self.devices.install(m, job),
                 None => job.data,
             };
             self.trainer.recycle(buffer);
@@ -275,6 +345,7 @@ impl Agent {
         } else {
             lookout_shared::time::now_ms()
         };
+        self.last_ts = ts;
         let now = Instant::now();
         for (hi, r) in self.hosts.iter_mut().enumerate() {
             scratch.frame.clear(ts);
@@ -295,8 +366,14 @@ impl Agent {
             }
             flush(&r.link, &mut scratch.outs);
         }
-        self.live
-            .tick(lookout_shared::time::now_ms(), now, &mut scratch.outs);
+        let wall = lookout_shared::time::now_ms();
+        self.live.tick(wall, now, &mut scratch.outs);
+        self.devices
+            .tick(wall, &mut self.trainer, &mut scratch.outs);
+        let evicted = self.devices.take_evicted();
+        if !evicted.is_empty() && self.settings.snapshots.is_some() {
+            tokio::task::spawn_blocking(move || save(evicted));
+        }
         if let Some(first) = self.hosts.first() {
             flush(&first.link, &mut scratch.outs);
         }
@@ -308,13 +385,19 @@ impl Agent {
         use std::sync::atomic::Ordering::Relaxed;
         let lag = health.take_lag();
         let rss = crate::health::rss_bytes();
-        for r in &self.hosts {
+        for (hi, r) in self.hosts.iter().enumerate() {
             let o = r.link.outbox_stats();
+            let c = self
+                .control
+                .as_ref()
+                .map(|c| c.counts(hi))
+                .unwrap_or_default();
             let report = Report {
                 ts: lookout_shared::time::now_ms(),
                 host: r.host.name(),
                 version: env!("CARGO_PKG_VERSION"),
                 uptime_s: health.uptime().as_secs(),
+                stats_interval_s: self.settings.stats_interval.as_secs(),
                 rss_bytes: rss,
                 ticks: health.ticks,
                 ticks_skipped: health.skipped,
@@ -326,6 +409,7 @@ impl Agent {
                 dropped: self.stats.dropped.load(Relaxed),
                 reconnects: self.stats.reconnects.load(Relaxed),
                 inbox_dropped: self.stats.inbox_dropped.load(Relaxed),
+                oversize: self.stats.oversize.load(Relaxed),
                 outbox: OutboxReport {
                     pending: o.pending,
                     bytes: o.bytes,
@@ -334,6 +418,11 @@ impl Agent {
                     recovered: o.recovered,
                 },
                 models: r.host.models_report(),
+                commands: CommandsReport {
+                    accepted: c.accepted,
+                    refused: c.refused,
+                },
+                devices: (hi == 0 && !self.devices.is_empty()).then(|| self.devices.report()),
             };
             r.link.publish(Out::Stats {
                 topic: topics::agent_stats(&self.settings.mqtt.prefix, r.host.name()),
@@ -342,8 +431,8 @@ impl Agent {
         }
     }
 
-    /// Every model's snapshot with the store it goes to.
-    fn snapshots(&self) -> Vec<(Store, String, Vec<u8>)> {
+    /// Every model's snapshot with the store it goes to, device models' included.
+    fn snapshots(&mut self) -> Vec<(Store, String, Vec<u8>)> {
         let Some(snap) = &self.settings.snapshots else {
             return Vec::new();
         };
@@ -355,12 +444,13 @@ impl Agent {
                 out.push((store.clone(), model, bytes));
             }
         }
+        out.extend(self.devices.snapshots(now));
         out
     }
 
     /// Saves every model, says goodbye on every link (offline status), waits a moment
     /// for the links to flush, and stops the trainer.
-    async fn stop(self) {
+    async fn stop(mut self) {
         let writes = self.snapshots();
         if !writes.is_empty() {
             let n = writes.len();
@@ -381,6 +471,10 @@ impl Agent {
                 .load(std::sync::atomic::Ordering::Relaxed),
             "rules: events taken in this run"
         );
+        if !self.devices.is_empty() {
+            let d = self.devices.report();
+            tracing::info!(instances = d.instances, created = d.created, evicted = d.evicted, readings = d.readings, gaps = d.gaps, dropped = ?d.dropped, "device models: readings taken in this run");
+        }
         let _ = lookout_shared::systemd::notify_stopping();
         tracing::info!("shutting down: publishing offline status");
         for r in &self.hosts {
@@ -401,10 +495,22 @@ impl Agent {
     }
 }
 
+/// The device models, under the first host's topics (the rules' host).
+fn device_models(settings: &Settings, hosts: &[(String, Labels, Source)]) -> Devices {
+    Devices::new(DevicesParams {
+        prefix: settings.mqtt.prefix.clone(),
+        host: hosts.first().map(|h| h.0.clone()).unwrap_or_default(),
+        labels: hosts.first().map(|h| h.1.clone()).unwrap_or_default(),
+        interval: settings.interval,
+        specs: settings.devices.clone(),
+        snapshots: settings.snapshots.as_ref().map(|s| s.dir.clone()),
+    })
+}
+
 /// The published hosts: this one, sampled from `/proc`, or the simulated ones.
 fn sources(settings: &Settings, start_ts: i64, interval_ms: i64) -> Vec<(String, Labels, Source)> {
     if settings.simulate.hosts == 0 {
-        let sampler = Box::new(HostSampler::new("/proc"));
+        let sampler = Box::new(HostSampler::host());
         return vec![(
             settings.host.clone(),
             settings.labels.clone(),
@@ -419,6 +525,59 @@ fn sources(settings: &Settings, start_ts: i64, interval_ms: i64) -> Vec<(String,
             (sh.name().to_owned(), labels, Source::Sim(Box::new(sh)))
         })
         .collect()
+}
+
+/// Operators' commands: on with a `[control]` token, else off, said once.
+fn commands(settings: &Settings, hosts: &[(String, Labels, Source)]) -> Option<Control> {
+    match &settings.control {
+        Some(c) => {
+            tracing::info!(
+                topic = %topics::relearn(&settings.mqtt.prefix, "<host>"),
+                "relearn command on: obeyed only with the [control] token"
+            );
+            Some(Control::new(c, hosts.len()))
+        }
+        None => {
+            tracing::info!(
+                topic = %topics::relearn(&settings.mqtt.prefix, "<host>"),
+                "relearn command off: no [control] token configured, not subscribing to it"
+            );
+            None
+        }
+    }
+}
+
+/// What host `hi`'s link subscribes to: the rules' topics on the first host's, and each
+/// host's own relearn command topic (`command`) when commands are on. Commands wait for
+/// room like rules documents: an operator's order must not be lost to a flood of events.
+fn host_inbox(
+    hi: usize,
+    live: &Live,
+    devices: &Devices,
+    command: Option<String>,
+    tx: &mpsc::Sender<Incoming>,
+) -> Option<Inbox> {
+    let (mut filters, mut reliable) = if hi == 0 {
+        (live.filters(), live.document_topics())
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    if hi == 0 {
+        for f in devices.filters() {
+            if !filters.contains(&f) {
+                filters.push(f);
+            }
+        }
+    }
+    if let Some(t) = command {
+        filters.push(t.clone());
+        reliable.push(t);
+    }
+    (hi == 0 || !filters.is_empty()).then(|| Inbox {
+        filters,
+        reliable,
+        tx: tx.clone(),
+    })
 }
 
 /// What a host's link announces and sweeps for Home Assistant, and the subscriptions of
@@ -446,9 +605,13 @@ fn discovery(settings: &Settings, specs: &[ModelSpec], host: &str, inbox: Option
 /// Two staging buffers: one fitting, one queued behind it. Models due at the same tick
 /// take turns over the next ticks; a fit takes milliseconds, a tick a second. The one
 /// workspace is sized for the largest model.
-fn spawn_trainer(specs: &[ModelSpec]) -> Result<Trainer, Error> {
-    let (rows, width, k) = specs.iter().fold((1, 1, 1), |(r, w, k), s| {
-        let p = &s.detector.params;
+fn spawn_trainer(specs: &[ModelSpec], devices: &[DeviceSpec]) -> Result<Trainer, Error> {
+    let shapes = specs
+        .iter()
+        .map(|s| (&s.detector, s.metrics.len()))
+        .chain(devices.iter().map(|d| (&d.detector, d.metrics.len())));
+    let (rows, width, k) = shapes.clone().fold((1, 1, 1), |(r, w, k), (d, n_dims)| {
+        let p = &d.params;
         (
             // With decay, a fit also holds the previous fit's weighted centres.
             r.max(
@@ -456,13 +619,12 @@ fn spawn_trainer(specs: &[ModelSpec]) -> Result<Trainer, Error> {
                     + (p.decay.min(1.0) * p.max_rows() as f64).ceil() as usize
                     + p.n_clusters,
             ),
-            w.max(s.metrics.len() * (p.n_lags + 1)),
+            w.max(n_dims * (p.n_lags + 1)),
             k.max(p.n_clusters),
         )
     });
-    let staging_len = specs
-        .iter()
-        .map(|s| s.detector.params.staging_len(s.metrics.len()))
+    let staging_len = shapes
+        .map(|(d, n_dims)| d.params.staging_len(n_dims))
         .max()
         .unwrap_or(1);
     Trainer::spawn(STAGING_BUFFERS, staging_len, rows, width, k).map_err(|source| Error::Thread {

@@ -11,6 +11,7 @@ use lookout_shared::topics;
 
 use crate::alarm::AlarmParams;
 use crate::alarm::publish::Publisher;
+use crate::decide::attribution::dimension_names;
 use crate::decide::host::{self, HostConfig, HostJudge};
 use crate::decide::{Decider, Decision, ModelSpec, Refused, shape_key};
 use crate::frame::Frame;
@@ -67,7 +68,8 @@ impl Host {
                 name: s.name.clone(),
                 metrics: s.metrics.clone(),
                 values: vec![0.0; s.metrics.len()],
-                decider: Decider::new(&s.detector, s.metrics.len()),
+                decider: Decider::new(&s.detector, s.metrics.len())
+                    .with_names(dimension_names(&s.metrics)),
                 shape: shape_key(&s.detector, &s.metrics),
                 score_topic: topics::score(prefix, name, &s.name),
                 missing_ticks: 0,
@@ -121,7 +123,7 @@ impl Host {
             }
             mr.decider.set_agreed(agreed);
             let (decision, _) = mr.decider.step(frame.ts, &mr.values, (index, mi), fitter);
-            if matches!(decision, Decision::Scored(s) if s.level.is_some()) {
+            if matches!(decision, Decision::Scored(s) if s.level.is_some() && !s.young) {
                 self.anomalous.push(mi);
             }
             mr.publish(decision, frame.ts, &self.alarms, &self.labels, out);
@@ -156,6 +158,34 @@ impl Host {
                     .publish(self.judge.episode(&self.name, ts, t, &names)),
             );
         }
+    }
+
+    /// An operator's order (the relearn command): model `model`, or every model for
+    /// `"*"`, takes what it sees now as its new normal ([`Decider::relearn`]) at `ts`; a
+    /// firing alarm resolves with reason `relearned`, published into `out` like any other
+    /// alarm change. Returns the models that relearned and those whose alarm resolved, or,
+    /// for a name the host has no model of, the names it has.
+    pub fn relearn(
+        &mut self,
+        model: &str,
+        ts: i64,
+        out: &mut Vec<Out>,
+    ) -> Result<(Vec<String>, Vec<String>), Vec<String>> {
+        let all = model == "*";
+        if !all && !self.models.iter().any(|m| m.name == model) {
+            return Err(self.models.iter().map(|m| m.name.clone()).collect());
+        }
+        let (mut relearned, mut resolved) = (Vec::new(), Vec::new());
+        for mr in self.models.iter_mut().filter(|m| all || m.name == model) {
+            let score = mr.decider.model().score().unwrap_or(0.0);
+            if let Some(t) = mr.decider.relearn(ts, score) {
+                let episode = mr.decider.episode(&mr.name, &self.name, ts, t);
+                out.push(self.alarms.publish(episode));
+                resolved.push(mr.name.clone());
+            }
+            relearned.push(mr.name.clone());
+        }
+        Ok((relearned, resolved))
     }
 
     /// A fit of model `model` finished on the trainer thread: hands its staging buffer
@@ -218,7 +248,11 @@ impl ModelRun {
                 None => {
                     self.missing_ticks = self.missing_ticks.saturating_add(1);
                     if self.missing_ticks == MISSING_WARN_AFTER {
-                        tracing::warn!(host, model = %self.name, chart, dim, "metric not available on this host; model waits for it (logged once)");
+                        if crate::sampler::OPTIONAL_CHARTS.contains(&chart.as_str()) {
+                            tracing::info!(host, model = %self.name, chart, dim, "optional metric not offered on this host; model waits for it (logged once)");
+                        } else {
+                            tracing::warn!(host, model = %self.name, chart, dim, "metric not available on this host; model waits for it (logged once)");
+                        }
                     }
                     return false;
                 }
@@ -236,44 +270,94 @@ impl ModelRun {
         labels: &Labels,
         out: &mut Vec<Out>,
     ) {
-        let detector = self.decider.detector();
-        let scored = match decision {
-            Decision::Invalid => {
-                let invalid = self.decider.invalid();
-                // Once, then every 10,000th: a sensor stuck out of range must not flood
-                // the log.
-                if invalid % 10_000 == 1 {
-                    tracing::warn!(host = alarms.host(), model = %self.name, values = ?self.values, invalid, down_limit = ?detector.down_limit, upper_limit = ?detector.upper_limit, "value outside the model's limits: not scored");
-                }
-                return;
-            }
-            Decision::Skipped => return,
-            Decision::Learning => None,
-            Decision::Scored(s) => Some(s),
+        let to = Target {
+            model: &self.name,
+            device: None,
+            score_topic: &self.score_topic,
+            alarm_name: &self.name,
+            values: &self.values,
         };
-        let anomalous = scored.is_some_and(|s| s.level.is_some());
-        if anomalous || !detector.only_show_anomaly {
-            let msg = Score {
-                ts,
-                host: alarms.host().to_owned(),
-                model: self.name.clone(),
-                score: scored.map(|s| s.score),
-                learning: scored.is_none(),
-                anomalous,
-                level: scored.and_then(|s| s.level).unwrap_or(0),
-                threshold: detector.alarm.threshold,
-                alarm: scored.is_some_and(|s| s.firing),
-                labels: labels.clone(),
-            };
-            out.push(Out::Score {
-                topic: self.score_topic.clone(),
-                payload: to_json(&msg),
-            });
+        publish_decision(&self.decider, &to, decision, ts, alarms, labels, out);
+    }
+}
+
+/// Where one model's decisions are published: a host model's, or one device's instance
+/// of a device model (`crate::devices`), which alarms under its own name and says which
+/// device it learns.
+pub struct Target<'a> {
+    pub model: &'a str,
+    pub device: Option<&'a str>,
+    pub score_topic: &'a str,
+    /// The name under `alarms/`: the model's, or `<model>/<device>`.
+    pub alarm_name: &'a str,
+    /// The tick's values, for the log of a refused tick.
+    pub values: &'a [f64],
+}
+
+/// A model's decision as messages: the score (unless `only_show_anomaly` hides it) and
+/// the alarm change, if any. One function for host and device models, so that both
+/// publish the same payloads.
+pub fn publish_decision(
+    decider: &Decider,
+    to: &Target<'_>,
+    decision: Decision,
+    ts: i64,
+    alarms: &Publisher,
+    labels: &Labels,
+    out: &mut Vec<Out>,
+) {
+    let detector = decider.detector();
+    let scored = match decision {
+        Decision::Invalid => {
+            let invalid = decider.invalid();
+            // Once, then every 10,000th: a sensor stuck out of range must not flood the log.
+            if invalid % 10_000 == 1 {
+                tracing::warn!(host = alarms.host(), model = %to.model, device = to.device, values = ?to.values, invalid, down_limit = ?detector.down_limit, upper_limit = ?detector.upper_limit, "value outside the model's limits: not scored");
+            }
+            return;
         }
-        if let Some(t) = scored.and_then(|s| s.transition) {
-            let episode = self.decider.episode(&self.name, alarms.host(), ts, t);
-            out.push(alarms.publish(episode));
-        }
+        Decision::Skipped => return,
+        Decision::Learning => None,
+        Decision::Scored(s) => Some(s),
+    };
+    let anomalous = scored.is_some_and(|s| s.level.is_some());
+    if anomalous || !detector.only_show_anomaly {
+        // Only an anomalous tick says which dimension: normal scores stay small.
+        let attribution = anomalous.then(|| decider.attribution(to.model)).flatten();
+        let (dimensions, explain) =
+            attribution.map_or((Vec::new(), None), |a| (a.dimensions, Some(a.explain)));
+        let msg = Score {
+            ts,
+            host: alarms.host().to_owned(),
+            model: to.model.to_owned(),
+            device: to.device.map(str::to_owned),
+            score: scored.map(|s| s.score),
+            learning: scored.is_none(),
+            anomalous,
+            level: scored.and_then(|s| s.level).unwrap_or(0),
+            threshold: detector.alarm.threshold,
+            alarm: scored.is_some_and(|s| s.firing),
+            labels: labels.clone(),
+            dimensions,
+            explain,
+        };
+        out.push(Out::Score {
+            topic: to.score_topic.to_owned(),
+            payload: to_json(&msg),
+        });
+    }
+    if let Some(t) = scored.and_then(|s| s.transition) {
+        let mut episode = match to.device {
+            // The summary names the device where a host model's names the host.
+            Some(device) => {
+                let mut e = decider.episode(to.model, device, ts, t);
+                e.labels.insert("device".into(), device.to_owned());
+                e
+            }
+            None => decider.episode(to.model, alarms.host(), ts, t),
+        };
+        episode.name = to.alarm_name.to_owned();
+        out.push(alarms.publish(episode));
     }
 }
 

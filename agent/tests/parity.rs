@@ -21,21 +21,23 @@ struct Row {
     alarm: bool,
 }
 
+/// The `timestamp,score,alarm` columns of a reference or a replay output (which has
+/// `firing,severity` after them).
 fn read(path: &Path) -> Vec<Row> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut lines = text.lines();
-    assert_eq!(
-        lines.next(),
-        Some("timestamp,score,alarm"),
-        "{}",
+    let header = lines.next().unwrap_or_default();
+    assert!(
+        header == "timestamp,score,alarm" || header.starts_with("timestamp,score,alarm,"),
+        "{}: {header}",
         path.display()
     );
     lines
         .map(|l| {
-            let mut f = l.rsplitn(3, ',');
-            let alarm = f.next().unwrap() == "1";
-            let score = f.next().unwrap();
+            let mut f = l.split(',');
             let ts = f.next().unwrap().to_owned();
+            let score = f.next().unwrap();
+            let alarm = f.next().unwrap() == "1";
             Row {
                 ts,
                 score: (!score.is_empty()).then(|| score.parse().unwrap()),

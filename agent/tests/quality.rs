@@ -58,8 +58,10 @@ fn replay_and_judge(series: &str) -> Judged {
         .lines()
         .skip(1)
         .map(|l| {
-            let (ts, rest) = l.split_once(',').unwrap();
-            (ts, rest.ends_with(",1"))
+            // timestamp,score,alarm,firing,severity: the alarm raised at this row.
+            let mut f = l.split(',');
+            let ts = f.next().unwrap();
+            (ts, f.nth(1) == Some("1"))
         })
         .collect();
     let probation = (rows.len() * 15 / 100).min(750);

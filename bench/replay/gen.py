@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes a reproducible single-metric series as `timestamp,value` (NAB's format) for
-bench/replay/run.sh: a daily cycle, an hourly ripple, Gaussian noise, a level shift now and
+measuring replay speed (BENCHMARKS.md, "Replay speed"): a daily cycle, an hourly ripple, Gaussian noise, a level shift now and
 then and a rare short spike. Same arguments, same bytes (a seeded generator, no clock).
 
     gen.py ROWS INTERVAL_SECONDS SEED OUT.csv

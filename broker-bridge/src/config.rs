@@ -22,6 +22,7 @@ use crate::Error;
 use crate::expr::Expr;
 use crate::group::GroupSpec;
 use crate::limits::{Limits, Rate};
+use crate::mute::{TimeInterval, TimeIntervalRaw};
 use crate::notify::{Notifier, TargetConfig};
 use crate::route::Route;
 use crate::silence::{Silence, SilenceRaw};
@@ -44,6 +45,13 @@ pub struct Raw {
     pub routes: Vec<RouteRaw>,
     #[serde(default)]
     pub silences: Vec<SilenceRaw>,
+    /// The listener for Slack's interactive "Ack" buttons (`ack_http.rs`).
+    pub ack_http: Option<crate::ack_http::Raw>,
+    /// Recurring windows that routes reference in `mute` and `active`.
+    #[serde(default)]
+    pub time_intervals: Vec<TimeIntervalRaw>,
+    /// An HTTP ping while the bridge is connected to its broker.
+    pub heartbeat: Option<crate::heartbeat::HeartbeatRaw>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +67,8 @@ pub struct BridgeRaw {
     pub max_topic_length: usize,
     /// `(target, alarm id, state)` keys remembered for dedup.
     pub dedup_capacity: usize,
+    /// Firing alarms tracked for acknowledgements and escalation (`firing.rs`).
+    pub firing_capacity: usize,
     /// Directory of the notification log (dedup keys and queued notifications), which
     /// survives restarts; `""` keeps it in memory only.
     pub state_dir: PathBuf,
@@ -69,6 +79,17 @@ pub struct BridgeRaw {
     /// Hold back the alarms of hosts whose status is `offline` and send one "offline"
     /// alarm instead.
     pub inhibit_offline: bool,
+    /// A host's `offline` alarm waits this long; a host back sooner produces nothing.
+    pub offline_grace: HumanDuration,
+    /// A retained `offline` older than this at start is one level-1 notice, not a page.
+    pub offline_stale_after: HumanDuration,
+    /// A host silent this long raises its `silent` alarm, unless its stats say their
+    /// interval (then 3 × that); `"0s"` turns the dead-man alarm off.
+    pub silent_after: HumanDuration,
+    /// Without the broker this long, the bridge tells `broker_lost_targets`.
+    pub broker_lost_after: HumanDuration,
+    /// Targets told directly (not through MQTT) when the broker is lost and back.
+    pub broker_lost_targets: Vec<String>,
 }
 
 impl Default for BridgeRaw {
@@ -80,10 +101,16 @@ impl Default for BridgeRaw {
             max_payload: 64 * 1024,
             max_topic_length: 512,
             dedup_capacity: 100_000,
+            firing_capacity: 10_000,
             state_dir: PathBuf::from("bridge-state"),
             state_sync: HumanDuration::from_secs(1),
             grace: HumanDuration::from_secs(10),
             inhibit_offline: true,
+            offline_grace: HumanDuration::from_secs(120),
+            offline_stale_after: HumanDuration::from_secs(3600),
+            silent_after: HumanDuration::from_secs(180),
+            broker_lost_after: HumanDuration::from_secs(120),
+            broker_lost_targets: Vec::new(),
         }
     }
 }
@@ -187,6 +214,15 @@ pub struct RouteRaw {
     /// Messages the route takes at once before `rate_limit` applies; default: one
     /// second's worth (at least 1).
     pub rate_burst: Option<u32>,
+    /// Steps that send a still-firing, unacknowledged alarm to more targets.
+    #[serde(default)]
+    pub escalate: Vec<crate::escalate::StepRaw>,
+    /// Time interval names: the route sends nothing while any of them is active.
+    #[serde(default)]
+    pub mute: Vec<String>,
+    /// Time interval names: the route sends only while one of them is active.
+    #[serde(default)]
+    pub active: Vec<String>,
 }
 
 fn group_wait() -> HumanDuration {
@@ -209,6 +245,8 @@ pub struct MqttSettings {
     /// What to subscribe to: `mqtt.topics`, each under `$share/<group>/` with
     /// `share_group`.
     pub filters: Vec<String>,
+    /// `mqtt.share_group` is set: other bridges share the filters' stream.
+    pub shared: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -229,6 +267,7 @@ pub struct Settings {
     pub stats_interval: Duration,
     pub max_payload: usize,
     pub dedup_capacity: usize,
+    pub firing_capacity: usize,
     /// `None`: the notification log is kept in memory only.
     pub state_dir: Option<PathBuf>,
     pub state_sync: Duration,
@@ -237,9 +276,18 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     /// Target names in index order: routes, queues and stats refer to targets by index.
     pub targets: Vec<String>,
+    /// Per target, in index order: its `fallback`.
+    pub fallbacks: Vec<Option<crate::fallback::Fallback>>,
     pub routes: Vec<Route>,
     pub silences: Vec<Silence>,
+    pub time_intervals: Vec<TimeInterval>,
     pub inhibit_offline: bool,
+    pub ack_http: Option<crate::ack_http::Settings>,
+    pub offline: crate::offline::OfflinePolicy,
+    /// The dead-man alarm's default silence limit; zero: off.
+    pub silent_after: Duration,
+    pub heartbeat: Option<crate::heartbeat::Heartbeat>,
+    pub broker_lost: crate::heartbeat::BrokerLost,
 }
 
 /// A config resolved and checked, its targets not yet built. Building is a step of its
@@ -258,6 +306,9 @@ pub struct Built {
     pub settings: Settings,
     /// One per target, in index order.
     pub notifiers: Vec<Box<dyn Notifier>>,
+    /// The `telegram` targets with `ack_button = true`, by name: their bots are polled
+    /// for presses (`crate::chat_ack`).
+    pub telegram_acks: Vec<(String, crate::notify::telegram::Config)>,
 }
 
 impl From<ConfigError> for Error {
@@ -277,7 +328,10 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Resolved, Error> {
 /// Parses `source` strictly with `overrides` applied and resolves it; every error names
 /// the key at fault.
 pub fn resolve(source: &Source, overrides: &[String]) -> Result<Resolved, Error> {
-    let raw: Raw = source.parse(overrides)?;
+    // `fallback` keys sit beside the plugins' keys, which are parsed strictly: out first.
+    let mut doc = source.table(overrides)?;
+    let fallbacks = crate::fallback::take_keys(&mut doc).map_err(|(k, m)| source.error(&k, m))?;
+    let raw: Raw = source.deserialize(doc, "", overrides, &[])?;
     let id = bridge_id(&raw.bridge);
     let mqtt = resolve_mqtt(source, &raw.mqtt, &id)?;
     if raw.targets.is_empty() {
@@ -286,7 +340,10 @@ pub fn resolve(source: &Source, overrides: &[String]) -> Result<Resolved, Error>
             .into());
     }
     let names: Vec<String> = raw.targets.keys().cloned().collect();
-    let routes = resolve_routes(source, &raw, &names)?;
+    let time_intervals = resolve_intervals(source, &raw.time_intervals)?;
+    let routes = resolve_routes(source, &raw, &names, &time_intervals)?;
+    let fallbacks =
+        crate::fallback::resolve(&fallbacks, &names).map_err(|(k, m)| source.error(&k, m))?;
     let silences = raw
         .silences
         .iter()
@@ -294,6 +351,18 @@ pub fn resolve(source: &Source, overrides: &[String]) -> Result<Resolved, Error>
         .map(|(i, s)| Silence::build(s).map_err(|m| source.error(&format!("silences[{i}]"), m)))
         .collect::<Result<Vec<_>, _>>()?;
     let delivery = resolve_delivery(source, &raw.delivery)?;
+    let ack_http = raw
+        .ack_http
+        .as_ref()
+        .map(crate::ack_http::Raw::resolve)
+        .transpose()
+        .map_err(|(k, m)| source.error(k, m))?;
+    let heartbeat = raw
+        .heartbeat
+        .as_ref()
+        .map(crate::heartbeat::Heartbeat::build)
+        .transpose()?;
+    let broker_lost = resolve_broker_lost(source, &raw.bridge, &names)?;
     let b = &raw.bridge;
     let settings = Settings {
         id,
@@ -301,15 +370,26 @@ pub fn resolve(source: &Source, overrides: &[String]) -> Result<Resolved, Error>
         stats_interval: b.stats_interval.0.max(Duration::from_secs(1)),
         max_payload: b.max_payload.max(1),
         dedup_capacity: b.dedup_capacity,
+        firing_capacity: b.firing_capacity,
         state_dir: (!b.state_dir.as_os_str().is_empty()).then(|| b.state_dir.clone()),
         state_sync: b.state_sync.0,
         grace: b.grace.0,
         mqtt,
         delivery,
         targets: names,
+        fallbacks,
         routes,
         silences,
+        time_intervals,
         inhibit_offline: b.inhibit_offline,
+        ack_http,
+        offline: crate::offline::OfflinePolicy {
+            grace: b.offline_grace.0,
+            stale_after: b.offline_stale_after.0,
+        },
+        silent_after: b.silent_after.0,
+        heartbeat,
+        broker_lost,
     };
     Ok(Resolved {
         settings,
@@ -329,9 +409,20 @@ impl Resolved {
             .zip(&self.targets)
             .map(|(name, cfg)| cfg.build(name))
             .collect::<Result<Vec<_>, _>>()?;
+        let telegram_acks = self
+            .settings
+            .targets
+            .iter()
+            .zip(&self.targets)
+            .filter_map(|(name, cfg)| match cfg {
+                TargetConfig::Telegram(t) if t.ack_button => Some((name.clone(), t.clone())),
+                _ => None,
+            })
+            .collect();
         Ok(Built {
             settings: self.settings,
             notifiers,
+            telegram_acks,
         })
     }
 }
@@ -391,20 +482,76 @@ fn resolve_mqtt(source: &Source, m: &MqttRaw, id: &str) -> Result<MqttSettings, 
         Some(g) => m.topics.iter().map(|t| format!("$share/{g}/{t}")).collect(),
         None => m.topics.clone(),
     };
-    Ok(MqttSettings { client, filters })
+    Ok(MqttSettings {
+        client,
+        filters,
+        shared: m.share_group.is_some(),
+    })
 }
 
-fn resolve_routes(source: &Source, raw: &Raw, names: &[String]) -> Result<Vec<Route>, Error> {
+fn resolve_routes(
+    source: &Source,
+    raw: &Raw,
+    names: &[String],
+    intervals: &[TimeInterval],
+) -> Result<Vec<Route>, Error> {
     if raw.routes.is_empty() {
         return Err(source
             .error("routes", "define at least one [[routes]] table")
             .into());
     }
-    raw.routes
+    let mut routes = raw
+        .routes
         .iter()
         .enumerate()
         .map(|(i, r)| resolve_route(source, &format!("routes[{i}]"), r, names, &raw.bridge))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, (route, r)) in routes.iter_mut().zip(&raw.routes).enumerate() {
+        let refs = |list: &[String], key: &str| {
+            crate::mute::resolve_names(list, intervals)
+                .map_err(|m| source.error(&format!("routes[{i}].{key}"), m))
+        };
+        route.mute = refs(&r.mute, "mute")?;
+        route.active = refs(&r.active, "active")?;
+    }
+    Ok(routes)
+}
+
+/// `broker_lost_after` and `broker_lost_targets` (names turned into indices).
+fn resolve_broker_lost(
+    source: &Source,
+    b: &BridgeRaw,
+    names: &[String],
+) -> Result<crate::heartbeat::BrokerLost, Error> {
+    let targets = b
+        .broker_lost_targets
+        .iter()
+        .map(|t| {
+            names.iter().position(|n| n == t).ok_or_else(|| {
+                let m = format!("no target named {t:?}; define [targets.{t}]");
+                Error::from(source.error("bridge.broker_lost_targets", m))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(crate::heartbeat::BrokerLost {
+        after: b.broker_lost_after.0,
+        targets,
+    })
+}
+
+/// `[[time_intervals]]`, each name once; errors name the interval's key.
+fn resolve_intervals(source: &Source, raw: &[TimeIntervalRaw]) -> Result<Vec<TimeInterval>, Error> {
+    let mut out: Vec<TimeInterval> = Vec::with_capacity(raw.len());
+    for (i, r) in raw.iter().enumerate() {
+        let built = TimeInterval::build(r)
+            .map_err(|(key, m)| source.error(&format!("time_intervals[{i}].{key}"), m))?;
+        if out.iter().any(|o| o.name == built.name) {
+            let m = format!("{:?} is defined twice", built.name);
+            return Err(source.error(&format!("time_intervals[{i}].name"), m).into());
+        }
+        out.push(built);
+    }
+    Ok(out)
 }
 
 /// One `[[routes]]` table; `key` is its place (`routes[2]`) for error messages.
@@ -455,6 +602,7 @@ fn resolve_route(
         ));
     }
     let rate = resolve_rate(r).map_err(|(sub, m)| err(sub, m.into()))?;
+    let escalate = crate::escalate::resolve(&r.escalate, names).map_err(|(sub, m)| err(&sub, m))?;
     Ok(Route {
         topic: r.topic.clone(),
         when,
@@ -477,6 +625,9 @@ fn resolve_route(
             max_topic_length: r.max_topic_length.unwrap_or(bridge.max_topic_length),
             rate,
         },
+        escalate,
+        mute: Vec::new(),
+        active: Vec::new(),
     })
 }
 
@@ -570,6 +721,24 @@ mod tests {
             &[],
         );
         assert_eq!(err, "bridge.toml: routes[0].rate_burst: needs rate_limit");
+        let err = error(
+            &TARGET_AND_ROUTE.replace("targets = [\"f\"]", "targets = [\"f\"]\nmute = [\"nope\"]"),
+            &[],
+        );
+        assert!(
+            err.contains("routes[0].mute: no time interval named \"nope\""),
+            "{err}"
+        );
+        let err = error(
+            &format!(
+                "[[time_intervals]]\nname = \"w\"\ntimes = [{{ location = \"Nowhere/City\" }}]\n{TARGET_AND_ROUTE}"
+            ),
+            &[],
+        );
+        assert!(
+            err.contains("time_intervals[0].times[0].location: unknown time zone"),
+            "{err}"
+        );
         let err = error("[mqtt]\npassword = \"pw\"\n", &[]);
         assert!(err.contains("mqtt.username: is required"), "{err}");
         assert!(!err.contains("pw\""), "{err}");

@@ -41,8 +41,10 @@
 //! unfinished one: each target's worker sends in order, one at a time) was written, and
 //! is marked done instead of sent again.
 //!
-//! Write errors (disk full, I/O errors) are logged at most once per 10 s and counted in
-//! the stats (`state_errors`); the bridge goes on with what it has in memory.
+//! Write errors (disk full, I/O errors) are logged at most once a minute and counted in
+//! the stats (`state_errors`); the bridge goes on with what it has in memory. A record a
+//! full disk cut short is cut off the file at once, so the log stays whole lines and a
+//! restart after the disk has space again finds nothing torn.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -164,6 +166,9 @@ struct QueuedOut<'a> {
     body: &'a str,
     fields: &'a Value,
     raw: std::borrow::Cow<'a, str>,
+    /// The notification this one replaces (a hand-over to a fallback target).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replaces: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -176,6 +181,8 @@ struct QueuedIn {
     body: String,
     fields: Value,
     raw: String,
+    #[serde(default)]
+    replaces: Option<u64>,
 }
 
 enum Record {
@@ -194,7 +201,7 @@ impl NotificationLog {
     fn with(inner: Inner) -> Self {
         Self {
             inner: Mutex::new(inner),
-            write_errors: RateLimited::new(Duration::from_secs(10)),
+            write_errors: RateLimited::new(Duration::from_secs(60)),
         }
     }
 
@@ -227,7 +234,7 @@ impl NotificationLog {
         encode_state(&mut out, &inner.order, &inner.positions);
         for r in &recovered {
             // The recovered notifications' keys are among the K records already.
-            encode_queued(&mut out, r.seq, &[], &r.n);
+            encode_queued(&mut out, r.seq, &[], &r.n, None);
         }
         write_new(&tmp, &path, dir, &out).map_err(io_error(&path))?;
         let file = OpenOptions::new()
@@ -260,6 +267,12 @@ impl NotificationLog {
         self.lock().remember(k)
     }
 
+    /// True when `k` is remembered, without remembering it: for facts recorded earlier
+    /// (a firing sent to a target, see [`crate::orphan`]).
+    pub fn contains(&self, k: Key) -> bool {
+        self.lock().keys.contains(&k)
+    }
+
     /// Records that `n` was queued, carrying `keys`; returns its sequence number when the
     /// log is on disk (to pass to [`done`](Self::done)).
     pub fn queued(&self, keys: &[Key], n: &Notification) -> Option<u64> {
@@ -268,7 +281,27 @@ impl NotificationLog {
         inner.disk.as_mut()?.pending.insert(seq);
         inner.next_seq += 1;
         let mut line = Vec::with_capacity(256 + n.raw.len() + n.body.len());
-        encode_queued(&mut line, seq, keys, n);
+        encode_queued(&mut line, seq, keys, n, None);
+        let res = inner.append(&line);
+        drop(inner);
+        self.report(res);
+        Some(seq)
+    }
+
+    /// Records in one record that the unfinished notification `old` was replaced by `n`
+    /// (for another target: a hand-over to a fallback), so after a crash exactly one of
+    /// the two is unfinished. Returns `n`'s sequence number when the log is on disk.
+    pub fn moved(&self, old: Option<u64>, n: &Notification) -> Option<u64> {
+        let mut inner = self.lock();
+        let seq = inner.next_seq;
+        let disk = inner.disk.as_mut()?;
+        disk.pending.insert(seq);
+        if let Some(o) = old {
+            disk.pending.remove(&o);
+        }
+        inner.next_seq += 1;
+        let mut line = Vec::with_capacity(256 + n.raw.len() + n.body.len());
+        encode_queued(&mut line, seq, &[], n, old);
         let res = inner.append(&line);
         drop(inner);
         self.report(res);
@@ -426,6 +459,9 @@ impl Inner {
                         self.remember(k);
                     }
                     self.next_seq = self.next_seq.max(seq + 1);
+                    if let Some(old) = q.replaces {
+                        queued.remove(&old);
+                    }
                     queued.insert(seq, q);
                 }
                 Record::Done(seq, position) => {
@@ -499,9 +535,13 @@ impl Inner {
 impl Disk {
     fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
         if let Err(e) = self.file.write_all(line) {
-            // A short write may have left a torn line: start the next record on a line
-            // of its own, so only this record is lost.
-            let _ = self.file.write_all(b"\n");
+            // A full disk takes the first bytes of a write: cut them off again (truncating
+            // frees space, so it works on a full disk), or the next record, written once
+            // space returns, would continue the torn line and be lost with it. Should the
+            // cut fail, start the next record on a line of its own.
+            if self.file.set_len(self.len).is_err() {
+                let _ = self.file.write_all(b"\n");
+            }
             return Err(e);
         }
         self.len += line.len() as u64;
@@ -559,11 +599,16 @@ fn queued_seq(line: &[u8]) -> Option<u64> {
 }
 
 /// Writes `data` to `tmp`, fsyncs, renames it to `path` and fsyncs `dir`.
-fn write_new(tmp: &Path, path: &Path, dir: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut f = File::create(tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    drop(f);
+pub(crate) fn write_new(tmp: &Path, path: &Path, dir: &Path, data: &[u8]) -> std::io::Result<()> {
+    let written = File::create(tmp).and_then(|mut f| {
+        f.write_all(data)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        // A half-written copy on a full disk would keep the space the log needs.
+        let _ = std::fs::remove_file(tmp);
+        return Err(e);
+    }
     std::fs::rename(tmp, path)?;
     File::open(dir)?.sync_all()
 }
@@ -584,7 +629,13 @@ fn quoted(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
-fn encode_queued(out: &mut Vec<u8>, seq: u64, keys: &[Key], n: &Notification) {
+fn encode_queued(
+    out: &mut Vec<u8>,
+    seq: u64,
+    keys: &[Key],
+    n: &Notification,
+    replaces: Option<u64>,
+) {
     let q = QueuedOut {
         keys: keys.iter().map(|k| format!("{k:032x}")).collect(),
         target: &n.target,
@@ -593,6 +644,7 @@ fn encode_queued(out: &mut Vec<u8>, seq: u64, keys: &[Key], n: &Notification) {
         body: &n.body,
         fields: &n.fields,
         raw: String::from_utf8_lossy(&n.raw),
+        replaces,
     };
     // Serialising plain strings and a Value cannot fail; an empty object keeps the record
     // well-formed if it ever did.
@@ -601,7 +653,7 @@ fn encode_queued(out: &mut Vec<u8>, seq: u64, keys: &[Key], n: &Notification) {
 }
 
 /// Appends `<crc32 hex> <body>\n`.
-fn push_record(out: &mut Vec<u8>, body: std::fmt::Arguments<'_>) {
+pub(crate) fn push_record(out: &mut Vec<u8>, body: std::fmt::Arguments<'_>) {
     let start = out.len();
     out.extend_from_slice(b"00000000 ");
     let _ = out.write_fmt(body);
@@ -611,7 +663,7 @@ fn push_record(out: &mut Vec<u8>, body: std::fmt::Arguments<'_>) {
 }
 
 /// The record of a line whose checksum holds.
-fn checked_body(line: &[u8]) -> Option<&[u8]> {
+pub(crate) fn checked_body(line: &[u8]) -> Option<&[u8]> {
     if line.len() < 10 || line[8] != b' ' {
         return None;
     }
@@ -625,6 +677,11 @@ fn parse_key(hex: &str) -> Option<Key> {
         .then(|| u128::from_str_radix(hex, 16).ok())
         .flatten()
 }
+
+/// The highest sequence number a queued record may carry. Numbers start at 1 and grow by
+/// one per notification, so no log gets near this; a larger one is damage, and taking it
+/// would overflow the next number (found by `fuzz/`, target `notification_log`).
+const MAX_SEQ: u64 = 1 << 62;
 
 fn parse_record(body: &[u8]) -> Option<Record> {
     let text = std::str::from_utf8(body).ok()?;
@@ -651,12 +708,21 @@ fn parse_record(body: &[u8]) -> Option<Record> {
         "Q" => {
             let (seq, json) = rest.split_once(' ')?;
             Some(Record::Queued(
-                seq.parse().ok()?,
+                seq.parse().ok().filter(|s| *s <= MAX_SEQ)?,
                 serde_json::from_str(json).ok()?,
             ))
         }
         _ => None,
     }
+}
+
+/// Reads a log's bytes and replays them as [`NotificationLog::open`] does, without a file
+/// or a lock: the notifications still queued, and what reading found. Public so that
+/// `fuzz/` can feed it arbitrary bytes.
+pub fn replay_bytes(bytes: &[u8], capacity: usize) -> (Vec<Recovered>, Loaded) {
+    // Reading from a slice cannot fail.
+    let (records, loaded) = read_log(bytes).unwrap_or_default();
+    (Inner::new(capacity, None).replay(records), loaded)
 }
 
 /// Reads every line; bad ones are counted and logged, never fatal.
@@ -816,11 +882,51 @@ mod tests {
     }
 
     #[test]
+    fn a_hand_over_leaves_exactly_one_of_the_two_unfinished_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (log, _, _) = NotificationLog::open(dir.path(), 100, Duration::ZERO).unwrap();
+            let old = log.queued(&[], &n("chat", "a")).unwrap();
+            let new = log.moved(Some(old), &n("mail", "a")).unwrap();
+            assert_eq!(log.pending(), 1);
+            assert!(new > old);
+            // Dropped without D records, as after kill -9.
+        }
+        let (log, recovered, _) = NotificationLog::open(dir.path(), 100, Duration::ZERO).unwrap();
+        assert_eq!(recovered.len(), 1);
+        assert_eq!(recovered[0].n.target, "mail");
+        log.done(recovered[0].seq, None);
+        drop(log);
+        let (_, recovered, _) = NotificationLog::open(dir.path(), 100, Duration::ZERO).unwrap();
+        assert!(recovered.is_empty());
+    }
+
+    #[test]
     fn a_second_bridge_on_the_same_directory_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let _first = NotificationLog::open(dir.path(), 10, Duration::ZERO).unwrap();
         let err = NotificationLog::open(dir.path(), 10, Duration::ZERO).unwrap_err();
         assert!(err.to_string().contains("another lookout-bridge"), "{err}");
+    }
+
+    #[test]
+    fn a_queued_record_numbered_at_the_end_of_u64_is_a_bad_line_not_an_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = Vec::new();
+        let q =
+            r#"{"keys":[],"target":"t","topic":"t","title":"t","body":"b","fields":{},"raw":""}"#;
+        push_record(&mut text, format_args!("Q {} {q}", u64::MAX));
+        push_record(&mut text, format_args!("Q {} {q}", MAX_SEQ + 1));
+        std::fs::write(dir.path().join(LOG_FILE), &text).unwrap();
+
+        let (log, recovered, loaded) =
+            NotificationLog::open(dir.path(), 100, Duration::ZERO).unwrap();
+        assert_eq!((loaded.bad_lines, recovered.len()), (2, 0), "{loaded:?}");
+        assert_eq!(
+            log.queued(&[], &n("t", "next")),
+            Some(1),
+            "numbering starts afresh"
+        );
     }
 
     #[test]

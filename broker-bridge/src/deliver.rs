@@ -17,6 +17,7 @@ use lookout_shared::time::Backoff;
 
 use crate::config::DeliverySettings;
 use crate::dedup::NotificationLog;
+use crate::fallback::{Fallback, Handover};
 use crate::notify::{Notification, Notifier, SendError};
 use crate::stats::{RateLimited, Stats};
 
@@ -89,57 +90,52 @@ impl Workers {
 }
 
 /// Starts one worker per target (`names` and `notifiers` in index order), sharing one
-/// dead-letter file; returns their queues, in the same order.
+/// dead-letter file, each with its target's fallback (`fallbacks`, in index order, their
+/// outages kept in `state_dir`); returns their queues, in the same order.
 pub fn start(
     names: &[String],
     notifiers: Vec<Box<dyn Notifier>>,
     settings: &DeliverySettings,
     stats: &Arc<Stats>,
     log: &Arc<NotificationLog>,
+    fallbacks: &[Option<Fallback>],
+    state_dir: Option<&std::path::Path>,
 ) -> (Vec<mpsc::Sender<Queued>>, Workers) {
     let dead = Arc::new(DeadLetter::new(settings.dead_letter.clone()));
-    let (queues, tasks) = names
+    let (queues, receivers): (Vec<_>, Vec<_>) = names
+        .iter()
+        .map(|_| mpsc::channel::<Queued>(settings.queue))
+        .unzip();
+    let tasks = names
         .iter()
         .zip(notifiers)
+        .zip(receivers)
         .enumerate()
-        .map(|(idx, (name, n))| {
-            spawn(
+        .map(|(idx, ((name, notifier), rx))| {
+            let fallback = fallbacks.get(idx).cloned().flatten().map(|f| {
+                let to = names[f.target].clone();
+                let h = Handover::new(f.target, to, f.after, queues[f.target].clone());
+                match state_dir {
+                    Some(dir) => h.durable(dir, name),
+                    None => h,
+                }
+            });
+            let worker = Worker {
+                backoff: Backoff::new(settings.backoff_min, settings.backoff_max, name),
                 idx,
-                name.clone(),
-                n,
-                settings.clone(),
-                Arc::clone(stats),
-                Arc::clone(&dead),
-                Arc::clone(log),
-            )
+                name: name.clone(),
+                notifier,
+                settings: settings.clone(),
+                stats: Arc::clone(stats),
+                dead: Arc::clone(&dead),
+                log: Arc::clone(log),
+                failures: RateLimited::new(Duration::from_secs(10)),
+                fallback,
+            };
+            tokio::spawn(worker.run(rx))
         })
-        .unzip();
+        .collect();
     (queues, Workers(tasks))
-}
-
-/// Starts the worker of target `idx`; returns its queue.
-fn spawn(
-    idx: usize,
-    name: String,
-    notifier: Box<dyn Notifier>,
-    settings: DeliverySettings,
-    stats: Arc<Stats>,
-    dead: Arc<DeadLetter>,
-    log: Arc<NotificationLog>,
-) -> (mpsc::Sender<Queued>, JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel::<Queued>(settings.queue);
-    let worker = Worker {
-        backoff: Backoff::new(settings.backoff_min, settings.backoff_max, &name),
-        idx,
-        name,
-        notifier,
-        settings,
-        stats,
-        dead,
-        log,
-        failures: RateLimited::new(Duration::from_secs(10)),
-    };
-    (tx, tokio::spawn(worker.run(rx)))
 }
 
 /// One target's worker: what it needs to deliver, retry and dead-letter.
@@ -153,6 +149,8 @@ struct Worker {
     log: Arc<NotificationLog>,
     failures: RateLimited,
     backoff: Backoff,
+    /// The target's `fallback`, with its outage clock.
+    fallback: Option<Handover>,
 }
 
 impl Worker {
@@ -160,7 +158,10 @@ impl Worker {
     /// closed and empty; each is marked done in the log as soon as it is finished.
     async fn run(mut self, mut rx: mpsc::Receiver<Queued>) {
         while let Some(Queued { seq, n }) = rx.recv().await {
-            self.deliver(n).await;
+            if let Some(n) = self.deliver(n).await {
+                self.hand_over(seq, n).await;
+                continue;
+            }
             if let Some(seq) = seq {
                 let position = self.notifier.position();
                 self.log
@@ -170,7 +171,9 @@ impl Worker {
     }
 
     /// Sends `n`, retrying what is worth retrying, and dead-letters it when that fails.
-    async fn deliver(&mut self, n: Notification) {
+    /// Returns it instead when it goes to the fallback target: this target has been
+    /// failing for longer than `fallback_after` (then it gets one attempt, no retries).
+    async fn deliver(&mut self, n: Notification) -> Option<Notification> {
         let ts = &self.stats.targets[self.idx];
         let settings = &self.settings;
         self.backoff.reset();
@@ -189,22 +192,53 @@ impl Worker {
                 Ok(()) => {
                     ts.delivered.inc();
                     tracing::debug!(target_name = %n.target, topic = %n.topic, attempt, "delivered");
-                    return;
+                    if self.fallback.as_mut().is_some_and(Handover::delivered) {
+                        tracing::info!(target_name = %self.name, "target delivers again; its fallback is no longer used");
+                    }
+                    return None;
                 }
                 Err(e) => e,
             };
-            let retry = matches!(err, SendError::Retry(_)) && attempt <= settings.retries;
-            self.failures.hit(|suppressed| {
-                tracing::warn!(target_name = %n.target, kind = self.notifier.kind(), attempt, retry, error = %err, suppressed, "delivery failed");
+            let handover = self.fallback.as_mut().is_some_and(|h| {
+                h.failed();
+                h.active()
             });
+            let retry =
+                !handover && matches!(err, SendError::Retry(_)) && attempt <= settings.retries;
+            self.failures.hit(|suppressed| {
+                tracing::warn!(target_name = %n.target, kind = self.notifier.kind(), attempt, retry, handover, error = %err, suppressed, "delivery failed");
+            });
+            if handover {
+                return Some(n);
+            }
             if !retry {
                 ts.failed.inc();
                 ts.dead_lettered.inc();
                 self.dead.write(&n, attempt, &err.to_string()).await;
-                return;
+                return None;
             }
             ts.retried.inc();
             tokio::time::sleep(self.backoff.next_delay()).await;
+        }
+    }
+
+    /// Queues `n` (notification `seq` of this target) for the fallback target, marked,
+    /// replacing it in the notification log in one record.
+    async fn hand_over(&mut self, seq: Option<u64>, n: Notification) {
+        let Some(h) = &self.fallback else { return };
+        let marked = h.mark(n, &self.name);
+        let new_seq = self.log.moved(seq, &marked);
+        self.stats.targets[self.idx].fallback.inc();
+        self.stats.targets[h.target].queued.inc();
+        if h.queue
+            .send(Queued {
+                seq: new_seq,
+                n: marked,
+            })
+            .await
+            .is_err()
+        {
+            tracing::error!(target_name = %h.name, "fallback target's worker stopped");
         }
     }
 }

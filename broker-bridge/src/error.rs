@@ -22,6 +22,9 @@ pub enum Error {
     },
     #[error("secret {what}: {message}")]
     Secret { what: String, message: String },
+    /// `lookout-bridge picture`: an alarm file that has no window to draw.
+    #[error("{path}: {message}")]
+    Picture { path: PathBuf, message: String },
     #[error("mqtt: {0}")]
     Mqtt(String),
 }

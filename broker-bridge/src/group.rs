@@ -67,7 +67,7 @@ impl Groups {
         target: usize,
         spec: &GroupSpec,
         n: Notification,
-        dedup_key: Option<Key>,
+        dedup_keys: impl IntoIterator<Item = Key>,
         now: Instant,
     ) -> Added {
         let mut key = Map::new();
@@ -93,7 +93,7 @@ impl Groups {
             return Added::Full;
         }
         g.members.push(n);
-        g.keys.extend(dedup_key);
+        g.keys.extend(dedup_keys);
         if g.due.is_none() {
             g.due = Some(match g.last_sent {
                 None => now + spec.wait,

@@ -9,6 +9,8 @@ use crate::notify::Notification;
 
 #[derive(Debug)]
 struct Entry {
+    /// The route that sent it: a repeat falls silent while that route is muted.
+    route: usize,
     due: Instant,
     every: Duration,
     n: Notification,
@@ -31,6 +33,7 @@ impl Repeats {
     /// Starts (or restarts) repeating alarm `id` to `target`; false when full.
     pub fn firing(
         &mut self,
+        route: usize,
         target: usize,
         id: &str,
         every: Duration,
@@ -44,6 +47,7 @@ impl Repeats {
         self.entries.insert(
             key,
             Entry {
+                route,
                 due: now + every,
                 every,
                 n,
@@ -57,13 +61,14 @@ impl Repeats {
         self.entries.retain(|(_, i), _| i != id);
     }
 
-    /// Notifications due now, rescheduled for their next interval.
-    pub fn due(&mut self, now: Instant) -> Vec<(usize, Notification)> {
+    /// Notifications due now as (route, target, notification), rescheduled for their
+    /// next interval.
+    pub fn due(&mut self, now: Instant) -> Vec<(usize, usize, Notification)> {
         let mut out = Vec::new();
         for ((target, _), e) in self.entries.iter_mut() {
             if e.due <= now {
                 e.due = now + e.every;
-                out.push((*target, e.n.clone()));
+                out.push((e.route, *target, e.n.clone()));
             }
         }
         out
@@ -97,7 +102,7 @@ mod tests {
     fn repeats_every_interval_until_resolved() {
         let t0 = Instant::now();
         let mut r = Repeats::new(10);
-        assert!(r.firing(0, "a", Duration::from_secs(60), n(), t0));
+        assert!(r.firing(0, 0, "a", Duration::from_secs(60), n(), t0));
         assert!(r.due(t0 + Duration::from_secs(59)).is_empty());
         assert_eq!(r.due(t0 + Duration::from_secs(60)).len(), 1);
         assert!(
@@ -113,11 +118,11 @@ mod tests {
     fn bounded() {
         let t0 = Instant::now();
         let mut r = Repeats::new(2);
-        assert!(r.firing(0, "a", Duration::from_secs(1), n(), t0));
-        assert!(r.firing(0, "b", Duration::from_secs(1), n(), t0));
-        assert!(!r.firing(0, "c", Duration::from_secs(1), n(), t0));
+        assert!(r.firing(0, 0, "a", Duration::from_secs(1), n(), t0));
+        assert!(r.firing(0, 0, "b", Duration::from_secs(1), n(), t0));
+        assert!(!r.firing(0, 0, "c", Duration::from_secs(1), n(), t0));
         assert!(
-            r.firing(0, "a", Duration::from_secs(1), n(), t0),
+            r.firing(0, 0, "a", Duration::from_secs(1), n(), t0),
             "an existing one may be updated"
         );
         assert_eq!(r.len(), 2);

@@ -38,6 +38,12 @@ pub struct Route {
     pub repeat_interval: Option<std::time::Duration>,
     pub group: Option<crate::group::GroupSpec>,
     pub limits: crate::limits::Limits,
+    /// `escalate`: more targets for alarms still firing and not acknowledged.
+    pub escalate: Vec<crate::escalate::Step>,
+    /// Indices into the bridge's time intervals: muted while any of `mute` is active, or
+    /// while none of a non-empty `active` is ([`crate::mute`]).
+    pub mute: Vec<usize>,
+    pub active: Vec<usize>,
 }
 
 impl Route {

@@ -40,6 +40,8 @@ pub struct TargetStats {
     pub retried: Counter,
     pub failed: Counter,
     pub dead_lettered: Counter,
+    /// Handed to the target's fallback while it was failing.
+    pub fallback: Counter,
 }
 
 /// Messages a route dropped for its limits (`[[routes]]` `max_payload`,
@@ -61,9 +63,18 @@ pub struct Stats {
     pub unrouted: Counter,
     pub deduplicated: Counter,
     pub resolved_skipped: Counter,
+    /// Resolved notices not sent because their target was never sent the firing.
+    pub orphan_resolved: Counter,
+    /// Retained states replayed to a bridge of a `share_group` on subscribing: another
+    /// bridge of the group had them live (`source::Incoming::Replayed`).
+    pub replayed_skipped: Counter,
     pub template_errors: Counter,
     pub silenced: Counter,
     pub inhibited: Counter,
+    /// Messages a route did not send because it was muted (`mute`, `active`).
+    pub muted: Counter,
+    /// Muted alarms not held for the window's end because the table was full.
+    pub mute_full: Counter,
     pub repeated: Counter,
     /// Alarms not repeated because the repeat table was full.
     pub repeat_full: Counter,
@@ -76,8 +87,47 @@ pub struct Stats {
     pub replayed: Counter,
     /// Writes to the notification log that failed (disk full, I/O errors).
     pub state_errors: Counter,
+    /// Acknowledgements taken (`<prefix>/bridge/ack`).
+    pub acknowledged: Counter,
+    /// Acknowledgements refused: bad JSON, unknown or resolved alarm ids.
+    pub ack_rejected: Counter,
+    /// Acknowledgements whose `until` passed while their alarm was still firing.
+    pub ack_expired: Counter,
+    /// Firing alarms not tracked (no acknowledgement, no escalation): the table was full.
+    pub firing_full: Counter,
+    /// Escalation steps sent (once per alarm and step, whatever its number of targets).
+    pub escalated: Counter,
+    /// Pictures of alarms drawn for targets, and windows skipped (`crate::picture`).
+    pub pictures: PictureStats,
     pub targets: Vec<TargetStats>,
     pub routes: Vec<RouteStats>,
+}
+
+/// Alarm pictures: drawn (once per send attempt that carries one) and not drawn, by reason.
+#[derive(Debug, Default, Serialize)]
+pub struct PictureStats {
+    pub rendered: Counter,
+    /// `window` not of the documented shape.
+    pub skipped_malformed: Counter,
+    /// Its arrays' lengths differ.
+    pub skipped_inconsistent: Counter,
+    /// Fewer than 2 ticks, or no finite value.
+    pub skipped_empty: Counter,
+    /// Drawing or encoding failed, or the PNG was over 100 KiB.
+    pub skipped_failed: Counter,
+}
+
+impl PictureStats {
+    /// Copies the picture counts in (they are kept by `crate::picture`, whose callers,
+    /// the plugins, have no stats).
+    pub fn copy_from(&self, c: &crate::picture::Counts) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.rendered.set(c.rendered.load(Relaxed));
+        self.skipped_malformed.set(c.malformed.load(Relaxed));
+        self.skipped_inconsistent.set(c.inconsistent.load(Relaxed));
+        self.skipped_empty.set(c.empty.load(Relaxed));
+        self.skipped_failed.set(c.failed.load(Relaxed));
+    }
 }
 
 /// Logs at most one line per `every` for a kind of event, saying how many were not logged.

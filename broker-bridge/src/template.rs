@@ -5,6 +5,10 @@
 //!
 //! A reference to a field the message does not have is an error; the caller then sends
 //! the raw payload instead and counts it, so a template mistake never loses an alarm.
+//! Three fields are always there: `{explain}` (the alarm's one-line attribution),
+//! `{top_dimension}` (the name of its first `dimensions` entry) and `{sparkline}` (its
+//! window's score as a line of block characters, `crate::picture`) are empty for a message
+//! without them, as rule alarms and resolutions are, so one template serves every alarm.
 
 use serde_json::Value;
 
@@ -89,6 +93,9 @@ impl Template {
                 {
                     out.push_str(&String::from_utf8_lossy(raw))
                 }
+                Part::Field(path) if path.len() == 1 && optional(fields, &path[0]) => {
+                    out.push_str(&attribution(fields, &path[0]))
+                }
                 Part::Field(path) => {
                     let v = lookup(fields, path)
                         .ok_or_else(|| format!("no field {:?} in the message", path.join(".")))?;
@@ -106,6 +113,28 @@ impl Template {
         }
         Ok(out)
     }
+}
+
+/// Whether `name` is one of the attribution's fields that a message may lack.
+fn optional(fields: &Value, name: &str) -> bool {
+    matches!(name, "explain" | "top_dimension" | "sparkline") && fields.get(name).is_none()
+}
+
+/// `{explain}`, `{top_dimension}` and `{sparkline}` of a message that has no field of
+/// that name: from the agent's `explain`, `dimensions` and `window`, or empty.
+fn attribution(fields: &Value, name: &str) -> String {
+    if name == "sparkline" {
+        return crate::picture::sparkline_of(fields).unwrap_or_default();
+    }
+    let text = match name {
+        "top_dimension" => fields
+            .get("dimensions")
+            .and_then(|d| d.get(0))
+            .and_then(|d| d.get("name"))
+            .and_then(Value::as_str),
+        _ => None,
+    };
+    text.unwrap_or_default().to_owned()
 }
 
 /// `2026-11-23 17:12:58 UTC` from Unix milliseconds (proleptic Gregorian, UTC).
@@ -155,6 +184,44 @@ mod tests {
                 .unwrap(),
             "raw"
         );
+    }
+
+    #[test]
+    fn explain_and_top_dimension_come_from_the_attribution_and_are_empty_without_one() {
+        let t = Template::parse("{source}: {top_dimension} | {explain}").unwrap();
+        let fired = json!({"source": "cpu", "explain": "system at 38.1, normal 2–6 (83 % of the cpu anomaly)",
+            "dimensions": [{"name": "system", "share": 0.83, "value": 38.1, "normal": [2.0, 6.0]},
+                           {"name": "user", "share": 0.17, "value": 20.0, "normal": [19.0, 21.0]}]});
+        assert_eq!(
+            t.render(&fired, "t", b"").unwrap(),
+            "cpu: system | system at 38.1, normal 2–6 (83 % of the cpu anomaly)"
+        );
+        let rule = json!({"source": "rule/hot"});
+        assert_eq!(t.render(&rule, "t", b"").unwrap(), "rule/hot:  | ");
+        let own = json!({"source": "x", "top_dimension": "mine", "explain": 7});
+        assert_eq!(
+            t.render(&own, "t", b"").unwrap(),
+            "x: mine | 7",
+            "a message's own fields win"
+        );
+    }
+
+    #[test]
+    fn sparkline_draws_the_window_score_and_is_empty_without_a_window() {
+        let t = Template::parse("{source} {sparkline}").unwrap();
+        let fired = json!({"source": "cpu", "threshold": 2.0, "window": {
+            "ts": [0, 1000, 2000], "score": [0.5, 1.0, 4.0], "level": [0, 0, 3], "series": []}});
+        assert_eq!(
+            t.render(&fired, "t", b"").unwrap(),
+            "cpu score ▂▃█ 4.00 (threshold 2.00, last 2s)"
+        );
+        assert_eq!(
+            t.render(&json!({"source": "rule/hot"}), "t", b"").unwrap(),
+            "rule/hot "
+        );
+        let broken =
+            json!({"source": "x", "window": {"ts": [1], "score": [], "level": [], "series": []}});
+        assert_eq!(t.render(&broken, "t", b"").unwrap(), "x ");
     }
 
     #[test]

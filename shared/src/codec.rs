@@ -43,8 +43,10 @@ pub fn from_postcard<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payload::{Alarm, AlarmState};
+    use crate::payload::{Alarm, AlarmState, Dimension, Window, WindowSeries};
 
+    /// JSON leaves an alarm's empty attribution out, so that alarms without one (rules,
+    /// resolutions) stay as they were; postcard, which has no field names, needs it there.
     #[test]
     fn alarm_round_trips_through_both_codecs() {
         let alarm = Alarm {
@@ -59,6 +61,33 @@ mod tests {
             threshold: 3.0,
             summary: "cpu score 3.50 >= 3.00".into(),
             labels: [("ip".to_string(), "10.0.0.1".to_string())].into(),
+            dimensions: Vec::new(),
+            explain: None,
+            window: None,
+        };
+        let bytes = to_json(&alarm);
+        assert!(!String::from_utf8_lossy(&bytes).contains("dimensions"));
+        let json: Alarm = from_json(&bytes, "test").unwrap();
+        assert_eq!(json, alarm);
+        let alarm = Alarm {
+            dimensions: vec![Dimension {
+                name: "system".into(),
+                share: 0.83,
+                value: 38.1,
+                normal: Some([2.0, 6.0]),
+            }],
+            explain: Some("system 38.1, normal 2–6".into()),
+            window: Some(Window {
+                ts: vec![5, 10],
+                score: vec![None, Some(3.5)],
+                level: vec![0, 2],
+                series: vec![WindowSeries {
+                    name: "system".into(),
+                    values: vec![Some(2.5), Some(38.1)],
+                    normal: Some([2.0, 6.0]),
+                }],
+            }),
+            ..alarm
         };
         let json: Alarm = from_json(&to_json(&alarm), "test").unwrap();
         assert_eq!(json, alarm);

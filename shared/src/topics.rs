@@ -28,6 +28,10 @@ pub enum Kind<'a> {
     Rules,
     /// Why the host rejected its latest rules document, retained; empty when none was.
     RulesError,
+    /// `cmd/relearn`: an operator's order that models accept what they see as normal.
+    Relearn,
+    /// `cmd/relearn/result`: the agent's answer to it.
+    RelearnResult,
 }
 
 /// The first level under the prefix that holds ingested events instead of a host.
@@ -76,6 +80,18 @@ pub fn fleet_rules(prefix: &str) -> String {
 /// Where a host says why it rejected a rules document (retained; emptied once fixed).
 pub fn rules_error(prefix: &str, host: &str) -> String {
     format!("{prefix}/{host}/rules/error")
+}
+
+/// `<prefix>/<host>/cmd/relearn`: an operator orders models of the host to take what they
+/// see now as normal (not retained). Only operators may write `<prefix>/+/cmd/#` (the
+/// broker's ACL, docs/topics.md), and the agent checks a token of its own as well.
+pub fn relearn(prefix: &str, host: &str) -> String {
+    format!("{prefix}/{host}/cmd/relearn")
+}
+
+/// `<prefix>/<host>/cmd/relearn/result`: the agent's answer to each relearn command.
+pub fn relearn_result(prefix: &str, host: &str) -> String {
+    format!("{prefix}/{host}/cmd/relearn/result")
 }
 
 /// The filter an agent with ingest enabled subscribes to.
@@ -142,6 +158,16 @@ pub fn escape_level(name: &str) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
+/// `<prefix>/bridge/ack`: acknowledgements of firing alarms, read by the bridge.
+pub fn bridge_ack(prefix: &str) -> String {
+    format!("{prefix}/bridge/ack")
+}
+
+/// `<prefix>/bridge/ack/reply`: the bridge's answer to each acknowledgement.
+pub fn bridge_ack_reply(prefix: &str) -> String {
+    format!("{prefix}/bridge/ack/reply")
+}
+
 /// The filter a subscriber uses for every alarm of every host.
 pub fn all_alarms(prefix: &str) -> String {
     format!("{prefix}/+/alarms/#")
@@ -172,6 +198,8 @@ pub fn parse<'a>(prefix: &str, topic: &'a str) -> Result<(&'a str, Kind<'a>), Er
         Some(("agent", "stats")) => Kind::AgentStats,
         None if rest == "rules" => Kind::Rules,
         Some(("rules", "error")) => Kind::RulesError,
+        Some(("cmd", "relearn")) => Kind::Relearn,
+        Some(("cmd", "relearn/result")) => Kind::RelearnResult,
         _ => return Err(bad("unknown kind")),
     };
     Ok((host, kind))
@@ -225,6 +253,12 @@ mod tests {
             ("h1", Kind::RulesError)
         );
         assert_eq!(fleet_rules(p), "lookout/rules");
+        assert_eq!(relearn(p, "h1"), "lookout/h1/cmd/relearn");
+        assert_eq!(parse(p, &relearn(p, "h1")).unwrap(), ("h1", Kind::Relearn));
+        assert_eq!(
+            parse(p, &relearn_result(p, "h1")).unwrap(),
+            ("h1", Kind::RelearnResult)
+        );
         assert_eq!(ingest_filter(p), "lookout/ingest/#");
         assert_eq!(
             ingest_device(p, "lookout/ingest/sensor-7"),

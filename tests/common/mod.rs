@@ -28,6 +28,25 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `--set`s for simulated hosts that alarm within seconds and stay alarmed: level shifts
+/// only, the first after 4 simulated minutes (4 s at speed 60), each lasting 30 simulated
+/// minutes, no refit that could learn the shifted level while a test looks, and alarms
+/// from the first fit on (the settling hour would be a minute at speed 60).
+pub const LEVEL_SHIFTS_ONLY: &[&str] = &[
+    "simulate.first_anomaly_after=4m",
+    "simulate.anomaly_every=1m",
+    "simulate.anomaly_duration=30m",
+    "simulate.kind_weights.spike=0",
+    "simulate.kind_weights.drop=0",
+    "simulate.kind_weights.stuck=0",
+    "simulate.kind_weights.climb=0",
+    "simulate.kind_weights.oscillation=0",
+    "simulate.kind_weights.dropout=0",
+    "detector.train.every=100000",
+    "detector.alarm.settle=0",
+    "detector.alarm.settle_for=0s",
+];
+
 /// `lookout-agent run` of the shipped config with `hosts` simulated hosts at `speed`×
 /// real time, publishing to the broker on `port` (its embedded broker off), then a
 /// `--set` for each of `sets`.

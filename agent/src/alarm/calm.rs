@@ -7,6 +7,9 @@
 //!   agree that something is wrong. A single short excursion is therefore level 1 however
 //!   high its score was; the graded level (seed `003`) says how bad, the evidence says how
 //!   sure.
+//! - **Evidence must be recent to raise.** A gap of normal ticks longer than `hold`
+//!   restarts the evidence a rise needs: an alarm kept open across a dip (`resolve_for`)
+//!   does not climb to level 2 on blips minutes apart, each too short to mean anything.
 //! - **A new level must hold.** The announced level follows the level most of the last
 //!   `hold` was at: it rises to the lower quartile of the anomalous ticks' levels over
 //!   that window and falls to their upper quartile, so a score that flickers between two
@@ -41,6 +44,10 @@ pub struct Level {
     announced: u8,
     /// Anomalous time in this episode.
     anomalous_ms: i64,
+    /// Anomalous time since the last gap longer than `hold`: the evidence a rise needs.
+    streak_ms: i64,
+    /// The last anomalous tick.
+    last_anomalous: i64,
     /// Recent anomalous ticks: time and graded level.
     recent: HistoryBuf<(i64, u8), HOLD_TICKS>,
     last_up: Option<i64>,
@@ -70,6 +77,8 @@ impl Level {
         Self {
             announced,
             anomalous_ms: dt_ms,
+            streak_ms: dt_ms,
+            last_anomalous: ts,
             recent,
             last_up: None,
             last_down: None,
@@ -95,6 +104,13 @@ impl Level {
     ) -> Option<u8> {
         let level = level?;
         self.anomalous_ms = self.anomalous_ms.saturating_add(dt_ms.max(0));
+        let gap = ts - self.last_anomalous;
+        self.last_anomalous = ts;
+        self.streak_ms = if gap > calm.hold_ms.max(dt_ms) {
+            dt_ms.max(0)
+        } else {
+            self.streak_ms.saturating_add(dt_ms.max(0))
+        };
         self.recent.write((ts, level.max(1)));
         let since = ts - calm.hold_ms;
         let mut levels = [0u8; HOLD_TICKS];
@@ -119,8 +135,8 @@ impl Level {
         let oldest = self.recent.oldest_ordered().next().map_or(ts, |(t, _)| *t);
         let covered =
             calm.hold_ms == 0 || ts - oldest >= calm.hold_ms || self.recent.len() == HOLD_TICKS;
+        let up = lo.min(calm.cap(self.streak_ms, agreed));
         let cap = calm.cap(self.anomalous_ms, agreed);
-        let up = lo.min(cap);
         let may = |last: Option<i64>| last.is_none_or(|t| ts - t >= calm.every_ms);
         // Rising needs the level to have held: all of the window at or above it.
         if up > self.announced && covered && may(self.last_up) {
@@ -222,6 +238,28 @@ mod tests {
             .collect();
         let (_, changes) = run(&levels, false);
         assert_eq!(changes, vec![(30, 2)]);
+    }
+
+    #[test]
+    fn blips_minutes_apart_in_one_open_episode_stay_at_level_1() {
+        // Five anomalous ticks every two minutes for twenty minutes: 50 s of anomalous
+        // time in all, never 30 s without a gap longer than `hold`.
+        let levels: Vec<Option<u8>> = (0..1200).map(|i| (i % 120 < 5).then_some(4)).collect();
+        let (first, changes) = run(&levels, false);
+        assert_eq!((first, changes), (1, vec![]));
+    }
+
+    #[test]
+    fn a_dip_shorter_than_hold_keeps_the_evidence() {
+        let mut levels = vec![Some(4); 20];
+        levels.extend(vec![None; 10]);
+        levels.extend(vec![Some(4); 20]);
+        let (_, changes) = run(&levels, false);
+        assert_eq!(
+            changes,
+            vec![(39, 2)],
+            "ticks 0-19 and 30-39: 30 s of evidence"
+        );
     }
 
     #[test]

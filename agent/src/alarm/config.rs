@@ -33,6 +33,10 @@ pub struct AlarmConfig {
     pub for_ticks: u32,
     /// Consecutive normal ticks before it resolves (and before a lower level is announced).
     pub resolve_after: u32,
+    /// ...and for at least this long. At 1 s, `resolve_after` ticks are seconds: a long
+    /// incident whose score dips for a moment (a refit, a pause in a backup) would resolve
+    /// and fire again, one page per dip. Normal for this long first, it stays one alarm.
+    pub resolve_for: HumanDuration,
     /// Ticks after an alarm fires before the same model may fire again.
     pub suppress: u32,
     /// Ticks a model scores after its first fit before it may alarm at all: what it
@@ -41,6 +45,12 @@ pub struct AlarmConfig {
     /// ...and for at least this long: at 1 s, `settle` ticks are minutes, and a model one
     /// or two fits old has seen too little of its series to tell unusual from new.
     pub settle_for: HumanDuration,
+    /// A model that has scored for less than this has not yet seen a whole day of its
+    /// series (the nightly backup, the morning load): what it finds unusual may be routine,
+    /// so its alarms stay at level 1, information, never a page, and do not count towards
+    /// the host's agreement. Saturation models are exempt (a climb towards the limit is
+    /// news on the first day too). "0s": off.
+    pub young_for: HumanDuration,
     /// A dimension unchanged for at least this long, and for more than twice its longest
     /// normal run, is stuck (`alarm::flat`); "0s": off.
     pub flat: HumanDuration,
@@ -64,9 +74,11 @@ impl Default for AlarmConfig {
             threshold: 1.75,
             for_ticks: 1,
             resolve_after: 5,
+            resolve_for: HumanDuration::from_secs(0),
             suppress: 288,
             settle: 360,
             settle_for: HumanDuration::from_secs(3600),
+            young_for: HumanDuration::from_secs(86_400),
             flat: HumanDuration::from_secs(60),
             t2: 0.2,
             step: 0.2,
@@ -121,8 +133,9 @@ pub struct AlarmParams {
     pub threshold: f64,
     /// Consecutive anomalous ticks before firing.
     pub for_ticks: u32,
-    /// Consecutive normal ticks before resolving.
+    /// Consecutive normal ticks before resolving, and the time they must span.
     pub resolve_after: u32,
+    pub resolve_for_ms: i64,
     /// Ticks after an alarm fires during which the same model does not fire again.
     pub suppress: u32,
     /// Ticks scored after the first fit before any may be anomalous, and the time.
@@ -149,6 +162,7 @@ impl AlarmParams {
             threshold,
             for_ticks: 1,
             resolve_after: 1,
+            resolve_for_ms: 0,
             suppress: 0,
             settle: 0,
             settle_for_ms: 0,
@@ -225,6 +239,7 @@ impl AlarmParams {
             threshold: a.threshold,
             for_ticks: a.for_ticks,
             resolve_after: a.resolve_after,
+            resolve_for_ms: a.resolve_for.0.as_millis() as i64,
             suppress: a.suppress,
             settle: a.settle,
             settle_for_ms: a.settle_for.0.as_millis() as i64,

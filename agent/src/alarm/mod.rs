@@ -6,7 +6,8 @@
 //!   the seed's graded severity ([`severity`]).
 //! - [`Hysteresis`] turns those decisions into episodes: an alarm fires after `for`
 //!   consecutive anomalous ticks and resolves after `resolve_after` consecutive normal
-//!   ones, so a single noisy tick neither raises nor clears anything. After an alarm fires,
+//!   ones spanning at least `resolve_for`, so a single noisy tick neither raises nor
+//!   clears anything, and an incident whose score dips for a minute stays one alarm. After an alarm fires,
 //!   `suppress` ticks must pass before the same model fires again: an incident is one
 //!   notification, not one per wobble of the score around the threshold. While firing, a
 //!   higher level is announced at once and a lower one once it has held for
@@ -140,6 +141,8 @@ pub struct Hysteresis {
     params: AlarmParams,
     anomalous_run: u32,
     normal_run: u32,
+    /// Time of the first tick of the current normal run.
+    normal_since: i64,
     /// Time of the first tick of the current anomalous run.
     run_started_at: i64,
     firing: Option<Firing>,
@@ -162,6 +165,7 @@ impl Hysteresis {
             params,
             anomalous_run: 0,
             normal_run: 0,
+            normal_since: 0,
             run_started_at: 0,
             firing: None,
             ticks: 0,
@@ -176,6 +180,25 @@ impl Hysteresis {
 
     pub fn params(&self) -> AlarmParams {
         self.params
+    }
+
+    /// When the firing episode started, if one is.
+    pub fn firing_since(&self) -> Option<i64> {
+        self.firing.as_ref().map(|f| f.started_at)
+    }
+
+    /// Ends the firing episode now, whatever the score (a new normal was accepted): the
+    /// resolution, and a fresh start for the runs, so the next anomaly is a new episode.
+    pub fn resolve_now(&mut self, ts: i64, score: f64) -> Option<Transition> {
+        let f = self.firing.take()?;
+        self.anomalous_run = 0;
+        self.normal_run = 0;
+        self.normal_since = ts;
+        Some(Transition::Resolved {
+            started_at: f.started_at,
+            score,
+            severity: f.level.announced(),
+        })
     }
 
     /// The same episode state under today's `params` (a state read back from a snapshot).
@@ -256,8 +279,12 @@ impl Hysteresis {
             }
             None => {
                 self.anomalous_run = 0;
+                if self.normal_run == 0 {
+                    self.normal_since = ts;
+                }
                 self.normal_run = self.normal_run.saturating_add(1);
-                let resolve = self.normal_run >= self.params.resolve_after;
+                let resolve = self.normal_run >= self.params.resolve_after
+                    && ts - self.normal_since >= self.params.resolve_for_ms;
                 match &mut self.firing {
                     Some(f) if resolve => {
                         let t = Transition::Resolved {
@@ -388,6 +415,38 @@ mod tests {
             })
         );
         assert!(!a.is_firing());
+    }
+
+    #[test]
+    fn a_dip_shorter_than_resolve_for_keeps_the_same_alarm() {
+        let mut a = Hysteresis::new(AlarmParams {
+            resolve_for_ms: 10,
+            suppress: 100,
+            ..params(1, 2)
+        });
+        assert!(matches!(
+            a.update(0, 3.0),
+            Some(Transition::Fired { started_at: 0, .. })
+        ));
+        for ts in 1..=9 {
+            assert_eq!(
+                a.update(ts, 0.5),
+                None,
+                "normal for {ts} < 10: still firing"
+            );
+        }
+        assert!(a.is_firing());
+        assert_eq!(a.update(10, 3.0), None, "anomalous again: the same alarm");
+        for ts in 11..20 {
+            assert_eq!(a.update(ts, 0.5), None);
+        }
+        assert!(
+            matches!(
+                a.update(21, 0.5),
+                Some(Transition::Resolved { started_at: 0, .. })
+            ),
+            "normal for 10 ms and 2 ticks: resolved, dated from the first fire"
+        );
     }
 
     fn tick(score: f64, novelty: Option<f64>, deviation: f64) -> Tick {

@@ -3,7 +3,7 @@
 //! that reads one kind of alarm reads the other.
 
 use lookout_shared::codec::to_json;
-use lookout_shared::payload::{Alarm, AlarmState, Labels};
+use lookout_shared::payload::{Alarm, AlarmState, Dimension, Labels, Window};
 use lookout_shared::topics;
 
 use crate::out::Out;
@@ -28,6 +28,13 @@ pub struct Episode {
     pub summary: String,
     /// Labels of this alarm beside the host's (they win over the host's on a clash).
     pub labels: Labels,
+    /// Which dimensions made a model's alarm fire, largest share first; empty for rules,
+    /// the host alarm and resolutions.
+    pub dimensions: Vec<Dimension>,
+    /// The top dimension as one line for people, with `dimensions`.
+    pub explain: Option<String>,
+    /// What a learned model saw up to its firing tick, for a picture.
+    pub window: Option<Window>,
 }
 
 /// One host's alarms: where they go and what every payload carries.
@@ -71,6 +78,9 @@ impl Publisher {
             threshold: e.threshold,
             summary: e.summary,
             labels,
+            dimensions: e.dimensions,
+            explain: e.explain,
+            window: e.window,
         }
     }
 
@@ -85,6 +95,7 @@ impl Publisher {
             severity = e.severity,
             score = e.score,
             started_at = e.started_at,
+            explain = e.explain.as_deref().unwrap_or_default(),
             "alarm {}",
             e.state.as_str()
         );
@@ -118,6 +129,9 @@ mod tests {
             threshold: 30.0,
             summary: "hot".into(),
             labels: Labels::from([("site".to_string(), "rack".to_string())]),
+            dimensions: Vec::new(),
+            explain: None,
+            window: None,
         };
         let resolved = Episode {
             state: AlarmState::Resolved,

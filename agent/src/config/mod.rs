@@ -1,7 +1,7 @@
 //! The agent's TOML config, assembled: each part owns its table, its defaults and its
 //! checks (`[mqtt]`, `[broker]`, `[outbox]`: `link::config`; `[detector]` and the models:
 //! `decide::config`; `[rules]`, `[ingest]`: `rules::config`; `[simulate]`: `simulate`;
-//! `[homeassistant]`: `homeassistant`). This module reads the document, hands each part its
+//! `[homeassistant]`: `homeassistant`; `[control]`: `control`). This module reads the document, hands each part its
 //! table, and checks what spans tables: the host name, the login the agent's own client
 //! falls back to, model names as Home Assistant ids. Nothing at run time reads raw config.
 //!
@@ -22,8 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::alarm::AlarmParams;
+use crate::control::{ControlConfig, ControlSettings};
 use crate::decide::host::HostConfig;
 use crate::decide::{DetectorConfig, ModelSpec};
+use crate::devices::config::{DeviceKeys, DeviceSpec};
 use crate::homeassistant::HomeAssistantConfig;
 use crate::link::{BrokerConfig, BrokerSettings, MqttConfig, MqttSettings, OutboxConfig};
 use crate::persist::{SnapshotConfig, SnapshotSettings};
@@ -93,6 +95,8 @@ pub struct Raw {
     pub ingest: IngestConfig,
     #[serde(default)]
     pub homeassistant: HomeAssistantConfig,
+    #[serde(default)]
+    pub control: ControlConfig,
 }
 
 /// A parsed document with where it came from, what it renamed and how it was overridden:
@@ -118,6 +122,8 @@ pub struct Settings {
     pub snapshots: Option<SnapshotSettings>,
     pub models: Vec<ModelSpec>,
     pub sim_models: Vec<ModelSpec>,
+    /// Models of series ingested over MQTT, one instance per device.
+    pub devices: Vec<DeviceSpec>,
     /// Host-level judgement, and the `[detector.alarm]` its alarm shares.
     pub host_judge: HostConfig,
     pub host_alarm: AlarmParams,
@@ -125,6 +131,8 @@ pub struct Settings {
     pub rules: RulesSettings,
     pub ingest: IngestConfig,
     pub homeassistant: HomeAssistantConfig,
+    /// Operators' commands over MQTT; `None` (no token): not subscribed to.
+    pub control: Option<ControlSettings>,
 }
 
 /// Parses `source` with `KEY=VALUE` overrides; old detector keys are moved to their new
@@ -179,7 +187,18 @@ impl Parsed<'_> {
             .alarm;
         let models = self.models("models", &raw.models)?;
         let sim_models = self.models("sim_models", &raw.sim_models)?;
+        let devices = self.device_models(&raw.models)?;
+        if let Some((name, _)) = raw.sim_models.iter().find(|(_, t)| is_device_model(t)) {
+            return Err(self.invalid(
+                &format!("sim_models.{name}"),
+                Invalid::new("", "device models (device, topic) belong in [models]; they run beside simulated hosts too"),
+            ));
+        }
         let rules = raw.rules.resolve().map_err(|e| self.invalid("rules", e))?;
+        let control = raw
+            .control
+            .resolve()
+            .map_err(|e| self.invalid("control", e))?;
         raw.homeassistant
             .check([
                 ("models", names(&models)),
@@ -196,12 +215,14 @@ impl Parsed<'_> {
             snapshots,
             models,
             sim_models,
+            devices,
             host_judge: raw.host.clone(),
             host_alarm,
             simulate: raw.simulate.clone(),
             rules,
             ingest: raw.ingest,
             homeassistant: raw.homeassistant.clone(),
+            control,
         })
     }
 
@@ -279,7 +300,9 @@ impl Parsed<'_> {
     /// A model's table over `[detector]`, with every default filled in.
     pub fn model_detector(&self, key: &str, table: &toml::Table) -> Result<DetectorConfig, Error> {
         let mut own = table.clone();
-        own.remove("metrics");
+        for k in own_keys(table) {
+            own.remove(*k);
+        }
         let mut merged = self.raw.detector.clone();
         merge(&mut merged, own);
         self.detector_table(key, merged)
@@ -313,6 +336,9 @@ impl Parsed<'_> {
                     Invalid::new("", "a model name becomes a topic level: no '/', '+' or '#'"),
                 ));
             }
+            if is_device_model(t) {
+                continue;
+            }
             let metrics = self.metrics(&key, t)?;
             let detector = self
                 .model_detector(&key, t)?
@@ -323,6 +349,37 @@ impl Parsed<'_> {
                 metrics,
                 detector,
             });
+        }
+        Ok(out)
+    }
+
+    /// The `[models]` tables with `device` or `topic`: models of series ingested over
+    /// MQTT, one instance per device (`crate::devices`). Their names were checked with
+    /// the host models'.
+    fn device_models(
+        &self,
+        models: &BTreeMap<String, toml::Table>,
+    ) -> Result<Vec<DeviceSpec>, Error> {
+        let interval = self.raw.agent.interval.0;
+        let mut out = Vec::new();
+        for (name, t) in models.iter().filter(|(_, t)| is_device_model(t)) {
+            let key = format!("models.{name}");
+            let own: toml::Table = t
+                .iter()
+                .filter(|(k, _)| crate::devices::config::KEYS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let keys: DeviceKeys =
+                self.source
+                    .deserialize(own, &key, &self.overrides, &self.renamed)?;
+            let detector = self
+                .model_detector(&key, t)?
+                .resolve_at(interval)
+                .map_err(|e| self.invalid(&key, e))?;
+            out.push(
+                keys.resolve(name, detector)
+                    .map_err(|e| self.invalid(&key, e))?,
+            );
         }
         Ok(out)
     }
@@ -373,6 +430,7 @@ impl Parsed<'_> {
             rules: &'a RulesConfig,
             ingest: &'a IngestConfig,
             homeassistant: &'a HomeAssistantConfig,
+            control: &'a ControlConfig,
             simulate: &'a SimParams,
             detector: DetectorConfig,
             models: BTreeMap<String, toml::Table>,
@@ -385,8 +443,10 @@ impl Parsed<'_> {
             for (name, t) in models {
                 let key = format!("{table}.{name}");
                 let mut shown = toml::Table::new();
-                if let Some(m) = t.get("metrics") {
-                    shown.insert("metrics".into(), m.clone());
+                for k in own_keys(t) {
+                    if let Some(v) = t.get(*k) {
+                        shown.insert((*k).into(), v.clone());
+                    }
                 }
                 let own = toml_table(&self.model_detector(&key, t)?)?;
                 shown.extend(difference(&base, own));
@@ -405,6 +465,7 @@ impl Parsed<'_> {
             rules: &r.rules,
             ingest: &r.ingest,
             homeassistant: &r.homeassistant,
+            control: &r.control,
             simulate: &r.simulate,
             models: models("models", &r.models)?,
             sim_models: models("sim_models", &r.sim_models)?,
@@ -454,6 +515,20 @@ fn toml_table<T: Serialize>(value: &T) -> Result<toml::Table, Error> {
         path: "(effective config)".into(),
         message: e.to_string(),
     })
+}
+
+/// A model table with `device` or `topic` learns devices' series, not this host's.
+fn is_device_model(t: &toml::Table) -> bool {
+    t.contains_key("device") || t.contains_key("topic")
+}
+
+/// The keys of a model table that are not the detector's.
+fn own_keys(t: &toml::Table) -> &'static [&'static str] {
+    if is_device_model(t) {
+        &crate::devices::config::KEYS
+    } else {
+        &["metrics"]
+    }
 }
 
 fn names(specs: &[ModelSpec]) -> Vec<&str> {

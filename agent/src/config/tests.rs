@@ -341,3 +341,43 @@ fn the_effective_config_prints_in_the_nested_shape_and_loads_back_the_same() {
         parsed.resolve().unwrap().models
     );
 }
+
+#[test]
+fn a_model_table_with_device_is_a_device_model_with_its_own_keys_checked() {
+    let text = "[models.cpu]\nmetrics = { \"system.cpu\" = [\"user\"] }\n\n\
+                [models.requests]\ndevice = \"shop-*\"\nmetrics = [\"requests\"]\n\
+                aggregate = \"sum\"\nmax_instances = 16\nalarm = { direction = \"down\" }\n";
+    let s = load_text(text, &[]).unwrap();
+    assert_eq!(names(&s.models), ["cpu"]);
+    assert_eq!(s.devices.len(), 1);
+    let d = &s.devices[0];
+    assert_eq!(
+        (d.name.as_str(), d.device.as_str(), d.max_instances),
+        ("requests", "shop-*", 16)
+    );
+    assert_eq!(
+        d.metrics,
+        [(
+            "requests".to_owned(),
+            crate::devices::bucket::Aggregate::Sum
+        )]
+    );
+    assert_eq!(d.detector.alarm.direction, crate::alarm::Direction::Down);
+    // The detector's keys may be set per device model like any model's.
+    let s = load_text(text, &["models.requests.train.window=100"]).unwrap();
+    assert_eq!(s.devices[0].detector.params.train_data_size, 100);
+    let err = err_text(&text.replace("\"sum\"", "\"median\""), &[]);
+    assert!(err.contains("models.requests.aggregate"), "{err}");
+    let err = err_text(
+        &text.replace("max_instances = 16", "max_instances = 0"),
+        &[],
+    );
+    assert!(err.contains("models.requests.max_instances"), "{err}");
+    let err = err_text(&text.replace("max_instances = 16", "max_devices = 16"), &[]);
+    assert!(err.contains("max_devices"), "{err}");
+    let err = err_text("[sim_models.r]\ndevice = \"*\"\nmetrics = [\"x\"]\n", &[]);
+    assert!(err.contains("sim_models.r"), "{err}");
+    // The effective config shows the device keys.
+    let shown = parse(&src(text), &[]).unwrap().effective_toml().unwrap();
+    assert!(shown.contains("device = \"shop-*\""), "{shown}");
+}

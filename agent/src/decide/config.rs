@@ -11,9 +11,10 @@ use std::time::Duration;
 use lookout_shared::config::Invalid;
 use serde::{Deserialize, Serialize};
 
+use super::trace;
 use crate::alarm::{AlarmConfig, AlarmParams, SaturationConfig};
 use crate::scorer::model::Distance;
-use crate::scorer::{ContextConfig, ModelParams, ScaleKind, ScorerConfig, TrainConfig};
+use crate::scorer::{ContextConfig, ModelParams, ScaleKind, Scaling, ScorerConfig, TrainConfig};
 
 /// The `[detector]` table, or a model's table over it.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -30,6 +31,9 @@ pub struct DetectorConfig {
     /// `"minmax"`: the notebook's min–max scaling.
     pub scale: ScaleKind,
     pub scale_quantile: f64,
+    /// `"robust"`: each dimension scaled by its training median and MAD; `"none"`: raw
+    /// distances (the notebook).
+    pub scaling: Scaling,
     pub anomaly_score_cap: f64,
     /// Seed `000`'s `data_meta` limits: values outside them are invalid, counted and not
     /// scored.
@@ -42,6 +46,9 @@ pub struct DetectorConfig {
     /// Excuse what happened at this time of day on two of the last three days
     /// (`scorer::profile`).
     pub seasonal: bool,
+    /// Ticks of the model's input and score a firing alarm carries for its picture
+    /// (`window` in the payload); 0 sends none. At most 600.
+    pub picture_points: usize,
     pub train: TrainConfig,
     pub context: ContextConfig,
     pub alarm: AlarmConfig,
@@ -59,11 +66,13 @@ impl Default for DetectorConfig {
             distance: s.distance,
             scale: s.scale,
             scale_quantile: s.scale_quantile,
+            scaling: s.scaling,
             anomaly_score_cap: s.anomaly_score_cap,
             down_limit: None,
             upper_limit: None,
             only_show_anomaly: false,
             seasonal: true,
+            picture_points: 300,
             train: TrainConfig::default(),
             context: ContextConfig::default(),
             alarm: AlarmConfig::default(),
@@ -83,6 +92,7 @@ impl DetectorConfig {
             distance: self.distance,
             scale: self.scale,
             scale_quantile: self.scale_quantile,
+            scaling: self.scaling,
         }
     }
 
@@ -103,6 +113,12 @@ impl DetectorConfig {
                 "down_limit and upper_limit must be numbers with down_limit < upper_limit",
             ));
         }
+        if self.picture_points > trace::MAX_POINTS {
+            return Err(Invalid::new(
+                "picture_points",
+                format!("at most {} ticks (0 sends no picture)", trace::MAX_POINTS),
+            ));
+        }
         Ok(Detector {
             params,
             alarm,
@@ -110,6 +126,11 @@ impl DetectorConfig {
             upper_limit: self.upper_limit,
             only_show_anomaly: self.only_show_anomaly,
             seasonal: self.seasonal,
+            accept_after_ms: i64::try_from(self.train.accept_after.0.as_millis())
+                .unwrap_or(i64::MAX),
+            young_for_ms: i64::try_from(self.alarm.young_for.0.as_millis()).unwrap_or(i64::MAX),
+            hold_firing: self.train.hold_firing,
+            picture_points: self.picture_points,
         })
     }
 }
@@ -126,6 +147,14 @@ pub struct Detector {
     pub only_show_anomaly: bool,
     /// Time-of-day profile on (`scorer::profile`).
     pub seasonal: bool,
+    /// `train.accept_after` in ms (0: never by itself).
+    pub accept_after_ms: i64,
+    /// `alarm.young_for` in ms (0: off).
+    pub young_for_ms: i64,
+    /// `train.hold_firing`.
+    pub hold_firing: bool,
+    /// Ticks a firing alarm's window holds (0: none).
+    pub picture_points: usize,
 }
 
 impl Detector {
@@ -188,6 +217,7 @@ mod tests {
         assert_eq!(bad(|c| c.train.decay = 2.0), "train.decay");
         assert_eq!(bad(|c| c.n_clusters = 0), "n_clusters");
         assert_eq!(bad(|c| c.context.length = 0), "context.length");
+        assert_eq!(bad(|c| c.picture_points = 601), "picture_points");
         assert_eq!(
             bad(|c| {
                 c.down_limit = Some(5.0);

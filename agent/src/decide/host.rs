@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::alarm::publish::Episode;
 use crate::alarm::{AlarmParams, Hysteresis, Transition};
 
-use super::snapshot::{FORMAT, Refused};
+use super::snapshot::{FORMAT, OLDEST_READ, Refused};
 
 /// What a host judgement's snapshot starts with.
 const MAGIC: &[u8; 8] = b"LKTHOST\0";
@@ -140,7 +140,8 @@ impl HostJudge {
             return Err(Refused::Corrupt("not a Lookout host snapshot".into()));
         };
         let s: SnapIn = postcard::from_bytes(bytes).map_err(|e| Refused::Corrupt(e.to_string()))?;
-        if s.format != FORMAT {
+        // Its layout is the same in every format read.
+        if !(OLDEST_READ..=FORMAT).contains(&s.format) {
             return Err(Refused::Format { found: s.format });
         }
         if s.last_anomalous.len() != n_models {
@@ -239,6 +240,9 @@ impl HostJudge {
             threshold: self.min_models as f64,
             summary,
             labels,
+            dimensions: Vec::new(),
+            explain: None,
+            window: None,
         }
     }
 }

@@ -9,6 +9,11 @@
 //! bytes that do not decode is refused with the reason, and the caller lets that model
 //! learn afresh. Settings that do not change the shape (thresholds, the fit schedule,
 //! severity grading) come from today's config, so tuning them keeps what was learned.
+//!
+//! Format 4 appends each dimension's normal range after what format 3 held. A format-3
+//! snapshot (an agent before the attribution of anomalies) still reads: the model keeps
+//! everything it learned and fits at its next tick, which measures the ranges from the
+//! restored training ring.
 
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +25,10 @@ use crate::scorer::profile::Profile;
 use super::{Decider, Detector};
 
 /// The snapshot layout; a change to any serialized type bumps it.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 4;
+
+/// The oldest layout still read: format 3 is format 4 without the normal ranges.
+pub const OLDEST_READ: u32 = 3;
 
 /// What every snapshot starts with, so that any other file is told apart from a snapshot
 /// of another format.
@@ -39,8 +47,11 @@ struct Out<'a> {
     sustained: &'a super::Sustained,
     scored: u32,
     first_scored: Option<i64>,
+    /// Format 4's addition, last so that format 3 is a prefix of it.
+    normal: Option<&'a [f64]>,
 }
 
+/// The fields formats 3 and 4 share; format 4's `normal` follows them.
 #[derive(Deserialize)]
 struct In {
     format: u32,
@@ -61,7 +72,7 @@ struct In {
 pub enum Refused {
     #[error("not a readable snapshot ({0})")]
     Corrupt(String),
-    #[error("snapshot format {found}, this agent reads format {FORMAT}")]
+    #[error("snapshot format {found}, this agent reads formats {OLDEST_READ} to {FORMAT}")]
     Format { found: u32 },
     #[error("the model's dimensions or detector settings changed since it was saved")]
     Shape,
@@ -104,6 +115,7 @@ impl Decider {
             sustained: &self.sustained,
             scored: self.scored,
             first_scored: self.first_scored,
+            normal: self.model.normal_range(),
         };
         // Serializing owned in-memory data cannot fail with postcard's Vec flavour.
         let mut bytes = MAGIC.to_vec();
@@ -121,13 +133,16 @@ impl Decider {
         let format: u32 = postcard::take_from_bytes::<u32>(bytes)
             .map(|(f, _)| f)
             .map_err(|e| Refused::Corrupt(e.to_string()))?;
-        if format != FORMAT {
+        if !(OLDEST_READ..=FORMAT).contains(&format) {
             return Err(Refused::Format { found: format });
         }
-        let s: In = postcard::from_bytes(bytes).map_err(|e| Refused::Corrupt(e.to_string()))?;
-        if s.format != FORMAT {
-            return Err(Refused::Format { found: s.format });
-        }
+        let (s, rest): (In, _) =
+            postcard::take_from_bytes(bytes).map_err(|e| Refused::Corrupt(e.to_string()))?;
+        let normal: Option<Vec<f64>> = if s.format >= 4 {
+            postcard::from_bytes(rest).map_err(|e| Refused::Corrupt(e.to_string()))?
+        } else {
+            None
+        };
         if s.shape != shape {
             return Err(Refused::Shape);
         }
@@ -137,6 +152,7 @@ impl Decider {
             .restored(self.detector.params, n_dims)
             .ok_or(Refused::Shape)?;
         self.model = model;
+        self.model.restore_normal_range(normal.as_deref());
         self.judge = s.judge.adopt(self.detector.alarm);
         self.hysteresis = s.hysteresis.adopt(self.detector.alarm);
         self.flat = s.flat.adopt(self.detector.alarm.flat_ms);
@@ -226,6 +242,55 @@ mod tests {
     }
 
     #[test]
+    fn the_normal_ranges_come_back_with_the_model() {
+        let d = detector();
+        let shape = 7;
+        let original = trained(&d, 600);
+        let ranges = original.model().normal_range().expect("fitted").to_vec();
+        assert_eq!(ranges.len(), 4, "low and high of two dimensions");
+        let mut restored = Decider::new(&d, 2);
+        assert_eq!(
+            restored.restore(&original.snapshot(shape, 42), shape),
+            Ok(42)
+        );
+        assert_eq!(restored.model().normal_range(), Some(&ranges[..]));
+        assert_eq!(restored.attribution("m"), original.attribution("m"));
+    }
+
+    /// Format 3 is format 4 without the ranges at its end: such a snapshot keeps all the
+    /// model learned, and the fit at its next tick measures the ranges.
+    #[test]
+    fn a_format_3_snapshot_keeps_what_it_learned_and_measures_the_ranges_at_the_next_tick() {
+        let d = detector();
+        let shape = 7;
+        let mut original = trained(&d, 600);
+        let mut bytes = original.snapshot(shape, 42);
+        let tail = postcard::to_allocvec(&original.model().normal_range()).unwrap();
+        bytes.truncate(bytes.len() - tail.len());
+        assert_eq!(
+            bytes[MAGIC.len()],
+            4,
+            "the format is the first byte after the magic"
+        );
+        bytes[MAGIC.len()] = 3;
+        let mut restored = Decider::new(&d, 2);
+        assert_eq!(restored.restore(&bytes, shape), Ok(42));
+        assert!(restored.model().is_trained(), "no learning period");
+        assert_eq!(restored.model().normal_range(), None, "not in format 3");
+        let (a, b) = (
+            scores(&mut original, 600, 601),
+            scores(&mut restored, 600, 601),
+        );
+        assert!(matches!(b[0], Decision::Scored(_)), "{b:?}");
+        let ranges = restored.model().normal_range().expect("measured by a fit");
+        assert_eq!(ranges.len(), 4);
+        assert!(ranges[0] < ranges[1] && ranges[2] < ranges[3], "{ranges:?}");
+        assert!(matches!(a[0], Decision::Scored(_)));
+        let top = restored.attribution("m").unwrap().dimensions;
+        assert!(top.iter().all(|d| d.normal.is_some()), "{top:?}");
+    }
+
+    #[test]
     fn snapshots_of_another_shape_format_or_garbage_are_refused_and_change_nothing() {
         let d = detector();
         let metrics = vec![("c".to_string(), "a".to_string()), ("c".into(), "b".into())];
@@ -241,12 +306,11 @@ mod tests {
             fresh.restore(b"", shape),
             Err(Refused::Corrupt(_))
         ));
-        let mut other = bytes.clone();
-        other[MAGIC.len()] = 9;
-        assert_eq!(
-            fresh.restore(&other, shape),
-            Err(Refused::Format { found: 9 })
-        );
+        for found in [2, 9] {
+            let mut other = bytes.clone();
+            other[MAGIC.len()] = found as u8;
+            assert_eq!(fresh.restore(&other, shape), Err(Refused::Format { found }));
+        }
         assert!(
             !fresh.model().is_trained(),
             "a refused snapshot leaves the model as it was"

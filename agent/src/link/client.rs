@@ -19,9 +19,17 @@
 //! The latest state of every alarm topic is also re-sent after each reconnect, so a
 //! broker that restarted without persistence still ends up holding the current state.
 //!
-//! One link may also take messages in (rules documents, ingested events): its
-//! subscriptions are made again on every `ConnAck` (the session is clean), and what
-//! arrives goes into a bounded [`Inbox`] that says what happens when it is full.
+//! One link may also take messages in (rules documents, ingested events, operators'
+//! commands): its subscriptions are made again on every `ConnAck` (the session is clean),
+//! and what arrives goes into a bounded [`Inbox`] that says what happens when it is full.
+//!
+//! A message over the link's packet limit ends the connection (rumqttc cannot skip a
+//! packet), and a retained one, on `<prefix>/rules` say, would come again on every
+//! reconnect and keep the host's alarms off the broker for good. So the link that meets
+//! one counts it ([`LinkStats::oversize`]), logs it at error, and reconnects with its
+//! subscriptions paused ([`Pause`]): alarm states flow, documents and events do not, and
+//! it subscribes again after a minute, then after twice as long each time it is thrown
+//! out again (at most an hour), until the broker no longer holds the message.
 //!
 //! A link may also announce itself ([`Extras::announce`]: retained QoS 1 messages such as
 //! Home Assistant discovery configs, published right after `online` on every connect) and
@@ -80,6 +88,56 @@ const QUIET_PACKET_LIMIT: usize = 256 * 1024;
 /// Dropped inbox messages are logged at most this often.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// A connection that lasted this long resets the reconnect backoff when it ends.
+const STABLE_CONNECTION: Duration = Duration::from_secs(30);
+
+/// How long subscriptions pause after a message over the packet limit, at first and at
+/// most (doubling each time in between).
+const PAUSE_FIRST: Duration = Duration::from_secs(60);
+const PAUSE_MAX: Duration = Duration::from_secs(3600);
+
+/// Subscriptions paused after a message over the packet limit (see the module's doc).
+#[derive(Debug)]
+struct Pause {
+    until: Option<std::time::Instant>,
+    next: Duration,
+}
+
+impl Pause {
+    fn new() -> Self {
+        Self {
+            until: None,
+            next: PAUSE_FIRST,
+        }
+    }
+
+    /// How long is left, if paused.
+    fn left(&self) -> Option<Duration> {
+        let left = self
+            .until?
+            .checked_duration_since(std::time::Instant::now())?;
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// Starts a pause; returns its length.
+    fn start(&mut self) -> Duration {
+        let d = self.next;
+        self.until = Some(std::time::Instant::now() + d);
+        self.next = (d * 2).min(PAUSE_MAX);
+        d
+    }
+}
+
+/// Whether a connection ended because a packet was over the limit; with its size.
+fn oversize(e: &rumqttc::ConnectionError) -> Option<usize> {
+    match e {
+        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(n),
+        )) => Some(*n),
+        _ => None,
+    }
+}
+
 /// A message from one of the link's subscriptions.
 #[derive(Clone, Debug)]
 pub struct Incoming {
@@ -93,8 +151,8 @@ pub struct Incoming {
 pub struct Inbox {
     /// Subscribed at QoS 1 on every connect.
     pub filters: Vec<String>,
-    /// Topics whose messages must not be lost (rules documents): when the channel is full
-    /// the link waits for room, which holds back the connection. Messages on other topics
+    /// Topics whose messages must not be lost (rules documents, commands): when the channel
+    /// is full the link waits for room, which holds back the connection. Messages on other topics
     /// (ingested events) are dropped when it is full and counted in
     /// [`LinkStats::inbox_dropped`], so a flood of readings cannot stall the agent.
     pub reliable: Vec<String>,
@@ -122,6 +180,8 @@ pub struct LinkStats {
     pub reconnects: AtomicU64,
     /// Incoming messages dropped because the inbox was full.
     pub inbox_dropped: AtomicU64,
+    /// Connections ended by an incoming message over the packet limit.
+    pub oversize: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -135,8 +195,9 @@ pub struct Link {
     /// While false, lossy messages are dropped at once instead of filling the queue, so
     /// that what matters (status, alarm states) finds room when the broker comes back.
     connected: Arc<AtomicBool>,
-    /// Subscribed again on every connect.
+    /// Subscribed again on every connect, unless paused.
     filters: Arc<Vec<String>>,
+    pause: Arc<Mutex<Pause>>,
     qos1: Arc<Mutex<Qos1>>,
     /// Published after `online` on every connect.
     announce: Arc<Vec<(String, Vec<u8>)>>,
@@ -211,6 +272,7 @@ impl Link {
                     .map(|i| i.filters.clone())
                     .unwrap_or_default(),
             ),
+            pause: Arc::new(Mutex::new(Pause::new())),
             sweep: sweep.map(|filter| {
                 let keep = announce.iter().map(|(t, _)| t.clone());
                 Arc::new(Mutex::new(Sweep::new(filter, keep)))
@@ -260,7 +322,7 @@ impl Link {
                 self.publish_state(&topic, payload);
             }
             Out::Forget { topic } => self.forget_state(&topic),
-            Out::Truth { topic, payload } => {
+            Out::Truth { topic, payload } | Out::Reply { topic, payload } => {
                 self.publish_event(&topic, payload);
             }
             Out::Stats { topic, payload } => {
@@ -497,14 +559,10 @@ impl Link {
             {
                 tracing::warn!(filter, error = %e, "MQTT subscribe failed");
             }
-            for filter in link.filters.iter() {
-                if let Err(e) = link
-                    .client
-                    .subscribe(filter.clone(), QoS::AtLeastOnce)
-                    .await
-                {
-                    tracing::warn!(filter, error = %e, "MQTT subscribe failed");
-                }
+            let paused = link.pause.lock().ok().and_then(|p| p.left());
+            match paused {
+                None => link.subscribe_all().await,
+                Some(left) => link.resubscribe_later(epoch, left),
             }
             if let Ok(mut q) = link.qos1.lock() {
                 q.ready = true;
@@ -514,6 +572,58 @@ impl Link {
                 link.finish_sweep(epoch, filter).await;
             }
         });
+    }
+
+    async fn subscribe_all(&self) {
+        for filter in self.filters.iter() {
+            if let Err(e) = self
+                .client
+                .subscribe(filter.clone(), QoS::AtLeastOnce)
+                .await
+            {
+                tracing::warn!(filter, error = %e, "MQTT subscribe failed");
+            }
+        }
+    }
+
+    /// Subscribes after `left`, if connection `epoch` is still up by then.
+    fn resubscribe_later(&self, epoch: u64, left: Duration) {
+        tracing::info!(
+            filters = ?self.filters,
+            seconds = left.as_secs(),
+            "MQTT subscriptions paused after a message over the packet limit; alarm states are sent meanwhile"
+        );
+        let link = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(left).await;
+            if link.epoch.load(Ordering::Relaxed) == epoch && link.connected.load(Ordering::Relaxed)
+            {
+                tracing::info!(filters = ?link.filters, "MQTT subscriptions resumed");
+                link.subscribe_all().await;
+            }
+        });
+    }
+
+    /// A message over the packet limit ended the connection: counts it, pauses the
+    /// subscriptions, and says what to do about it.
+    fn on_oversize(&self, host: &str, bytes: usize) {
+        self.stats.oversize.fetch_add(1, Ordering::Relaxed);
+        let pause = self
+            .pause
+            .lock()
+            .map(|mut p| p.start())
+            .unwrap_or(PAUSE_FIRST);
+        tracing::error!(
+            host,
+            bytes,
+            limit = INCOMING_PACKET_LIMIT,
+            filters = ?self.filters,
+            pause_s = pause.as_secs(),
+            "an MQTT message over the packet limit on a subscribed topic ended the connection; \
+             reconnecting without subscriptions for a while (rules documents, ingested events and \
+             commands wait; alarm states do not). A retained one comes back every time: remove it, \
+             and cap message sizes on the broker (mosquitto: message_size_limit)"
+        );
     }
 
     /// Waits for the sweep started on connection `epoch` to collect what the broker
@@ -626,7 +736,9 @@ impl Receiving {
 }
 
 /// Polls the connection forever, sleeping with exponential backoff and jitter after an
-/// error (rumqttc retries at once otherwise), logging each change of state once. Ends
+/// error (rumqttc retries at once otherwise; a broker that never answers CONNACK costs
+/// its 5 s connection timeout per attempt), logging each change of state once. The
+/// backoff starts over only after a connection that lasted [`STABLE_CONNECTION`]. Ends
 /// after a clean disconnect.
 async fn drive(
     mut eventloop: EventLoop,
@@ -637,6 +749,7 @@ async fn drive(
     mut receiving: Option<Receiving>,
 ) {
     let mut connected = false;
+    let mut connected_at: Option<std::time::Instant> = None;
     let mut failures: u64 = 0;
     loop {
         match eventloop.poll().await {
@@ -653,8 +766,8 @@ async fn drive(
                     tracing::info!(host, broker, "MQTT connected");
                 }
                 connected = true;
+                connected_at = Some(std::time::Instant::now());
                 failures = 0;
-                backoff.reset();
                 link.on_connected();
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -685,6 +798,9 @@ async fn drive(
             Ok(_) => {}
             Err(e) => {
                 link.connected.store(false, Ordering::Relaxed);
+                if let Some(bytes) = oversize(&e) {
+                    link.on_oversize(&host, bytes);
+                }
                 if let Ok(mut q) = link.qos1.lock() {
                     q.ready = false;
                 }
@@ -699,10 +815,52 @@ async fn drive(
                         }
                     }
                 }
+                // Only a connection that held counts as a success: one dropped soon after
+                // its ConnAck (a broker that kicks every client, a retained message over
+                // the packet limit) keeps the backoff growing instead of a retry a second.
+                if connected_at
+                    .take()
+                    .is_some_and(|t| t.elapsed() >= STABLE_CONNECTION)
+                {
+                    backoff.reset();
+                    if let Ok(mut p) = link.pause.lock()
+                        && p.left().is_none()
+                    {
+                        p.next = PAUSE_FIRST;
+                    }
+                }
                 connected = false;
                 failures += 1;
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_pause_after_an_oversized_message_doubles_up_to_an_hour() {
+        let mut p = Pause::new();
+        assert_eq!(p.left(), None, "not paused before any oversized message");
+        let lengths: Vec<u64> = (0..8).map(|_| p.start().as_secs()).collect();
+        assert_eq!(lengths, [60, 120, 240, 480, 960, 1920, 3600, 3600]);
+        let left = p.left().expect("paused");
+        assert!(
+            left > Duration::from_secs(3590) && left <= PAUSE_MAX,
+            "{left:?}"
+        );
+    }
+
+    #[test]
+    fn only_a_packet_over_the_limit_counts_as_oversize() {
+        let over = rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(52_428_802),
+        ));
+        assert_eq!(oversize(&over), Some(52_428_802));
+        let reset = rumqttc::ConnectionError::Io(std::io::ErrorKind::ConnectionReset.into());
+        assert_eq!(oversize(&reset), None);
     }
 }

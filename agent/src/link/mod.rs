@@ -4,7 +4,7 @@
 //! - [`client`]: one connection per host with its last will, reconnect with backoff and
 //!   jitter, lossy publishing for metrics and scores, retained alarm state that is
 //!   re-published after every reconnect, and subscriptions (rules documents, ingested
-//!   events) delivered into a bounded inbox.
+//!   events, operators' commands) delivered into a bounded inbox.
 //! - [`config`]: the link's tables, `[mqtt]`, `[broker]` and `[outbox]`.
 //! - [`outbox`]: the durable store of alarm states not yet acknowledged by the broker.
 //! - [`sweep`]: clearing retained messages an earlier run published and this one does not

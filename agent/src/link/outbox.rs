@@ -19,8 +19,12 @@
 //! pass the limit, the oldest unacknowledged records are dropped (counted and logged):
 //! the limit is the one thing allowed to lose an alarm. A failed write (disk full) keeps
 //! the record in memory, where it is still delivered unless the agent restarts, and is
-//! counted; the agent never stops for it. The in-memory copy of unacknowledged records is
-//! bounded by the same `max_bytes`.
+//! counted; the agent never stops for it. What part of the frame reached the file is cut
+//! off again at once (a full disk takes the first bytes of a write), so a segment written
+//! through a disk-full spell holds whole frames only and a restart finds nothing torn.
+//! Write errors are logged at most once per [`ERROR_LOG_EVERY`], with the number
+//! unlogged. The in-memory copy of unacknowledged records is bounded by the same
+//! `max_bytes`.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -33,6 +37,10 @@ use crate::Error;
 
 /// Bytes a frame adds to its record: length and checksum.
 const FRAME: u64 = 8;
+
+/// A full disk fails every append and every acknowledgement: one log line a minute says
+/// so, with the count, instead of one per alarm.
+pub const ERROR_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -77,6 +85,9 @@ pub struct Outbox {
     /// Everything at or below this was acknowledged (0: nothing yet; sequences start at 1).
     acked: u64,
     stats: OutboxStats,
+    /// When a write error was last logged, and the errors since.
+    error_logged: Option<std::time::Instant>,
+    unlogged_errors: u64,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -101,6 +112,8 @@ impl Outbox {
             next_seq: 1,
             acked: 0,
             stats: OutboxStats::default(),
+            error_logged: None,
+            unlogged_errors: 0,
         }
     }
 
@@ -121,7 +134,12 @@ impl Outbox {
         };
         let acked_path = dir.join("acked");
         ob.acked = match std::fs::read(&acked_path) {
-            Ok(b) if b.len() == 8 => u64::from_le_bytes(b.try_into().unwrap_or([0; 8])),
+            Ok(b)
+                if b.len() == 8
+                    && valid_seq(u64::from_le_bytes(b.clone().try_into().unwrap_or([0; 8]))) =>
+            {
+                u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))
+            }
             Ok(_) => {
                 tracing::warn!(path = %acked_path.display(), "outbox: unreadable acked file, resending everything on disk");
                 0
@@ -221,10 +239,7 @@ impl Outbox {
             }
         }
         if let Err(e) = self.append(&rec) {
-            self.stats.write_errors += 1;
-            if self.stats.write_errors == 1 || self.stats.write_errors.is_power_of_two() {
-                tracing::warn!(error = %e, write_errors = self.stats.write_errors, "outbox: write failed; the alarm state is kept in memory only");
-            }
+            self.write_error(&e, "outbox: write failed; the alarm state is kept in memory only (lost if the agent stops before it is sent)");
         }
         self.pending_bytes += size;
         self.pending.push_back(rec);
@@ -272,9 +287,13 @@ impl Outbox {
             .write_all(&frame)
             .and_then(|()| if self.fsync { f.sync_data() } else { Ok(()) });
         if let Err(e) = written {
-            // Whatever part reached the file is a torn frame that recovery cuts off; start
-            // a fresh segment for the next record.
-            self.writer = None;
+            // Cut off whatever part reached the file (truncating frees space, so it works
+            // on a full disk), so that the segment stays whole frames. Should that fail
+            // too, the torn frame is left to recovery and the next record starts a fresh
+            // segment.
+            if f.set_len(seg.bytes).is_err() {
+                self.writer = None;
+            }
             return Err(io(&seg.path)(e));
         }
         seg.bytes += frame.len() as u64;
@@ -325,8 +344,31 @@ impl Outbox {
             std::fs::rename(&tmp, dir.join("acked"))
         })();
         if let Err(e) = done {
-            self.stats.write_errors += 1;
-            tracing::warn!(error = %e, "outbox: could not record acknowledgements; they will be re-sent after a restart");
+            let e = io(&tmp)(e);
+            self.write_error(
+                &e,
+                "outbox: could not record acknowledgements; they will be re-sent after a restart",
+            );
+        }
+    }
+
+    /// Counts a failed write and logs it, at most once per [`ERROR_LOG_EVERY`].
+    fn write_error(&mut self, e: &Error, what: &'static str) {
+        self.stats.write_errors += 1;
+        self.unlogged_errors += 1;
+        let now = std::time::Instant::now();
+        if self
+            .error_logged
+            .is_none_or(|t| now.duration_since(t) >= ERROR_LOG_EVERY)
+        {
+            tracing::error!(
+                error = %e,
+                errors = self.unlogged_errors,
+                write_errors = self.stats.write_errors,
+                "{what}; logged at most once a minute"
+            );
+            self.error_logged = Some(now);
+            self.unlogged_errors = 0;
         }
     }
 
@@ -367,13 +409,29 @@ fn read_segment(path: &Path) -> Result<(Vec<Record>, u64, u64), Error> {
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(io(path))?;
+    let (records, good) = parse_segment(&bytes);
+    Ok((records, good, bytes.len() as u64))
+}
+
+/// Sequence numbers start at 1 and grow by one per record, so no outbox gets near 2^62;
+/// a number outside is damage, and taking it would overflow the next one (found with
+/// `fuzz/`, target `outbox_segment`).
+fn valid_seq(seq: u64) -> bool {
+    (1..=1 << 62).contains(&seq)
+}
+
+/// A segment's valid frames and the bytes they take; reading stops at the first torn or
+/// corrupt frame. Public so that `fuzz/` can feed it arbitrary bytes without a file.
+pub fn parse_segment(bytes: &[u8]) -> (Vec<Record>, u64) {
     let mut records = Vec::new();
     let mut at = 0usize;
     while at + FRAME as usize <= bytes.len() {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or_default()) as usize;
         let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap_or_default());
         let start = at + FRAME as usize;
-        let Some(body) = bytes.get(start..start + len) else {
+        // checked: on a 32-bit device `start + len` overflows usize for a damaged length
+        // near u32::MAX (a debug build panics, a release build wraps).
+        let Some(body) = start.checked_add(len).and_then(|end| bytes.get(start..end)) else {
             break;
         };
         if crc32fast::hash(body) != crc {
@@ -382,10 +440,13 @@ fn read_segment(path: &Path) -> Result<(Vec<Record>, u64, u64), Error> {
         let Ok(rec) = postcard::from_bytes::<Record>(body) else {
             break;
         };
+        if !valid_seq(rec.seq) {
+            break;
+        }
         records.push(rec);
         at = start + len;
     }
-    Ok((records, at as u64, bytes.len() as u64))
+    (records, at as u64)
 }
 
 #[cfg(test)]
@@ -398,6 +459,40 @@ mod tests {
 
     fn seqs(o: &Outbox) -> Vec<u64> {
         o.unacked().map(|r| r.seq).collect()
+    }
+
+    #[test]
+    fn sequence_numbers_at_the_end_of_u64_on_disk_are_damage_not_an_overflow() {
+        let d = tempfile::tempdir().unwrap();
+        let mut seg = Vec::new();
+        let mut first_frame = 0;
+        for seq in [1, u64::MAX] {
+            first_frame = seg.len();
+            let rec = Record {
+                seq,
+                topic: "t".into(),
+                payload: b"firing".to_vec(),
+                retain: true,
+            };
+            let body = postcard::to_allocvec(&rec).unwrap();
+            seg.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            seg.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+            seg.extend_from_slice(&body);
+        }
+        std::fs::write(d.path().join("1.seg"), &seg).unwrap();
+        let (records, good) = parse_segment(&seg);
+        assert_eq!((records.len(), good as usize), (1, first_frame));
+
+        let mut o = open(d.path(), 1 << 20);
+        assert_eq!(seqs(&o), vec![1], "the damaged record is cut off");
+        assert_eq!(o.push("t", b"2", true), 2);
+        drop(o);
+
+        // An acked file at the end of u64: unreadable, everything on disk is resent.
+        std::fs::write(d.path().join("acked"), u64::MAX.to_le_bytes()).unwrap();
+        let mut o = open(d.path(), 1 << 20);
+        assert_eq!(seqs(&o), vec![1, 2]);
+        assert_eq!(o.push("t", b"3", true), 3);
     }
 
     #[test]
@@ -477,6 +572,53 @@ mod tests {
         assert_eq!(o.push("a", b"three", true), 3);
         drop(o);
         assert_eq!(seqs(&open(d.path(), 1 << 20)), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_segment_has_the_same_bytes_on_32_and_64_bit_machines() {
+        // Lengths and sequence numbers are fixed-width or varints, never usize-wide: an
+        // outbox written by an amd64 build reads on armhf and back (a disk moved between
+        // devices, or a 32-bit userland on a 64-bit kernel upgraded in place).
+        let frame: &[u8] = &[
+            8, 0, 0, 0, // body length, u32 LE
+            0x67, 0xdc, 0x76, 0xc5, // CRC-32 of the body, u32 LE
+            1, 1, b'a', 3, b'o', b'n', b'e', 1, // seq 1, topic "a", payload "one", retain
+        ];
+        let record = Record {
+            seq: 1,
+            topic: "a".into(),
+            payload: b"one".to_vec(),
+            retain: true,
+        };
+        assert_eq!(&postcard::to_allocvec(&record).unwrap()[..], &frame[8..]);
+        assert_eq!(crc32fast::hash(&frame[8..]).to_le_bytes(), frame[4..8]);
+        let (records, at) = parse_segment(frame);
+        assert_eq!((records, at), (vec![record], frame.len() as u64));
+    }
+
+    #[test]
+    fn a_frame_length_near_u32_max_is_damage_not_an_overflow_on_32_bit() {
+        // A good frame, then a header whose length is u32::MAX: `start + len` does not fit
+        // a 32-bit usize (armhf). Reading stops at the damaged frame and keeps the first.
+        let mut segment = Vec::new();
+        let body = postcard::to_allocvec(&Record {
+            seq: 1,
+            topic: "a".into(),
+            payload: b"one".to_vec(),
+            retain: true,
+        })
+        .unwrap();
+        segment.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        segment.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        segment.extend_from_slice(&body);
+        let good = segment.len() as u64;
+        for len in [u32::MAX, u32::MAX - 7, u32::MAX - FRAME as u32] {
+            let mut damaged = segment.clone();
+            damaged.extend_from_slice(&len.to_le_bytes());
+            damaged.extend_from_slice(&[0; 12]);
+            let (records, at) = parse_segment(&damaged);
+            assert_eq!((records.len(), at), (1, good), "length {len:#x}");
+        }
     }
 
     #[test]

@@ -1,27 +1,33 @@
 //! The `replay` command: a CSV streamed through one model, as fast as the machine goes.
 //!
 //! Input is `timestamp,value` (NAB's format) or `timestamp,<col>,<col>...`, all value
-//! columns forming one model's dimensions. Output is `timestamp,score,alarm`, one row
-//! per input row: `score` empty while the model is learning (or the row's value was not a
-//! finite number), `alarm` 1 on the row where an alarm is raised (the notification a user
-//! would get), 0 elsewhere. Fits run inline, so the result is the same on every run and
-//! machine. The plot draws every row while an alarm is firing in red.
+//! columns forming one model's dimensions, except those `--ignore-columns` names (labels);
+//! `--delimiter` reads `;`-separated files ([`input`]). Output is
+//! `timestamp,score,alarm,firing,severity`, comma-separated, one row per input row:
+//! `score` empty while the model is learning (or the row's value was not a finite number),
+//! `alarm` 1 on the row where an alarm is raised (the notification a user would get), 0
+//! elsewhere; `firing` 1 while the model's alarm is firing after the row (the per-row
+//! state to score against labels), 0 elsewhere; `severity` the severity the firing alarm
+//! last announced (1–4), 0 when none is firing. Fits run inline, so the result is the same
+//! on every run and machine. The plot draws every firing row in red.
 //!
 //! Without `--plot` the replay streams in fixed memory. With it, each row is also kept as a
 //! [`Row`] (a plot needs the whole series to scale its axes) and drawn once the input ends.
 //!
 //! Layout:
 //! - this file: the streaming core and the `--plot` request.
+//! - [`input`]: reading the CSV: delimiter, header, ignored columns.
 //! - [`plot`]: drawing the collected rows as an SVG.
 //! - [`windows`]: labelled anomaly windows from NAB's `combined_windows.json`.
 //! - [`timestamp`]: the hand-written timestamp parser behind the plot's time axis.
 
+pub mod input;
 pub mod interval;
 pub mod plot;
 pub mod timestamp;
 pub mod windows;
 
-use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
+use std::io::{BufReader, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -29,6 +35,8 @@ use crate::Error;
 use crate::alarm::Transition;
 use crate::decide::{Decider, Decision, Detector, Scored};
 use crate::scorer::fit::Inline;
+pub use input::Format;
+use input::{Line, LineReader};
 use timestamp::Timestamp;
 use windows::Window;
 
@@ -38,7 +46,7 @@ pub struct Summary {
     pub scored: u64,
     /// Alarms raised.
     pub alarms: u64,
-    /// Rows during which an alarm was firing.
+    /// Rows after which an alarm was firing (the output's `firing` column).
     pub alarm_rows: u64,
     /// Rows outside the detector's `down_limit`/`upper_limit`: not scored.
     pub invalid: u64,
@@ -60,7 +68,7 @@ pub struct Row {
     /// (`detector.alarm.threshold`); kept per row so that a threshold that moves can be
     /// drawn without changing the plot.
     pub threshold: Option<f64>,
-    /// The alarm was firing at this row (the output's `alarm` column).
+    /// The alarm was firing after this row (the output's `firing` column).
     pub alarm: bool,
 }
 
@@ -74,14 +82,14 @@ pub struct PlotSpec {
     pub windows: Vec<Window>,
 }
 
-/// Replays `input` into `output` with `detector`, then draws the plot if `plot` asks for
-/// one. Progress goes to stderr only when it is a terminal.
+/// Replays `input`, read as `format` says, into `output` with `detector`, then draws the
+/// plot if `plot` asks for one. Progress goes to stderr only when it is a terminal.
 pub fn replay_files(
     input: &Path,
     output: &Path,
     detector: &Detector,
     plot: Option<&PlotSpec>,
-    skip_bad_rows: bool,
+    format: &Format,
 ) -> Result<Summary, Error> {
     let io_err = |path: &Path| {
         let path = path.to_owned();
@@ -100,14 +108,14 @@ pub fn replay_files(
     let mut w = BufWriter::with_capacity(1 << 16, out);
     // Plotting needs the whole series; without --plot nothing is kept.
     let mut rows = plot.map(|_| Vec::new());
-    let summary = replay_collecting(
+    let summary = replay_rows(
         BufReader::with_capacity(1 << 16, file),
         &mut w,
         detector,
         &input.display().to_string(),
+        format,
         progress,
         rows.as_mut(),
-        skip_bad_rows,
     )?;
     w.flush().map_err(io_err(output))?;
     if let (Some(spec), Some(mut file), Some(rows)) = (plot, plot_file, rows) {
@@ -137,25 +145,42 @@ pub fn replay<R: Read, W: Write>(
 
 /// [`replay`], also pushing one [`Row`] per input row onto `rows` when it is given (the
 /// vector grows with the input: only `--plot` passes one). With `skip_bad_rows` a
-/// malformed row is counted, logged (the first 10) and written as `timestamp,,0` when it
-/// has a timestamp, instead of ending the replay.
+/// malformed row is counted, logged (the first 10) and written as `timestamp,,0,F,S`
+/// (the alarm's state unchanged) when it has a timestamp, instead of ending the replay.
 pub fn replay_collecting<R: Read, W: Write>(
     input: BufReader<R>,
     out: &mut W,
     detector: &Detector,
     origin: &str,
     progress: Option<Progress>,
-    mut rows: Option<&mut Vec<Row>>,
+    rows: Option<&mut Vec<Row>>,
     skip_bad_rows: bool,
 ) -> Result<Summary, Error> {
+    let format = Format {
+        skip_bad_rows,
+        ..Format::default()
+    };
+    replay_rows(input, out, detector, origin, &format, progress, rows)
+}
+
+/// [`replay_collecting`] with the input read as `format` says.
+pub fn replay_rows<R: Read, W: Write>(
+    input: BufReader<R>,
+    out: &mut W,
+    detector: &Detector,
+    origin: &str,
+    format: &Format,
+    progress: Option<Progress>,
+    mut rows: Option<&mut Vec<Row>>,
+) -> Result<Summary, Error> {
     let threshold = detector.alarm.threshold;
-    replay_observed(
+    replay_read(
         input,
         out,
         detector,
         origin,
+        format,
         progress,
-        skip_bad_rows,
         &mut |r: &Replayed| {
             if let Some(rows) = rows.as_deref_mut() {
                 rows.push(Row {
@@ -179,6 +204,37 @@ pub struct Replayed<'a> {
     pub ts_ms: i64,
     pub values: &'a [f64],
     pub decision: Decision,
+    /// The model's alarm after this row.
+    pub alarm: RowAlarm,
+}
+
+/// A model's alarm after a row, as the output's `firing` and `severity` columns show it.
+/// A row that does not reach the alarm (learning, not a number, outside the limits,
+/// skipped as malformed) leaves it as the row before left it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RowAlarm {
+    pub firing: bool,
+    /// The severity the firing alarm last announced (`Fired`, then each `Changed`); 0
+    /// when none is firing.
+    pub severity: u8,
+}
+
+impl RowAlarm {
+    /// The state after `decision`.
+    pub fn follow(&mut self, decision: &Decision) {
+        let Decision::Scored(s) = decision else {
+            return;
+        };
+        if let Some(Transition::Fired { severity, .. } | Transition::Changed { severity, .. }) =
+            s.transition
+        {
+            self.severity = severity;
+        }
+        self.firing = s.firing;
+        if !s.firing {
+            self.severity = 0;
+        }
+    }
 }
 
 impl Replayed<'_> {
@@ -189,9 +245,15 @@ impl Replayed<'_> {
         }
     }
 
-    /// An alarm was firing after this row (the plot's red rows).
+    /// An alarm was firing after this row (the output's `firing` column, the plot's red
+    /// rows).
     pub fn firing(&self) -> bool {
-        matches!(self.decision, Decision::Scored(s) if s.firing)
+        self.alarm.firing
+    }
+
+    /// The firing alarm's severity (the output's `severity` column), 0 when none fires.
+    pub fn severity(&self) -> u8 {
+        self.alarm.severity
     }
 
     /// An alarm was raised at this row (the output's `alarm` column).
@@ -206,15 +268,34 @@ impl Replayed<'_> {
     }
 }
 
-/// The streaming core: each row through the decision path ([`Decider`]) with fits run
-/// inline, one output row per input row, and each replayed row shown to `observe`.
+/// The streaming core on a comma-separated input: see [`replay_read`].
 pub fn replay_observed<R: Read, W: Write>(
+    input: BufReader<R>,
+    out: &mut W,
+    detector: &Detector,
+    origin: &str,
+    progress: Option<Progress>,
+    skip_bad_rows: bool,
+    observe: &mut dyn FnMut(&Replayed),
+) -> Result<Summary, Error> {
+    let format = Format {
+        skip_bad_rows,
+        ..Format::default()
+    };
+    replay_read(input, out, detector, origin, &format, progress, observe)
+}
+
+/// The streaming core: each row, read as `format` says, through the decision path
+/// ([`Decider`]) with fits run inline, one output row per input row, and each replayed
+/// row shown to `observe`. A header that does not fit `format` (an ignored column it
+/// lacks) is [`Error::Config`], naming the input and the column.
+pub fn replay_read<R: Read, W: Write>(
     mut input: BufReader<R>,
     out: &mut W,
     detector: &Detector,
     origin: &str,
+    format: &Format,
     mut progress: Option<Progress>,
-    skip_bad_rows: bool,
     observe: &mut dyn FnMut(&Replayed),
 ) -> Result<Summary, Error> {
     let csv_err = |line: u64, message: String| Error::Csv {
@@ -223,11 +304,11 @@ pub fn replay_observed<R: Read, W: Write>(
         message,
     };
     let write_err = |e: std::io::Error| csv_err(0, format!("writing output: {e}"));
-    let mut reader = LineReader::default();
+    let mut reader = LineReader::new(format);
     let mut decider: Option<(Decider, Inline)> = None;
     let mut summary = Summary::default();
-    out.write_all(b"timestamp,score,alarm\n")
-        .map_err(write_err)?;
+    let mut alarm = RowAlarm::default();
+    out.write_all(HEADER).map_err(write_err)?;
     loop {
         let line = match reader.next(&mut input) {
             Ok(Some(line)) => line,
@@ -237,8 +318,14 @@ pub fn replay_observed<R: Read, W: Write>(
         let (ts, values) = match line {
             Line::Skip => continue,
             Line::Row { ts, values } => (ts, values),
+            Line::Unfit(message) => {
+                return Err(Error::Config {
+                    path: origin.to_owned(),
+                    message,
+                });
+            }
             Line::Bad { line, ts, message } => {
-                if !skip_bad_rows {
+                if !format.skip_bad_rows {
                     return Err(csv_err(line, message));
                 }
                 summary.skipped += 1;
@@ -250,13 +337,19 @@ pub fn replay_observed<R: Read, W: Write>(
                     );
                 }
                 if let Some(ts) = ts {
-                    writeln!(out, "{ts},,0").map_err(write_err)?;
+                    let (firing, severity) = (u8::from(alarm.firing), alarm.severity);
+                    writeln!(out, "{ts},,0,{firing},{severity}").map_err(write_err)?;
                 }
                 continue;
             }
         };
         let (d, fitter) = decider.get_or_insert_with(|| {
-            let d = Decider::new(detector, values.len());
+            // A replay writes no alarm payloads, so it keeps no picture's window.
+            let quiet = Detector {
+                picture_points: 0,
+                ..detector.clone()
+            };
+            let d = Decider::new(&quiet, values.len());
             let fitter = Inline::for_model(d.model());
             (d, fitter)
         });
@@ -266,11 +359,13 @@ pub fn replay_observed<R: Read, W: Write>(
             _ => summary.rows as i64 * 1000,
         };
         let (decision, fitted) = d.step(ts_ms, values, (0, 0), fitter);
+        alarm.follow(&decision);
         let r = Replayed {
             ts,
             ts_ms,
             values,
             decision,
+            alarm,
         };
         summary.count(&r, fitted);
         observe(&r);
@@ -295,103 +390,21 @@ impl Summary {
     }
 }
 
-/// `timestamp,score,alarm`.
+/// The output's header. The first three columns are NAB's (`timestamp,score,alarm`);
+/// readers that take columns by name or position keep working.
+pub const HEADER: &[u8] = b"timestamp,score,alarm,firing,severity\n";
+
+/// `timestamp,score,alarm,firing,severity`.
 fn write_row<W: Write>(out: &mut W, r: &Replayed) -> std::io::Result<()> {
     out.write_all(r.ts.as_bytes())?;
     out.write_all(b",")?;
     if let Some(s) = r.score() {
         write!(out, "{s}")?;
     }
-    out.write_all(if r.fired() { b",1\n" } else { b",0\n" })
-}
-
-/// What one input line is.
-enum Line<'a> {
-    /// Blank, or the header.
-    Skip,
-    Row {
-        ts: &'a str,
-        values: &'a [f64],
-    },
-    /// Malformed line number `line`; `ts` when the line has one.
-    Bad {
-        line: u64,
-        ts: Option<&'a str>,
-        message: String,
-    },
-}
-
-/// Reads the CSV a line at a time into one reused buffer.
-#[derive(Default)]
-struct LineReader {
-    line: Vec<u8>,
-    values: Vec<f64>,
-    line_no: u64,
-    bytes: u64,
-    rows: u64,
-    /// Value columns: the header's or the first row's; every row must have as many.
-    width: Option<usize>,
-}
-
-impl LineReader {
-    fn next<R: Read>(&mut self, input: &mut BufReader<R>) -> std::io::Result<Option<Line<'_>>> {
-        self.line.clear();
-        let n = input.read_until(b'\n', &mut self.line)?;
-        if n == 0 {
-            return Ok(None);
-        }
-        self.bytes += n as u64;
-        self.line_no += 1;
-        let Ok(text) = std::str::from_utf8(&self.line) else {
-            return Ok(Some(Line::Bad {
-                line: self.line_no,
-                ts: None,
-                message: "not UTF-8".into(),
-            }));
-        };
-        let text = text.trim_end_matches(['\n', '\r']);
-        if text.trim().is_empty() {
-            return Ok(Some(Line::Skip));
-        }
-        let Some((ts, rest)) = text.split_once(',') else {
-            return Ok(Some(Line::Bad {
-                line: self.line_no,
-                ts: None,
-                message: format!("expected timestamp,value[,value...], got {text:?}"),
-            }));
-        };
-        self.values.clear();
-        let parsed_all = rest
-            .split(',')
-            .all(|f| f.trim().parse::<f64>().map(|v| self.values.push(v)).is_ok());
-        if !parsed_all {
-            if self.width.is_none() && self.rows == 0 {
-                // The header: it names the columns; its width is the model's.
-                self.width = Some(rest.split(',').count());
-                return Ok(Some(Line::Skip));
-            }
-            return Ok(Some(Line::Bad {
-                line: self.line_no,
-                ts: Some(ts),
-                message: format!("value is not a number in {text:?}"),
-            }));
-        }
-        let expected = *self.width.get_or_insert(self.values.len());
-        if self.values.len() != expected {
-            return Ok(Some(Line::Bad {
-                line: self.line_no,
-                ts: Some(ts),
-                message: format!(
-                    "{} value columns where the header/first row has {expected}",
-                    self.values.len()
-                ),
-            }));
-        }
-        self.rows += 1;
-        Ok(Some(Line::Row {
-            ts,
-            values: &self.values,
-        }))
+    out.write_all(if r.fired() { b",1," } else { b",0," })?;
+    match (r.firing(), r.severity()) {
+        (false, _) => out.write_all(b"0,0\n"),
+        (true, s) => writeln!(out, "1,{s}"),
     }
 }
 
@@ -475,13 +488,13 @@ mod tests {
         ]);
         let (out, s) = run(&csv, &d).unwrap();
         let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines[0], "timestamp,score,alarm");
+        assert_eq!(lines[0], "timestamp,score,alarm,firing,severity");
         assert_eq!(lines.len(), 301);
         assert_eq!(s.rows, 300);
-        assert_eq!(lines[1], "t0,,0");
-        assert_eq!(lines[100], "t99,,0");
+        assert_eq!(lines[1], "t0,,0,0,0");
+        assert_eq!(lines[100], "t99,,0,0,0");
         assert!(
-            lines[101].starts_with("t100,") && lines[101].len() > "t100,,0".len(),
+            lines[101].starts_with("t100,") && lines[101].len() > "t100,,0,0,0".len(),
             "{}",
             lines[101]
         );
@@ -536,10 +549,10 @@ mod tests {
         assert_eq!(s.invalid, 1);
         assert_eq!(
             out.lines().nth(251),
-            Some("t250,,0"),
+            Some("t250,,0,0,0"),
             "no score for the bad row"
         );
-        assert!(out.lines().nth(252).unwrap().len() > "t251,,0".len());
+        assert!(out.lines().nth(252).unwrap().len() > "t251,,0,0,0".len());
     }
 
     #[test]
@@ -562,7 +575,13 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             lines,
-            ["timestamp,score,alarm", "1,,0", "2,,0", "3,,0", "4,,0"]
+            [
+                "timestamp,score,alarm,firing,severity",
+                "1,,0,0,0",
+                "2,,0,0,0",
+                "3,,0,0,0",
+                "4,,0,0,0"
+            ]
         );
     }
 
@@ -626,12 +645,14 @@ mod tests {
         assert!(rows.iter().all(|r| r.threshold == Some(1.5)));
         // Rows mirror the output: an alarm is raised on a row where one is firing, the
         // first value column, the parsed time.
-        let raised = plain.lines().skip(1).filter(|l| l.ends_with(",1")).count() as u64;
+        let raised = plain
+            .lines()
+            .skip(1)
+            .filter(|l| l.split(',').nth(2) == Some("1"))
+            .count() as u64;
         assert!(raised > 0 && raised == s.alarms && raised <= s.alarm_rows);
         for (row, line) in rows.iter().zip(plain.lines().skip(1)) {
-            if line.ends_with(",1") {
-                assert!(row.alarm, "{line}");
-            }
+            assert_eq!(row.alarm, line.split(',').nth(3) == Some("1"), "{line}");
         }
         assert_eq!(rows[0].value, 20.0);
         assert_eq!(
@@ -660,7 +681,14 @@ mod tests {
         };
         assert_eq!(spec.windows.len(), 1);
         let output = dir.path().join("out.csv");
-        let s = replay_files(&input, &output, &alarming_detector(), Some(&spec), false).unwrap();
+        let s = replay_files(
+            &input,
+            &output,
+            &alarming_detector(),
+            Some(&spec),
+            &Format::default(),
+        )
+        .unwrap();
 
         let csv = std::fs::read_to_string(&output).unwrap();
         assert_eq!(csv.lines().count() as u64, s.rows + 1);
@@ -690,12 +718,176 @@ mod tests {
             path: dir.path().join("no/such/dir/plot.svg"),
             windows: Vec::new(),
         };
-        let err = replay_files(&input, &output, &detector(&[]), Some(&spec), false).unwrap_err();
+        let err = replay_files(
+            &input,
+            &output,
+            &detector(&[]),
+            Some(&spec),
+            &Format::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("plot.svg"), "{err}");
         assert_eq!(
             std::fs::read_to_string(&output).unwrap(),
             "",
             "no rows replayed"
+        );
+    }
+
+    /// The output's rows as (alarm, firing, severity), header checked.
+    fn states(out: &str) -> Vec<(bool, bool, u8)> {
+        let mut lines = out.lines();
+        assert_eq!(lines.next(), Some("timestamp,score,alarm,firing,severity"));
+        lines
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                assert_eq!(f.len(), 5, "{l}");
+                (f[2] == "1", f[3] == "1", f[4].parse().unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn firing_and_severity_hold_on_every_row_of_an_alarm_and_only_there() {
+        let (out, s) = run(&nab_like(), &alarming_detector()).unwrap();
+        let rows = states(&out);
+        let firing = rows.iter().filter(|r| r.1).count() as u64;
+        assert_eq!(firing, s.alarm_rows);
+        assert!(
+            firing > s.alarms,
+            "an alarm fires for more than its first row: {s:?}"
+        );
+        for (i, &(raised, firing, severity)) in rows.iter().enumerate() {
+            assert_eq!(
+                firing,
+                (1..=4).contains(&severity),
+                "row {i}: severity {severity}"
+            );
+            if raised {
+                assert!(firing, "row {i}: raised, so firing after it");
+                assert!(
+                    i == 0 || !rows[i - 1].1,
+                    "row {i}: raised after a firing row"
+                );
+            }
+        }
+        // Each firing run starts where an alarm is raised.
+        for (i, w) in rows.windows(2).enumerate() {
+            if !w[0].1 && w[1].1 {
+                assert!(w[1].0, "row {}: firing without being raised", i + 1);
+            }
+        }
+    }
+
+    #[test]
+    fn severity_follows_fired_and_changed() {
+        let mut a = RowAlarm::default();
+        let scored = |firing, transition| {
+            Decision::Scored(Scored {
+                score: 3.0,
+                level: Some(1),
+                firing,
+                young: false,
+                transition,
+            })
+        };
+        a.follow(&scored(
+            true,
+            Some(Transition::Fired {
+                started_at: 0,
+                score: 3.0,
+                severity: 1,
+            }),
+        ));
+        assert_eq!(
+            a,
+            RowAlarm {
+                firing: true,
+                severity: 1
+            }
+        );
+        a.follow(&scored(true, None));
+        a.follow(&Decision::Invalid);
+        assert_eq!(a.severity, 1, "an unscored row leaves the alarm as it was");
+        a.follow(&scored(
+            true,
+            Some(Transition::Changed {
+                started_at: 0,
+                score: 3.0,
+                severity: 3,
+            }),
+        ));
+        assert_eq!(
+            a,
+            RowAlarm {
+                firing: true,
+                severity: 3
+            }
+        );
+        a.follow(&scored(
+            false,
+            Some(Transition::Resolved {
+                started_at: 0,
+                score: 0.5,
+                severity: 3,
+            }),
+        ));
+        assert_eq!(a, RowAlarm::default());
+    }
+
+    #[test]
+    fn a_semicolon_file_with_label_columns_replays_like_the_plain_one() {
+        let plain = nab_like();
+        let mut labelled = String::from("datetime;value;label;note\n");
+        for (i, line) in plain.lines().skip(1).enumerate() {
+            let (ts, v) = line.split_once(',').unwrap();
+            let label = u8::from(i >= 450);
+            labelled.push_str(&format!("{ts};{v};{label};n{i}\n"));
+        }
+        let format = Format {
+            delimiter: ';',
+            ignore: vec!["label".into(), "note".into()],
+            skip_bad_rows: false,
+        };
+        let d = alarming_detector();
+        let mut out = Vec::new();
+        let s = replay_rows(
+            BufReader::new(labelled.as_bytes()),
+            &mut out,
+            &d,
+            "rig.csv",
+            &format,
+            None,
+            None,
+        )
+        .unwrap();
+        let (expected, s2) = run(&plain, &d).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+        assert_eq!(s, s2);
+    }
+
+    #[test]
+    fn an_ignored_column_the_input_lacks_is_a_config_error_naming_file_and_column() {
+        let format = Format {
+            ignore: vec!["anomaly".into()],
+            ..Format::default()
+        };
+        let mut out = Vec::new();
+        let err = replay_rows(
+            BufReader::new("ts,a,label\n1,2,0\n".as_bytes()),
+            &mut out,
+            &detector(&[]),
+            "rig.csv",
+            &format,
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::Config { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("rig.csv: --ignore-columns anomaly: no such column"),
+            "{msg}"
         );
     }
 

@@ -620,6 +620,9 @@ impl Live {
             threshold: rule.value,
             summary,
             labels,
+            dimensions: Vec::new(),
+            explain: None,
+            window: None,
         }));
         if state == AlarmState::Resolved {
             self.keep_resolved(topic, out);

@@ -20,7 +20,7 @@ pub mod config;
 pub mod document;
 pub mod engine;
 pub mod event;
-mod glob;
+pub mod glob;
 pub mod live;
 pub mod offline;
 mod time;

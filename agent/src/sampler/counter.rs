@@ -1,6 +1,7 @@
 //! What `diskstats` and `net` share: a file of per-device monotonic counters, read once a
 //! tick into per-second rates under each device's chart, and the host-wide sums of the
-//! first two rates (bytes read and written, received and sent).
+//! first two rates (bytes read and written, received and sent). `net_errors` sums others
+//! with [`add_to_total`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,20 +54,20 @@ impl<C: Copy, const N: usize> CounterFile<C, N> {
     }
 
     /// Device `name` read `cur`: `rates(prev, cur, secs)` gives its per-second values in
-    /// dims order, which are pushed under its chart and added to the host's sums.
+    /// dims order, which are pushed under its chart and added to the host's sums. They are
+    /// returned too, for sums of other dims (`system.net_errors`); `None` for a device
+    /// without rates this tick (new, ignored, or the first tick).
     pub(super) fn device(
         &mut self,
         frame: &mut Frame,
         name: &str,
         cur: C,
         rates: impl FnOnce(C, C, f64) -> [Option<f64>; N],
-    ) {
-        let Some((chart, prev)) = self.devices.update(name, cur) else {
-            return;
-        };
+    ) -> Option<[Option<f64>; N]> {
+        let (chart, prev) = self.devices.update(name, cur)?;
         // A new device has no rates yet and is left out of this tick's totals.
         let (Some(secs), Some(prev)) = (self.secs, prev) else {
-            return;
+            return None;
         };
         let values = rates(prev, cur, secs);
         for (dim, v) in self.dims.iter().zip(values) {
@@ -77,6 +78,12 @@ impl<C: Copy, const N: usize> CounterFile<C, N> {
         for (total, v) in self.totals.iter_mut().zip(values) {
             add_to_total(total, v);
         }
+        Some(values)
+    }
+
+    /// Whether this tick has rates (false on the first read).
+    pub(super) fn has_rates(&self) -> bool {
+        self.secs.is_some()
     }
 
     /// Ends the tick: forgets the devices that were not in this read, and pushes the host
@@ -96,7 +103,7 @@ impl<C: Copy, const N: usize> CounterFile<C, N> {
 
 /// Adds one device's rate to a host total. A device without a rate (counter reset) spoils
 /// the total for the tick: a sum missing one device would look like a sudden drop.
-fn add_to_total(total: &mut Option<f64>, rate: Option<f64>) {
+pub(super) fn add_to_total(total: &mut Option<f64>, rate: Option<f64>) {
     *total = total.zip(rate).map(|(sum, r)| sum + r);
 }
 

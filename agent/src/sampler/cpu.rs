@@ -40,10 +40,16 @@ impl Cpu {
 
     /// Needs no clock: the jiffies of all modes add up to the elapsed CPU time, which is
     /// the denominator, so the percentages do not depend on tick jitter or on USER_HZ.
-    pub(super) fn sample(&mut self, buf: &mut Vec<u8>, frame: &mut Frame) {
+    /// True when `buf` holds this tick's `/proc/stat`, for `processes` to read on.
+    pub(super) fn sample(&mut self, buf: &mut Vec<u8>, frame: &mut Frame) -> bool {
         if !self.file.read(buf) {
-            return;
+            return false;
         }
+        self.push(buf, frame);
+        true
+    }
+
+    fn push(&mut self, buf: &[u8], frame: &mut Frame) {
         let Some(cur) = parse(buf) else {
             return;
         };
@@ -98,7 +104,7 @@ fn deltas(prev: &[u64; 10], cur: &[u64; 10]) -> Option<[u64; 10]> {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use super::super::fixture::{ProcDir, tick};
+    use super::super::fixture::{ProcDir, charts, tick};
 
     /// `/proc/stat` as on a 2-CPU VM, with the aggregate line set by the test.
     fn stat(cpu: &str) -> String {
@@ -140,7 +146,8 @@ mod tests {
         assert_eq!(pct("steal"), Some(3.0));
         assert_eq!(pct("guest"), Some(0.0));
         assert_eq!(pct("guest_nice"), Some(0.0));
-        assert_eq!(frame.samples.len(), 10);
+        let cpu = frame.samples.iter().filter(|s| &*s.chart == "system.cpu");
+        assert_eq!(cpu.count(), 10);
     }
 
     #[test]
@@ -185,7 +192,7 @@ mod tests {
         // iowait decreases, as proc(5) says it may.
         dir.write("stat", &stat("34984 0 5676 35927 440 0 72 159 0 0"));
         let frame = tick(&mut sampler, now + Duration::from_secs(1));
-        assert!(frame.samples.is_empty());
+        assert!(!charts(&frame).contains(&"system.cpu"));
         // The next tick is measured from the reading that went backwards.
         dir.write("stat", &stat("35084 0 5676 36027 440 0 72 159 0 0"));
         let frame = tick(&mut sampler, now + Duration::from_secs(2));
@@ -200,6 +207,6 @@ mod tests {
         let now = Instant::now();
         tick(&mut sampler, now);
         let frame = tick(&mut sampler, now + Duration::from_secs(1));
-        assert!(frame.samples.is_empty());
+        assert!(!charts(&frame).contains(&"system.cpu"));
     }
 }

@@ -8,11 +8,26 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::{MAX_DEVICES, ProcFile, lines};
 use crate::frame::Frame;
 
-const DIMS: [&str; 3] = ["used_pct", "avail", "used"];
+/// `fill_rate` and `hours_to_full` come last: they are not there every tick.
+const DIMS: [&str; 5] = ["used_pct", "avail", "used", "fill_rate", "hours_to_full"];
+
+/// `fill_rate` is the change of `used_pct` over the last [`FILL_WINDOW`], from a sample
+/// kept every [`FILL_STEP`]: a disk's level moves by whole files written and deleted, and
+/// a rate between consecutive ticks would be all noise. Half an hour is long enough to
+/// see through a log rotation and short enough to catch a runaway log before the night is
+/// over.
+const FILL_STEP: Duration = Duration::from_secs(60);
+const FILL_WINDOW: Duration = Duration::from_secs(30 * 60);
+/// Samples kept: one per step over the window, and the one that starts it.
+const FILL_SLOTS: usize = 31;
+/// No rate over less than this: the first minutes after start (or after a mount appears)
+/// would give a rate from one file written.
+const FILL_MIN_SPAN: Duration = Duration::from_secs(5 * 60);
 
 const GIB: f64 = (1u64 << 30) as f64;
 
@@ -74,7 +89,66 @@ struct Mount {
     device: String,
     path: CString,
     chart: Arc<str>,
+    fill: FillRate,
     seen: bool,
+}
+
+/// `used_pct` once a [`FILL_STEP`] over the last [`FILL_WINDOW`], in a fixed ring so that
+/// it costs nothing per tick.
+struct FillRate {
+    samples: [Option<(Instant, f64)>; FILL_SLOTS],
+    /// Where the next sample goes; the oldest kept is there too once the ring is full.
+    next: usize,
+}
+
+impl FillRate {
+    fn new() -> Self {
+        Self {
+            samples: [None; FILL_SLOTS],
+            next: 0,
+        }
+    }
+
+    /// Records `used_pct` at `now` (if a step has passed) and returns the fill rate in
+    /// percentage points per hour: the change since the oldest sample of the window. `None`
+    /// until that sample is [`FILL_MIN_SPAN`] old.
+    fn update(&mut self, now: Instant, used_pct: f64) -> Option<f64> {
+        let newest = self
+            .samples
+            .get((self.next + FILL_SLOTS - 1) % FILL_SLOTS)
+            .copied()
+            .flatten();
+        let due = newest.is_none_or(|(at, _)| {
+            now.checked_duration_since(at)
+                .is_none_or(|d| d >= FILL_STEP)
+        });
+        if due && let Some(slot) = self.samples.get_mut(self.next) {
+            *slot = Some((now, used_pct));
+            self.next = (self.next + 1) % FILL_SLOTS;
+        }
+        let (at, then) = self
+            .samples
+            .iter()
+            .flatten()
+            .filter(|(at, _)| {
+                now.checked_duration_since(*at)
+                    .is_some_and(|d| d <= FILL_WINDOW + FILL_STEP)
+            })
+            .min_by_key(|(at, _)| *at)
+            .copied()?;
+        let span = now.checked_duration_since(at)?;
+        if span < FILL_MIN_SPAN {
+            return None;
+        }
+        Some((used_pct - then) * 3600.0 / span.as_secs_f64())
+    }
+}
+
+/// Hours until `used_pct` reaches 100 at `fill_rate`; `None` when the disk is not filling,
+/// so that the dimension is absent then rather than infinite (a frame has no missing
+/// values: a dimension is there or not).
+fn hours_to_full(used_pct: f64, fill_rate: f64) -> Option<f64> {
+    (fill_rate > 0.0).then(|| (100.0 - used_pct).max(0.0) / fill_rate)
 }
 
 pub(super) struct DiskSpace {
@@ -82,7 +156,7 @@ pub(super) struct DiskSpace {
     mounts: Vec<Mount>,
     /// Scratch for decoding each line's mountpoint.
     decoded: String,
-    dims: [Arc<str>; 3],
+    dims: [Arc<str>; 5],
     warned_full: bool,
     warned_statvfs: bool,
 }
@@ -99,7 +173,7 @@ impl DiskSpace {
         }
     }
 
-    pub(super) fn sample(&mut self, buf: &mut Vec<u8>, frame: &mut Frame) {
+    pub(super) fn sample(&mut self, now: Instant, buf: &mut Vec<u8>, frame: &mut Frame) {
         if !self.file.read(buf) {
             return;
         }
@@ -135,18 +209,27 @@ impl DiskSpace {
             };
             m.seen = true;
             if m.device != device {
+                // Another filesystem at the same path: the old one's level says nothing
+                // about how fast this one fills.
                 m.device.clear();
                 m.device.push_str(device);
+                m.fill = FillRate::new();
             }
             match statvfs(&m.path) {
                 Ok(Some(space)) => {
+                    let used_pct = space.used_pct();
+                    let fill_rate = m.fill.update(now, used_pct);
                     let values = [
-                        space.used_pct(),
-                        space.avail as f64 / GIB,
-                        space.used as f64 / GIB,
+                        Some(used_pct),
+                        Some(space.avail as f64 / GIB),
+                        Some(space.used as f64 / GIB),
+                        fill_rate,
+                        fill_rate.and_then(|r| hours_to_full(used_pct, r)),
                     ];
                     for (dim, v) in self.dims.iter().zip(values) {
-                        frame.push(&m.chart, dim, v);
+                        if let Some(v) = v {
+                            frame.push(&m.chart, dim, v);
+                        }
                     }
                 }
                 // No blocks at all: a pseudo filesystem missing from our list.
@@ -196,6 +279,7 @@ impl DiskSpace {
             device: device.to_owned(),
             path,
             chart: Arc::from(chart),
+            fill: FillRate::new(),
             seen: false,
         });
         Some(self.mounts.len() - 1)
@@ -279,10 +363,85 @@ fn statvfs(path: &CStr) -> io::Result<Option<Space>> {
 #[cfg(test)]
 mod tests {
     use std::fmt::Write;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use super::super::fixture::{ProcDir, charts, tick};
-    use super::decode_into;
+    use super::{FillRate, decode_into, hours_to_full};
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn the_fill_rate_is_the_change_over_the_last_half_hour() {
+        let mut fill = FillRate::new();
+        let t0 = Instant::now();
+        // Ticks every 10 s, the disk filling 0.1 points a minute (6 an hour).
+        let mut last = None;
+        for s in (0..=45 * 60u64).step_by(10) {
+            let rate = fill.update(t0 + Duration::from_secs(s), 50.0 + s as f64 / 600.0);
+            if s < 5 * 60 {
+                assert_eq!(rate, None, "at {s} s: too soon");
+            } else {
+                let rate = rate.expect("a rate after 5 minutes");
+                assert!((rate - 6.0).abs() < 1e-9, "at {s} s: {rate}");
+            }
+            last = rate;
+        }
+        assert!(last.is_some());
+        // A burst 45 minutes ago has left the window; one 10 minutes ago has not.
+        let mut fill = FillRate::new();
+        let at = |m: u32| t0 + MINUTE * m;
+        fill.update(at(0), 10.0);
+        for m in 1..=45 {
+            fill.update(at(m), 40.0);
+        }
+        assert_eq!(fill.update(at(46), 40.0), Some(0.0));
+        for m in 47..=80 {
+            fill.update(at(m), if m < 70 { 40.0 } else { 45.0 });
+        }
+        let rate = fill.update(at(81), 45.0).expect("rate");
+        assert!(
+            (rate - 10.0).abs() < 0.5,
+            "5 points in about half an hour: {rate}"
+        );
+    }
+
+    #[test]
+    fn hours_to_full_only_while_filling() {
+        assert_eq!(hours_to_full(50.0, 10.0), Some(5.0));
+        assert_eq!(hours_to_full(100.0, 10.0), Some(0.0));
+        assert_eq!(hours_to_full(50.0, 0.0), None);
+        assert_eq!(hours_to_full(50.0, -3.0), None);
+    }
+
+    #[test]
+    fn fill_rate_appears_after_five_minutes() {
+        let dir = ProcDir::new();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("mountpoint");
+        let data = data.to_str().expect("utf-8 temp path");
+        dir.write(
+            "self/mounts",
+            &format!(
+                "/dev/vda1 {data} ext4 rw 0 0
+"
+            ),
+        );
+        let chart = format!("disk_space.{data}");
+        let mut sampler = dir.sampler();
+        let t0 = Instant::now();
+        for m in 0..5 {
+            let frame = tick(&mut sampler, t0 + MINUTE * m);
+            assert_eq!(frame.get(&chart, "fill_rate"), None);
+            assert!(frame.get(&chart, "used_pct").is_some());
+        }
+        let frame = tick(&mut sampler, t0 + MINUTE * 5);
+        let rate = frame.get(&chart, "fill_rate").expect("fill_rate");
+        assert!(rate.is_finite(), "{rate}");
+        match frame.get(&chart, "hours_to_full") {
+            Some(h) => assert!(rate > 0.0 && h.is_finite() && h >= 0.0, "{h}"),
+            None => assert!(rate <= 0.0),
+        }
+    }
 
     fn decoded(raw: &str) -> String {
         let mut out = String::new();

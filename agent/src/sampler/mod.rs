@@ -1,12 +1,21 @@
-//! The host sampler: Linux metrics read from `/proc` every tick, one file per source.
+//! The host sampler: Linux metrics read from `/proc` and `/sys` every tick, one file per
+//! source.
 //!
 //! Layout:
 //! - `cpu`: `/proc/stat` → `system.cpu`.
+//! - `processes`: `/proc/stat` (the read `cpu` made) and a scan of `/proc/<pid>` →
+//!   `system.processes`.
 //! - `load`: `/proc/loadavg` → `system.load`.
 //! - `memory`: `/proc/meminfo` → `system.ram`, `system.swap`.
+//! - `fds`: `/proc/sys/fs/file-nr` → `system.fds`.
+//! - `pressure`: `/proc/pressure/{cpu,memory,io}` → `system.pressure`.
 //! - `diskstats`: `/proc/diskstats` → `disk.<dev>`, `system.io`.
 //! - `diskspace`: `/proc/self/mounts` and `statvfs` → `disk_space.<mountpoint>`.
-//! - `net`: `/proc/net/dev` → `net.<iface>`, `system.net`.
+//! - `net`: `/proc/net/dev` → `net.<iface>`, `system.net`, and through `net_errors` the
+//!   host's error and drop rates, `system.net_errors`.
+//! - `thermal`: `/sys/class/thermal` and `/sys/class/hwmon` → `system.thermal`.
+//! - `throttle`: `/sys/devices/system/cpu/cpu*/cpufreq` and the Raspberry Pi firmware's
+//!   `get_throttled` → `system.throttle`.
 //! - `counter`: what `diskstats` and `net` share: per-device counters read into rates,
 //!   and the host totals of those rates.
 //!
@@ -14,19 +23,28 @@
 //! (containers, old kernels, odd devices): a file that cannot be read is warned about once
 //! and skipped; a malformed line is skipped; a counter that goes backwards gives no rate
 //! that tick; per-device state is bounded; after the first tick a tick allocates nothing
-//! unless a device, interface or mount appears.
+//! unless a device, interface or mount appears. The optional sources (`processes`' scan,
+//! `fds`, `pressure`, `thermal`, `throttle`) read what many hosts do not offer at all (no
+//! sensors in a VM, no PSI on an old kernel): when it is absent at the first tick the
+//! source turns itself off with one info line, since that is no fault to warn about.
 
 mod counter;
 mod cpu;
 mod diskspace;
 mod diskstats;
+mod fds;
 mod load;
 mod memory;
 mod net;
+mod net_errors;
+mod pressure;
+mod processes;
+mod thermal;
+mod throttle;
 
 use std::fs::File;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -42,37 +60,62 @@ pub struct HostSampler {
     /// keeps the tick free of allocations.
     buf: Vec<u8>,
     cpu: cpu::Cpu,
+    processes: processes::Processes,
     load: load::Load,
     memory: memory::Memory,
+    fds: fds::Fds,
+    pressure: pressure::Pressure,
     diskstats: diskstats::DiskStats,
     diskspace: diskspace::DiskSpace,
     net: net::Net,
+    thermal: thermal::Thermal,
+    throttle: throttle::Throttle,
 }
 
 impl HostSampler {
-    /// `proc_root` is normally "/proc"; tests point it at a fixture directory.
-    pub fn new(proc_root: impl Into<PathBuf>) -> Self {
+    /// The real host's: `/proc` and `/sys`.
+    pub fn host() -> Self {
+        Self::new("/proc", "/sys")
+    }
+
+    /// `proc_root` and `sys_root` are normally "/proc" and "/sys"; tests point them at a
+    /// fixture directory.
+    pub fn new(proc_root: impl Into<PathBuf>, sys_root: impl Into<PathBuf>) -> Self {
         let root = proc_root.into();
+        let sys = sys_root.into();
         Self {
             buf: Vec::with_capacity(16 * 1024),
             cpu: cpu::Cpu::new(root.join("stat")),
+            processes: processes::Processes::new(root.clone()),
             load: load::Load::new(root.join("loadavg")),
             memory: memory::Memory::new(root.join("meminfo")),
+            fds: fds::Fds::new(root.join("sys/fs/file-nr")),
+            pressure: pressure::Pressure::new(root.join("pressure")),
             diskstats: diskstats::DiskStats::new(root.join("diskstats")),
             diskspace: diskspace::DiskSpace::new(root.join("self").join("mounts")),
             net: net::Net::new(root.join("net").join("dev")),
+            thermal: thermal::Thermal::new(&sys),
+            throttle: throttle::Throttle::new(&sys),
         }
     }
 
     /// Appends this tick's samples to `frame` (does not clear it). `now` is a monotonic
     /// instant used for rates; the first call cannot compute rates and emits only gauges.
     pub fn sample(&mut self, now: Instant, frame: &mut Frame) {
-        self.cpu.sample(&mut self.buf, frame);
+        // `processes` reads its two lines of /proc/stat from cpu's read rather than read
+        // the file again.
+        let stat = self.cpu.sample(&mut self.buf, frame);
+        let stat = stat.then_some(self.buf.as_slice());
+        self.processes.sample(now, stat, frame);
         self.load.sample(&mut self.buf, frame);
         self.memory.sample(&mut self.buf, frame);
+        self.fds.sample(&mut self.buf, frame);
+        self.pressure.sample(now, &mut self.buf, frame);
         self.diskstats.sample(now, &mut self.buf, frame);
-        self.diskspace.sample(&mut self.buf, frame);
+        self.diskspace.sample(now, &mut self.buf, frame);
         self.net.sample(now, &mut self.buf, frame);
+        self.thermal.sample(&mut self.buf, frame);
+        self.throttle.sample(&mut self.buf, frame);
     }
 }
 
@@ -112,6 +155,121 @@ impl ProcFile {
             }
         }
     }
+}
+
+/// Charts of optional sources (thermal zones, CPU throttling, pressure stall information):
+/// hosts without them are ordinary, so a model waiting for one says so at info level.
+pub const OPTIONAL_CHARTS: [&str; 3] = ["system.thermal", "system.throttle", "system.pressure"];
+
+/// Whether an optional source's files are there, decided at its first tick: a host without
+/// thermal zones or PSI will not grow them, so one that is not there is turned off for good
+/// instead of being looked for (and logged about) every tick.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Probe {
+    Unknown,
+    On,
+    Off,
+}
+
+/// The one line an optional source logs when it turns itself off: info, not a warning,
+/// because a Pi without hwmon or a container without PSI is not something to fix.
+fn not_offered(source: &'static str, path: &Path) {
+    tracing::info!(
+        source,
+        path = %path.display(),
+        "host metrics source not offered on this host; turned off"
+    );
+}
+
+/// A file of an optional source: read until its first tick shows it absent, then never
+/// again. A read that fails after it has worked (a sensor that answers EIO, a CPU taken
+/// offline) skips that tick without a log: it is a state of the hardware, not of the agent.
+struct OptionalFile {
+    source: &'static str,
+    path: PathBuf,
+    probe: Probe,
+}
+
+impl OptionalFile {
+    fn new(source: &'static str, path: PathBuf) -> Self {
+        Self {
+            source,
+            path,
+            probe: Probe::Unknown,
+        }
+    }
+
+    /// Reads the whole file into `buf`; false when it cannot be read or is turned off.
+    fn read(&mut self, buf: &mut Vec<u8>) -> bool {
+        if self.probe == Probe::Off {
+            return false;
+        }
+        let ok = read_quiet(&self.path, buf);
+        if self.probe == Probe::Unknown {
+            self.probe = if ok { Probe::On } else { Probe::Off };
+            if !ok {
+                not_offered(self.source, &self.path);
+            }
+        }
+        ok
+    }
+}
+
+/// Reads a whole file into `buf` without logging: for the files of optional sources, whose
+/// absence their caller reports once.
+fn read_quiet(path: &Path, buf: &mut Vec<u8>) -> bool {
+    buf.clear();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(buf))
+        .is_ok()
+}
+
+/// The first whitespace-separated word of a one-value file (`/sys` attributes end in a
+/// newline), or `None` when it is empty or not UTF-8.
+fn first_word(buf: &[u8]) -> Option<&str> {
+    lines(buf).next()?.split_whitespace().next()
+}
+
+/// `N` of a directory entry named `<prefix>N` (`thermal_zone3`, `cpu12`), or `None` for
+/// any other name (`cpufreq`, `cpuidle`, `thermal_zone`).
+fn numbered(name: &std::ffi::OsStr, prefix: &str) -> Option<u32> {
+    let digits = name.to_str()?.strip_prefix(prefix)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The entries of `dir` named `<prefix>N`, sorted by `N` so that dimensions come out in
+/// the kernel's order (`cpu2` before `cpu10`); at most `limit`. Empty when `dir` cannot be
+/// read. Only called when a source starts, so the allocations do not recur.
+fn numbered_entries(dir: &Path, prefix: &str, limit: usize) -> Vec<(u32, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(u32, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| Some((numbered(&e.file_name(), prefix)?, e.path())))
+        .collect();
+    found.sort_unstable_by_key(|(n, _)| *n);
+    found.truncate(limit);
+    found
+}
+
+/// A dimension name from what a driver calls its sensor (`Package id 0`, `cpu-thermal`):
+/// lower case, with everything but letters, digits, `_` and `-` made `_`, so that a name
+/// cannot carry a `.` (rules address `chart.dim`) or anything a JSON consumer would trip on.
+fn sanitise(raw: &str) -> String {
+    raw.trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The UTF-8 lines of a file; any other line is malformed for every source we read.
@@ -252,8 +410,10 @@ mod fixture {
             std::fs::write(path, contents).expect("fixture file");
         }
 
+        /// A sampler with `/proc` at the fixture's root and `/sys` at its `sysfs` folder
+        /// (not `sys`, which is `/proc/sys`).
         pub(super) fn sampler(&self) -> HostSampler {
-            HostSampler::new(self.dir.path())
+            HostSampler::new(self.dir.path(), self.dir.path().join("sysfs"))
         }
     }
 
@@ -307,7 +467,8 @@ mod tests {
     #[test]
     fn a_missing_proc_tree_gives_no_samples_and_does_not_panic() {
         let dir = ProcDir::new();
-        let mut sampler = HostSampler::new(dir.path().join("does-not-exist"));
+        let gone = dir.path().join("does-not-exist");
+        let mut sampler = HostSampler::new(&gone, gone.join("sys"));
         let now = Instant::now();
         assert!(tick(&mut sampler, now).samples.is_empty());
         assert!(
@@ -357,6 +518,52 @@ mod tests {
         assert_eq!(log.matches("/stat").count(), 1, "{log}");
     }
 
+    /// The info lines of `f`, run under a subscriber that captures them.
+    fn logged(f: impl FnOnce()) -> String {
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        String::from_utf8(log.0.lock().expect("log buffer").clone()).expect("utf-8")
+    }
+
+    #[test]
+    fn each_optional_source_absent_logs_one_info_line_and_nothing_else() {
+        let dir = ProcDir::new();
+        let log = logged(|| {
+            let mut sampler = dir.sampler();
+            let now = Instant::now();
+            for s in 0..30 {
+                tick(&mut sampler, now + Duration::from_secs(s));
+            }
+        });
+        let off = |source: &str| {
+            log.lines()
+                .filter(|l| {
+                    l.contains("not offered") && l.contains(&format!("source=\"{source}\""))
+                })
+                .count()
+        };
+        // The fixture's /proc has no process folders: no procfs, so no scan.
+        for source in ["processes", "fds", "pressure", "thermal", "throttle"] {
+            assert_eq!(off(source), 1, "{source}: {log}");
+        }
+        assert_eq!(log.matches(" INFO ").count(), 5, "{log}");
+        // /proc itself missing.
+        let gone = dir.path().join("gone");
+        let log = logged(|| {
+            let mut sampler = HostSampler::new(&gone, gone.join("sys"));
+            for _ in 0..3 {
+                tick(&mut sampler, Instant::now());
+            }
+        });
+        assert_eq!(log.matches("source=\"processes\"").count(), 1, "{log}");
+    }
+
     #[test]
     fn garbage_in_every_source_does_not_panic() {
         let garbage = [
@@ -376,6 +583,18 @@ mod tests {
             "diskstats",
             "self/mounts",
             "net/dev",
+            "sys/fs/file-nr",
+            "pressure/cpu",
+            "pressure/memory",
+            "pressure/io",
+            "1/stat",
+            "sysfs/class/thermal/thermal_zone0/temp",
+            "sysfs/class/thermal/thermal_zone0/type",
+            "sysfs/class/hwmon/hwmon0/name",
+            "sysfs/class/hwmon/hwmon0/temp1_input",
+            "sysfs/class/hwmon/hwmon0/temp1_label",
+            "sysfs/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq",
+            "sysfs/devices/platform/soc/soc:firmware/get_throttled",
         ];
         let now = Instant::now();
         for (round, g) in garbage.iter().enumerate() {
@@ -412,7 +631,7 @@ mod tests {
         if !std::path::Path::new("/proc/stat").exists() {
             return; // not Linux
         }
-        let mut sampler = HostSampler::new("/proc");
+        let mut sampler = HostSampler::host();
         let first = tick(&mut sampler, Instant::now());
         assert_eq!(
             first.get("system.cpu", "user"),

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use super::counter::CounterFile;
+use super::net_errors::NetErrors;
 use super::{Devices, lines, rate};
 use crate::frame::Frame;
 
@@ -23,8 +24,12 @@ const DIMS: [&str; 8] = [
 #[derive(Clone, Copy)]
 struct Counters([u64; 8]);
 
+/// Where [`net_errors::DIMS`](super::net_errors::DIMS) are in [`DIMS`].
+const ERRORS: [usize; 4] = [4, 5, 6, 7];
+
 pub(super) struct Net {
     ifaces: CounterFile<Counters, 8>,
+    errors: NetErrors,
 }
 
 impl Net {
@@ -36,6 +41,7 @@ impl Net {
                 "system.net",
                 DIMS,
             ),
+            errors: NetErrors::new(),
         }
     }
 
@@ -43,16 +49,22 @@ impl Net {
         if !self.ifaces.begin(now, buf) {
             return;
         }
+        self.errors.begin();
         for (name, cur) in lines(buf).filter_map(parse) {
             // Loopback traffic is the host talking to itself, not load on the network.
             if name == "lo" {
                 continue;
             }
-            self.ifaces.device(frame, name, cur, |prev, cur, secs| {
+            let rates = self.ifaces.device(frame, name, cur, |prev, cur, secs| {
                 std::array::from_fn(|i| rate(prev.0[i], cur.0[i], secs))
             });
+            if let Some(rates) = rates {
+                self.errors
+                    .add(ERRORS.map(|i| rates.get(i).copied().flatten()));
+            }
         }
         self.ifaces.end(frame);
+        self.errors.end(self.ifaces.has_rates(), frame);
     }
 }
 
@@ -152,8 +164,16 @@ Inter-|   Receive                                                |  Transmit
         assert_eq!(frame.get("net.wlan0", "received"), Some(50_000.0));
         assert_eq!(frame.get("system.net", "received"), Some(150_000.0));
         assert_eq!(frame.get("system.net", "sent"), Some(60_000.0));
-        assert_eq!(charts(&frame), ["net.eth0", "net.wlan0", "system.net"]);
-        assert_eq!(frame.samples.len(), 8 + 8 + 2);
+        let errors = |dim| frame.get("system.net_errors", dim);
+        assert_eq!(errors("rx_errors"), Some(1.0));
+        assert_eq!(errors("tx_errors"), Some(3.0));
+        assert_eq!(errors("rx_drops"), Some(2.0));
+        assert_eq!(errors("tx_drops"), Some(4.0));
+        assert_eq!(
+            charts(&frame),
+            ["net.eth0", "net.wlan0", "system.net", "system.net_errors"]
+        );
+        assert_eq!(frame.samples.len(), 8 + 8 + 2 + 4);
     }
 
     #[test]
@@ -183,6 +203,40 @@ Inter-|   Receive                                                |  Transmit
         assert_eq!(frame.get("net.eth0", "sent"), Some(1000.0));
         assert_eq!(frame.get("system.net", "received"), None);
         assert_eq!(frame.get("system.net", "sent"), Some(1200.0));
+    }
+
+    #[test]
+    fn an_error_counter_going_backwards_gives_no_host_error_rate() {
+        let dir = ProcDir::new();
+        dir.write(
+            "net/dev",
+            &net_dev(&[
+                "eth0: 0 0 10 20 0 0 0 0 0 0 30 40 0 0 0 0",
+                "eth1: 0 0 1 1 0 0 0 0 0 0 1 1 0 0 0 0",
+            ]),
+        );
+        let mut sampler = dir.sampler();
+        let now = Instant::now();
+        let first = tick(&mut sampler, now);
+        assert!(
+            !charts(&first).contains(&"system.net_errors"),
+            "no rates yet"
+        );
+        // eth0's rx_errs went backwards; its other counters and eth1's moved on.
+        dir.write(
+            "net/dev",
+            &net_dev(&[
+                "eth0: 0 0 5 22 0 0 0 0 0 0 32 44 0 0 0 0",
+                "eth1: 0 0 3 1 0 0 0 0 0 0 1 5 0 0 0 0",
+            ]),
+        );
+        let frame = tick(&mut sampler, now + Duration::from_secs(2));
+        let errors = |dim| frame.get("system.net_errors", dim);
+        assert_eq!(errors("rx_errors"), None);
+        assert_eq!(frame.get("net.eth1", "rx_errors"), Some(1.0));
+        assert_eq!(errors("rx_drops"), Some(1.0));
+        assert_eq!(errors("tx_errors"), Some(1.0));
+        assert_eq!(errors("tx_drops"), Some(4.0));
     }
 
     #[test]
@@ -219,11 +273,12 @@ Inter-|   Receive                                                |  Transmit
             &net_dev(&["eth0: 2 2 0 0 0 0 0 0 2 2 0 0 0 0 0 0"]),
         );
         let frame = tick(&mut sampler, now + Duration::from_secs(1));
-        assert_eq!(charts(&frame), ["net.eth0", "system.net"]);
+        let eth0 = ["net.eth0", "system.net", "system.net_errors"];
+        assert_eq!(charts(&frame), eth0);
         // When it comes back it starts afresh: no rate against its old counters.
         dir.write("net/dev", &both.replace("eth0: 1 1", "eth0: 3 3"));
         let frame = tick(&mut sampler, now + Duration::from_secs(2));
-        assert_eq!(charts(&frame), ["net.eth0", "system.net"]);
+        assert_eq!(charts(&frame), eth0);
     }
 
     #[test]
@@ -238,7 +293,11 @@ Inter-|   Receive                                                |  Transmit
         let now = Instant::now();
         tick(&mut sampler, now);
         let frame = tick(&mut sampler, now + Duration::from_secs(1));
-        assert_eq!(charts(&frame).len(), 64 + 1, "64 interfaces and system.net");
+        assert_eq!(
+            charts(&frame).len(),
+            64 + 2,
+            "64 interfaces and the host's two"
+        );
         assert!(frame.get("net.veth63", "received").is_some());
         assert!(frame.get("net.veth64", "received").is_none());
     }

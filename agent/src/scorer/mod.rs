@@ -18,6 +18,6 @@ pub mod preprocess;
 pub mod profile;
 pub mod trainer;
 
-pub use config::{ContextConfig, ScaleKind, ScorerConfig, TrainConfig};
+pub use config::{ContextConfig, ScaleKind, Scaling, ScorerConfig, TrainConfig};
 pub use context::ContextParams;
 pub use model::{Distance, Model, ModelParams, Scale};

@@ -79,6 +79,13 @@ pub struct ModelParams {
     pub warm_start: bool,
     #[serde(skip)]
     pub refit_restarts: usize,
+    /// Centre and scale each dimension by robust statistics of its training set, so that
+    /// a dimension in volts does not drown one in g ([`robust_scale`]). Off only for parity
+    /// with the notebook, which measures raw distances.
+    pub scaling: bool,
+    /// Leave out of training the vectors of ticks judged anomalous or alarming ([`Gate`]),
+    /// so that a fault longer than a refit period is not learned as normal.
+    pub gate: bool,
 }
 
 impl ModelParams {
@@ -105,6 +112,8 @@ impl ModelParams {
             long_stride: 1,
             warm_start: false,
             refit_restarts: 0,
+            scaling: false,
+            gate: false,
         }
     }
 
@@ -138,6 +147,23 @@ impl ModelParams {
     pub fn max_rows(&self) -> usize {
         self.train_data_size.max(1) + self.long_samples
     }
+
+    /// Ticks after one judged anomalous whose vectors still hold its values: the lags,
+    /// and the smoothing window that carries a raw value into the next ticks' features.
+    fn taint_span(&self) -> usize {
+        self.n_lags + self.n_smoothing.max(1) - 1 + usize::from(self.diffs)
+    }
+}
+
+/// The training rule of [`ModelParams::gate`]: a vector is left out of a fit when its own
+/// tick, or any of the [`ModelParams::taint_span`] ticks before it, was judged anomalous
+/// or came while the model's alarm was firing. A fit keeps the ensemble as it is when
+/// fewer than [`Gate::MIN_KEPT_SHARE`] of the window's vectors are left: a fault that
+/// fills the window is not a training set.
+pub struct Gate;
+
+impl Gate {
+    pub const MIN_KEPT_SHARE: f64 = 0.25;
 }
 
 /// Scratch space for fits, one per trainer thread: the rebuilt lag vectors, their
@@ -148,6 +174,9 @@ pub struct FitWorkspace {
     kmeans: Workspace,
     vectors: Vec<f64>,
     distances: Vec<f64>,
+    /// Per dimension, the training set's centre and 1 / scale.
+    shift: Vec<f64>,
+    inv: Vec<f64>,
     staging: Box<[f32]>,
 }
 
@@ -157,6 +186,8 @@ impl FitWorkspace {
             kmeans: Workspace::new(max_rows, max_width, max_k),
             vectors: vec![0.0; max_rows * max_width],
             distances: vec![0.0; max_rows],
+            shift: Vec::with_capacity(max_width),
+            inv: Vec::with_capacity(max_width),
             staging: Box::default(),
         }
     }
@@ -191,6 +222,17 @@ pub struct TrainJob {
     /// `Some(restarts)`: a refit starts from the previous centres (when `prior`), then
     /// tries `restarts` k-means++ starts; `None`: every fit starts afresh (`n_init`).
     pub warm: Option<usize>,
+    /// In: which of the ring's vectors are kept (one bit per row, set = left out).
+    /// Rows left out are not in `data`'s row count ([`TrainJob::rows`]).
+    pub skip: Box<[u64]>,
+    pub skipped: usize,
+    pub scaling: bool,
+    /// Out: each dimension's weight in the distance, `1 / scale²` (all 1 without
+    /// scaling). The centres come back in the data's own units.
+    pub weights: Box<[f64]>,
+    /// Out: each dimension's normal range, its [`NORMAL_RANGE`] percentiles over the
+    /// training set (low, high, then the next dimension's).
+    pub normal: Box<[f64]>,
     /// How distances become scores; `None` when the fit failed.
     norm: Option<Norm>,
 }
@@ -198,7 +240,11 @@ pub struct TrainJob {
 impl TrainJob {
     /// Vectors in the training set: the ring's lag vectors and the long horizon's.
     pub fn rows(&self) -> usize {
-        self.ticks.saturating_sub(self.n_lags) + self.long_rows
+        self.ticks.saturating_sub(self.n_lags) - self.skipped + self.long_rows
+    }
+
+    fn skips(&self, row: usize) -> bool {
+        self.skipped > 0 && self.skip[row / 64] & (1 << (row % 64)) != 0
     }
 
     pub fn width(&self) -> usize {
@@ -218,23 +264,15 @@ impl TrainJob {
             .sum()
     }
 
-    /// Fits the centres and the scale. Runs on the trainer thread (or inline in `replay`);
-    /// allocates nothing when `ws` is large enough.
-    pub fn run(&mut self, ws: &mut FitWorkspace) {
-        let (rows, w, k) = (self.rows(), self.width(), self.kmeans.k);
-        self.norm = None;
-        if rows == 0 {
-            return;
-        }
-        let total = rows + self.prior_rows();
-        if !ws.fits(total, w, k) {
-            *ws = FitWorkspace::new(total, w, k);
-        }
-        let lag_w = self.n_lags + 1;
-        let vectors = &mut ws.vectors[..total * w];
+    /// Writes the training set into `vectors`: the ring's kept lag vectors, the long
+    /// horizon's, then the previous fit's centres repeated for `decay`.
+    fn fill_vectors(&self, vectors: &mut [f64], rows: usize) {
+        let (w, lag_w) = (self.width(), self.n_lags + 1);
         let (real, prior) = vectors.split_at_mut(rows * w);
         let (recent, long) = real.split_at_mut((rows - self.long_rows) * w);
-        for (r, v) in recent.chunks_exact_mut(w).enumerate() {
+        let ring_rows = self.ticks.saturating_sub(self.n_lags);
+        let kept = (0..ring_rows).filter(|&r| !self.skips(r));
+        for (r, v) in kept.zip(recent.chunks_exact_mut(w)) {
             for (i, dim) in v.chunks_exact_mut(lag_w).enumerate() {
                 for (j, x) in dim.iter_mut().enumerate() {
                     *x = f64::from(self.data[(r + j) * self.n_dims + i]);
@@ -253,16 +291,85 @@ impl TrainJob {
                 }
             }
         }
+    }
+
+    /// Each dimension's centre and 1 / scale from this training set alone (the prior's
+    /// centres are in the same units and are scaled with it), into `ws.shift` and
+    /// `ws.inv`, and the training set in scaled units: the fit runs in them.
+    fn scale(&self, ws: &mut FitWorkspace, rows: usize, total: usize) {
+        let (n_dims, w, lag_w) = (self.n_dims, self.width(), self.n_lags + 1);
+        ws.shift.clear();
+        ws.shift.resize(n_dims, 0.0);
+        ws.inv.clear();
+        ws.inv.resize(n_dims, 1.0);
+        if !self.scaling {
+            return;
+        }
+        let scratch = &mut ws.distances[..rows];
+        for d in 0..n_dims {
+            let newest = d * lag_w + lag_w - 1;
+            let (m, inv) = robust_scale(&ws.vectors[..rows * w], w, newest, scratch);
+            ws.shift[d] = m;
+            ws.inv[d] = inv;
+        }
+        let (shift, inv) = (&ws.shift, &ws.inv);
+        transform(&mut ws.vectors[..total * w], w, lag_w, |d, x| {
+            (x - shift[d]) * inv[d]
+        });
+    }
+
+    /// Each dimension's normal range over the training set's own vectors (not the prior's
+    /// repeated centres), in the data's units: before [`TrainJob::scale`].
+    fn measure_normal(&mut self, ws: &mut FitWorkspace, rows: usize) {
+        let (w, lag_w) = (self.width(), self.n_lags + 1);
+        let scratch = &mut ws.distances[..rows];
+        for (d, range) in self.normal.chunks_exact_mut(2).enumerate() {
+            let newest = d * lag_w + lag_w - 1;
+            for (v, row) in scratch
+                .iter_mut()
+                .zip(ws.vectors[..rows * w].chunks_exact(w))
+            {
+                *v = row[newest];
+            }
+            range[0] = percentile(scratch, NORMAL_RANGE.0);
+            range[1] = percentile(scratch, NORMAL_RANGE.1);
+        }
+    }
+
+    /// Fits the centres and the scale. Runs on the trainer thread (or inline in `replay`);
+    /// allocates nothing when `ws` is large enough.
+    pub fn run(&mut self, ws: &mut FitWorkspace) {
+        let (rows, w, k) = (self.rows(), self.width(), self.kmeans.k);
+        self.norm = None;
+        if rows == 0 {
+            return;
+        }
+        let total = rows + self.prior_rows();
+        if !ws.fits(total, w, k) {
+            *ws = FitWorkspace::new(total, w, k);
+        }
+        let lag_w = self.n_lags + 1;
+        self.fill_vectors(&mut ws.vectors[..total * w], rows);
+        self.measure_normal(ws, rows);
+        self.scale(ws, rows, total);
+        let vectors = &mut ws.vectors[..total * w];
         let fitted = match self.warm {
-            Some(restarts) if self.prior => kmeans::refit(
-                &self.kmeans,
-                vectors,
-                total,
-                w,
-                &mut ws.kmeans,
-                &mut self.centres,
-                restarts,
-            ),
+            Some(restarts) if self.prior => {
+                // The previous centres are kept in the data's units: into this fit's.
+                if self.scaling {
+                    let (shift, inv) = (&ws.shift, &ws.inv);
+                    transform(&mut self.centres, w, lag_w, |d, x| (x - shift[d]) * inv[d]);
+                }
+                kmeans::refit(
+                    &self.kmeans,
+                    vectors,
+                    total,
+                    w,
+                    &mut ws.kmeans,
+                    &mut self.centres,
+                    restarts,
+                )
+            }
             _ => kmeans::fit(
                 &self.kmeans,
                 vectors,
@@ -299,6 +406,14 @@ impl TrainJob {
             }
         };
         let span = hi - lo;
+        // Back to the data's units; the distance weighs each value by 1 / scale².
+        let (shift, inv) = (&ws.shift, &ws.inv);
+        if self.scaling {
+            transform(&mut self.centres, w, lag_w, |d, x| x / inv[d] + shift[d]);
+        }
+        for (wt, &i) in self.weights.iter_mut().zip(inv.iter()) {
+            *wt = i * i;
+        }
         self.norm = Some(Norm {
             lo,
             hi,
@@ -340,12 +455,98 @@ fn nearest_counts_and_distances(
     }
 }
 
+/// [`distance`] with each dimension weighted (`weights`: 1 / scale² of each): the
+/// distance in scaled units to centres kept in the data's own.
 #[inline(always)]
-fn distance(kind: Distance, x: &[f64], centres: &[f64], k: usize) -> f64 {
+fn weighted_distance(kind: Distance, x: &[f64], centres: &[f64], k: usize, weights: &[f64]) -> f64 {
+    let d = x.len();
+    let it = centres[..k * d]
+        .chunks_exact(d)
+        .map(|c| wdist2(x, c, weights));
     match kind {
-        Distance::Mean => kmeans::mean_distance(x, centres, k),
-        Distance::Nearest => kmeans::nearest_distance(x, centres, k),
+        Distance::Mean => it.map(f64::sqrt).sum::<f64>() / k as f64,
+        Distance::Nearest => it.fold(f64::INFINITY, f64::min).sqrt(),
     }
+}
+
+/// Squared distance with each dimension's block of lags weighted by its dimension's
+/// weight: per block `kmeans::dist2`, so a one-dimension model without scaling gives the
+/// same bits as the unweighted distance.
+#[inline(always)]
+fn wdist2(x: &[f64], c: &[f64], weights: &[f64]) -> f64 {
+    let lag_w = x.len() / weights.len().max(1);
+    if weights.len() == 1 {
+        return weights[0] * kmeans::dist2(x, c);
+    }
+    x.chunks_exact(lag_w)
+        .zip(c.chunks_exact(lag_w))
+        .zip(weights)
+        .map(|((x, c), w)| w * kmeans::dist2(x, c))
+        .sum()
+}
+
+/// Applies `f(dimension, value)` to every value of `rows` (whole feature vectors, each
+/// dimension's `lag_w` values side by side).
+fn transform(rows: &mut [f64], w: usize, lag_w: usize, f: impl Fn(usize, f64) -> f64) {
+    for row in rows.chunks_exact_mut(w) {
+        for (d, dim) in row.chunks_exact_mut(lag_w).enumerate() {
+            for x in dim {
+                *x = f(d, *x);
+            }
+        }
+    }
+}
+
+/// A dimension's centre and 1 / scale from the training vectors' newest values of it (at
+/// `at` in each row of width `w`): the median, and the larger of the median absolute
+/// deviation × 1.4826 and the standard deviation. On normal data both are the standard
+/// deviation. On a sparse or bursty series (disk reads: zero but for bursts) the MAD
+/// collapses towards 0 and would blow every burst up to a giant, so the standard deviation
+/// holds it; a fault cannot inflate it, since the gate keeps faults out of training. A
+/// dimension constant in training is scaled by a floor of 0.1 % of its level (10⁻⁹ at 0),
+/// so that any change of it is news without dividing by zero.
+pub(crate) fn robust_scale(rows: &[f64], w: usize, at: usize, scratch: &mut [f64]) -> (f64, f64) {
+    let n = rows.len() / w;
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let values = &mut scratch[..n];
+    for (v, row) in values.iter_mut().zip(rows.chunks_exact(w)) {
+        *v = row[at];
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n as f64;
+    let median = median_of(values);
+    for v in values.iter_mut() {
+        *v = (*v - median).abs();
+    }
+    let scale = (1.4826 * median_of(values)).max(var.sqrt());
+    let floor = (1e-3 * median.abs()).max(1e-9);
+    (median, 1.0 / scale.max(floor))
+}
+
+/// The value at rank `round((n − 1) × q)` of `values` (reordered), the rank rule of the
+/// quantile scale.
+fn percentile(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let at = ((values.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+    *values.select_nth_unstable_by(at, f64::total_cmp).1
+}
+
+fn median_of(values: &mut [f64]) -> f64 {
+    let n = values.len();
+    let (_, hi, _) = values.select_nth_unstable_by(n / 2, f64::total_cmp);
+    let hi = *hi;
+    if n % 2 == 1 {
+        return hi;
+    }
+    let lo = values[..n / 2]
+        .iter()
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max);
+    (lo + hi) / 2.0
 }
 
 /// How raw distances become scores: `(distance − lo) / (hi − lo)`, with
@@ -376,7 +577,29 @@ impl Norm {
 /// Centres and counts buffers kept for the next fit. The training data travels in a
 /// staging buffer the caller lends ([`Model::take_training_set`]): one pool shared by all
 /// models instead of a copy of the ring in each, which would be a third of a model.
-type Spare = (Box<[f64]>, Box<[u32]>);
+#[derive(Debug)]
+struct Spare {
+    centres: Box<[f64]>,
+    counts: Box<[u32]>,
+    skip: Box<[u64]>,
+    weights: Box<[f64]>,
+    normal: Box<[f64]>,
+}
+
+/// The percentiles a dimension's normal range spans: wide enough to hold a normal day's
+/// ordinary swings, narrow enough that one burst in the training set does not stretch it.
+pub const NORMAL_RANGE: (f64, f64) = (0.05, 0.95);
+
+/// One dimension's part in the current tick's distance ([`Model::attribution`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DimShare {
+    /// Share, 0 to 1, of the squared distance to the nearest centre.
+    pub share: f64,
+    /// The dimension's newest feature: its smoothed value (its change with `diffs`).
+    pub value: f64,
+    /// The same feature's [`NORMAL_RANGE`] over the newest fit's training set.
+    pub normal: Option<(f64, f64)>,
+}
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Model {
@@ -399,6 +622,19 @@ pub struct Model {
     /// `ensemble` sets of centres, and the scale of each, filled round-robin.
     centres: Box<[f64]>,
     norms: Box<[Option<Norm>]>,
+    /// Each member's distance weights, one per dimension.
+    weights: Box<[f64]>,
+    /// The step at which each member was installed.
+    fitted_at: Box<[u64]>,
+    /// Per ring slot, whether its tick was judged anomalous or alarming ([`Gate`]).
+    marked: Box<[u64]>,
+    /// The ring slot this tick's features went to, until the tick is judged.
+    last_slot: Option<usize>,
+    /// The gate is open before this step (one window after a new normal was accepted).
+    ungated_until: u64,
+    /// The rows the next fit leaves out, one bit per row; swapped with the spare's.
+    #[serde(skip)]
+    skip_scratch: Box<[u64]>,
     next_member: usize,
     /// Buffers lent to the trainer; `None` while a fit is in flight. Not in a snapshot:
     /// a restored model makes new ones ([`Model::restored`]).
@@ -414,6 +650,13 @@ pub struct Model {
     /// The step from which the next long-horizon sample is taken (at the first tick
     /// judged normal from then on).
     long_next: u64,
+    /// Per dimension, the normal range (low, high) of the newest fit's training set.
+    /// Saved after the rest of a snapshot ([`Model::normal_range`]), so that snapshots
+    /// taken before it existed still read.
+    #[serde(skip)]
+    normal: Box<[f64]>,
+    #[serde(skip)]
+    normal_known: bool,
 }
 
 impl Model {
@@ -423,6 +666,7 @@ impl Model {
             .collect();
         let width = params.width(n_dims);
         let ring_len = params.ring_len(n_dims);
+        let ring_ticks = ring_len / n_dims.max(1);
         let members = params.ensemble.max(1);
         let kw = params.n_clusters * width;
         Self {
@@ -439,17 +683,28 @@ impl Model {
             fit_pending: false,
             centres: vec![0.0; members * kw].into_boxed_slice(),
             norms: vec![None; members].into_boxed_slice(),
+            weights: vec![1.0; members * n_dims].into_boxed_slice(),
+            fitted_at: vec![0; members].into_boxed_slice(),
+            marked: vec![0; ring_ticks.div_ceil(64)].into_boxed_slice(),
+            last_slot: None,
+            ungated_until: 0,
+            skip_scratch: vec![0; ring_ticks.div_ceil(64)].into_boxed_slice(),
             next_member: 0,
-            spare: Some((
-                vec![0.0; kw].into_boxed_slice(),
-                vec![0; params.n_clusters].into_boxed_slice(),
-            )),
+            spare: Some(Spare {
+                centres: vec![0.0; kw].into_boxed_slice(),
+                counts: vec![0; params.n_clusters].into_boxed_slice(),
+                skip: vec![0; ring_ticks.div_ceil(64)].into_boxed_slice(),
+                weights: vec![1.0; n_dims].into_boxed_slice(),
+                normal: vec![0.0; 2 * n_dims].into_boxed_slice(),
+            }),
             context: Context::new(params.context, n_dims),
             counts: vec![0; params.n_clusters].into_boxed_slice(),
             long: vec![0.0; params.long_samples * width].into_boxed_slice(),
             long_head: 0,
             long_len: 0,
             long_next: sample_at(params.seed, 0, params.long_stride),
+            normal: vec![0.0; 2 * n_dims].into_boxed_slice(),
+            normal_known: false,
         }
     }
 
@@ -470,6 +725,9 @@ impl Model {
             && self.ring.len() == fresh.ring.len()
             && self.centres.len() == fresh.centres.len()
             && self.norms.len() == fresh.norms.len()
+            && self.weights.len() == fresh.weights.len()
+            && self.fitted_at.len() == fresh.fitted_at.len()
+            && self.marked.len() == fresh.marked.len()
             && self.counts.len() == fresh.counts.len()
             && self.current.len() == fresh.current.len()
             && self.long.len() == fresh.long.len();
@@ -478,8 +736,35 @@ impl Model {
         }
         self.params = params;
         self.spare = fresh.spare;
+        self.skip_scratch = fresh.skip_scratch;
         self.fit_pending = false;
+        self.normal = fresh.normal;
+        self.normal_known = false;
         Some(self)
+    }
+
+    /// Each dimension's normal range (low, high, then the next dimension's), for a
+    /// snapshot; `None` before a fit has measured it.
+    pub fn normal_range(&self) -> Option<&[f64]> {
+        self.normal_known.then_some(&*self.normal)
+    }
+
+    /// Takes back what [`Model::normal_range`] saved. A snapshot without one (taken by an
+    /// older agent) or of another length makes a trained model fit at its next tick, which
+    /// measures it from the restored training ring.
+    pub fn restore_normal_range(&mut self, saved: Option<&[f64]>) {
+        match saved {
+            Some(r) if r.len() == self.normal.len() && r.iter().all(|v| v.is_finite()) => {
+                self.normal.copy_from_slice(r);
+                self.normal_known = true;
+            }
+            _ => {
+                self.normal_known = false;
+                if self.is_trained() {
+                    self.fit_pending = true;
+                }
+            }
+        }
     }
 
     /// Ticks from the first value to the first complete feature vector.
@@ -529,7 +814,9 @@ impl Model {
                 None => produced = false,
             }
         }
+        self.last_slot = produced.then_some(slot);
         if produced {
+            self.marked[slot / 64] &= !(1 << (slot % 64));
             if self.ring_len < ticks {
                 self.ring_len += 1;
             } else {
@@ -558,10 +845,78 @@ impl Model {
         Ok(self.fit_pending)
     }
 
-    /// Offers the current vector to the long horizon, after the decider has judged the
-    /// tick: taken when a sample is due and the tick was `normal`; a due sample waits for
-    /// the next normal tick otherwise.
-    pub fn offer_sample(&mut self, normal: bool) {
+    /// The decider's judgement of this tick. A tick not `learn`able (anomalous or stuck
+    /// once the model has settled, or while its alarm fires) is marked so that fits leave
+    /// its vectors out ([`Gate`]); only a `normal` one may be the long horizon's due sample
+    /// (it waits for the next normal tick otherwise).
+    pub fn judged(&mut self, normal: bool, learn: bool) {
+        if let Some(slot) = self.last_slot.take()
+            && !learn
+            && self.params.gate
+            && self.step >= self.ungated_until
+        {
+            self.marked[slot / 64] |= 1 << (slot % 64);
+        }
+        self.offer_sample(normal);
+    }
+
+    /// Marks the last `n` ticks (this one included) as left out of training: an episode
+    /// found to be a fault is left out from its start.
+    pub fn mark_recent(&mut self, n: usize) {
+        if !self.params.gate || self.step < self.ungated_until {
+            return;
+        }
+        let ticks = self.ring.len() / self.dims.len().max(1);
+        for i in 0..n.min(self.ring_len) {
+            let slot = (self.ring_head + self.ring_len - 1 - i) % ticks;
+            self.marked[slot / 64] |= 1 << (slot % 64);
+        }
+    }
+
+    /// Takes the marks off the last `n` ticks: an episode held out while it was open ended
+    /// before it was a fault, and what it held out is learned after all.
+    pub fn unmark_recent(&mut self, n: usize) {
+        let ticks = self.ring.len() / self.dims.len().max(1);
+        for i in 0..n.min(self.ring_len) {
+            let slot = (self.ring_head + self.ring_len - 1 - i) % ticks;
+            self.marked[slot / 64] &= !(1 << (slot % 64));
+        }
+    }
+
+    /// Drops the ensemble members fitted in the last `n` ticks: they took in the start of
+    /// what has turned out to be a fault, and one member that finds it normal is enough to
+    /// silence it (a tick scores the lowest of the members' scores). The oldest member is
+    /// kept if every one would go, so that the model keeps scoring.
+    pub fn forget_fits_within(&mut self, n: usize) {
+        if !self.params.gate {
+            return;
+        }
+        let since = self.step.saturating_sub(n as u64);
+        let recent = |i: usize, m: &Self| m.norms[i].is_some() && m.fitted_at[i] >= since;
+        let members = self.norms.len();
+        let keep = (0..members)
+            .filter(|&i| self.norms[i].is_some())
+            .min_by_key(|&i| self.fitted_at[i])
+            .filter(|_| (0..members).all(|i| self.norms[i].is_none() || recent(i, self)));
+        for i in 0..members {
+            if recent(i, self) && Some(i) != keep {
+                self.norms[i] = None;
+            }
+        }
+    }
+
+    /// Forgets every mark: the ticks the gate left out become training data, for a new
+    /// normal accepted after `accept_after` or ordered by an operator. The next tick fits,
+    /// and the gate stays open for one window, so that the fits of that window learn the
+    /// new normal as it goes on instead of leaving out what still looks new to them.
+    pub fn accept_new_normal(&mut self) {
+        self.marked.fill(0);
+        self.ungated_until = self.step + self.params.train_data_size as u64;
+        self.fit_requested = true;
+        self.fit_pending = true;
+    }
+
+    fn offer_sample(&mut self, normal: bool) {
         if self.long.is_empty() || !self.has_current || !normal || self.step < self.long_next {
             return;
         }
@@ -618,9 +973,13 @@ impl Model {
         let k = self.params.n_clusters;
         let kw = k * self.width;
         let mut best: Option<f64> = None;
-        for (norm, centres) in self.norms.iter().zip(self.centres.chunks_exact(kw)) {
+        let members = self
+            .centres
+            .chunks_exact(kw)
+            .zip(self.weights.chunks_exact(self.dims.len()));
+        for (norm, (centres, weights)) in self.norms.iter().zip(members) {
             if let Some(norm) = norm {
-                let m = distance(self.params.distance, &self.current, centres, k);
+                let m = weighted_distance(self.params.distance, &self.current, centres, k, weights);
                 let s = norm.score(m, cap);
                 best = Some(best.map_or(s, |b: f64| b.min(s)));
             }
@@ -630,7 +989,8 @@ impl Model {
 
     /// Which side of normal the current tick lies on, for `direction` and saturation: the
     /// sum over dimensions of the newest feature minus the same feature of the nearest
-    /// centre of the newest fit. Positive above, negative below, 0 before any fit.
+    /// centre of the newest fit, each in its dimension's scaled units (so a dimension in
+    /// volts does not outvote one in g). Positive above, negative below, 0 before any fit.
     pub fn deviation(&self) -> f64 {
         let members = self.norms.len();
         let newest = (self.next_member + members - 1) % members;
@@ -640,19 +1000,90 @@ impl Model {
         let w = self.width;
         let kw = self.params.n_clusters * w;
         let centres = &self.centres[newest * kw..(newest + 1) * kw];
+        let n_dims = self.dims.len();
+        let weights = &self.weights[newest * n_dims..(newest + 1) * n_dims];
+        let d2 = |c: &[f64]| wdist2(&self.current, c, weights);
         let nearest = centres
             .chunks_exact(w)
-            .min_by(|a, b| {
-                kmeans::dist2(&self.current, a).total_cmp(&kmeans::dist2(&self.current, b))
-            })
+            .min_by(|a, b| d2(a).total_cmp(&d2(b)))
             .unwrap_or(&centres[..w]);
         let lag_w = self.params.n_lags + 1;
         (0..self.dims.len())
             .map(|i| {
                 let at = i * lag_w + lag_w - 1;
-                self.current[at] - nearest[at]
+                (self.current[at] - nearest[at]) * weights[i].sqrt()
             })
             .sum()
+    }
+
+    /// Which dimensions put the current tick where it is, in dimension order; `None`
+    /// before the first fit. The ensemble member that gives the tick its score (the lowest)
+    /// is the one asked: each dimension's share is its part of the weighted squared
+    /// distance (its lags together, in scaled units) to that member's nearest centre, so
+    /// the shares sum to 1 (all 0 on a centre). With `distance = "mean"` the score is the
+    /// mean distance to all centres, but "which dimension" still means "away from the
+    /// nearest normal". Allocates: the decider asks only on anomalous ticks.
+    pub fn attribution(&self) -> Option<Vec<DimShare>> {
+        if !self.has_current {
+            return None;
+        }
+        let (k, w, n_dims) = (self.params.n_clusters, self.width, self.dims.len());
+        let cap = self.params.anomaly_score_cap;
+        let kw = k * w;
+        let members = self
+            .centres
+            .chunks_exact(kw)
+            .zip(self.weights.chunks_exact(n_dims));
+        let (_, centres, weights) = self
+            .norms
+            .iter()
+            .zip(members)
+            .filter_map(|(norm, (centres, weights))| {
+                let norm = (*norm)?;
+                let m = weighted_distance(self.params.distance, &self.current, centres, k, weights);
+                Some((norm.score(m, cap), centres, weights))
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0))?;
+        let d2 = |c: &[f64]| wdist2(&self.current, c, weights);
+        let nearest = centres
+            .chunks_exact(w)
+            .min_by(|a, b| d2(a).total_cmp(&d2(b)))?;
+        let lag_w = self.params.n_lags + 1;
+        let parts = self
+            .current
+            .chunks_exact(lag_w)
+            .zip(nearest.chunks_exact(lag_w))
+            .zip(weights)
+            .map(|((x, c), wt)| wt * kmeans::dist2(x, c));
+        let total: f64 = parts.clone().sum();
+        let shares = parts.enumerate().map(|(d, part)| DimShare {
+            share: if total > 0.0 { part / total } else { 0.0 },
+            value: self.current[d * lag_w + lag_w - 1],
+            normal: self
+                .normal_known
+                .then(|| (self.normal[2 * d], self.normal[2 * d + 1])),
+        });
+        Some(shares.collect())
+    }
+
+    /// Dimension `d` as the model saw it `back` features ago (0: the newest), from the
+    /// training ring: its smoothed value, or its per-tick change with `diffs`. What a
+    /// picture of the anomaly draws, read where it already is instead of kept twice.
+    /// `None` beyond what the ring holds.
+    pub fn recent(&self, d: usize, back: usize) -> Option<f64> {
+        let n_dims = self.dims.len();
+        if d >= n_dims || back >= self.ring_len {
+            return None;
+        }
+        let ticks = self.ring.len() / n_dims;
+        let slot = (self.ring_head + self.ring_len - 1 - back) % ticks;
+        Some(f64::from(self.ring[slot * n_dims + d]))
+    }
+
+    /// Whether this tick's values became a feature in the ring ([`Model::recent`]): not
+    /// while the smoothing or the differences are still filling.
+    pub fn produced(&self) -> bool {
+        self.last_slot.is_some()
     }
 
     /// Share of the last ticks whose context was never seen (see [`Context`]); `None`
@@ -676,9 +1107,24 @@ impl Model {
         if data.len() < self.ring.len() + long_values {
             return Err(data);
         }
-        let Some((mut centres, mut counts)) = self.spare.take() else {
+        let ring_rows = self.ring_len - self.params.n_lags;
+        let skipped = self.mark_skips(ring_rows);
+        if skipped > 0 && ((ring_rows - skipped) as f64) < Gate::MIN_KEPT_SHARE * ring_rows as f64 {
+            // Mostly a fault: no fit, the ensemble stays as it is.
+            self.fit_pending = false;
+            return Err(data);
+        }
+        let Some(Spare {
+            mut centres,
+            mut counts,
+            skip,
+            weights,
+            normal,
+        }) = self.spare.take()
+        else {
             return Err(data);
         };
+        let skip = std::mem::replace(&mut self.skip_scratch, skip);
         self.fit_pending = false;
         let n_dims = self.dims.len();
         let ticks = self.ring.len() / n_dims;
@@ -713,8 +1159,44 @@ impl Model {
             prior,
             decay: self.params.decay,
             warm: self.params.warm_start.then_some(self.params.refit_restarts),
+            skip,
+            skipped,
+            scaling: self.params.scaling,
+            weights,
+            normal,
             norm: None,
         })
+    }
+
+    /// Fills `skip_scratch` with the ring rows [`Gate`] leaves out (row `r`: the vector
+    /// ending at the ring's tick `r + n_lags`, oldest first); returns how many.
+    fn mark_skips(&mut self, ring_rows: usize) -> usize {
+        self.skip_scratch.fill(0);
+        if !self.params.gate {
+            return 0;
+        }
+        let ticks = self.ring.len() / self.dims.len().max(1);
+        let span = self.params.taint_span();
+        let n_lags = self.params.n_lags;
+        // Ticks since the last marked one, walking the ring oldest first.
+        let mut since = usize::MAX;
+        let mut skipped = 0;
+        for t in 0..self.ring_len {
+            let slot = (self.ring_head + t) % ticks;
+            if self.marked[slot / 64] & (1 << (slot % 64)) != 0 {
+                since = 0;
+            } else {
+                since = since.saturating_add(1);
+            }
+            if t >= n_lags && since <= span {
+                let row = t - n_lags;
+                if row < ring_rows {
+                    self.skip_scratch[row / 64] |= 1 << (row % 64);
+                    skipped += 1;
+                }
+            }
+        }
+        skipped
     }
 
     /// Takes a finished fit back: a successful one replaces the oldest ensemble member,
@@ -725,10 +1207,23 @@ impl Model {
             let slot = self.next_member;
             self.centres[slot * kw..(slot + 1) * kw].copy_from_slice(&job.centres);
             self.norms[slot] = Some(norm);
+            let w = job.weights.len();
+            self.weights[slot * w..(slot + 1) * w].copy_from_slice(&job.weights);
+            self.fitted_at[slot] = self.step;
             self.next_member = (slot + 1) % self.norms.len();
             self.counts.copy_from_slice(&job.counts);
+            if job.normal.iter().all(|v| v.is_finite()) {
+                self.normal.copy_from_slice(&job.normal);
+                self.normal_known = true;
+            }
         }
-        self.spare = Some((job.centres, job.counts));
+        self.spare = Some(Spare {
+            centres: job.centres,
+            counts: job.counts,
+            skip: job.skip,
+            weights: job.weights,
+            normal: job.normal,
+        });
         job.data
     }
 
@@ -751,7 +1246,10 @@ impl Model {
 
     /// Sizes of every buffer and what it may hold, for tests that prove memory is bounded.
     pub fn buffer_report(&self) -> BufferReport {
-        let spare_centres = self.spare.as_ref().map_or(0, |(c, _)| c.len());
+        let spare_centres = self
+            .spare
+            .as_ref()
+            .map_or(0, |s| s.centres.len() + s.weights.len());
         BufferReport {
             ring_len: self.ring_len * self.dims.len(),
             ring_capacity: self.ring.len(),
@@ -776,6 +1274,9 @@ impl Model {
             + pre
             + self.context.heap_bytes()
             + 2 * self.counts.len() * size_of::<u32>()
+            + self.weights.len() * size_of::<f64>()
+            + 2 * self.normal.len() * size_of::<f64>()
+            + 3 * self.marked.len() * size_of::<u64>()
     }
 
     /// Workspace large enough to fit this model (the previous fit's rows included).
@@ -819,7 +1320,7 @@ pub struct BufferReport {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn notebook() -> ModelParams {
@@ -868,7 +1369,7 @@ mod tests {
                 if m.ingest(&[level(i) + noise(i)]).unwrap() {
                     m.fit_now(&mut ws);
                 }
-                m.offer_sample(true);
+                m.judged(true, true);
                 last = m.score();
             }
             (last.unwrap(), m.long_len())
@@ -887,9 +1388,236 @@ mod tests {
         let mut m = Model::new(p, 1);
         for i in 0..100 {
             m.ingest(&[i as f64]).unwrap();
-            m.offer_sample(false);
+            m.judged(false, false);
         }
         assert_eq!(m.long_len(), 0, "anomalous ticks are not remembered");
+    }
+
+    /// The shipped shape of a model, small enough for a test: levels, nearest centre,
+    /// quantile scale, scaling and gate as given.
+    fn shipped(scaling: bool, gate: bool) -> ModelParams {
+        ModelParams {
+            diffs: false,
+            n_smoothing: 3,
+            n_lags: 5,
+            n_clusters: 6,
+            train_data_size: 400,
+            train_every_n: 100,
+            min_train_points: 400,
+            anomaly_score_cap: 10.0,
+            distance: Distance::Nearest,
+            scale: Scale::Quantile(0.99),
+            ensemble: 4,
+            scaling,
+            gate,
+            ..notebook()
+        }
+    }
+
+    /// Deterministic noise in [-1, 1]: a hash of the tick and the stream.
+    pub(crate) fn noise(i: u64, stream: u64) -> f64 {
+        let mut x =
+            i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ stream.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x ^= x >> 31;
+        x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 29;
+        (x % 20_001) as f64 / 10_000.0 - 1.0
+    }
+
+    /// Scores of `rows` through a model of `p`, fitting inline; each tick judged at
+    /// `threshold` (anomalous ticks stay out of training when the gate is on).
+    fn scores(p: ModelParams, rows: &[Vec<f64>], threshold: f64) -> Vec<Option<f64>> {
+        let mut m = Model::new(p, rows[0].len());
+        let mut ws = m.workspace();
+        rows.iter()
+            .map(|r| {
+                if m.ingest(r).unwrap() {
+                    m.fit_now(&mut ws);
+                }
+                let s = m.score();
+                let ok = s.is_none_or(|s| s < threshold);
+                m.judged(ok, ok);
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn scaling_one_dimension_by_1000_and_shifting_it_changes_no_score() {
+        let rows = |a: f64, b: f64| -> Vec<Vec<f64>> {
+            (0..1500u64)
+                .map(|i| {
+                    let jump = if (1200..1260).contains(&i) { 3.0 } else { 0.0 };
+                    vec![
+                        a * (20.0 + noise(i, 1) + jump) + b,
+                        5.0 + 0.5 * noise(i, 2) + (i as f64 * 0.05).sin(),
+                    ]
+                })
+                .collect()
+        };
+        let plain = scores(shipped(true, true), &rows(1.0, 0.0), 1.75);
+        let moved = scores(shipped(true, true), &rows(1000.0, 12345.0), 1.75);
+        let mut compared = 0;
+        for (i, (a, b)) in plain.iter().zip(&moved).enumerate() {
+            match (a, b) {
+                // The ring keeps f32: 1000 × 20 + 12345 has 7 significant digits, so the
+                // two runs differ in the last ones, not in anything a threshold sees.
+                (Some(a), Some(b)) => {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * a.abs().max(1.0),
+                        "row {i}: {a} vs {b}"
+                    );
+                    compared += 1;
+                }
+                (None, None) => {}
+                _ => panic!("row {i}: {a:?} vs {b:?}"),
+            }
+        }
+        assert!(compared > 1000);
+        assert!(
+            plain[1230].unwrap() >= 1.75,
+            "the jump is seen: {:?}",
+            plain[1230]
+        );
+    }
+
+    #[test]
+    fn a_shift_of_the_smallest_dimension_by_ten_of_its_deviations_alarms() {
+        // Volts (230 ± 3) beside g (0.03 ± 0.002); at row 1200 the g dimension moves by
+        // 10 of its standard deviations, the volts do not.
+        let rows: Vec<Vec<f64>> = (0..1400u64)
+            .map(|i| {
+                let shift = if i >= 1200 { 0.02 } else { 0.0 };
+                vec![
+                    230.0 + 3.0 * noise(i, 3),
+                    0.03 + 0.002 * noise(i, 4) * 1.7 + shift,
+                ]
+            })
+            .collect();
+        let peak = |p| {
+            scores(p, &rows, 1.75)[1210..1300]
+                .iter()
+                .map(|s| s.unwrap())
+                .fold(0.0, f64::max)
+        };
+        let scaled = peak(shipped(true, true));
+        let raw = peak(shipped(false, true));
+        assert!(scaled >= 1.75, "scaled: the shift alarms ({scaled})");
+        assert!(
+            raw < 1.75,
+            "raw volts drown it ({raw}): the reason for scaling"
+        );
+    }
+
+    /// Volts, percent and g side by side; only the percent moves. Its values repeat
+    /// 40.0, 40.1, ... 49.9 (a window of 400 holds each four times), so the training
+    /// set's 5th and 95th percentiles are known: ranks 20 and 379 of 400, 40.5 and 49.4.
+    #[test]
+    fn only_the_dimension_that_moved_is_blamed_beside_its_normal_range() {
+        let p = ModelParams {
+            n_smoothing: 1,
+            ..shipped(true, false)
+        };
+        let mut m = Model::new(p, 3);
+        let mut ws = m.workspace();
+        assert_eq!(m.attribution(), None, "nothing before a fit");
+        let row = |i: u64, jump: f64| {
+            [
+                230.0 + 3.0 * noise(i, 7),
+                40.0 + (i % 100) as f64 * 0.1 + jump,
+                0.03 + 0.002 * noise(i, 8),
+            ]
+        };
+        for i in 0..1200u64 {
+            if m.ingest(&row(i, 0.0)).unwrap() {
+                m.fit_now(&mut ws);
+            }
+        }
+        let calm = m.attribution().unwrap();
+        assert_eq!(calm.len(), 3);
+        let sum: f64 = calm.iter().map(|d| d.share).sum();
+        assert!((sum - 1.0).abs() < 1e-9, "shares sum to 1: {sum}");
+        let (lo, hi) = calm[1].normal.expect("measured at the fit");
+        assert!(
+            (lo - 40.5).abs() < 1e-4 && (hi - 49.4).abs() < 1e-4,
+            "{lo}–{hi}"
+        );
+        let (vlo, vhi) = calm[0].normal.unwrap();
+        assert!(
+            vlo > 225.0 && vlo < 229.0 && vhi > 231.0 && vhi < 235.0,
+            "{vlo}–{vhi}"
+        );
+        let (glo, ghi) = calm[2].normal.unwrap();
+        assert!(
+            glo > 0.027 && glo < 0.03 && ghi > 0.03 && ghi < 0.033,
+            "{glo}–{ghi}"
+        );
+
+        // No refit from here on: the jump is judged against what was learned.
+        for i in 1200..1206u64 {
+            m.ingest(&row(i, 30.0)).unwrap();
+        }
+        assert!(m.score().unwrap() >= 1.75, "the jump is anomalous");
+        let moved = m.attribution().unwrap();
+        assert!(moved[1].share > 0.8, "{moved:?}");
+        assert_eq!(
+            moved[1].value,
+            row(1205, 30.0)[1],
+            "its value, unsmoothed here"
+        );
+        assert_eq!(moved[1].normal, calm[1].normal, "the range is the fit's");
+    }
+
+    #[test]
+    fn a_fault_longer_than_the_window_is_not_learned_while_the_gate_is_on() {
+        // A level shift of 600 ticks: refits every 100 over a window of 400 would take it
+        // in within 400 ticks; the gate keeps it out, so it scores anomalous to its end.
+        let rows: Vec<Vec<f64>> = (0..2200u64)
+            .map(|i| {
+                let fault = if (1000..1600).contains(&i) { 6.0 } else { 0.0 };
+                vec![10.0 + noise(i, 5) + fault]
+            })
+            .collect();
+        let during = |gate| -> usize {
+            scores(shipped(true, gate), &rows, 1.75)[1010..1600]
+                .iter()
+                .filter(|s| s.is_some_and(|s| s < 1.75))
+                .count()
+        };
+        assert_eq!(during(true), 0, "gated: anomalous from start to end");
+        assert!(
+            during(false) > 100,
+            "ungated: learned as normal within the fault"
+        );
+        let after = scores(shipped(true, true), &rows, 1.75)[1700..]
+            .iter()
+            .filter(|s| s.is_some_and(|s| s >= 1.75))
+            .count();
+        assert!(after < 10, "normal again after it: {after} anomalous ticks");
+    }
+
+    #[test]
+    fn accepting_a_new_normal_learns_it_at_the_next_fit() {
+        let p = shipped(true, true);
+        let mut m = Model::new(p, 1);
+        let mut ws = m.workspace();
+        let mut last = None;
+        for i in 0..2000u64 {
+            let v = 10.0 + noise(i, 6) + if i >= 1000 { 6.0 } else { 0.0 };
+            if i == 1500 {
+                m.accept_new_normal();
+            }
+            if m.ingest(&[v]).unwrap() {
+                m.fit_now(&mut ws);
+            }
+            last = m.score();
+            let ok = last.is_none_or(|s| s < 1.75);
+            m.judged(ok, ok);
+            if i == 1499 {
+                assert!(last.unwrap() >= 1.75, "not yet accepted: {last:?}");
+            }
+        }
+        assert!(last.unwrap() < 1.75, "accepted: {last:?}");
     }
 
     #[test]

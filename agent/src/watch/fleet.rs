@@ -25,6 +25,9 @@ const MAX_NAME: usize = 128;
 const MAX_SUMMARY: usize = 240;
 const MAX_SOURCE: usize = 96;
 const MAX_ID: usize = 256;
+/// Longest stored top dimension and explain line (characters).
+const MAX_DIMENSION: usize = 48;
+const MAX_EXPLAIN: usize = 160;
 
 /// What is kept; beyond these, new entries are dropped and counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,12 +104,14 @@ impl Status {
 }
 
 /// The latest `scores/<model>` of one model.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ModelScore {
     /// `None` while learning.
     pub score: Option<f64>,
     pub learning: bool,
     pub anomalous: bool,
+    /// An anomalous tick's top dimension (its `dimensions[0].name`), when it names one.
+    pub top: Option<String>,
 }
 
 /// One firing alarm, as its latest retained message says.
@@ -118,6 +123,8 @@ pub struct FiringAlarm {
     /// The `ts` of the first firing message seen of this episode (Unix ms, host clock).
     pub fired_at: i64,
     pub summary: String,
+    /// The alarm's `explain` line, when it has one.
+    pub explain: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -180,6 +187,7 @@ pub struct AlarmView<'a> {
     /// Milliseconds since it fired, on the host's clock (never negative).
     pub age: i64,
     pub summary: &'a str,
+    pub explain: Option<&'a str>,
 }
 
 /// The state model. See the module doc.
@@ -203,7 +211,7 @@ struct Stats {
 enum Update<'a> {
     Status(Option<Status>),
     Score(&'a str, ModelScore, i64),
-    Alarm(&'a str, Option<Alarm>),
+    Alarm(&'a str, Option<Box<Alarm>>),
     Stats(Option<i64>),
 }
 
@@ -339,6 +347,7 @@ impl Fleet {
                     severity: a.severity,
                     fired_at,
                     summary: clean(&a.summary, MAX_SUMMARY),
+                    explain: a.explain.as_deref().map(|e| clean(e, MAX_EXPLAIN)),
                 };
                 if let Some(old) = h.alarms.get_mut(name) {
                     *old = entry;
@@ -384,6 +393,7 @@ impl Fleet {
                     severity: a.severity,
                     age: host_now.saturating_sub(a.fired_at).max(0),
                     summary: &a.summary,
+                    explain: a.explain.as_deref(),
                 });
             }
         }
@@ -412,10 +422,12 @@ fn read<'a>(kind: Kind<'a>, payload: &[u8]) -> Option<Update<'a>> {
                 return None;
             }
             let s: Score = serde_json::from_slice(payload).ok()?;
+            let top = s.dimensions.first().filter(|_| s.anomalous);
             let score = ModelScore {
                 score: s.score.filter(|v| v.is_finite()),
                 learning: s.learning,
                 anomalous: s.anomalous,
+                top: top.map(|d| clean(&d.name, MAX_DIMENSION)),
             };
             Some(Update::Score(model, score, s.ts))
         }
@@ -428,7 +440,7 @@ fn read<'a>(kind: Kind<'a>, payload: &[u8]) -> Option<Update<'a>> {
                 return Some(Update::Alarm(source, None));
             }
             let a: Alarm = serde_json::from_slice(payload).ok()?;
-            Some(Update::Alarm(source, Some(a)))
+            Some(Update::Alarm(source, Some(Box::new(a))))
         }
         Kind::AgentStats => {
             if payload.is_empty() {
@@ -437,7 +449,12 @@ fn read<'a>(kind: Kind<'a>, payload: &[u8]) -> Option<Update<'a>> {
             let s: Stats = serde_json::from_slice(payload).ok()?;
             Some(Update::Stats(Some(s.ts)))
         }
-        Kind::Metrics | Kind::SimTruth | Kind::Rules | Kind::RulesError => None,
+        Kind::Metrics
+        | Kind::SimTruth
+        | Kind::Rules
+        | Kind::RulesError
+        | Kind::Relearn
+        | Kind::RelearnResult => None,
     }
 }
 
@@ -502,6 +519,14 @@ pub fn format_age(ms: i64) -> String {
         60..3600 => format!("{}m", s / 60),
         3600..86_400 => format!("{}h", s / 3600),
         _ => format!("{}d", s / 86_400),
+    }
+}
+
+/// An alarm's summary as shown: its explain line after it, when it has one.
+pub fn format_summary(summary: &str, explain: Option<&str>) -> String {
+    match explain.filter(|e| !e.is_empty()) {
+        Some(e) => format!("{summary}; {e}"),
+        None => summary.to_owned(),
     }
 }
 

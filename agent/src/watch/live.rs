@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, SubscribeFilter};
 
-use lookout_shared::time::now_ms;
+use lookout_shared::time::{Backoff, now_ms};
 
 use super::fleet::Fleet;
 use super::{Options, RETRY_MIN, new_fleet, tui, why};
@@ -17,7 +17,7 @@ use crate::Error;
 
 /// How often the live view redraws when no key is pressed.
 const REDRAW_EVERY: Duration = Duration::from_millis(250);
-/// The longest reconnect delay of the live view.
+/// The longest reconnect delay of the live view (its [`Backoff`] cap).
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// The connection as the live view shows it.
@@ -55,14 +55,18 @@ pub(super) async fn run(opts: &Options) -> Result<(), Error> {
         conn: Conn::Connecting,
     }));
     let (client, events) = AsyncClient::new(opts.mqtt_options(), 16);
-    let mut net = tokio::spawn(drive(events, client, opts.filters(), Arc::clone(&shared)));
+    let url = opts.client.url.display();
+    let backoff = Backoff::new(RETRY_MIN, RETRY_MAX, &url);
+    let mut net = tokio::spawn(drive(
+        events,
+        client,
+        opts.filters(),
+        backoff,
+        Arc::clone(&shared),
+    ));
     let quit = Arc::new(AtomicBool::new(false));
     let mut ui = tokio::task::spawn_blocking({
-        let (shared, quit, source) = (
-            Arc::clone(&shared),
-            Arc::clone(&quit),
-            opts.client.url.display(),
-        );
+        let (shared, quit, source) = (Arc::clone(&shared), Arc::clone(&quit), url);
         move || ui_loop(&shared, &quit, &source)
     });
     let result = tokio::select! {
@@ -86,14 +90,14 @@ pub(super) async fn run(opts: &Options) -> Result<(), Error> {
 }
 
 /// The MQTT loop of the live view: subscribe on every connect, apply every message,
-/// retry with a growing delay when the connection fails.
+/// wait out `backoff` when the connection fails (reset by each successful connect).
 async fn drive(
     mut events: EventLoop,
     client: AsyncClient,
     filters: Vec<SubscribeFilter>,
+    mut backoff: Backoff,
     shared: Arc<Mutex<Shared>>,
 ) {
-    let mut delay = RETRY_MIN;
     loop {
         match events.poll().await {
             Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -102,15 +106,14 @@ async fn drive(
                     .apply(&p.topic, &p.payload, p.retain, now_ms());
             }
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                delay = RETRY_MIN;
+                backoff.reset();
                 lock(&shared).conn = Conn::Connected;
                 let _ = client.try_subscribe_many(filters.clone());
             }
             Ok(_) => {}
             Err(e) => {
                 lock(&shared).conn = Conn::Lost(why(&e));
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(RETRY_MAX);
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     }

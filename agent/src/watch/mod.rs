@@ -39,7 +39,8 @@ use fleet::{Fleet, HostFilter, Limits};
 /// How long the first connection may take before `--once` gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first reconnect delay (`--once` waits this long after a dropped connection; the
-/// live view doubles it up to `live::RETRY_MAX`).
+/// live view starts its [`lookout_shared::time::Backoff`] here, doubling up to
+/// `live::RETRY_MAX`).
 const RETRY_MIN: Duration = Duration::from_millis(250);
 
 /// What `watch` runs on: resolved and validated.

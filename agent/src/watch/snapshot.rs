@@ -4,11 +4,11 @@
 //! ```text
 //! # lookout watch mqtt://127.0.0.1:1883 prefix lookout: 2 hosts, 1 online, 1 offline, 1 firing
 //! HOST   STATUS   SEEN  ALARMS  SCORES
-//! sim-1  online   0s    1       cpu_util=0.42 mem_util=4.10!
+//! sim-1  online   0s    1       cpu_util=0.42 mem_util=4.10!(mem_util)
 //! sim-2  offline  -     0       -
 //!
 //! HOST   SOURCE    SEV  AGE  SUMMARY
-//! sim-1  mem_util  3    12s  mem_util: anomaly score 4.10 >= 1.75 on sim-1 (severity 3)
+//! sim-1  mem_util  3    12s  mem_util: anomaly score 4.10 >= 1.75 on sim-1 (severity 3); mem_util at 97.1, normal 40–60
 //!
 //! # messages 1234, bad 0, filtered 0, dropped: hosts 0, models 0, alarms 0
 //! ```
@@ -19,7 +19,7 @@
 
 use std::fmt::Write;
 
-use super::fleet::{Fleet, Status, format_age, format_score};
+use super::fleet::{Fleet, Status, format_age, format_score, format_summary};
 
 const RED: &str = "\x1b[31m";
 const BOLD_RED: &str = "\x1b[1;31m";
@@ -83,9 +83,10 @@ pub fn render(fleet: &Fleet, now_ms: i64, source: &str, color: bool) -> String {
                 .iter()
                 .map(|(model, s)| {
                     let v = format_score(s);
+                    let top = s.top.as_deref().map_or(String::new(), |d| format!("({d})"));
                     match (s.anomalous, color) {
-                        (true, true) => format!("{BOLD_RED}{model}={v}!{RESET}"),
-                        (true, false) => format!("{model}={v}!"),
+                        (true, true) => format!("{BOLD_RED}{model}={v}!{top}{RESET}"),
+                        (true, false) => format!("{model}={v}!{top}"),
                         (false, _) => format!("{model}={v}"),
                     }
                 })
@@ -115,7 +116,7 @@ pub fn render(fleet: &Fleet, now_ms: i64, source: &str, color: bool) -> String {
             Cell::plain(a.source),
             Cell::colored(a.severity.to_string(), Some(sev_color)),
             Cell::plain(format_age(a.age)),
-            Cell::plain(a.summary),
+            Cell::plain(format_summary(a.summary, a.explain)),
         ]);
     }
     table(&mut out, &rows, color);
@@ -173,9 +174,14 @@ mod tests {
         f.apply("lookout/sim-10/status", b"online", true, NOW);
         f.apply("lookout/sim-2/status", b"offline", true, NOW);
         for (model, v, anomalous) in [("cpu_util", 0.42, false), ("mem_util", 4.1, true)] {
-            let p = serde_json::json!({"ts": NOW, "host": "sim-1", "model": model,
+            let mut p = serde_json::json!({"ts": NOW, "host": "sim-1", "model": model,
                 "score": v, "learning": false, "anomalous": anomalous, "level": 0,
                 "threshold": 1.75, "alarm": anomalous, "labels": {}});
+            if anomalous {
+                p["dimensions"] = serde_json::json!([{"name": "mem_util", "share": 1.0,
+                    "value": 97.1, "normal": [40.0, 60.0]}]);
+                p["explain"] = "mem_util at 97.1, normal 40–60".into();
+            }
             let topic = format!("lookout/sim-1/scores/{model}");
             f.apply(&topic, p.to_string().as_bytes(), false, NOW);
         }
@@ -192,7 +198,7 @@ mod tests {
             "source": "mem_util", "state": "firing", "severity": 3, "ts": NOW - 12_000,
             "started_at": NOW - 13_000, "score": 4.1, "threshold": 1.75,
             "summary": "mem_util: anomaly score 4.10 >= 1.75 on sim-1 (severity 3)",
-            "labels": {}});
+            "labels": {}, "explain": "mem_util at 97.1, normal 40\u{7}–60"});
         f.apply(
             "lookout/sim-1/alarms/mem_util",
             p.to_string().as_bytes(),
@@ -209,12 +215,12 @@ mod tests {
         let want = "\
 # lookout watch mqtt://127.0.0.1:1883 prefix lookout: 3 hosts, 2 online, 1 offline, 1 firing
 HOST    STATUS   SEEN  ALARMS  SCORES
-sim-1   online   0s    1       cpu_util=0.42 mem_util=4.10!
+sim-1   online   0s    1       cpu_util=0.42 mem_util=4.10!(mem_util)
 sim-2   offline  -     0       -
 sim-10  online   0s    0       cpu_util=-
 
 HOST   SOURCE    SEV  AGE  SUMMARY
-sim-1  mem_util  3    12s  mem_util: anomaly score 4.10 >= 1.75 on sim-1 (severity 3)
+sim-1  mem_util  3    12s  mem_util: anomaly score 4.10 >= 1.75 on sim-1 (severity 3); mem_util at 97.1, normal 40?–60
 
 # messages 8, bad 1, filtered 0, dropped: hosts 0, models 0, alarms 0
 ";
@@ -240,7 +246,7 @@ sim-1  mem_util  3    12s  mem_util: anomaly score 4.10 >= 1.75 on sim-1 (severi
     fn colours_wrap_cells_without_breaking_the_alignment() {
         let plain = render(&sample(), NOW, "x", false);
         let colored = render(&sample(), NOW, "x", true);
-        assert!(colored.contains(&format!("{BOLD_RED}mem_util=4.10!{RESET}")));
+        assert!(colored.contains(&format!("{BOLD_RED}mem_util=4.10!(mem_util){RESET}")));
         assert!(colored.contains(&format!("{RED}offline{RESET}")));
         let stripped = colored
             .replace(BOLD_RED, "")

@@ -9,7 +9,9 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Paragraph, Row, Table};
 
-use super::fleet::{AlarmView, Counters, Fleet, HostView, Status, format_age, format_score};
+use super::fleet::{
+    AlarmView, Counters, Fleet, HostView, Status, format_age, format_score, format_summary,
+};
 use super::live::Conn;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -177,8 +179,12 @@ fn host_row<'a>(h: &HostView<'a>) -> Row<'a> {
     for (model, s) in h.scores {
         let v = format_score(s);
         if s.anomalous {
+            let top = s
+                .top
+                .as_deref()
+                .map_or(String::new(), |d| format!(" ({d})"));
             scores.push(Span::styled(
-                format!("{model} {v}!"),
+                format!("{model} {v}!{top}"),
                 Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
             ));
         } else {
@@ -236,7 +242,7 @@ fn alarm_row<'a>(a: &AlarmView<'a>) -> Row<'a> {
         Cell::from(a.source),
         Cell::from(a.severity.to_string()).style(Style::new().fg(sev)),
         Cell::from(format_age(a.age)),
-        Cell::from(a.summary),
+        Cell::from(format_summary(a.summary, a.explain)),
     ])
 }
 
@@ -340,7 +346,8 @@ mod tests {
         }
         let p = serde_json::json!({"ts": now, "host": "sim-1", "model": "cpu",
             "score": 2.5, "learning": false, "anomalous": true, "level": 2,
-            "threshold": 1.75, "alarm": true, "labels": {}});
+            "threshold": 1.75, "alarm": true, "labels": {},
+            "dimensions": [{"name": "system", "share": 0.9, "value": 38.0}]});
         f.apply(
             "lookout/sim-1/scores/cpu",
             p.to_string().as_bytes(),
@@ -389,7 +396,7 @@ mod tests {
             .iter()
             .map(|c| c.symbol())
             .collect();
-        assert!(text.contains("cpu 2.50!"), "{text}");
+        assert!(text.contains("cpu 2.50! (system)"), "{text}");
     }
 
     #[test]

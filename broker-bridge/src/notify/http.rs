@@ -1,10 +1,12 @@
 //! `type = "http"`: a generic webhook. Sends each notification as JSON (the alarm's fields,
-//! or the rendered body template), as a form, or as plain text.
+//! or the rendered body template), as a form, as plain text, or as Prometheus
+//! Alertmanager's webhook JSON (`format = "alertmanager"`, `notify/alertmanager.rs`).
 //!
 //! Also home of what the HTTP-based plugins share ([`slack`](super::slack),
-//! [`telegram`](super::telegram)): the client settings, the status classification, the
-//! redaction of secrets from error messages. Their tests talk to the test HTTP server that
-//! the end-to-end tests use too (`tests/common/http.rs`).
+//! [`telegram`](super::telegram), [`ntfy`](super::ntfy), ...): the client settings, the
+//! status classification, the redaction of secrets from error messages, one checked send.
+//! Their tests talk to the test HTTP server that the end-to-end tests use too
+//! (`tests/common/http.rs`).
 //!
 //! ```toml
 //! [targets.ops-webhook]
@@ -44,7 +46,9 @@ pub struct Config {
     pub headers: BTreeMap<String, Secret>,
     /// How the notification is encoded: `"json"` (default), `"form"`
     /// (`application/x-www-form-urlencoded` of `title`, `body`, `topic` and the message's
-    /// top-level scalar fields) or `"text"` (the rendered body as `text/plain`).
+    /// top-level scalar fields), `"text"` (the rendered body as `text/plain`) or
+    /// `"alertmanager"` (Prometheus Alertmanager's webhook JSON, version 4: one alert per
+    /// alarm, `receiver` the target's name; see `notify/alertmanager.rs`).
     #[serde(default)]
     pub format: Format,
     /// With `format = "json"`, what the JSON body is: `"fields"` (default: the decoded
@@ -84,6 +88,7 @@ pub enum Format {
     Json,
     Form,
     Text,
+    Alertmanager,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -134,7 +139,8 @@ impl Http {
             return Err(target_error(
                 name,
                 "body",
-                "only applies to format = \"json\" (form and text always use the rendered body)",
+                "only applies to format = \"json\" (form and text always use the rendered body, \
+                 alertmanager its own JSON)",
             ));
         }
 
@@ -237,6 +243,13 @@ impl Http {
             Format::Text => {
                 content_type = Some("text/plain; charset=utf-8");
                 body = Some(n.body.clone().into_bytes());
+            }
+            Format::Alertmanager => {
+                let json = serde_json::to_vec(&super::alertmanager::payload(n)).map_err(|e| {
+                    SendError::Permanent(format!("http: cannot encode the alerts: {e}"))
+                })?;
+                content_type = Some("application/json");
+                body = Some(json);
             }
         }
 
@@ -379,6 +392,56 @@ pub(crate) fn parse_url(target: &str, key: &str, url: &str) -> Result<Url, Error
         return Err(target_error(target, key, "has no host"));
     }
     Ok(parsed)
+}
+
+/// Parses a service's `base_url` (a self-hosted server, or a test's local one): an
+/// `http(s)://` URL, optionally with a path prefix, without query or fragment (the plugin
+/// appends the API's own path to it).
+pub(crate) fn parse_base_url(target: &str, key: &str, url: &str) -> Result<Url, Error> {
+    let base = parse_url(target, key, url)?;
+    if base.query().is_some() || base.fragment().is_some() {
+        return Err(target_error(
+            target,
+            key,
+            "must not have a query or fragment",
+        ));
+    }
+    Ok(base)
+}
+
+/// `base` with `segments` appended, each percent-encoded as one path segment, so a value
+/// from a message (an alert alias) cannot change the path or add a query.
+pub(crate) fn join_path(base: &Url, segments: &[&str]) -> Url {
+    let mut url = base.clone();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(segments);
+    }
+    url
+}
+
+/// Sends one request and classifies the outcome as every HTTP-based plugin does: a 2xx
+/// gives the start of the response body; anything else is a [`SendError`], retried for
+/// connection errors, timeouts, 408, 429 and 5xx (`kind` prefixes the message).
+pub(crate) async fn send_checked(
+    kind: &'static str,
+    req: reqwest::RequestBuilder,
+    endpoint: &str,
+    redactor: &Redactor,
+    read_limit: usize,
+) -> Result<Vec<u8>, SendError> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| transport_error(kind, e, redactor))?;
+    let status = resp.status();
+    let body = read_body(resp, read_limit).await;
+    if status.is_success() {
+        tracing::debug!(kind, endpoint, %status, "notification delivered");
+        return Ok(body);
+    }
+    let err = status_error(kind, status, &snippet(&body), redactor);
+    tracing::debug!(kind, endpoint, %status, "notification refused");
+    Err(err)
 }
 
 /// `scheme://host[:port]`: what may be shown of a URL that might carry a token.
@@ -703,6 +766,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn alertmanager_format_posts_the_webhook_json_firing_then_resolved() {
+        let mut server = TestServer::start(vec![Reply::text(200, "")]).await;
+        let http = build(&format!(
+            "url = \"{}\"\nformat = \"alertmanager\"",
+            server.url("/alertmanager")
+        ));
+        let mut n = alarm();
+        n.target = "am-receiver".into();
+        http.send(&n).await.expect("delivered");
+        let req = server.request().await;
+        assert_eq!(req.method, "POST");
+        assert_eq!(req.path, "/alertmanager");
+        assert_eq!(req.header("content-type"), Some("application/json"));
+        let firing = req.json();
+        assert_eq!(firing["version"], "4");
+        assert_eq!(firing["status"], "firing");
+        assert_eq!(firing["receiver"], "am-receiver");
+        assert_eq!(firing["groupKey"], "sim-1:cpu_util:1795457375316");
+        assert_eq!(firing["commonLabels"]["alertname"], "cpu_util");
+        let alert = &firing["alerts"][0];
+        assert_eq!(alert["labels"]["host"], "sim-1");
+        assert_eq!(alert["labels"]["severity"], "3");
+        assert_eq!(alert["startsAt"], "2026-11-23T18:09:35.316Z");
+        assert_eq!(alert["endsAt"], "0001-01-01T00:00:00Z");
+
+        n.fields["state"] = json!("resolved");
+        http.send(&n).await.expect("delivered");
+        let resolved = server.request().await.json();
+        assert_eq!(resolved["status"], "resolved");
+        assert_eq!(resolved["alerts"][0]["endsAt"], "2026-11-23T18:09:36.316Z");
+        assert_eq!(
+            resolved["alerts"][0]["fingerprint"], alert["fingerprint"],
+            "one episode, one fingerprint"
+        );
+    }
+
+    #[tokio::test]
     async fn server_errors_rate_limits_and_timeouts_are_retried_and_client_errors_are_not() {
         let mut server = TestServer::start(vec![
             Reply::text(500, "database on fire"),
@@ -849,6 +949,14 @@ mod tests {
         assert!(
             build_error("url = \"http://h/\"\nformat = \"text\"\nbody = \"template\"")
                 .starts_with("targets.hook.body:")
+        );
+        assert!(
+            build_error("url = \"http://h/\"\nformat = \"alertmanager\"\nbody = \"template\"")
+                .starts_with("targets.hook.body:")
+        );
+        assert!(
+            build_error("url = \"http://h/\"\nmethod = \"GET\"\nformat = \"alertmanager\"")
+                .starts_with("targets.hook.format:")
         );
         assert_eq!(
             build_error("url = \"http://h/\"\npassword = \"p\""),

@@ -11,13 +11,22 @@ use std::pin::Pin;
 use serde::Deserialize;
 use serde_json::Value;
 
+pub(crate) mod alarm;
+pub(crate) mod alertmanager;
+pub mod discord;
 pub mod exec;
 pub mod file;
+pub mod gotify;
 pub mod http;
 pub mod log;
 pub mod mqtt;
+pub mod ntfy;
+pub mod opsgenie;
+pub mod pagerduty;
+pub mod pushover;
 pub mod slack;
 pub mod smtp;
+pub mod teams;
 pub mod telegram;
 /// The test HTTP server the plugins' tests talk to: the end-to-end tests' own, one file
 /// for both.
@@ -43,6 +52,54 @@ pub struct Notification {
     pub fields: Value,
     /// The message as received.
     pub raw: Vec<u8>,
+}
+
+impl Notification {
+    /// The body for people: the alarm's `explain` line (which dimension moved, beside its
+    /// normal range) first, then the body, unless the title or a body written for people
+    /// shows it already (a route template with `{explain}`). A JSON body holds it too, but
+    /// as one field among many: the line still goes first. The chat and e-mail plugins
+    /// send this; the plugins that send the alarm's fields send them as they are.
+    pub fn body_with_explain(&self) -> std::borrow::Cow<'_, str> {
+        let explain = self
+            .fields
+            .get("explain")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|e| !e.is_empty());
+        let Some(e) = explain else {
+            return self.body.as_str().into();
+        };
+        let json_body = serde_json::from_str::<serde::de::IgnoredAny>(&self.body).is_ok();
+        if self.title.contains(e) || (self.body.contains(e) && !json_body) {
+            return self.body.as_str().into();
+        }
+        if self.body.is_empty() {
+            return e.to_owned().into();
+        }
+        format!("{e}\n{}", self.body).into()
+    }
+}
+
+impl Notification {
+    /// [`body_with_explain`](Self::body_with_explain), then, for a target that is not
+    /// sending the alarm's picture (`picture` false: it cannot, it is off, or the window
+    /// could not be drawn), the window's score as a text sparkline on its own line, unless
+    /// the title or body shows it already (a template with `{sparkline}`).
+    pub fn body_for_people(&self, picture: bool) -> std::borrow::Cow<'_, str> {
+        let body = self.body_with_explain();
+        let line = match (picture, crate::picture::sparkline_of(&self.fields)) {
+            (false, Some(line)) => line,
+            _ => return body,
+        };
+        if self.title.contains(&line) || body.contains(&line) {
+            return body;
+        }
+        if body.is_empty() {
+            return line.into();
+        }
+        format!("{body}\n{line}").into()
+    }
 }
 
 /// Why a send failed, and whether trying again can help.
@@ -84,6 +141,13 @@ pub enum TargetConfig {
     Telegram(telegram::Config),
     Smtp(smtp::Config),
     Mqtt(mqtt::Config),
+    Ntfy(ntfy::Config),
+    Pagerduty(pagerduty::Config),
+    Opsgenie(opsgenie::Config),
+    Discord(discord::Config),
+    Gotify(gotify::Config),
+    Pushover(pushover::Config),
+    Teams(teams::Config),
 }
 
 impl TargetConfig {
@@ -97,6 +161,13 @@ impl TargetConfig {
             TargetConfig::Telegram(_) => "telegram",
             TargetConfig::Smtp(_) => "smtp",
             TargetConfig::Mqtt(_) => "mqtt",
+            TargetConfig::Ntfy(_) => "ntfy",
+            TargetConfig::Pagerduty(_) => "pagerduty",
+            TargetConfig::Opsgenie(_) => "opsgenie",
+            TargetConfig::Discord(_) => "discord",
+            TargetConfig::Gotify(_) => "gotify",
+            TargetConfig::Pushover(_) => "pushover",
+            TargetConfig::Teams(_) => "teams",
         }
     }
 
@@ -111,6 +182,45 @@ impl TargetConfig {
             TargetConfig::Telegram(c) => Box::new(telegram::Telegram::build(name, c)?),
             TargetConfig::Smtp(c) => Box::new(smtp::Smtp::build(name, c)?),
             TargetConfig::Mqtt(c) => Box::new(mqtt::Mqtt::build(name, c)?),
+            TargetConfig::Ntfy(c) => Box::new(ntfy::Ntfy::build(name, c)?),
+            TargetConfig::Pagerduty(c) => Box::new(pagerduty::PagerDuty::build(name, c)?),
+            TargetConfig::Opsgenie(c) => Box::new(opsgenie::Opsgenie::build(name, c)?),
+            TargetConfig::Discord(c) => Box::new(discord::Discord::build(name, c)?),
+            TargetConfig::Gotify(c) => Box::new(gotify::Gotify::build(name, c)?),
+            TargetConfig::Pushover(c) => Box::new(pushover::Pushover::build(name, c)?),
+            TargetConfig::Teams(c) => Box::new(teams::Teams::build(name, c)?),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::test_support::alarm;
+
+    const EXPLAIN: &str = "system at 38.1, normal 2–6 (83 % of the cpu anomaly)";
+
+    #[test]
+    fn the_explain_line_goes_first_in_the_body_unless_a_template_shows_it_already() {
+        let mut n = alarm();
+        assert_eq!(
+            n.body_with_explain(),
+            n.body,
+            "no explain: the body as it is"
+        );
+        n.fields["explain"] = json!(EXPLAIN);
+        assert_eq!(n.body_with_explain(), format!("{EXPLAIN}\n{}", n.body));
+        n.body = serde_json::to_string(&n.fields).unwrap();
+        assert!(
+            n.body_with_explain().starts_with(&format!("{EXPLAIN}\n{{")),
+            "the default JSON body holds it as a field, not as a line"
+        );
+        n.body = format!("why: {EXPLAIN}");
+        assert_eq!(n.body_with_explain(), n.body, "a template with {{explain}}");
+        n.body = String::new();
+        assert_eq!(n.body_with_explain(), EXPLAIN);
+        n.title = format!("[firing] {EXPLAIN}");
+        assert_eq!(n.body_with_explain(), "", "the title shows it");
     }
 }

@@ -1,17 +1,24 @@
 //! `type = "smtp"`: sends each notification as a plain-text e-mail.
 //!
-//! Subject: the rendered title (after `subject_prefix`); body: the rendered body, as
+//! Subject: the rendered title (after `subject_prefix`); body: the alarm's `explain` line,
+//! if any, then the rendered body ([`Notification::body_with_explain`]), as
 //! `text/plain; charset=utf-8`. The transport (server, TLS, credentials) is built once;
 //! each notification opens its own connection (no pooling: alarms are rare, and a pooled
 //! connection silently dropped by the server would cost a failed attempt).
+//!
+//! A firing alarm with a `window` (and `picture` not false) is sent with its picture
+//! (`crate::picture`) inline: `multipart/alternative` of the same text as `text/plain` and
+//! a `multipart/related` HTML part that shows the text, then the PNG by its `Content-ID`
+//! (`cid:anomaly.png@lookout`). Mail readers that show no HTML show the text. Without a
+//! picture the text gets the score sparkline.
 //!
 //! Failures follow the reply code: 4xx (greylisting, a full queue) and network errors are
 //! retried, 5xx (unknown mailbox, rejected credentials) are permanent.
 
 use std::net::IpAddr;
 
-use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use lookout_shared::duration::HumanDuration;
@@ -54,6 +61,14 @@ pub struct Config {
     /// `"30s"`. Default `"30s"`.
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
+    /// Firing alarms with a window are sent with their picture inline (default); `false`:
+    /// plain text with a sparkline.
+    #[serde(default = "yes")]
+    pub picture: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Encryption of the SMTP connection.
@@ -91,6 +106,7 @@ pub struct Smtp {
     from: Mailbox,
     to: Vec<Mailbox>,
     subject_prefix: Option<String>,
+    picture: bool,
 }
 
 impl Smtp {
@@ -184,10 +200,23 @@ impl Smtp {
                 .map(str::trim_end)
                 .filter(|p| !p.is_empty())
                 .map(str::to_owned),
+            picture: cfg.picture,
         })
     }
 
     fn message(&self, n: &Notification) -> Result<Message, SendError> {
+        let firing = n.fields.get("state").and_then(|s| s.as_str()) == Some("firing");
+        let picture = (self.picture && firing)
+            .then(|| crate::picture::attach(&n.target, &n.fields))
+            .flatten();
+        self.message_with(n, picture)
+    }
+
+    fn message_with(
+        &self,
+        n: &Notification,
+        picture: Option<crate::picture::Picture>,
+    ) -> Result<Message, SendError> {
         let subject = match &self.subject_prefix {
             Some(prefix) => format!("{prefix} {}", n.title),
             None => n.title.clone(),
@@ -196,11 +225,17 @@ impl Smtp {
         for to in &self.to {
             message = message.to(to.clone());
         }
-        message
-            .subject(subject)
-            .header(ContentType::TEXT_PLAIN)
-            .body(n.body.clone())
-            .map_err(|e| SendError::Permanent(format!("cannot build the e-mail: {e}")))
+        let text = n.body_for_people(picture.is_some()).into_owned();
+        let built = match picture {
+            None => message
+                .subject(subject)
+                .header(ContentType::TEXT_PLAIN)
+                .body(text),
+            Some(p) => message
+                .subject(subject)
+                .multipart(with_picture(&n.title, text, p)),
+        };
+        built.map_err(|e| SendError::Permanent(format!("cannot build the e-mail: {e}")))
     }
 
     async fn deliver(&self, n: &Notification) -> Result<(), SendError> {
@@ -211,6 +246,38 @@ impl Smtp {
             .map(drop)
             .map_err(|e| classify(&self.server, &e))
     }
+}
+
+/// The picture's `Content-ID`, which the HTML part refers to.
+const PICTURE_CID: &str = "anomaly.png@lookout";
+
+/// The text, and an HTML version of it that shows the picture under it.
+fn with_picture(title: &str, text: String, picture: crate::picture::Picture) -> MultiPart {
+    let html = format!(
+        "<!DOCTYPE html><html><body><p><b>{}</b></p>\
+         <pre style=\"font-family: inherit; white-space: pre-wrap\">{}</pre>\
+         <img src=\"cid:{PICTURE_CID}\" width=\"{}\" height=\"{}\" alt=\"the anomaly: series, score and threshold\"></body></html>",
+        escape_html(title),
+        escape_html(&text),
+        crate::picture::WIDTH,
+        crate::picture::HEIGHT,
+    );
+    let png = ContentType::parse("image/png").expect("a valid content type");
+    let image = Attachment::new_inline(PICTURE_CID.to_owned()).body(picture.png, png);
+    MultiPart::alternative()
+        .singlepart(SinglePart::plain(text))
+        .multipart(
+            MultiPart::related()
+                .singlepart(SinglePart::html(html))
+                .singlepart(image),
+        )
+}
+
+fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 impl Notifier for Smtp {
@@ -417,6 +484,75 @@ mod tests {
         );
         let body = data.split_once("\r\n\r\n").unwrap().1;
         assert_eq!(body, "cpu is anomalous on edge-42\r\nscore 0.97\r\n");
+    }
+
+    /// The base64 body of the MIME part whose headers hold `marker`.
+    fn part_body(data: &str, marker: &str) -> Vec<u8> {
+        let at = data
+            .find(marker)
+            .unwrap_or_else(|| panic!("no {marker} in {data}"));
+        let body = data[at..].split_once("\r\n\r\n").unwrap().1;
+        let b64: String = body
+            .lines()
+            .take_while(|l| !l.starts_with("--") && !l.is_empty())
+            .collect();
+        crate::notify::test_support::base64_decode(&b64)
+    }
+
+    #[tokio::test]
+    async fn a_windowed_alarm_is_mailed_with_its_picture_inline_referenced_from_the_html() {
+        let (addr, seen) = fake_server("250 2.1.5 Ok\r\n").await;
+        let mut n = notification();
+        n.fields["window"] = crate::notify::test_support::windowed_alarm().fields["window"].clone();
+        smtp(addr.port(), "").send(&n).await.unwrap();
+        let data = session(seen).await.data;
+        assert!(
+            header(&data, "Content-Type")
+                .unwrap()
+                .starts_with("multipart/alternative"),
+            "{data}"
+        );
+        assert!(data.contains("Content-Type: multipart/related"), "{data}");
+        assert!(data.contains("Content-ID: <anomaly.png@lookout>"), "{data}");
+        assert!(data.contains("Content-Disposition: inline"), "{data}");
+        let html =
+            String::from_utf8(part_body(&data, "Content-Type: text/html")).unwrap_or_default();
+        let html = if html.is_empty() { data.clone() } else { html };
+        assert!(html.contains("cid:anomaly.png@lookout"), "{html}");
+        let png = part_body(&data, "Content-ID: <anomaly.png@lookout>");
+        crate::notify::test_support::assert_picture(&png);
+        assert!(
+            !data.contains("score =E2=96=82") && !data.contains("score ▂"),
+            "no sparkline beside the picture"
+        );
+    }
+
+    #[test]
+    fn with_picture_false_the_mail_is_plain_text_with_a_sparkline() {
+        let mut n = notification();
+        n.fields["window"] = crate::notify::test_support::windowed_alarm().fields["window"].clone();
+        let mail = smtp(25, "picture = false").message(&n).unwrap().formatted();
+        let mail = String::from_utf8(mail).unwrap();
+        assert_eq!(
+            header(&mail, "Content-Type"),
+            Some("text/plain; charset=utf-8")
+        );
+        assert!(!mail.contains("image/png"));
+        let with = smtp(25, "").message(&n).unwrap().formatted();
+        assert!(String::from_utf8(with).unwrap().contains("image/png"));
+    }
+
+    #[test]
+    fn an_alarms_explain_line_opens_the_mail() {
+        let mut n = notification();
+        n.fields["explain"] = json!("system at 38.1, normal 2-6 (83 % of the cpu anomaly)");
+        let mail = smtp(25, "").message(&n).unwrap().formatted();
+        let mail = String::from_utf8(mail).unwrap();
+        let body = mail.split_once("\r\n\r\n").unwrap().1;
+        assert_eq!(
+            body,
+            "system at 38.1, normal 2-6 (83 % of the cpu anomaly)\r\ncpu is anomalous on edge-42\r\nscore 0.97"
+        );
     }
 
     #[tokio::test]

@@ -9,6 +9,14 @@
 //! parse_mode = "HTML"
 //! ```
 //!
+//! The text is the title, then the alarm's `explain` line if it has one, then the body
+//! ([`Notification::body_with_explain`]).
+//!
+//! A firing alarm with a `window` goes as one `sendPhoto` instead: the picture
+//! (`crate::picture`) with the text as its caption, cut to Telegram's 1024 characters, and
+//! the same Ack button. `picture = false`, a window that cannot be drawn, or a photo
+//! Telegram refuses (a permanent error) send the text with the score sparkline instead.
+//!
 //! The token is part of the request's URL (`/bot<token>/sendMessage`), so errors are built
 //! from the status and Telegram's `description`, never from the URL.
 
@@ -50,6 +58,18 @@ pub struct Config {
     /// target's per-attempt timeout still applies around it.
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
+    /// An "Ack" button under each firing alarm; the bridge then long-polls the bot's
+    /// `getUpdates` for presses (`crate::chat_ack`), so the bot must have no webhook.
+    #[serde(default)]
+    pub ack_button: bool,
+    /// Firing alarms with a window are sent as a picture with the text as its caption
+    /// (default); `false`: text with a sparkline.
+    #[serde(default = "yes")]
+    pub picture: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A chat's numeric id, or `@channelusername`.
@@ -83,6 +103,8 @@ fn default_base_url() -> String {
 
 /// Telegram's limit on a message's text, in UTF-16 code units after entity parsing.
 const MAX_TEXT: usize = 4096;
+/// Telegram's limit on a photo's caption, counted as [`MAX_TEXT`] is.
+const MAX_CAPTION: usize = 1024;
 /// A successful reply echoes the message, so read enough of it to parse.
 const REPLY_READ_LIMIT: usize = 64 * 1024;
 
@@ -91,11 +113,15 @@ pub struct Telegram {
     client: reqwest::Client,
     /// `<base_url>/bot<token>/sendMessage`: holds the token, never shown.
     url: Url,
+    /// `<base_url>/bot<token>/sendPhoto`, likewise.
+    photo_url: Url,
     endpoint: String,
     chat_id: ChatId,
     parse_mode: Option<ParseMode>,
     disable_notification: Option<bool>,
     redactor: Redactor,
+    ack_button: bool,
+    picture: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -106,6 +132,8 @@ struct SendMessage<'a> {
     parse_mode: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     disable_notification: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_markup: Option<serde_json::Value>,
 }
 
 /// What the Bot API answers, success or not.
@@ -146,11 +174,15 @@ impl Telegram {
                 "must not have a query or fragment",
             ));
         }
-        let url = Url::parse(&format!(
-            "{}/bot{token}/sendMessage",
-            base.as_str().trim_end_matches('/')
-        ))
-        .map_err(|_| target_error(name, "token", "does not fit in a URL"))?;
+        let method_url = |method: &str| {
+            Url::parse(&format!(
+                "{}/bot{token}/{method}",
+                base.as_str().trim_end_matches('/')
+            ))
+            .map_err(|_| target_error(name, "token", "does not fit in a URL"))
+        };
+        let url = method_url("sendMessage")?;
+        let photo_url = method_url("sendPhoto")?;
 
         match &cfg.chat_id {
             ChatId::Id(0) => return Err(target_error(name, "chat_id", "0 is not a chat")),
@@ -175,23 +207,32 @@ impl Telegram {
         Ok(Telegram {
             client: client(name, cfg.timeout)?,
             url,
+            photo_url,
             endpoint: endpoint(&base),
             chat_id: cfg.chat_id.clone(),
             parse_mode: cfg.parse_mode,
             disable_notification: cfg.disable_notification,
             redactor,
+            ack_button: cfg.ack_button,
+            picture: cfg.picture,
         })
     }
 
     /// `<title>\n<body>`, cut to Telegram's limit, the title in bold and everything escaped
     /// when a parse mode is set.
     fn text(&self, n: &Notification) -> String {
-        let (title, body) = match (n.title.is_empty(), n.body.is_empty()) {
+        self.text_within(n, MAX_TEXT, false)
+    }
+
+    /// The text cut to `max`; with the sparkline unless a picture goes with it.
+    fn text_within(&self, n: &Notification, max: usize, picture: bool) -> String {
+        let with_explain = n.body_for_people(picture);
+        let (title, body) = match (n.title.is_empty(), with_explain.is_empty()) {
             (true, true) => ("", n.topic.as_str()),
-            _ => (n.title.as_str(), n.body.as_str()),
+            _ => (n.title.as_str(), &*with_explain),
         };
-        let title = truncate(title, MAX_TEXT);
-        let room = MAX_TEXT - utf16_len(&title) - usize::from(!title.is_empty());
+        let title = truncate(title, max);
+        let room = max - utf16_len(&title) - usize::from(!title.is_empty());
         let body = truncate(body, room);
         let (open, close, escape): (&str, &str, fn(&str) -> String) = match self.parse_mode {
             None => ("", "", str::to_owned),
@@ -205,12 +246,78 @@ impl Telegram {
         }
     }
 
+    /// With `ack_button`, a firing alarm gets an inline "Ack" button whose
+    /// `callback_data` (at most 64 bytes) is `ack:` and the alarm id's short key.
+    fn ack_markup(&self, n: &Notification) -> Option<serde_json::Value> {
+        let id = n.fields.get("id")?.as_str()?;
+        (self.ack_button && n.fields.get("state")?.as_str()? == "firing").then(|| {
+            serde_json::json!({"inline_keyboard": [[{
+                "text": "Ack",
+                "callback_data": format!("ack:{}", crate::ack::short_key(id)),
+            }]]})
+        })
+    }
+
     async fn deliver(&self, n: &Notification) -> Result<(), SendError> {
+        let picture = (self.picture
+            && n.fields.get("state").and_then(|s| s.as_str()) == Some("firing"))
+        .then(|| crate::picture::attach(&n.target, &n.fields))
+        .flatten();
+        if let Some(picture) = picture {
+            match self.send_photo(n, picture).await {
+                Err(SendError::Permanent(e)) => {
+                    tracing::warn!(endpoint = %self.endpoint, error = %e, "telegram refused the picture; sending the text alone");
+                }
+                done => return done,
+            }
+        }
+        self.send_message(n).await
+    }
+
+    /// One `sendPhoto`: the picture, the text as its caption, the Ack button.
+    async fn send_photo(
+        &self,
+        n: &Notification,
+        picture: crate::picture::Picture,
+    ) -> Result<(), SendError> {
+        let chat_id = match &self.chat_id {
+            ChatId::Id(id) => id.to_string(),
+            ChatId::Name(name) => name.clone(),
+        };
+        let photo = reqwest::multipart::Part::bytes(picture.png)
+            .file_name(crate::picture::FILE_NAME)
+            .mime_str("image/png")
+            .map_err(|e| SendError::Permanent(format!("telegram: {e}")))?;
+        let mut form = reqwest::multipart::Form::new()
+            .text("chat_id", chat_id)
+            .text("caption", self.text_within(n, MAX_CAPTION, true))
+            .part("photo", photo);
+        if let Some(mode) = self.parse_mode {
+            form = form.text("parse_mode", mode.as_str());
+        }
+        if let Some(quiet) = self.disable_notification {
+            form = form.text("disable_notification", quiet.to_string());
+        }
+        if let Some(markup) = self.ack_markup(n) {
+            form = form.text("reply_markup", markup.to_string());
+        }
+        let resp = self
+            .client
+            .post(self.photo_url.clone())
+            .multipart(form)
+            .send()
+            .await
+            .map_err(|e| transport_error("telegram", e, &self.redactor))?;
+        self.answer(resp).await
+    }
+
+    async fn send_message(&self, n: &Notification) -> Result<(), SendError> {
         let message = SendMessage {
             chat_id: &self.chat_id,
             text: self.text(n),
             parse_mode: self.parse_mode.map(ParseMode::as_str),
             disable_notification: self.disable_notification,
+            reply_markup: self.ack_markup(n),
         };
         let resp = self
             .client
@@ -219,6 +326,11 @@ impl Telegram {
             .send()
             .await
             .map_err(|e| transport_error("telegram", e, &self.redactor))?;
+        self.answer(resp).await
+    }
+
+    /// The Bot API's reply: `ok`, or an error that says whether to retry.
+    async fn answer(&self, resp: reqwest::Response) -> Result<(), SendError> {
         let status = resp.status();
         let body = read_body(resp, REPLY_READ_LIMIT).await;
         let Ok(reply) = serde_json::from_slice::<Reply>(&body) else {
@@ -344,7 +456,7 @@ mod tests {
     use super::*;
     use crate::notify::TargetConfig;
     use crate::notify::test_server::{Reply as Answer, TestServer, refused_addr};
-    use crate::notify::test_support::alarm;
+    use crate::notify::test_support::{alarm, assert_picture, multipart, windowed_alarm};
 
     const TOKEN: &str = "123456789:AAHsecretKeyFromBotFather_x-42";
 
@@ -393,6 +505,19 @@ mod tests {
                 "text": "[firing] sim-1 cpu_util\ncpu_util: anomaly score 4.10 >= 2.00 on sim-1 (severity 3)",
                 "disable_notification": true
             })
+        );
+    }
+
+    #[test]
+    fn an_alarms_explain_line_comes_between_the_title_and_the_body() {
+        let cfg = config("chat_id = 42\nparse_mode = \"HTML\"", "http://127.0.0.1:9");
+        let telegram = Telegram::build("tg", &cfg).expect("builds");
+        let mut n = alarm();
+        n.fields["explain"] = json!("system at 38.1, normal 2–6 (83 % of the cpu anomaly)");
+        assert_eq!(
+            telegram.text(&n),
+            "<b>[firing] sim-1 cpu_util</b>\nsystem at 38.1, normal 2–6 (83 % of the cpu anomaly)\n\
+             cpu_util: anomaly score 4.10 &gt;= 2.00 on sim-1 (severity 3)"
         );
     }
 
@@ -620,6 +745,113 @@ mod tests {
                 "token = \"{TOKEN}\"\nchat_id = 1\nbase_url = \"http://h/?q=1\""
             ))
             .starts_with("targets.tg.base_url:")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_windowed_alarm_goes_as_one_photo_with_the_text_as_caption_and_the_ack_button() {
+        let mut server = TestServer::start(vec![sent("...")]).await;
+        let telegram = build(
+            "chat_id = -100123\nparse_mode = \"HTML\"\nack_button = true\ndisable_notification = true",
+            &server,
+        );
+        let mut n = windowed_alarm();
+        n.body = "é".repeat(3000);
+        telegram.send(&n).await.expect("delivered");
+
+        let req = server.request().await;
+        assert_eq!(req.path, format!("/bot{TOKEN}/sendPhoto"));
+        let parts = multipart(req.header("content-type").unwrap(), &req.body);
+        let part = |name: &str| {
+            parts
+                .iter()
+                .find(|p| p.name == name)
+                .unwrap_or_else(|| panic!("{name}"))
+        };
+        assert_eq!(part("chat_id").text(), "-100123");
+        assert_eq!(part("parse_mode").text(), "HTML");
+        assert_eq!(part("disable_notification").text(), "true");
+        let caption = part("caption").text();
+        assert!(
+            caption.starts_with("<b>[firing] sim-1 cpu_util</b>\n"),
+            "{caption}"
+        );
+        assert_eq!(
+            utf16_len(&caption.replace("<b>", "").replace("</b>", "")),
+            MAX_CAPTION
+        );
+        assert!(
+            !caption.contains("score ▂"),
+            "no sparkline beside a picture"
+        );
+        let markup: serde_json::Value = serde_json::from_str(part("reply_markup").text()).unwrap();
+        assert_eq!(markup["inline_keyboard"][0][0]["text"], "Ack");
+        let photo = part("photo");
+        assert_eq!(photo.filename.as_deref(), Some("anomaly.png"));
+        assert_eq!(photo.content_type.as_deref(), Some("image/png"));
+        assert_picture(&photo.data);
+    }
+
+    #[tokio::test]
+    async fn with_picture_false_or_a_window_that_cannot_be_drawn_the_text_carries_a_sparkline() {
+        let mut server = TestServer::start(vec![sent("...")]).await;
+        let telegram = build("chat_id = 42\npicture = false", &server);
+        telegram.send(&windowed_alarm()).await.expect("delivered");
+        let req = server.request().await;
+        assert_eq!(req.path, format!("/bot{TOKEN}/sendMessage"));
+        let text = req.json()["text"].as_str().unwrap().to_owned();
+        assert!(text.contains("\nscore ▂"), "{text}");
+
+        let before = crate::picture::counts()
+            .inconsistent
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let telegram = build("chat_id = 42", &server);
+        let mut hostile = windowed_alarm();
+        hostile.fields["window"]["level"] = json!([1, 2]);
+        telegram
+            .send(&hostile)
+            .await
+            .expect("delivered without a picture");
+        let req = server.request().await;
+        assert_eq!(req.path, format!("/bot{TOKEN}/sendMessage"));
+        assert!(
+            crate::picture::counts()
+                .inconsistent
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > before
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_photo_falls_back_to_the_text_and_a_rate_limit_is_retried_whole() {
+        let mut server = TestServer::start(vec![
+            Answer::json(400, json!({"ok": false, "error_code": 400, "description": "Bad Request: PHOTO_INVALID_DIMENSIONS"})),
+            sent("..."),
+            Answer::json(429, json!({"ok": false, "error_code": 429, "description": "Too Many Requests"})),
+        ])
+        .await;
+        let telegram = build("chat_id = 42", &server);
+        telegram
+            .send(&windowed_alarm())
+            .await
+            .expect("delivered as text");
+        assert_eq!(
+            server.request().await.path,
+            format!("/bot{TOKEN}/sendPhoto")
+        );
+        let text = server.request().await;
+        assert_eq!(text.path, format!("/bot{TOKEN}/sendMessage"));
+        assert!(text.json()["text"].as_str().unwrap().contains("score ▂"));
+        let err = telegram.send(&windowed_alarm()).await.expect_err("429");
+        assert!(matches!(err, SendError::Retry(_)), "{err:?}");
+        assert_eq!(
+            server.request().await.path,
+            format!("/bot{TOKEN}/sendPhoto")
+        );
+        assert_eq!(
+            server.requests().len(),
+            3,
+            "no text after a photo that may be retried"
         );
     }
 
