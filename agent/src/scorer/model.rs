@@ -1139,10 +1139,21 @@ impl Model {
         data[at..at + long_values].copy_from_slice(&self.long[..long_values]);
         let members = self.norms.len();
         let newest = (self.next_member + members - 1) % members;
-        let prior = self.norms[newest].is_some();
+        // A warm refit continues the member it replaces, not the newest: each member is
+        // then a chain of its own, and the ensemble keeps members that disagree (all
+        // starting from the newest made them one clustering twelve times, and the lowest
+        // score of twelve alike scores is no calmer than one). An empty slot (the first
+        // round, or a member the gate dropped) gets a fresh fit. `decay` weighs in the
+        // newest fit's summary, so it keeps starting from there.
+        let source = if self.params.warm_start && self.params.decay <= 0.0 {
+            self.next_member
+        } else {
+            newest
+        };
+        let prior = self.norms[source].is_some();
         if prior {
             let kw = centres.len();
-            centres.copy_from_slice(&self.centres[newest * kw..(newest + 1) * kw]);
+            centres.copy_from_slice(&self.centres[source * kw..(source + 1) * kw]);
             counts.copy_from_slice(&self.counts);
         }
         Ok(TrainJob {
