@@ -458,7 +458,7 @@ fn nearest_counts_and_distances(
 /// [`distance`] with each dimension weighted (`weights`: 1 / scale² of each): the
 /// distance in scaled units to centres kept in the data's own.
 #[inline(always)]
-fn weighted_distance(kind: Distance, x: &[f64], centres: &[f64], k: usize, weights: &[f64]) -> f64 {
+fn weighted_distance(kind: Distance, x: &[f64], centres: &[f32], k: usize, weights: &[f64]) -> f64 {
     let d = x.len();
     let it = centres[..k * d]
         .chunks_exact(d)
@@ -470,19 +470,75 @@ fn weighted_distance(kind: Distance, x: &[f64], centres: &[f64], k: usize, weigh
 }
 
 /// Squared distance with each dimension's block of lags weighted by its dimension's
-/// weight: per block `kmeans::dist2`, so a one-dimension model without scaling gives the
-/// same bits as the unweighted distance.
+/// weight, to a centre kept in `f32`.
 #[inline(always)]
-fn wdist2(x: &[f64], c: &[f64], weights: &[f64]) -> f64 {
+fn wdist2(x: &[f64], c: &[f32], weights: &[f64]) -> f64 {
     let lag_w = x.len() / weights.len().max(1);
     if weights.len() == 1 {
-        return weights[0] * kmeans::dist2(x, c);
+        return weights[0] * dist2_32(x, c);
     }
     x.chunks_exact(lag_w)
         .zip(c.chunks_exact(lag_w))
         .zip(weights)
-        .map(|((x, c), w)| w * kmeans::dist2(x, c))
+        .map(|((x, c), w)| w * dist2_32(x, c))
         .sum()
+}
+
+/// `kmeans::dist2` to an `f32` centre, summed in `f64` in the same four lanes.
+#[inline(always)]
+fn dist2_32(a: &[f64], b: &[f32]) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f64; 4];
+    let mut ca = a.chunks_exact(4);
+    let mut cb = b.chunks_exact(4);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for i in 0..4 {
+            let t = x[i] - f64::from(y[i]);
+            acc[i] += t * t;
+        }
+    }
+    let mut s = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+    for (x, &y) in ca.remainder().iter().zip(cb.remainder()) {
+        let t = x - f64::from(y);
+        s += t * t;
+    }
+    s
+}
+
+/// Serde for `f32` values written as `f64`: the centres were `f64` when snapshot format 4
+/// was made, and an `f32` widens to `f64` exactly, so old and new snapshots read alike.
+mod f32s_as_f64s {
+    use serde::de::{Deserializer, SeqAccess, Visitor};
+    use serde::ser::{SerializeSeq, Serializer};
+
+    pub fn serialize<S: Serializer>(values: &[f32], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(values.len()))?;
+        for &v in values {
+            seq.serialize_element(&f64::from(v))?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Box<[f32]>, D::Error> {
+        struct Widened;
+        impl<'de> Visitor<'de> for Widened {
+            type Value = Box<[f32]>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a sequence of numbers")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                // The length hint comes from the input: capped so a forged length cannot
+                // allocate before the elements are there.
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(v) = seq.next_element::<f64>()? {
+                    out.push(v as f32);
+                }
+                Ok(out.into_boxed_slice())
+            }
+        }
+        d.deserialize_seq(Widened)
+    }
 }
 
 /// Applies `f(dimension, value)` to every value of `rows` (whole feature vectors, each
@@ -619,8 +675,12 @@ pub struct Model {
     /// A fit was due but could not start (no staging buffer free, or one in flight): try
     /// again at the next tick instead of waiting for the next scheduled one.
     fit_pending: bool,
-    /// `ensemble` sets of centres, and the scale of each, filled round-robin.
-    centres: Box<[f64]>,
+    /// `ensemble` sets of centres, and the scale of each, filled round-robin. Kept as
+    /// `f32`, as the ring is: a centre is a mean of `f32` features, and at 2 dimensions the
+    /// twelve members' centres are 3,456 bytes less. Saved as `f64`, so snapshots keep
+    /// their format.
+    #[serde(with = "f32s_as_f64s")]
+    centres: Box<[f32]>,
     norms: Box<[Option<Norm>]>,
     /// Each member's distance weights, one per dimension.
     weights: Box<[f64]>,
@@ -681,7 +741,7 @@ impl Model {
             step: 0,
             fit_requested: false,
             fit_pending: false,
-            centres: vec![0.0; members * kw].into_boxed_slice(),
+            centres: vec![0.0f32; members * kw].into_boxed_slice(),
             norms: vec![None; members].into_boxed_slice(),
             weights: vec![1.0; members * n_dims].into_boxed_slice(),
             fitted_at: vec![0; members].into_boxed_slice(),
@@ -1002,7 +1062,7 @@ impl Model {
         let centres = &self.centres[newest * kw..(newest + 1) * kw];
         let n_dims = self.dims.len();
         let weights = &self.weights[newest * n_dims..(newest + 1) * n_dims];
-        let d2 = |c: &[f64]| wdist2(&self.current, c, weights);
+        let d2 = |c: &[f32]| wdist2(&self.current, c, weights);
         let nearest = centres
             .chunks_exact(w)
             .min_by(|a, b| d2(a).total_cmp(&d2(b)))
@@ -1011,7 +1071,7 @@ impl Model {
         (0..self.dims.len())
             .map(|i| {
                 let at = i * lag_w + lag_w - 1;
-                (self.current[at] - nearest[at]) * weights[i].sqrt()
+                (self.current[at] - f64::from(nearest[at])) * weights[i].sqrt()
             })
             .sum()
     }
@@ -1044,7 +1104,7 @@ impl Model {
                 Some((norm.score(m, cap), centres, weights))
             })
             .min_by(|a, b| a.0.total_cmp(&b.0))?;
-        let d2 = |c: &[f64]| wdist2(&self.current, c, weights);
+        let d2 = |c: &[f32]| wdist2(&self.current, c, weights);
         let nearest = centres
             .chunks_exact(w)
             .min_by(|a, b| d2(a).total_cmp(&d2(b)))?;
@@ -1054,7 +1114,7 @@ impl Model {
             .chunks_exact(lag_w)
             .zip(nearest.chunks_exact(lag_w))
             .zip(weights)
-            .map(|((x, c), wt)| wt * kmeans::dist2(x, c));
+            .map(|((x, c), wt)| wt * dist2_32(x, c));
         let total: f64 = parts.clone().sum();
         let shares = parts.enumerate().map(|(d, part)| DimShare {
             share: if total > 0.0 { part / total } else { 0.0 },
@@ -1153,7 +1213,12 @@ impl Model {
         let prior = self.norms[source].is_some();
         if prior {
             let kw = centres.len();
-            centres.copy_from_slice(&self.centres[source * kw..(source + 1) * kw]);
+            for (c, &v) in centres
+                .iter_mut()
+                .zip(&self.centres[source * kw..(source + 1) * kw])
+            {
+                *c = f64::from(v);
+            }
             counts.copy_from_slice(&self.counts);
         }
         Ok(TrainJob {
@@ -1216,7 +1281,12 @@ impl Model {
         if let Some(norm) = job.norm {
             let kw = job.centres.len();
             let slot = self.next_member;
-            self.centres[slot * kw..(slot + 1) * kw].copy_from_slice(&job.centres);
+            for (c, &v) in self.centres[slot * kw..(slot + 1) * kw]
+                .iter_mut()
+                .zip(job.centres.iter())
+            {
+                *c = v as f32;
+            }
             self.norms[slot] = Some(norm);
             let w = job.weights.len();
             self.weights[slot * w..(slot + 1) * w].copy_from_slice(&job.weights);
@@ -1274,8 +1344,8 @@ impl Model {
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
         let r = self.buffer_report();
-        let f32s = r.ring_capacity + self.long.len();
-        let f64s = r.spare_centres + r.centres + r.current;
+        let f32s = r.ring_capacity + self.long.len() + r.centres;
+        let f64s = r.spare_centres + r.current;
         let pre: usize = self.dims.iter().map(DimPreprocessor::heap_bytes).sum();
         size_of::<Self>()
             + f32s * size_of::<f32>()
@@ -1336,6 +1406,22 @@ pub(crate) mod tests {
 
     pub(crate) fn notebook() -> ModelParams {
         ModelParams::notebook()
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Narrow(#[serde(with = "f32s_as_f64s")] Box<[f32]>);
+
+    #[test]
+    fn centres_kept_in_f32_are_saved_byte_for_byte_as_the_f64_centres_of_format_4() {
+        let narrow: Box<[f32]> = vec![0.0, -1.5, 230.125, 1e-7, f32::MAX].into();
+        let wide: Box<[f64]> = narrow.iter().map(|&v| f64::from(v)).collect();
+        let saved = postcard::to_allocvec(&Narrow(narrow.clone())).unwrap();
+        assert_eq!(saved, postcard::to_allocvec(&wide).unwrap());
+        // A snapshot an older agent wrote with f64 centres reads back.
+        let old: Narrow = postcard::from_bytes(&postcard::to_allocvec(&wide).unwrap()).unwrap();
+        assert_eq!(old.0, narrow);
+        // A forged length is an error once the bytes run out, not an allocation.
+        assert!(postcard::from_bytes::<Narrow>(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0]).is_err());
     }
 
     fn wave(i: u64) -> [f64; 2] {
@@ -1736,7 +1822,7 @@ pub(crate) mod tests {
         }
         let kw = m.params.n_clusters * m.width;
         let newest = (m.next_member + m.norms.len() - 1) % m.norms.len();
-        m.centres[newest * kw]
+        f64::from(m.centres[newest * kw])
     }
 
     #[test]
