@@ -57,7 +57,7 @@ pub mod replay;
 pub mod rules;
 pub mod run;
 pub mod sampler;
-pub mod scorer;
+pub use lookout_scorer as scorer;
 pub mod sim_fleet;
 pub mod simulate;
 pub mod tick;

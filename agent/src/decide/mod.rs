@@ -482,7 +482,7 @@ fn humanize_ms(ms: i64) -> String {
 mod tests {
     use super::*;
     use crate::scorer::fit::Inline;
-    use crate::scorer::model::tests::noise;
+    use crate::scorer::testing::noise;
 
     #[test]
     fn durations_read_like_people_write_them() {

@@ -7,7 +7,7 @@ use crate::alarm::Direction;
 use crate::decide::{Detector, DetectorConfig};
 use crate::scorer::config::Span;
 use crate::scorer::fit::Inline;
-use crate::scorer::model::tests::noise;
+use crate::scorer::testing::noise;
 
 /// 2026-12-07 00:00 UTC: readings are timed on arrival, so the clock is the test's.
 const T0: i64 = 1_796_601_600_000;

@@ -21,3 +21,17 @@ pub mod trainer;
 pub use config::{ContextConfig, ScaleKind, Scaling, ScorerConfig, TrainConfig};
 pub use context::ContextParams;
 pub use model::{Distance, Model, ModelParams, Scale};
+
+/// Helpers that tests of this crate and of the crates using it share.
+#[doc(hidden)]
+pub mod testing {
+    /// Deterministic noise in [-1, 1]: a hash of the tick and the stream.
+    pub fn noise(i: u64, stream: u64) -> f64 {
+        let mut x =
+            i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ stream.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x ^= x >> 31;
+        x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 29;
+        (x % 20_001) as f64 / 10_000.0 - 1.0
+    }
+}

@@ -179,7 +179,7 @@ impl Drop for Trainer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scorer::{Model, ModelParams};
+    use crate::{Model, ModelParams};
 
     #[test]
     fn fits_off_thread_and_returns_the_buffers() {

@@ -1403,6 +1403,7 @@ pub struct BufferReport {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::testing::noise;
 
     pub(crate) fn notebook() -> ModelParams {
         ModelParams::notebook()
@@ -1509,16 +1510,6 @@ pub(crate) mod tests {
             gate,
             ..notebook()
         }
-    }
-
-    /// Deterministic noise in [-1, 1]: a hash of the tick and the stream.
-    pub(crate) fn noise(i: u64, stream: u64) -> f64 {
-        let mut x =
-            i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ stream.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        x ^= x >> 31;
-        x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
-        x ^= x >> 29;
-        (x % 20_001) as f64 / 10_000.0 - 1.0
     }
 
     /// Scores of `rows` through a model of `p`, fitting inline; each tick judged at
