@@ -72,8 +72,8 @@ pub struct ModelParams {
     /// one sampled in each stride of `long_stride` ticks.
     pub long_samples: usize,
     pub long_stride: usize,
-    /// Refits start from the newest fit's centres (and try `refit_restarts` k-means++
-    /// starts besides); `false`: every fit makes `n_init` fresh starts. Not in a snapshot
+    /// Refits start from the centres of the member they replace (and try `refit_restarts`
+    /// k-means++ starts besides); `false`: every fit makes `n_init` fresh starts. Not in a snapshot
     /// (a restored model takes today's config's), so snapshots keep their format.
     #[serde(skip)]
     pub warm_start: bool,
