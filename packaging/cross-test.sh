@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tests an ARM build under emulation (qemu-user), on an x86_64 Debian machine, as root:
 #   bash packaging/cross-test.sh aarch64|armv7 [unit|smoke|all]     (default: all)
-# unit:  builds the unit tests of all three crates (`cargo test --lib --bins`) for the
+# unit:  builds the unit tests of all four crates (`cargo test --lib --bins`) for the
 #        target in the cross-build chroot (packaging/cross-env.sh) and runs each test
 #        binary under qemu-aarch64 / qemu-arm with -L the target's sysroot. The
 #        integration tests (agent/tests/, tests/) are left out: they start mosquitto and the
