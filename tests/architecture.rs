@@ -122,6 +122,7 @@ const AGENT: &[(&str, Rule)] = &[
     ("homeassistant.rs", Rule::Never(&["config", "link", "run"])),
     ("health.rs", Rule::Never(&["config", "link", "run"])),
     ("sim_fleet.rs", Rule::Never(&["link", "run"])),
+    ("upstream", Rule::Only(&["link"])),
 ];
 
 /// The bridge's: plugins know nothing of the pipeline that feeds them.

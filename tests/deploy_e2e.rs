@@ -23,6 +23,7 @@ const EXAMPLES: &[&str] = &[
     "configs/examples/agent-central.toml",
     "configs/examples/mosquitto-bridge.conf",
     "configs/examples/agent-gateway.toml",
+    "configs/examples/agent-upstream.toml",
 ];
 
 /// The bridge's `remote_clientid` in configs/examples/mosquitto-bridge.conf.

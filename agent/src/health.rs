@@ -50,6 +50,9 @@ pub struct Report<'a> {
     /// Device models (`crate::devices`); absent when none is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub devices: Option<DevicesReport>,
+    /// `[[upstream]]` forwarders (on the first host's report); absent when none is set.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub upstream: Vec<crate::upstream::UpstreamReport>,
 }
 
 #[derive(Debug, Serialize)]

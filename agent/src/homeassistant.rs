@@ -518,6 +518,7 @@ mod tests {
             models: Default::default(),
             commands: Default::default(),
             devices: None,
+            upstream: Vec::new(),
         })
         .unwrap();
         for c in configs(&ctx(true), "h", [every_tick("m"), anomalies_only("n")]) {

@@ -19,6 +19,8 @@
 //!   the running agent's rules, and the `test-rules` command.
 //! - [`link`]: the MQTT side: client with reconnect and outbox, the embedded broker, and
 //!   their config tables.
+//! - [`upstream`]: forwarding to upstream brokers (`[[upstream]]`) with failover, a
+//!   buffer for outages, and topics brought down from the centre.
 //! - [`persist`]: model snapshots on disk, written atomically, and `[snapshots]`.
 //! - [`homeassistant`]: Home Assistant MQTT discovery configs, one device per host.
 //! - [`control`]: operators' commands over MQTT (`cmd/relearn`): the token check, the
@@ -61,6 +63,7 @@ pub use lookout_scorer as scorer;
 pub mod sim_fleet;
 pub mod simulate;
 pub mod tick;
+pub mod upstream;
 pub mod watch;
 
 pub use error::Error;

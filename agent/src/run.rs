@@ -30,6 +30,7 @@ use crate::sampler::HostSampler;
 use crate::scorer::trainer::Trainer;
 use crate::simulate::SimHost;
 use crate::tick::Host;
+use crate::upstream::Forwarder;
 
 /// Start-up is over by then: the code that ran once can leave the resident set.
 const TRIM_AT_TICK: i64 = 3;
@@ -74,6 +75,8 @@ struct Agent {
     trainer: Trainer,
     stats: Arc<LinkStats>,
     tasks: Vec<JoinHandle<()>>,
+    /// `[[upstream]]`: what goes on from the agent's broker to the centre.
+    forwarders: Vec<Forwarder>,
     sim: bool,
     start_ts: i64,
     interval_ms: i64,
@@ -85,6 +88,9 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         broker::start(b)?;
     }
     let (mut agent, mut inbox) = Agent::start(settings)?;
+    agent.forwarders = (agent.settings.upstreams.iter().cloned())
+        .map(Forwarder::start)
+        .collect();
     let s = &agent.settings;
     let speed = if agent.sim { s.simulate.speed } else { 1.0 };
     let period = s.interval.div_f64(speed);
@@ -261,6 +267,7 @@ impl Agent {
             trainer,
             stats,
             tasks,
+            forwarders: Vec::new(),
             sim,
             start_ts,
             interval_ms,
@@ -423,6 +430,14 @@ impl Agent {
                     refused: c.refused,
                 },
                 devices: (hi == 0 && !self.devices.is_empty()).then(|| self.devices.report()),
+                upstream: if hi == 0 {
+                    self.forwarders
+                        .iter()
+                        .filter_map(Forwarder::report)
+                        .collect()
+                } else {
+                    Vec::new()
+                },
             };
             r.link.publish(Out::Stats {
                 topic: topics::agent_stats(&self.settings.mqtt.prefix, r.host.name()),
@@ -477,8 +492,17 @@ impl Agent {
         }
         let _ = lookout_shared::systemd::notify_stopping();
         tracing::info!("shutting down: publishing offline status");
-        for r in &self.hosts {
-            r.link.close().await;
+        // All at once: each may wait for its broker a few seconds.
+        let closing: Vec<_> = self
+            .hosts
+            .iter()
+            .map(|r| {
+                let link = r.link.clone();
+                tokio::spawn(async move { link.close().await })
+            })
+            .collect();
+        for c in closing {
+            let _ = c.await;
         }
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
             for t in self.tasks {
@@ -490,6 +514,11 @@ impl Agent {
             // The embedded broker dies with the process: give it a moment to forward the
             // goodbyes to its subscribers first.
             tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        // Last, so that the goodbyes go up too; what the upstream has not taken by then
+        // stays on disk for the next start.
+        for f in self.forwarders {
+            f.stop().await;
         }
         drop(self.trainer);
     }

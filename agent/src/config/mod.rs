@@ -31,6 +31,7 @@ use crate::link::{BrokerConfig, BrokerSettings, MqttConfig, MqttSettings, Outbox
 use crate::persist::{SnapshotConfig, SnapshotSettings};
 use crate::rules::{IngestConfig, RulesConfig, RulesSettings};
 use crate::simulate::SimParams;
+use crate::upstream::{UpstreamConfig, UpstreamSettings};
 
 impl From<ConfigError> for Error {
     fn from(e: ConfigError) -> Self {
@@ -97,6 +98,8 @@ pub struct Raw {
     pub homeassistant: HomeAssistantConfig,
     #[serde(default)]
     pub control: ControlConfig,
+    #[serde(default)]
+    pub upstream: Vec<UpstreamConfig>,
 }
 
 /// A parsed document with where it came from, what it renamed and how it was overridden:
@@ -133,6 +136,8 @@ pub struct Settings {
     pub homeassistant: HomeAssistantConfig,
     /// Operators' commands over MQTT; `None` (no token): not subscribed to.
     pub control: Option<ControlSettings>,
+    /// `[[upstream]]`: brokers the agent's topics are forwarded to.
+    pub upstreams: Vec<UpstreamSettings>,
 }
 
 /// Parses `source` with `KEY=VALUE` overrides; old detector keys are moved to their new
@@ -195,6 +200,14 @@ impl Parsed<'_> {
             ));
         }
         let rules = raw.rules.resolve().map_err(|e| self.invalid("rules", e))?;
+        let upstreams = crate::upstream::config::resolve_all(
+            &raw.upstream,
+            &mqtt.client,
+            &mqtt.prefix,
+            &host,
+            (mqtt.reconnect_min, mqtt.reconnect_max),
+        )
+        .map_err(|e| self.invalid("", e))?;
         let control = raw
             .control
             .resolve()
@@ -223,6 +236,7 @@ impl Parsed<'_> {
             ingest: raw.ingest,
             homeassistant: raw.homeassistant.clone(),
             control,
+            upstreams,
         })
     }
 
@@ -431,6 +445,7 @@ impl Parsed<'_> {
             ingest: &'a IngestConfig,
             homeassistant: &'a HomeAssistantConfig,
             control: &'a ControlConfig,
+            upstream: &'a [UpstreamConfig],
             simulate: &'a SimParams,
             detector: DetectorConfig,
             models: BTreeMap<String, toml::Table>,
@@ -466,6 +481,7 @@ impl Parsed<'_> {
             ingest: &r.ingest,
             homeassistant: &r.homeassistant,
             control: &r.control,
+            upstream: &r.upstream,
             simulate: &r.simulate,
             models: models("models", &r.models)?,
             sim_models: models("sim_models", &r.sim_models)?,

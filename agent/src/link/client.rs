@@ -461,6 +461,10 @@ impl Link {
     }
 
     /// True when nothing of QoS 1 waits: the outbox is empty and every publish was acked.
+    fn states_waiting(&self) -> bool {
+        self.qos1.lock().is_ok_and(|q| q.outbox.stats().pending > 0)
+    }
+
     fn settled(&self) -> bool {
         self.qos1.lock().is_ok_and(|q| {
             q.outbox.stats().pending == 0 && q.transient.is_empty() && q.by_pkid.is_empty()
@@ -480,9 +484,13 @@ impl Link {
     /// publishes the retained `offline`, then disconnects cleanly (which suppresses the
     /// last will, so the explicit message is what subscribers see). What is still in the
     /// outbox then stays on disk for the next start.
+    ///
+    /// With alarm states waiting, a link that is down waits for its reconnect too: a stop
+    /// that comes while the broker restarts would otherwise leave the newest states on
+    /// disk until the agent runs again (the soak found one).
     pub async fn close(&self) {
         let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
-        while self.connected.load(Ordering::Relaxed)
+        while (self.connected.load(Ordering::Relaxed) || self.states_waiting())
             && !self.settled()
             && tokio::time::Instant::now() < deadline
         {

@@ -1,0 +1,454 @@
+//! `[[upstream]]` end to end: an agent on its embedded broker forwards to real mosquitto
+//! brokers (the centre): over TLS with a site prefix and the rules brought down; through
+//! a five-minute outage of the centre (simulated time) with nothing lost and nothing sent
+//! twice; and from a dead primary to a secondary and back.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+
+/// The shipped config with `upstream` (TOML) appended.
+fn config_with_upstream(dir: &Path, upstream: &str) -> String {
+    let shipped = std::fs::read_to_string(repo_root().join("configs/agent.toml")).unwrap();
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, format!("{shipped}\n{upstream}\n")).unwrap();
+    path.display().to_string()
+}
+
+fn run_args(config: &str, local: u16, speed: u32, sets: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "run",
+        "--config",
+        config,
+        "--simulate",
+        "1",
+        "--speed",
+        &speed.to_string(),
+        "--set",
+        "broker.enabled=true",
+        "--set",
+        &format!("broker.listen=127.0.0.1:{local}"),
+        "--set",
+        &format!("mqtt.url=mqtt://127.0.0.1:{local}"),
+        "--set",
+        "agent.stats_interval=1s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for s in sets {
+        args.push("--set".into());
+        args.push((*s).into());
+    }
+    args
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_broker_forwards_over_tls_under_the_site_prefix_and_takes_the_rules_down() {
+    let dir = scratch("upstream-tls");
+    make_test_pki(dir.path());
+    let (plain, tls, local) = (free_port(), free_port(), free_port());
+    let d = dir.path().display();
+    let _central = mosquitto_with(
+        plain,
+        dir.path(),
+        &format!("listener {tls} 127.0.0.1\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n"),
+    );
+    wait_for_port(tls, Duration::from_secs(10));
+    let mut central = Subscriber::connect(plain, &["site/berlin-3/#"]).await;
+    // The recipe as shipped (docs/deploy.md, recipe c), pointed at this test's broker.
+    let shipped =
+        std::fs::read_to_string(repo_root().join("configs/examples/agent-upstream.toml")).unwrap();
+    for name in ["central.example.net:8883", "/etc/lookout/ca.pem"] {
+        assert!(shipped.contains(name), "the recipe names {name}");
+    }
+    let mut upstream = shipped
+        .replace("central.example.net:8883", &format!("localhost:{tls}"))
+        .replace("/etc/lookout/ca.pem", &format!("{d}/ca.pem"));
+    upstream.push_str(&format!(
+        "remote_prefix = \"site/berlin-3\"\ndir = \"{d}/upstream\"\n"
+    ));
+    let config = config_with_upstream(dir.path(), &upstream);
+    let mut sets = LEVEL_SHIFTS_ONLY.to_vec();
+    sets.push("ingest.enabled=true");
+    let args = run_args(&config, local, 60, &sets);
+    let _agent = agent(&strs(&args), dir.path());
+
+    central
+        .wait_for(
+            "a score under the site's prefix",
+            Duration::from_secs(30),
+            |m| m.topic.starts_with("site/berlin-3/lookout/sim-1/scores/"),
+        )
+        .await;
+    let alarm = central
+        .wait_for("a firing alarm, forwarded", Duration::from_secs(40), |m| {
+            m.topic.starts_with("site/berlin-3/lookout/sim-1/alarms/")
+                && !m.payload.is_empty()
+                && m.json()["state"] == "firing"
+        })
+        .await;
+    assert_eq!(alarm.json()["host"], "sim-1");
+    // The centre steers the fleet: a rules document it holds comes down to the agent,
+    // whose verdict on it (a broken one) goes back up.
+    publish(
+        plain,
+        vec![("lookout/rules".into(), r#"[{"ruleId": "x"}]"#.into(), true)],
+    )
+    .await;
+    let verdict = central
+        .wait_for(
+            "the agent's verdict on the centre's rules",
+            Duration::from_secs(20),
+            |m| m.topic == "site/berlin-3/lookout/sim-1/rules/error" && !m.payload.is_empty(),
+        )
+        .await;
+    assert_eq!(
+        verdict.json()["origin"],
+        "lookout/rules",
+        "{}",
+        verdict.text()
+    );
+}
+
+/// A subscriber whose session outlives the broker's restart (mosquitto persists it), so
+/// that what the forwarder sends as soon as the broker is back is kept for it.
+struct Persistent {
+    rx: mpsc::Receiver<Msg>,
+    seen: Vec<Msg>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Persistent {
+    fn connect(port: u16, filter: &str) -> Self {
+        let mut opts = MqttOptions::new(
+            format!("e2e-persistent-{}", std::process::id()),
+            "127.0.0.1",
+            port,
+        );
+        opts.set_keep_alive(Duration::from_secs(10))
+            .set_clean_session(false)
+            .set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = AsyncClient::new(opts, 64);
+        let (tx, rx) = mpsc::channel(1_000_000);
+        let filter = filter.to_owned();
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) if !ack.session_present => {
+                        let _ = client.subscribe(filter.clone(), QoS::AtLeastOnce).await;
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let m = Msg {
+                            topic: p.topic.clone(),
+                            payload: p.payload.to_vec(),
+                            retain: p.retain,
+                            at: Instant::now(),
+                        };
+                        if tx.send(m).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        Self {
+            rx,
+            seen: Vec::new(),
+            _task: task,
+        }
+    }
+
+    async fn collect_for(&mut self, d: Duration) {
+        let deadline = tokio::time::Instant::now() + d;
+        while let Ok(Some(m)) = tokio::time::timeout_at(deadline, self.rx.recv()).await {
+            self.seen.push(m);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_minutes_without_the_centre_and_a_drop_mid_replay_lose_nothing_and_send_no_alarm_twice()
+ {
+    let dir = scratch("upstream-outage");
+    let (central_port, local) = (free_port(), free_port());
+    let central_dir = dir.path().join("central");
+    std::fs::create_dir_all(&central_dir).unwrap();
+    let mut central = mosquitto_persistent(central_port, &central_dir);
+    let mut sub = Persistent::connect(central_port, "lookout/#");
+    let d = dir.path().display();
+    let upstream = format!(
+        "[[upstream]]\nname = \"central\"\nurls = [\"mqtt://127.0.0.1:{central_port}\"]\nreplay_rate = 1000\ndir = \"{d}/upstream\"\n"
+    );
+    let config = config_with_upstream(dir.path(), &upstream);
+    // 60x: five simulated minutes are five seconds.
+    let args = run_args(&config, local, 60, LEVEL_SHIFTS_ONLY);
+    let mut agent = agent(&strs(&args), dir.path());
+    sub.collect_for(Duration::from_secs(8)).await;
+    assert!(
+        sub.seen.iter().any(|m| m.topic.contains("/scores/")),
+        "scores reach the centre before the outage"
+    );
+
+    assert!(central.terminate(Duration::from_secs(10)).is_some());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Back, and gone again while the outage's messages are being sent.
+    let mut central = mosquitto_persistent(central_port, &central_dir);
+    let before = sub.seen.len();
+    while sub.seen.len() == before {
+        sub.collect_for(Duration::from_millis(100)).await;
+    }
+    sub.collect_for(Duration::from_millis(300)).await;
+    assert!(central.terminate(Duration::from_secs(10)).is_some());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _central = mosquitto_persistent(central_port, &central_dir);
+    sub.collect_for(Duration::from_secs(15)).await;
+    agent.terminate(Duration::from_secs(10));
+    sub.collect_for(Duration::from_secs(1)).await;
+
+    // Scores and metrics: every tick of every topic, in order, the outage's included.
+    let mut ticks: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for m in &sub.seen {
+        if m.topic.contains("/scores/") || m.topic.ends_with("/metrics") {
+            let ts = m.json()["ts"].as_i64().unwrap();
+            ticks.entry(m.topic.as_str()).or_default().push(ts);
+        }
+    }
+    assert!(ticks.len() >= 5, "{:?}", ticks.keys());
+    let mut outage_ticks = 0;
+    let mut resent = 0;
+    for (topic, ts) in &ticks {
+        // A first delivery is always newer than everything before it; a message the
+        // broker took but did not acknowledge before it went away comes again (at least
+        // once), and only such a repeat may be older.
+        let mut seen = std::collections::BTreeSet::new();
+        for t in ts {
+            if !seen.insert(*t) {
+                resent += 1;
+                continue;
+            }
+            assert_eq!(
+                seen.last(),
+                Some(t),
+                "{topic}: {t} arrived after newer ticks"
+            );
+        }
+        let unique: Vec<i64> = seen.into_iter().collect();
+        let gaps: Vec<_> = unique.windows(2).filter(|w| w[1] - w[0] != 1000).collect();
+        assert!(gaps.is_empty(), "{topic}: ticks missing at {gaps:?}");
+        outage_ticks = outage_ticks.max(unique.len());
+    }
+    eprintln!("scores and metrics sent twice after the drop mid-replay: {resent}");
+    assert!(outage_ticks > 600, "ticks per topic: {outage_ticks}");
+
+    // Alarm states: each one exactly once (live deliveries; retained ones come only from
+    // a new subscription, and this one is never renewed).
+    let mut alarms: HashMap<(String, Vec<u8>), usize> = HashMap::new();
+    for m in sub
+        .seen
+        .iter()
+        .filter(|m| m.topic.contains("/alarms/") && !m.payload.is_empty())
+    {
+        *alarms
+            .entry((m.topic.clone(), m.payload.clone()))
+            .or_default() += 1;
+    }
+    assert!(alarms.len() >= 2, "alarms seen: {}", alarms.len());
+    let twice: Vec<_> = alarms
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|((t, p), n)| (t.clone(), String::from_utf8_lossy(p).into_owned(), *n))
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "alarm states sent more than once: {twice:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_go_through_the_secondary_when_the_primary_dies_and_come_back_to_it() {
+    let dir = scratch("upstream-failover");
+    let (a, b, local) = (free_port(), free_port(), free_port());
+    let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&dir_a).unwrap();
+    std::fs::create_dir_all(&dir_b).unwrap();
+    let mut primary = mosquitto(a, &dir_a);
+    let _secondary = mosquitto(b, &dir_b);
+    let mut on_a = Subscriber::connect(a, &["lookout/+/scores/#"]).await;
+    let mut on_b = Subscriber::connect(b, &["lookout/#"]).await;
+    let d = dir.path().display();
+    let upstream = format!(
+        "[[upstream]]\nname = \"central\"\nurls = [\"mqtt://127.0.0.1:{a}\", \"mqtt://127.0.0.1:{b}\"]\nfailover_after = \"2s\"\nfailback_after = \"3s\"\nreplay_rate = 20000\ndir = \"{d}/upstream\"\n"
+    );
+    let config = config_with_upstream(dir.path(), &upstream);
+    let args = run_args(&config, local, 60, LEVEL_SHIFTS_ONLY);
+    let _agent = agent(&strs(&args), dir.path());
+    on_a.wait_for("scores on the primary", Duration::from_secs(30), |m| {
+        m.topic.contains("/scores/")
+    })
+    .await;
+
+    primary.kill();
+    let died = Instant::now();
+    on_b.wait_for(
+        "a firing alarm through the secondary",
+        Duration::from_secs(30),
+        |m| m.topic.contains("/alarms/") && !m.payload.is_empty() && m.json()["state"] == "firing",
+    )
+    .await;
+    let first_on_b = on_b.seen.iter().map(|m| m.at).min().unwrap();
+    assert!(
+        first_on_b.duration_since(died) < Duration::from_secs(15),
+        "the secondary took over {:?} after the primary died",
+        first_on_b.duration_since(died)
+    );
+    on_b.wait_for("stats naming the secondary", Duration::from_secs(20), |m| {
+        m.topic.ends_with("/agent/stats")
+            && m.json()["upstream"][0]["broker"]
+                .as_str()
+                .is_some_and(|u| u.contains(&b.to_string()))
+            && m.json()["upstream"][0]["switches"].as_u64() >= Some(1)
+    })
+    .await;
+
+    // The primary returns: after `failback_after` of healthy probes, the agent goes back.
+    let _primary = mosquitto(a, &dir_a);
+    let mut back = Subscriber::connect(a, &["lookout/+/scores/#"]).await;
+    back.wait_for(
+        "scores on the primary again",
+        Duration::from_secs(40),
+        |m| m.topic.contains("/scores/"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_refuses_the_login_or_shows_a_wrong_certificate_is_named_and_local_publishing_goes_on()
+ {
+    let dir = scratch("upstream-faults");
+    make_test_pki(dir.path());
+    let (locked, tls, local) = (free_port(), free_port(), free_port());
+    let d = dir.path().display();
+    let passwd = dir.path().join("passwd");
+    let ok = std::process::Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(&passwd)
+        .args(["central", "right"])
+        .status()
+        .expect("mosquitto_passwd (mosquitto package)");
+    assert!(ok.success());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _open = mosquitto_with(
+        free_port(),
+        dir.path(),
+        &format!(
+            "listener {locked} 127.0.0.1\nallow_anonymous false\npassword_file {}\nlistener {tls} 127.0.0.1\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n",
+            passwd.display()
+        ),
+    );
+    wait_for_port(locked, Duration::from_secs(10));
+    wait_for_port(tls, Duration::from_secs(10));
+    let upstream = format!(
+        "[[upstream]]\nname = \"locked\"\nurls = [\"mqtt://127.0.0.1:{locked}\"]\nusername = \"central\"\npassword = \"wrong\"\ndir = \"{d}/up-locked\"\n\n\
+         [[upstream]]\nname = \"impostor\"\nurls = [\"mqtts://localhost:{tls}\"]\nca_file = \"{d}/other-ca.pem\"\ndir = \"{d}/up-impostor\"\n"
+    );
+    let config = config_with_upstream(dir.path(), &upstream);
+    let args = run_args(&config, local, 60, &[]);
+    let agent = agent(&strs(&args), dir.path());
+    let mut on_device =
+        Subscriber::connect(local, &["lookout/+/agent/stats", "lookout/+/scores/#"]).await;
+    agent
+        .wait_log("upstream=\"locked\"", Duration::from_secs(20))
+        .await;
+    agent
+        .wait_log("upstream=\"impostor\"", Duration::from_secs(20))
+        .await;
+    let log = agent.log_text();
+    let line = |name: &str| {
+        log.lines()
+            .find(|l| l.contains(&format!("upstream=\"{name}\"")) && l.contains("failed"))
+            .unwrap_or_else(|| panic!("no failure line for {name}:\n{log}"))
+            .to_owned()
+    };
+    assert!(
+        line("locked").to_lowercase().contains("not authorized")
+            || line("locked").contains("BadUserNamePassword")
+            || line("locked").to_lowercase().contains("refused"),
+        "{}",
+        line("locked")
+    );
+    assert!(
+        line("impostor").contains("UnknownIssuer") || line("impostor").contains("hint"),
+        "{}",
+        line("impostor")
+    );
+    // The device goes on: scores on its own broker, and what the centre should get is kept.
+    on_device
+        .wait_for(
+            "scores on the device's broker",
+            Duration::from_secs(20),
+            |m| m.topic.contains("/scores/"),
+        )
+        .await;
+    let stats = on_device
+        .wait_for(
+            "stats with both upstreams down and keeping",
+            Duration::from_secs(20),
+            |m| {
+                m.topic.ends_with("/agent/stats")
+                    && m.json()["upstream"].as_array().is_some_and(|u| {
+                        u.len() == 2
+                            && u.iter().all(|x| {
+                                x["connected"] == false && x["buffered"].as_u64() > Some(100)
+                            })
+                    })
+            },
+        )
+        .await
+        .json();
+    assert_eq!(stats["upstream"][0]["dropped"], 0, "{stats}");
+    // One line per outage, not one per retry.
+    let attempts = agent
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("upstream=\"locked\"") && l.contains("failed"))
+        .count();
+    assert!(
+        attempts <= 3,
+        "logged {attempts} failures: once per connection, not per retry"
+    );
+}
+
+#[test]
+fn a_forwarding_that_would_loop_stops_the_agent_at_config_check_naming_both_filters() {
+    let dir = scratch("upstream-loop");
+    let config = config_with_upstream(
+        dir.path(),
+        "[[upstream]]\nname = \"central\"\nurls = [\"mqtt://127.0.0.1:1\"]\nforward = [\"lookout/#\"]\nsubscribe = [\"lookout/rules\"]\n",
+    );
+    let out = std::process::Command::new(agent_bin())
+        .args(["check-config", "--config", &config])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("upstream[0].subscribe") && err.contains("lookout/#") && err.contains("loop"),
+        "{err}"
+    );
+}
