@@ -1,7 +1,9 @@
 //! `[[upstream]]` end to end: an agent on its embedded broker forwards to real mosquitto
 //! brokers (the centre): over TLS with a site prefix and the rules brought down; through
 //! a five-minute outage of the centre (simulated time) with nothing lost and nothing sent
-//! twice; and from a dead primary to a secondary and back.
+//! twice; and from a dead primary to a secondary and back. And `[buffer]`: an agent that
+//! publishes straight to the central broker keeps its scores and metrics through an
+//! outage of it too.
 
 mod common;
 
@@ -451,4 +453,69 @@ fn a_forwarding_that_would_loop_stops_the_agent_at_config_check_naming_both_filt
         err.contains("upstream[0].subscribe") && err.contains("lookout/#") && err.contains("loop"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_publishing_straight_to_its_broker_keeps_scores_and_metrics_through_its_outage() {
+    let dir = scratch("buffer-outage");
+    let port = free_port();
+    let broker_dir = dir.path().join("broker");
+    std::fs::create_dir_all(&broker_dir).unwrap();
+    let mut broker = mosquitto_persistent(port, &broker_dir);
+    let mut sub = Persistent::connect(port, "lookout/#");
+    let args = sim_run_args(
+        port,
+        1,
+        60,
+        &[
+            "buffer.replay_rate=1000",
+            "mqtt.reconnect_max=1s",
+            "agent.stats_interval=1s",
+        ],
+    );
+    let _agent = agent(&strs(&args), dir.path());
+    sub.collect_for(Duration::from_secs(6)).await;
+    assert!(sub.seen.iter().any(|m| m.topic.contains("/scores/")));
+    assert!(broker.terminate(Duration::from_secs(10)).is_some());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let _broker = mosquitto_persistent(port, &broker_dir);
+    sub.collect_for(Duration::from_secs(15)).await;
+
+    let mut ticks: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for m in &sub.seen {
+        if m.topic.contains("/scores/") || m.topic.ends_with("/metrics") {
+            ticks
+                .entry(m.topic.as_str())
+                .or_default()
+                .push(m.json()["ts"].as_i64().unwrap());
+        }
+    }
+    assert!(ticks.len() >= 5, "{:?}", ticks.keys());
+    for (topic, ts) in &ticks {
+        // Metrics and scores go out at QoS 0 while the broker is there: one sent just as
+        // it went away may be lost; what came after is kept, in order.
+        assert!(
+            ts.windows(2).all(|w| w[0] < w[1]),
+            "{topic}: out of order or twice"
+        );
+        let gaps: Vec<_> = ts.windows(2).filter(|w| w[1] - w[0] != 1000).collect();
+        assert!(gaps.len() <= 1, "{topic}: ticks missing at {gaps:?}");
+        if let Some(w) = gaps.first() {
+            assert!(
+                w[1] - w[0] <= 5000,
+                "{topic}: {} ticks lost",
+                (w[1] - w[0]) / 1000 - 1
+            );
+        }
+        assert!(ts.len() > 600, "{topic}: {} ticks", ts.len());
+    }
+    let stats = sub
+        .seen
+        .iter()
+        .rev()
+        .find(|m| m.topic.ends_with("/agent/stats"))
+        .unwrap()
+        .json();
+    assert!(stats["buffer"]["kept"].as_u64() > Some(1000), "{stats}");
+    assert_eq!(stats["buffer"]["dropped"], 0, "{stats}");
 }

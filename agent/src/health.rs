@@ -45,6 +45,9 @@ pub struct Report<'a> {
     /// Connections ended by an incoming message over the packet limit (link/client.rs).
     pub oversize: u64,
     pub outbox: OutboxReport,
+    /// Scores and metrics kept while the broker was away (`[buffer]`); absent when off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buffer: Option<BufferReport>,
     pub models: ModelsReport,
     pub commands: CommandsReport,
     /// Device models (`crate::devices`); absent when none is configured.
@@ -59,6 +62,19 @@ pub struct Report<'a> {
 pub struct Lag {
     pub p50: f32,
     pub max: f32,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct BufferReport {
+    /// Kept, not yet sent.
+    pub records: u64,
+    pub bytes: u64,
+    /// Kept since start.
+    pub kept: u64,
+    /// Merged into per-minute aggregates, and lost to the bounds.
+    pub downsampled: u64,
+    pub dropped: u64,
+    pub write_errors: u64,
 }
 
 #[derive(Debug, Default, Serialize)]

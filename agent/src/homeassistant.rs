@@ -519,6 +519,7 @@ mod tests {
             commands: Default::default(),
             devices: None,
             upstream: Vec::new(),
+            buffer: None,
         })
         .unwrap();
         for c in configs(&ctx(true), "h", [every_tick("m"), anomalies_only("n")]) {

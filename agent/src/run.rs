@@ -21,7 +21,7 @@ use crate::decide::ModelSpec;
 use crate::devices::config::DeviceSpec;
 use crate::devices::{Devices, DevicesParams, TRAINER_HOST};
 use crate::frame::Frame;
-use crate::health::{CommandsReport, Health, Lag, OutboxReport, Report};
+use crate::health::{BufferReport, CommandsReport, Health, Lag, OutboxReport, Report};
 use crate::link::{Extras, Inbox, Incoming, Link, LinkStats, broker};
 use crate::out::Out;
 use crate::persist::Store;
@@ -87,7 +87,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     if let Some(b) = &settings.broker {
         broker::start(b)?;
     }
-    let (mut agent, mut inbox) = Agent::start(settings)?;
+    let (mut agent, mut inbox) = Agent::start(sped_up(settings))?;
     agent.forwarders = (agent.settings.upstreams.iter().cloned())
         .map(Forwarder::start)
         .collect();
@@ -164,6 +164,18 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     drop(inbox);
     agent.stop().await;
     Ok(())
+}
+
+/// Simulated hosts publish `speed` times as often: what the buffer sends again after an
+/// outage is paced in their time too, or it could never catch up with them.
+fn sped_up(mut settings: Settings) -> Settings {
+    if settings.simulate.hosts > 0
+        && let Some(b) = settings.mqtt.buffer.as_mut()
+    {
+        let rate = f64::from(b.replay_rate) * settings.simulate.speed.max(1.0);
+        b.replay_rate = rate.min(f64::from(u32::MAX)) as u32;
+    }
+    settings
 }
 
 /// Buffers reused by every tick.
@@ -424,6 +436,14 @@ impl Agent {
                     write_errors: o.write_errors,
                     recovered: o.recovered,
                 },
+                buffer: r.link.buffer_stats().map(|b| BufferReport {
+                    records: b.records,
+                    bytes: b.bytes,
+                    kept: b.written,
+                    downsampled: b.downsampled,
+                    dropped: b.dropped,
+                    write_errors: b.write_errors,
+                }),
                 models: r.host.models_report(),
                 commands: CommandsReport {
                     accepted: c.accepted,

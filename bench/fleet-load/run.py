@@ -313,7 +313,8 @@ def main() -> int:
     agent = start([a.agent, "run", "--config", "configs/agent.toml",
                    "--simulate", str(a.hosts), "--set", "broker.enabled=false",
                    "--set", f"mqtt.url=mqtt://127.0.0.1:{port}",
-                   "--set", f"outbox.dir={work}/outbox", "--set", f"snapshots.dir={work}/models"],
+                   "--set", f"outbox.dir={work}/outbox", "--set", f"buffer.dir={work}/buffer",
+                   "--set", f"snapshots.dir={work}/models"],
                   Path.cwd(), out / "agent.log")
     procs["agent"] = agent
     time.sleep(3)

@@ -36,7 +36,7 @@ run() { # name, extra config
   local name=$1 extra=$2 cfg="$work/$1.toml"
   { cat configs/agent.toml; printf '\n%s\n' "$extra"; } > "$cfg"
   "$BIN" run --config "$cfg" --set broker.enabled=false --set "mqtt.url=mqtt://127.0.0.1:$port" \
-    --set agent.host=bench --set "snapshots.dir=$work/models-$name" --set "outbox.dir=$work/outbox-$name" \
+    --set agent.host=bench --set "snapshots.dir=$work/models-$name" --set "outbox.dir=$work/outbox-$name" --set "buffer.dir=$work/buffer-$name" \
     >"$OUT/agent-$name.log" 2>&1 &
   local pid=$!
   sleep 1

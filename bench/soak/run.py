@@ -192,7 +192,8 @@ targets = ["sink"]
     agent = start([a.agent, "run", "--config", "configs/agent.toml",
                    "--simulate", str(a.hosts), "--speed", str(a.speed),
                    "--set", "broker.enabled=false", "--set", f"mqtt.url=mqtt://127.0.0.1:{port}",
-                   "--set", f"outbox.dir={work}/outbox", "--set", f"snapshots.dir={work}/models"],
+                   "--set", f"outbox.dir={work}/outbox", "--set", f"buffer.dir={work}/buffer",
+                   "--set", f"snapshots.dir={work}/models"],
                   Path.cwd(), out / "agent.log")
     procs = {"agent": agent, "bridge": bridge, "mosquitto": mosq}
     samples = []

@@ -265,11 +265,15 @@ pub fn agent_with_env(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Proc {
         .current_dir(repo_root())
         .env("LOOKOUT_LOG", "info")
         .envs(env.iter().copied());
-    // Each test its own outbox and model snapshots: shared ones would replay one test's
-    // alarms in another, or start its models with another test's learning.
+    // Each test its own outbox, buffer and model snapshots: shared ones would replay one
+    // test's alarms or scores in another, or start its models with another test's learning.
     if args.first() == Some(&"run") && !args.iter().any(|a| a.starts_with("outbox.dir=")) {
         cmd.arg("--set")
             .arg(format!("outbox.dir={}", dir.join("outbox").display()));
+    }
+    if args.first() == Some(&"run") && !args.iter().any(|a| a.starts_with("buffer.dir=")) {
+        cmd.arg("--set")
+            .arg(format!("buffer.dir={}", dir.join("buffer").display()));
     }
     if args.first() == Some(&"run") && !args.iter().any(|a| a.starts_with("snapshots.dir=")) {
         cmd.arg("--set")

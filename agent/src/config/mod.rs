@@ -27,7 +27,9 @@ use crate::decide::host::HostConfig;
 use crate::decide::{DetectorConfig, ModelSpec};
 use crate::devices::config::{DeviceKeys, DeviceSpec};
 use crate::homeassistant::HomeAssistantConfig;
-use crate::link::{BrokerConfig, BrokerSettings, MqttConfig, MqttSettings, OutboxConfig};
+use crate::link::{
+    BrokerConfig, BrokerSettings, BufferConfig, MqttConfig, MqttSettings, OutboxConfig,
+};
 use crate::persist::{SnapshotConfig, SnapshotSettings};
 use crate::rules::{IngestConfig, RulesConfig, RulesSettings};
 use crate::simulate::SimParams;
@@ -78,6 +80,8 @@ pub struct Raw {
     pub broker: BrokerConfig,
     #[serde(default)]
     pub outbox: OutboxConfig,
+    #[serde(default)]
+    pub buffer: BufferConfig,
     #[serde(default)]
     pub snapshots: SnapshotConfig,
     #[serde(default)]
@@ -270,10 +274,15 @@ impl Parsed<'_> {
             .outbox
             .resolve()
             .map_err(|e| self.invalid("outbox", e))?;
+        let buffer = self
+            .raw
+            .buffer
+            .resolve()
+            .map_err(|e| self.invalid("buffer", e))?;
         let fallback = broker.and_then(|b| b.auth.clone());
         self.raw
             .mqtt
-            .resolve(host, fallback, outbox)
+            .resolve(host, fallback, outbox, buffer)
             .map_err(|e| self.invalid("mqtt", e))
     }
 
@@ -439,6 +448,7 @@ impl Parsed<'_> {
             mqtt: &'a MqttConfig,
             broker: &'a BrokerConfig,
             outbox: &'a OutboxConfig,
+            buffer: &'a BufferConfig,
             snapshots: &'a SnapshotConfig,
             host: &'a HostConfig,
             rules: &'a RulesConfig,
@@ -475,6 +485,7 @@ impl Parsed<'_> {
             mqtt: &r.mqtt,
             broker: &r.broker,
             outbox: &r.outbox,
+            buffer: &r.buffer,
             snapshots: &r.snapshots,
             host: &r.host,
             rules: &r.rules,

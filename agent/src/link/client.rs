@@ -47,8 +47,10 @@ use tokio::task::JoinHandle;
 
 use lookout_shared::time::Backoff;
 
+use super::buffer::Buffer;
 use super::config::MqttSettings;
 use super::outbox::{Outbox, OutboxStats};
+use super::ring::{Ring, RingSettings, RingStats};
 use super::sweep::{Sweep, Verdict};
 use crate::out::Out;
 use lookout_shared::mqtt::Session;
@@ -65,16 +67,28 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 struct Qos1 {
     outbox: Outbox,
     transient: VecDeque<(String, Vec<u8>, bool)>,
-    /// One entry per QoS 1 publish handed to rumqttc, oldest first: the outbox record it
-    /// carries, or `None`.
-    fifo: VecDeque<Option<u64>>,
-    /// Packet id → outbox record, for publishes on the wire.
-    by_pkid: HashMap<u16, u64>,
+    /// One entry per QoS 1 publish handed to rumqttc, oldest first: what it carries.
+    fifo: VecDeque<Carried>,
+    /// Packet id → what it carries, for publishes on the wire that must be settled.
+    by_pkid: HashMap<u16, Carried>,
+    /// Scores and metrics kept while the broker is away (`[buffer]`).
+    buffer: Option<Buffer>,
     /// The newest outbox record handed to rumqttc in this connection.
     last_sent: u64,
     /// False between a ConnAck and the end of re-subscribing, so that nothing (`online`
     /// first of all) goes out before the link listens again.
     ready: bool,
+}
+
+/// What a QoS 1 publish handed to rumqttc carries, to settle when its PUBACK comes.
+#[derive(Clone, Copy, Debug)]
+enum Carried {
+    /// Status, events, re-sent states: nothing to settle.
+    Transient,
+    /// An outbox record.
+    State(u64),
+    /// A record of the buffer.
+    Buffered(u64),
 }
 
 pub use lookout_shared::payload::{OFFLINE, ONLINE};
@@ -177,6 +191,8 @@ pub struct Extras {
 pub struct LinkStats {
     pub queued: AtomicU64,
     pub dropped: AtomicU64,
+    /// Scores and metrics kept in the buffer while the broker was away.
+    pub buffered: AtomicU64,
     pub reconnects: AtomicU64,
     /// Incoming messages dropped because the inbox was full.
     pub inbox_dropped: AtomicU64,
@@ -251,12 +267,23 @@ impl Link {
             tracing::error!(host, error = %e, "outbox unusable: alarm states are kept in memory only and lost if the agent stops");
             Outbox::in_memory(o.max_bytes)
         });
+        let buffer = settings.buffer.as_ref().and_then(|b| {
+            let dir = b.dir.join(lookout_shared::topics::sanitize_level(host));
+            match Ring::open(RingSettings::new(dir, b.max_bytes, b.max_age)) {
+                Ok(ring) => Some(Buffer::new(ring, b.replay_rate)),
+                Err(e) => {
+                    tracing::error!(host, error = %e, "buffer unusable: scores and metrics are dropped (and counted) while the broker is away");
+                    None
+                }
+            }
+        });
         let link = Self {
             qos1: Arc::new(Mutex::new(Qos1 {
                 outbox,
                 transient: VecDeque::new(),
                 fifo: VecDeque::new(),
                 by_pkid: HashMap::new(),
+                buffer,
                 last_sent: 0,
                 ready: false,
             })),
@@ -331,13 +358,36 @@ impl Link {
         }
     }
 
-    /// Metrics and scores: QoS 0, dropped while disconnected or when the queue is full.
+    /// Metrics and scores: QoS 0 while the broker is there and nothing waits; kept in the
+    /// buffer while it is away, and behind what the buffer holds until that is sent (so
+    /// each topic stays in order). Without a buffer, dropped while disconnected; dropped
+    /// when rumqttc's queue is full either way.
     pub fn publish_lossy(&self, topic: &str, payload: Vec<u8>) -> bool {
-        if !self.connected.load(Ordering::Relaxed) {
+        let connected = self.connected.load(Ordering::Relaxed);
+        let kept = self.qos1.lock().ok().and_then(|mut q| {
+            let b = q.buffer.as_mut()?;
+            (!connected || !b.idle()).then(|| {
+                b.keep(topic, &payload, lookout_shared::time::now_ms());
+            })
+        });
+        if kept.is_some() {
+            self.stats.buffered.fetch_add(1, Ordering::Relaxed);
+            self.pump();
+            return true;
+        }
+        if !connected {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         self.try_send(topic, QoS::AtMostOnce, false, payload)
+    }
+
+    /// The buffer's counters, for the agent's own health (`None`: no buffer).
+    pub fn buffer_stats(&self) -> Option<RingStats> {
+        self.qos1
+            .lock()
+            .ok()
+            .and_then(|q| q.buffer.as_ref().map(Buffer::stats))
     }
 
     /// Periodic reports (the agent's health): QoS 0 and retained, so a newcomer sees the
@@ -404,7 +454,7 @@ impl Link {
             // The FIFO entry goes in first: rumqttc reports the packet id when it takes
             // the request, which cannot happen before this function returns (the agent's
             // runtime is single-threaded, and the lock is held either way).
-            q.fifo.push_back(None);
+            q.fifo.push_back(Carried::Transient);
             match self
                 .client
                 .try_publish(topic, QoS::AtLeastOnce, retain, payload)
@@ -418,13 +468,10 @@ impl Link {
                 }
             }
         }
-        loop {
-            let Some(r) = q.outbox.next_after(q.last_sent) else {
-                return;
-            };
+        while let Some(r) = q.outbox.next_after(q.last_sent) {
             let (seq, topic, payload, retain) =
                 (r.seq, r.topic.clone(), r.payload.clone(), r.retain);
-            q.fifo.push_back(Some(seq));
+            q.fifo.push_back(Carried::State(seq));
             if self
                 .client
                 .try_publish(topic, QoS::AtLeastOnce, retain, payload)
@@ -436,6 +483,28 @@ impl Link {
             q.last_sent = seq;
             self.stats.queued.fetch_add(1, Ordering::Relaxed);
         }
+        self.pump_buffered(&mut q);
+    }
+
+    /// What the buffer kept, oldest first, after the alarm states, at its replay rate.
+    fn pump_buffered(&self, q: &mut Qos1) {
+        let Some(b) = q.buffer.as_mut() else { return };
+        let batch = b.next(std::time::Instant::now());
+        let mut handed = Vec::with_capacity(batch.len());
+        for e in batch {
+            let id = e.id;
+            if self
+                .client
+                .try_publish(e.topic, QoS::AtLeastOnce, false, e.payload)
+                .is_err()
+            {
+                b.unsend(id);
+                break;
+            }
+            handed.push(Carried::Buffered(id));
+            self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        }
+        q.fifo.extend(handed);
     }
 
     /// rumqttc took a publish and gave it `pkid`.
@@ -444,27 +513,34 @@ impl Link {
             return; // QoS 0
         }
         if let Ok(mut q) = self.qos1.lock()
-            && let Some(Some(seq)) = q.fifo.pop_front()
+            && let Some(carried) = q.fifo.pop_front()
+            && !matches!(carried, Carried::Transient)
         {
-            q.by_pkid.insert(pkid, seq);
+            q.by_pkid.insert(pkid, carried);
         }
     }
 
     /// The broker acknowledged `pkid`.
     fn on_puback(&self, pkid: u16) {
-        if let Ok(mut q) = self.qos1.lock()
-            && let Some(seq) = q.by_pkid.remove(&pkid)
-        {
-            q.outbox.ack(seq);
+        if let Ok(mut q) = self.qos1.lock() {
+            match q.by_pkid.remove(&pkid) {
+                Some(Carried::State(seq)) => q.outbox.ack(seq),
+                Some(Carried::Buffered(id)) => {
+                    if let Some(b) = q.buffer.as_mut() {
+                        b.arrived(id, std::time::Instant::now());
+                    }
+                }
+                Some(Carried::Transient) | None => {}
+            }
         }
         self.pump();
     }
 
-    /// True when nothing of QoS 1 waits: the outbox is empty and every publish was acked.
     fn states_waiting(&self) -> bool {
         self.qos1.lock().is_ok_and(|q| q.outbox.stats().pending > 0)
     }
 
+    /// True when nothing of QoS 1 waits: the outbox is empty and every publish was acked.
     fn settled(&self) -> bool {
         self.qos1.lock().is_ok_and(|q| {
             q.outbox.stats().pending == 0 && q.transient.is_empty() && q.by_pkid.is_empty()
@@ -505,6 +581,11 @@ impl Link {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        if let Ok(mut q) = self.qos1.lock()
+            && let Some(b) = q.buffer.as_mut()
+        {
+            b.flush(std::time::Instant::now());
+        }
         let _ = self.client.try_disconnect();
     }
 
@@ -526,6 +607,9 @@ impl Link {
             q.by_pkid.clear();
             q.last_sent = 0;
             q.ready = false;
+            if let Some(b) = q.buffer.as_mut() {
+                b.reconnected(std::time::Instant::now());
+            }
             // `online` first, then the announcements, then the latest state of topics the
             // outbox does not resend anyway (its records follow, in order, so they end up
             // retained last).

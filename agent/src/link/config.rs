@@ -75,6 +75,8 @@ pub struct MqttSettings {
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
     pub outbox: OutboxSettings,
+    /// Scores and metrics kept while the broker is away; `None`: dropped (and counted).
+    pub buffer: Option<BufferSettings>,
 }
 
 impl MqttConfig {
@@ -85,6 +87,7 @@ impl MqttConfig {
         host: &str,
         fallback_login: Option<(String, Secret)>,
         outbox: OutboxSettings,
+        buffer: Option<BufferSettings>,
     ) -> Result<MqttSettings, Invalid> {
         let url = lookout_shared::url::parse(&self.url).map_err(|m| Invalid::new("url", m))?;
         if self.prefix.is_empty() || self.prefix.contains(['+', '#']) {
@@ -138,6 +141,7 @@ impl MqttConfig {
             reconnect_min: self.reconnect_min.0.max(Duration::from_millis(10)),
             reconnect_max: self.reconnect_max.0.max(self.reconnect_min.0),
             outbox,
+            buffer,
         })
     }
 }
@@ -336,5 +340,70 @@ impl OutboxConfig {
             max_bytes: self.max_bytes,
             fsync: self.fsync,
         })
+    }
+}
+
+/// `[buffer]`: scores and metrics kept on disk while the agent's broker is unreachable
+/// (link/buffer.rs, link/ring.rs).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BufferConfig {
+    pub enabled: bool,
+    /// Where; empty: the state directory's `buffer` (as `[outbox] dir`).
+    pub dir: String,
+    pub max_bytes: u64,
+    pub max_age: HumanDuration,
+    /// Messages a second when sending what was kept.
+    pub replay_rate: u32,
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: String::new(),
+            max_bytes: 64 * 1024 * 1024,
+            max_age: HumanDuration::from_secs(24 * 3600),
+            replay_rate: 200,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BufferSettings {
+    /// One sub-directory per published host.
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+    pub max_age: Duration,
+    pub replay_rate: u32,
+}
+
+impl BufferConfig {
+    pub fn resolve(&self) -> Result<Option<BufferSettings>, Invalid> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        if self.max_bytes < 1024 * 1024 {
+            return Err(Invalid::new(
+                "max_bytes",
+                "must be at least 1 MiB (1048576)",
+            ));
+        }
+        if self.replay_rate == 0 {
+            return Err(Invalid::new(
+                "replay_rate",
+                "must be at least 1 message a second",
+            ));
+        }
+        Ok(Some(BufferSettings {
+            dir: if self.dir.is_empty() {
+                lookout_shared::config::state_dir("buffer")
+            } else {
+                self.dir.clone().into()
+            },
+            max_bytes: self.max_bytes,
+            max_age: self.max_age.0,
+            replay_rate: self.replay_rate,
+        }))
     }
 }

@@ -11,8 +11,8 @@ use lookout_shared::secret::Secret;
 use lookout_shared::tls::TlsSettings;
 use serde::{Deserialize, Serialize};
 
-use super::ring::RingSettings;
 use super::route::{Rewrite, Route, overlap, valid_filter};
+use crate::link::ring::RingSettings;
 
 /// One `[[upstream]]` table.
 #[derive(Clone, Debug, Deserialize, Serialize)]

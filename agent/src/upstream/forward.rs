@@ -37,9 +37,9 @@ use tokio::task::JoinHandle;
 use super::config::UpstreamSettings;
 use super::delivered::{Delivered, digest};
 use super::failover::{Decision, Failover};
-use super::ring::Ring;
 use super::route::{Route, matches};
 use crate::link::outbox::Outbox;
+use crate::link::ring::Ring;
 
 /// How often the control loop runs.
 const TICK: Duration = Duration::from_millis(100);

@@ -6,16 +6,14 @@
 //!   refused).
 //! - [`route`]: topic names on each side (site prefix, rewrites) and filter matching.
 //! - [`forward`]: the forwarder of one upstream: reads the agent's broker, sends up with
-//!   QoS 1, brings topics down.
+//!   QoS 1, keeps scores and metrics in a `link::ring` during outages, brings topics down.
 //! - [`failover`]: which broker of an upstream to use, and when to fail back.
-//! - [`ring`]: the bounded on-disk buffer of scores and metrics kept during an outage.
 //! - [`delivered`]: which retained states the upstream already has, across restarts.
 
 pub mod config;
 pub mod delivered;
 pub mod failover;
 pub mod forward;
-pub mod ring;
 pub mod route;
 
 pub use config::{UpstreamConfig, UpstreamSettings};

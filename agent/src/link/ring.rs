@@ -1,5 +1,5 @@
-//! The upstream ring: scores and metrics kept on disk while the upstream broker is
-//! unreachable, and sent oldest first when it is back.
+//! The ring: scores and metrics kept on disk while a broker (the agent's own, or an
+//! upstream) is unreachable, and sent oldest first when it is back.
 //!
 //! Without it a device that loses its uplink drops these lossy messages, and the centre
 //! sees a hole exactly where the interesting part was (issue 21). Alarms never come here:
@@ -379,7 +379,7 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, bool, PathBuf)>, Error> {
     let mut kept: Vec<(u64, bool, PathBuf)> = Vec::with_capacity(files.len());
     for f in files {
         if let Some(raw) = kept.last().filter(|k| k.0 == f.0).map(|k| k.2.clone()) {
-            tracing::warn!(path = %raw.display(), "upstream ring: a downsampling rewrite was interrupted after its rename; the raw copy is removed");
+            tracing::warn!(path = %raw.display(), "buffer: a downsampling rewrite was interrupted after its rename; the raw copy is removed");
             let _ = std::fs::remove_file(&raw);
             kept.pop();
         }
@@ -395,7 +395,7 @@ fn read_cursor(dir: &Path) -> Result<u64, Error> {
         Ok(b) => match <[u8; 8]>::try_from(b.as_slice()) {
             Ok(b) if u64::from_le_bytes(b) < 1 << 62 => Ok(u64::from_le_bytes(b)),
             _ => {
-                tracing::warn!(path = %path.display(), "upstream ring: unreadable cursor file, sending everything on disk again");
+                tracing::warn!(path = %path.display(), "buffer: unreadable cursor file, sending everything on disk again");
                 Ok(0)
             }
         },
@@ -434,7 +434,7 @@ impl Ring {
         ring.next_id = last.max(cursor) + 1;
         let records = ring.unsent();
         if records > 0 {
-            tracing::info!(dir = %dir.display(), records, "upstream ring: messages from before the restart will be sent");
+            tracing::info!(dir = %dir.display(), records, "buffer: messages from before the restart will be sent");
         }
         Ok(ring)
     }
@@ -444,7 +444,7 @@ impl Ring {
     fn recover(&mut self, s: Scan) -> Result<(), Error> {
         let path = &s.segment.path;
         if s.good < s.len {
-            tracing::warn!(path = %path.display(), good = s.good, len = s.len, "upstream ring: torn or corrupt tail cut off (a crash mid-write)");
+            tracing::warn!(path = %path.display(), good = s.good, len = s.len, "buffer: torn or corrupt tail cut off (a crash mid-write)");
             let f = OpenOptions::new()
                 .write(true)
                 .open(path)
@@ -478,7 +478,7 @@ impl Ring {
             Ok(frame) => self.store(&entry, &frame),
             Err(e) => {
                 let e = io(&self.settings.dir)(std::io::Error::other(e));
-                self.io_error(&e, "upstream ring: cannot encode a message; it is lost");
+                self.io_error(&e, "buffer: cannot encode a message; it is lost");
             }
         }
         // Dropped segments are deleted, so they cannot come back without it; the cursor
@@ -494,7 +494,7 @@ impl Ring {
             tracing::warn!(
                 topic = entry.topic,
                 size,
-                "upstream ring: message larger than a segment, dropped"
+                "buffer: message larger than a segment, dropped"
             );
             self.count_dropped(1);
         } else if !self.make_room(size) {
@@ -503,7 +503,7 @@ impl Ring {
             self.next_id += 1;
             match self.append(entry, frame) {
                 Ok(()) => self.stats.written += 1,
-                Err(e) => self.io_error(&e, "upstream ring: write failed; the message is lost"),
+                Err(e) => self.io_error(&e, "buffer: write failed; the message is lost"),
             }
         }
     }
@@ -561,7 +561,7 @@ impl Ring {
                 .back()
                 .map(|s| s.path.clone())
                 .unwrap_or_default();
-            self.io_error(&io(&path)(e), "upstream ring: could not sync a segment");
+            self.io_error(&io(&path)(e), "buffer: could not sync a segment");
         }
     }
 
@@ -619,7 +619,7 @@ impl Ring {
             Ok(()) => self.stats.downsampled += before - merged.len() as u64,
             Err(e) => self.io_error(
                 &e,
-                "upstream ring: could not downsample a segment; it is kept whole",
+                "buffer: could not downsample a segment; it is kept whole",
             ),
         }
     }
@@ -697,7 +697,7 @@ impl Ring {
         let path = self.segments[i].path.clone();
         self.io_error(
             &io(&path)(e),
-            "upstream ring: a segment cannot be read; its messages are lost",
+            "buffer: a segment cannot be read; its messages are lost",
         );
         self.remove_at(i);
         self.count_dropped(lost);
@@ -731,7 +731,7 @@ impl Ring {
         if emptied.is_err() {
             self.leftover += bytes;
         }
-        self.io_error(&io(path)(e), "upstream ring: could not delete a segment");
+        self.io_error(&io(path)(e), "buffer: could not delete a segment");
     }
 
     /// Up to `max` unsent records, oldest first; they stay until [`Ring::ack`].
@@ -831,7 +831,10 @@ impl Ring {
         })();
         if let Err(e) = done {
             let e = io(&tmp)(e);
-            self.io_error(&e, "upstream ring: could not record what was sent; it will be sent again after a restart");
+            self.io_error(
+                &e,
+                "buffer: could not record what was sent; it will be sent again after a restart",
+            );
         }
     }
 
@@ -845,7 +848,7 @@ impl Ring {
                 dropped = self.stats.dropped,
                 max_bytes = self.settings.max_bytes,
                 max_age_s = self.settings.max_age.as_secs(),
-                "upstream ring: dropping the oldest messages (full, or older than max_age)"
+                "buffer: dropping the oldest messages (full, or older than max_age)"
             );
         }
     }
@@ -881,6 +884,12 @@ impl Ring {
 
     pub fn is_empty(&self) -> bool {
         self.unsent() == 0
+    }
+
+    /// The id of the newest record pushed (0: none yet): a sender that has seen this one
+    /// acknowledged has sent everything, before telling the ring.
+    pub fn newest_id(&self) -> u64 {
+        self.next_id - 1
     }
 
     pub fn stats(&self) -> RingStats {
