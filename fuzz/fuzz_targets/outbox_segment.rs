@@ -4,25 +4,16 @@
 //! otherwise the input is the file.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+
+#[path = "framed.rs"]
+mod framed;
 use lookout_agent::link::outbox::parse_segment;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, mut rest)) = data.split_first() else {
+    let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let bytes = if mode & 1 == 0 {
-        rest.to_vec()
-    } else {
-        let mut out = Vec::new();
-        while let Some((&len, tail)) = rest.split_first() {
-            let body = &tail[..usize::from(len).min(tail.len())];
-            out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-            out.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
-            out.extend_from_slice(body);
-            rest = &tail[body.len()..];
-        }
-        out
-    };
+    let bytes = framed::file(mode, rest);
     let (records, good) = parse_segment(&bytes);
     assert!(good as usize <= bytes.len());
     assert!(records.len() <= bytes.len() / 8);
