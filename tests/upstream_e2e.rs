@@ -519,3 +519,359 @@ async fn an_agent_publishing_straight_to_its_broker_keeps_scores_and_metrics_thr
     assert!(stats["buffer"]["kept"].as_u64() > Some(1000), "{stats}");
     assert_eq!(stats["buffer"]["dropped"], 0, "{stats}");
 }
+
+/// A message as an MQTT 5 subscriber sees it: its properties too.
+#[derive(Clone, Debug)]
+struct Msg5 {
+    topic: String,
+    payload: Vec<u8>,
+    user: Vec<(String, String)>,
+    expiry: Option<u32>,
+}
+
+/// An MQTT 5 client (rumqttc's v5) subscribed to `filter`, collecting what it receives;
+/// it can publish too.
+struct Subscriber5 {
+    client: rumqttc::v5::AsyncClient,
+    rx: mpsc::Receiver<Msg5>,
+    seen: Vec<Msg5>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscriber5 {
+    fn connect(port: u16, filter: &str) -> Self {
+        use rumqttc::v5::mqttbytes::QoS as QoS5;
+        use rumqttc::v5::mqttbytes::v5::Packet as P5;
+        use rumqttc::v5::{AsyncClient as Client5, Event as E5, MqttOptions as Options5};
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let id = format!(
+            "e2e-sub5-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let mut opts = Options5::new(id, "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(10))
+            .set_max_packet_size(Some(1 << 20));
+        let (client, mut eventloop) = Client5::new(opts, 64);
+        let (tx, rx) = mpsc::channel(100_000);
+        let filter = filter.to_owned();
+        let sub = client.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(E5::Incoming(P5::ConnAck(_))) => {
+                        let _ = sub.subscribe(filter.clone(), QoS5::AtLeastOnce).await;
+                    }
+                    Ok(E5::Incoming(P5::Publish(p))) => {
+                        let props = p.properties.clone().unwrap_or_default();
+                        let m = Msg5 {
+                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                            payload: p.payload.to_vec(),
+                            user: props.user_properties,
+                            expiry: props.message_expiry_interval,
+                        };
+                        if tx.send(m).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        Self {
+            client,
+            rx,
+            seen: Vec::new(),
+            _task: task,
+        }
+    }
+
+    async fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Msg5) -> bool,
+    ) -> Msg5 {
+        if let Some(m) = self.seen.iter().find(|m| pred(m)) {
+            return m.clone();
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(m)) => {
+                    self.seen.push(m.clone());
+                    if pred(&m) {
+                        return m;
+                    }
+                }
+                _ => panic!(
+                    "timed out after {timeout:?} waiting for {what}; topics seen: {:?}",
+                    self.seen
+                        .iter()
+                        .map(|m| m.topic.as_str())
+                        .collect::<std::collections::BTreeSet<_>>()
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for Subscriber5 {
+    fn drop(&mut self) {
+        self._task.abort();
+    }
+}
+
+fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+    p.iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scores_reach_an_mqtt_5_subscriber_on_the_centre_with_host_and_model_and_an_expiry() {
+    let dir = scratch("upstream-mqtt5");
+    let (central, local) = (free_port(), free_port());
+    let _central = mosquitto(central, dir.path());
+    let mut sub = Subscriber5::connect(central, "lookout/#");
+    let d = dir.path().display();
+    let upstream = format!(
+        "[[upstream]]\nname = \"central\"\nurls = [\"mqtt://127.0.0.1:{central}\"]\nmessage_expiry = \"10m\"\ndir = \"{d}/upstream\"\n"
+    );
+    let config = config_with_upstream(dir.path(), &upstream);
+    let args = run_args(&config, local, 60, &[]);
+    let agent = agent(&strs(&args), dir.path());
+
+    let score = sub
+        .wait_for("a score", Duration::from_secs(30), |m| {
+            m.topic.starts_with("lookout/sim-1/scores/")
+        })
+        .await;
+    let model = score.topic.rsplit('/').next().unwrap();
+    assert_eq!(score.user, pairs(&[("host", "sim-1"), ("model", model)]));
+    // mosquitto hands on what is left of the expiry.
+    assert!(
+        score.expiry.is_some_and(|e| e > 590 && e <= 600),
+        "{:?}",
+        score.expiry
+    );
+    let metrics = sub
+        .wait_for("metrics", Duration::from_secs(10), |m| {
+            m.topic == "lookout/sim-1/metrics"
+        })
+        .await;
+    assert_eq!(metrics.user, pairs(&[("host", "sim-1")]));
+    assert!(metrics.expiry.is_some());
+    // A state (retained on the agent's broker) never expires.
+    let status = sub
+        .wait_for("the host's status", Duration::from_secs(10), |m| {
+            m.topic == "lookout/sim-1/status"
+        })
+        .await;
+    assert_eq!(status.user, pairs(&[("host", "sim-1")]));
+    assert_eq!(status.expiry, None);
+    let stats = sub
+        .wait_for("stats naming the protocol", Duration::from_secs(20), |m| {
+            m.topic == "lookout/sim-1/agent/stats"
+        })
+        .await;
+    let stats: serde_json::Value = serde_json::from_slice(&stats.payload).unwrap();
+    assert_eq!(stats["upstream"][0]["protocol"], "5", "{stats}");
+    assert_eq!(stats["upstream"][0]["refused"], 0, "{stats}");
+    agent
+        .wait_log("upstream broker speaks MQTT 5", Duration::from_secs(5))
+        .await;
+}
+
+/// A broker that speaks only MQTT 3.1.1: rumqttd with a v4 listener alone, in this
+/// process. It closes a connection whose CONNECT says version 5.
+fn broker_v311_only(port: u16) {
+    use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
+    let connections = ConnectionSettings {
+        connection_timeout_ms: 60_000,
+        max_payload_size: 1 << 20,
+        max_inflight_count: 100,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server = ServerSettings {
+        name: "v4-only".into(),
+        listen: format!("127.0.0.1:{port}").parse().unwrap(),
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections,
+    };
+    let config = Config {
+        id: 0,
+        router: RouterConfig {
+            max_connections: 16,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 1 << 20,
+            max_segment_count: 4,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+        v4: Some(HashMap::from([("1".to_string(), server)])),
+        ..Default::default()
+    };
+    let mut broker = rumqttd::Broker::new(config);
+    std::thread::spawn(move || {
+        if let Err(e) = broker.start() {
+            eprintln!("the 3.1.1-only broker stopped: {e}");
+        }
+    });
+    wait_for_port(port, Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_speaks_only_mqtt_3_1_1_gets_everything_in_3_1_1_and_the_log_says_so() {
+    let dir = scratch("upstream-v311");
+    let (central, local) = (free_port(), free_port());
+    broker_v311_only(central);
+    let mut on_central =
+        Subscriber::connect(central, &["lookout/+/scores/#", "lookout/+/status"]).await;
+    let d = dir.path().display();
+    let upstream = format!(
+        "[[upstream]]\nname = \"old\"\nurls = [\"mqtt://127.0.0.1:{central}\"]\ndir = \"{d}/upstream\"\n"
+    );
+    let config = config_with_upstream(dir.path(), &upstream);
+    let args = run_args(&config, local, 60, &[]);
+    let agent = agent(&strs(&args), dir.path());
+    let mut on_device = Subscriber::connect(local, &["lookout/+/agent/stats"]).await;
+
+    on_central
+        .wait_for("a score, in 3.1.1", Duration::from_secs(30), |m| {
+            m.topic.starts_with("lookout/sim-1/scores/")
+        })
+        .await;
+    on_central
+        .wait_for("the status, a state", Duration::from_secs(10), |m| {
+            m.topic == "lookout/sim-1/status"
+        })
+        .await;
+    agent
+        .wait_log("falling back to MQTT 3.1.1", Duration::from_secs(5))
+        .await;
+    let stats = on_device
+        .wait_for("stats", Duration::from_secs(20), |m| {
+            m.json()["upstream"][0]["connected"] == true
+        })
+        .await
+        .json();
+    assert_eq!(stats["upstream"][0]["protocol"], "3.1.1", "{stats}");
+    let log = agent.log_text();
+    let said = log.lines().filter(|l| l.contains("falling back")).count();
+    assert_eq!(said, 1, "said once:\n{log}");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("upstream=\"old\"") && l.contains("connection failed")),
+        "the refusal of MQTT 5 is not an outage:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_broker_serves_mqtt_5_beside_3_1_1_and_messages_cross_between_them() {
+    let dir = scratch("broker-v5");
+    let (local, v5) = (free_port(), free_port());
+    let config = config_with_upstream(dir.path(), "");
+    let listen_v5 = format!("broker.listen_v5=127.0.0.1:{v5}");
+    let args = run_args(&config, local, 60, &[&listen_v5]);
+    let _agent = agent(&strs(&args), dir.path());
+    wait_for_port(v5, Duration::from_secs(10));
+    // The agent publishes in 3.1.1; an MQTT 5 client reads it.
+    let mut sub5 = Subscriber5::connect(v5, "lookout/#");
+    sub5.wait_for(
+        "a score through the MQTT 5 listener",
+        Duration::from_secs(30),
+        |m| m.topic.starts_with("lookout/sim-1/scores/"),
+    )
+    .await;
+    // And the other way (published until the 3.1.1 subscription is in place).
+    let mut sub4 = Subscriber::connect(local, &["e2e/v5"]).await;
+    for _ in 0..50 {
+        sub5.client
+            .publish(
+                "e2e/v5",
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                false,
+                "from v5",
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        sub4.drain();
+        if !sub4.seen.is_empty() {
+            break;
+        }
+    }
+    let m = sub4
+        .wait_for("the MQTT 5 client's message", Duration::from_secs(1), |m| {
+            m.topic == "e2e/v5"
+        })
+        .await;
+    assert_eq!(m.text(), "from v5");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_the_centre_refuses_by_reason_code_are_counted_logged_and_not_sent_again() {
+    let dir = scratch("upstream-refused");
+    let (central, local) = (free_port(), free_port());
+    // The centre's ACL takes scores, status and stats, and denies metrics and alarms.
+    let acl = dir.path().join("acl");
+    std::fs::write(
+        &acl,
+        "topic readwrite lookout/+/scores/#\ntopic readwrite lookout/+/status\ntopic readwrite lookout/+/agent/stats\ntopic read lookout/rules\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&acl, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // With max_queued_messages 0 (the test brokers' setting) mosquitto 2.0.11 closes the
+    // connection right after denying a publish (docs/deploy.md, pitfalls); the shipped
+    // central config's value instead.
+    let _central = mosquitto_with(
+        central,
+        dir.path(),
+        &format!("max_queued_messages 10000\nacl_file {}\n", acl.display()),
+    );
+    let d = dir.path().display();
+    let upstream = format!(
+        "[[upstream]]\nname = \"central\"\nurls = [\"mqtt://127.0.0.1:{central}\"]\ndir = \"{d}/upstream\"\n"
+    );
+    let config = config_with_upstream(dir.path(), &upstream);
+    let args = run_args(&config, local, 60, &[]);
+    let agent = agent(&strs(&args), dir.path());
+    let mut on_device = Subscriber::connect(local, &["lookout/+/agent/stats"]).await;
+    let stats = on_device
+        .wait_for(
+            "stats with refused messages",
+            Duration::from_secs(30),
+            |m| {
+                let u = &m.json()["upstream"][0];
+                u["refused"].as_u64() > Some(5) && u["forwarded"].as_u64() > Some(5)
+            },
+        )
+        .await
+        .json();
+    let u = &stats["upstream"][0];
+    // Settled: nothing waits to be sent again.
+    assert_eq!(u["buffered"], 0, "{stats}");
+    assert_eq!(u["states_pending"], 0, "{stats}");
+    agent
+        .wait_log("refused a message", Duration::from_secs(5))
+        .await;
+    let log = agent.log_text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("refused a message"))
+        .collect();
+    assert!(
+        lines[0].contains("NotAuthorized") && lines[0].contains("lookout/sim-1/"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines.len() <= 2, "rate-limited: {lines:?}");
+}

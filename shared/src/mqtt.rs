@@ -126,6 +126,48 @@ impl ClientConfig {
         o
     }
 
+    /// rumqttc's MQTT 5 options for this client and session (the `[[upstream]]`
+    /// forwarder, where the broker speaks MQTT 5). `session_expiry`: how long the broker
+    /// keeps the session after the connection ends; zero ends it with the connection.
+    pub fn options_v5(
+        &self,
+        session: &Session,
+        session_expiry: Duration,
+    ) -> rumqttc::v5::MqttOptions {
+        use rumqttc::v5::mqttbytes::{QoS as QoS5, v5::LastWill as LastWill5};
+        let mut o =
+            rumqttc::v5::MqttOptions::new(&self.client_id, self.url.host.clone(), self.url.port);
+        let expiry = u32::try_from(session_expiry.as_secs()).unwrap_or(u32::MAX);
+        o.set_keep_alive(self.keep_alive)
+            .set_clean_start(session.clean)
+            .set_manual_acks(session.manual_acks)
+            .set_max_packet_size(Some(
+                u32::try_from(session.max_incoming).unwrap_or(u32::MAX),
+            ))
+            .set_transport(self.transport.clone());
+        if expiry > 0 {
+            o.set_session_expiry_interval(Some(expiry));
+        }
+        if let Some(will) = &session.last_will {
+            let qos = match will.qos {
+                rumqttc::QoS::AtMostOnce => QoS5::AtMostOnce,
+                rumqttc::QoS::AtLeastOnce => QoS5::AtLeastOnce,
+                rumqttc::QoS::ExactlyOnce => QoS5::ExactlyOnce,
+            };
+            o.set_last_will(LastWill5::new(
+                will.topic.clone(),
+                will.message.to_vec(),
+                qos,
+                will.retain,
+                None,
+            ));
+        }
+        if let Some((user, password)) = &self.login {
+            o.set_credentials(user.clone(), password.expose().to_owned());
+        }
+        o
+    }
+
     /// The same client under another id (simulated hosts, `watch`).
     pub fn with_client_id(&self, client_id: String) -> Self {
         Self {
@@ -174,6 +216,21 @@ mod tests {
             ("u", "p")
         );
         assert_eq!(o.last_will(), Some(will));
+        let v5 = c.options_v5(
+            &Session {
+                clean: false,
+                ..Session::default()
+            },
+            Duration::from_secs(3600),
+        );
+        assert_eq!(v5.client_id(), "id-1");
+        assert_eq!(v5.keep_alive(), MIN_KEEP_ALIVE);
+        assert!(!v5.clean_start());
+        assert_eq!(v5.session_expiry_interval(), Some(3600));
+        assert_eq!(v5.max_packet_size(), Some(64 * 1024));
+        assert_eq!(v5.credentials().unwrap().username, "u");
+        let clean = c.options_v5(&Session::default(), Duration::ZERO);
+        assert!(clean.clean_start() && clean.session_expiry_interval().is_none());
     }
 
     #[test]

@@ -4,26 +4,75 @@
 //! agent wants anyway.
 
 use std::collections::HashMap;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 
 use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings, TlsConfig};
 
 use super::config::BrokerSettings;
 use crate::Error;
 
-/// Starts the broker on its own thread. The address is bound once here first, so a port
-/// already in use is reported as a clear error instead of a log line from a thread.
+/// Binds `addr` once and lets it go, so a port already in use is reported as a clear
+/// error naming the listener instead of a log line from the broker's thread.
+fn free(addr: SocketAddr, what: &str) -> Result<(), Error> {
+    TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|e| Error::Broker {
+            listen: addr.to_string(),
+            message: format!("cannot listen for {what} ({e}); is another broker running there?"),
+        })
+}
+
+/// The listeners of one protocol version: the plain one, and the TLS one when asked for.
+fn servers(
+    settings: &BrokerSettings,
+    connections: &ConnectionSettings,
+) -> (
+    HashMap<String, ServerSettings>,
+    Option<HashMap<String, ServerSettings>>,
+) {
+    let server = |name: &str, listen, tls| ServerSettings {
+        name: name.into(),
+        listen,
+        tls,
+        next_connection_delay_ms: 1,
+        connections: connections.clone(),
+    };
+    let mut v4 = HashMap::from([("1".to_string(), server("lookout-v4", settings.listen, None))]);
+    if let Some(tls) = &settings.tls {
+        let config = TlsConfig::Rustls {
+            capath: None,
+            certpath: tls.cert.clone(),
+            keypath: tls.key.clone(),
+        };
+        v4.insert(
+            "2".to_string(),
+            server("lookout-v4-tls", tls.listen, Some(config)),
+        );
+    }
+    // MQTT 5 is served by its own listener (rumqttd keeps the versions apart), with the
+    // same login and limits; both reach the same router, so a message published in one
+    // version reaches subscribers of the other.
+    let v5 = settings
+        .listen_v5
+        .map(|l| HashMap::from([("1".to_string(), server("lookout-v5", l, None))]));
+    (v4, v5)
+}
+
+/// Starts the broker on its own thread. Every address is bound once here first, so a
+/// port already in use is reported as a clear error instead of a log line from a thread.
 pub fn start(settings: &BrokerSettings) -> Result<(), Error> {
     let listen = settings.listen;
     let err = |message: String| Error::Broker {
         listen: listen.to_string(),
         message,
     };
-    TcpListener::bind(listen).map_err(|e| {
-        err(format!(
-            "cannot listen ({e}); is another broker running there?"
-        ))
-    })?;
+    free(listen, "MQTT 3.1.1")?;
+    if let Some(tls) = &settings.tls {
+        free(tls.listen, "TLS")?;
+    }
+    if let Some(l) = settings.listen_v5 {
+        free(l, "MQTT 5 (broker.listen_v5)")?;
+    }
 
     let connections = ConnectionSettings {
         connection_timeout_ms: 60_000,
@@ -36,36 +85,7 @@ pub fn start(settings: &BrokerSettings) -> Result<(), Error> {
         external_auth: None,
         dynamic_filters: true,
     };
-    let mut servers = HashMap::from([(
-        "1".to_string(),
-        ServerSettings {
-            name: "lookout-v4".into(),
-            listen,
-            tls: None,
-            next_connection_delay_ms: 1,
-            connections: connections.clone(),
-        },
-    )]);
-    if let Some(tls) = &settings.tls {
-        TcpListener::bind(tls.listen).map_err(|e| Error::Broker {
-            listen: tls.listen.to_string(),
-            message: format!("cannot listen for TLS ({e})"),
-        })?;
-        servers.insert(
-            "2".to_string(),
-            ServerSettings {
-                name: "lookout-v4-tls".into(),
-                listen: tls.listen,
-                tls: Some(TlsConfig::Rustls {
-                    capath: None,
-                    certpath: tls.cert.clone(),
-                    keypath: tls.key.clone(),
-                }),
-                next_connection_delay_ms: 1,
-                connections,
-            },
-        );
-    }
+    let (v4, v5) = servers(settings, &connections);
     let config = Config {
         id: 0,
         router: RouterConfig {
@@ -79,7 +99,8 @@ pub fn start(settings: &BrokerSettings) -> Result<(), Error> {
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         },
-        v4: Some(servers),
+        v4: Some(v4),
+        v5,
         ..Default::default()
     };
     let mut broker = rumqttd::Broker::new(config);
@@ -94,12 +115,22 @@ pub fn start(settings: &BrokerSettings) -> Result<(), Error> {
     // Wait until it accepts connections, so the agent's own client does not start with
     // a "connection refused" and a backoff.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while std::net::TcpStream::connect(listen).is_err() {
-        if std::time::Instant::now() > deadline {
-            return Err(err("not accepting connections 5 s after start".into()));
+    for addr in std::iter::once(listen).chain(settings.listen_v5) {
+        while std::net::TcpStream::connect(addr).is_err() {
+            if std::time::Instant::now() > deadline {
+                return Err(Error::Broker {
+                    listen: addr.to_string(),
+                    message: "not accepting connections 5 s after start".into(),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    tracing::info!(listen = %listen, "embedded MQTT broker listening");
+    match settings.listen_v5 {
+        Some(v5) => {
+            tracing::info!(listen = %listen, listen_v5 = %v5, "embedded MQTT broker listening (3.1.1 and 5)")
+        }
+        None => tracing::info!(listen = %listen, "embedded MQTT broker listening"),
+    }
     Ok(())
 }

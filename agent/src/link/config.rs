@@ -152,6 +152,10 @@ impl MqttConfig {
 pub struct BrokerConfig {
     pub enabled: bool,
     pub listen: String,
+    /// An MQTT 5 listener beside the 3.1.1 one (rumqttd serves each version on its own
+    /// port), with the same login and limits; absent: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_v5: Option<String>,
     pub max_connections: usize,
     pub max_payload_size: usize,
     /// rumqttd keeps recent messages of each topic in segments for slow subscribers:
@@ -182,6 +186,7 @@ impl Default for BrokerConfig {
         Self {
             enabled: false,
             listen: "127.0.0.1:1883".into(),
+            listen_v5: None,
             max_connections: 64,
             max_payload_size: 64 * 1024,
             segment_size: 64 * 1024,
@@ -199,6 +204,7 @@ impl Default for BrokerConfig {
 #[derive(Clone, Debug)]
 pub struct BrokerSettings {
     pub listen: SocketAddr,
+    pub listen_v5: Option<SocketAddr>,
     pub max_connections: usize,
     pub max_payload_size: usize,
     pub segment_size: usize,
@@ -233,17 +239,33 @@ impl BrokerConfig {
                 ));
             }
         };
+        let listen_v5: Option<SocketAddr> =
+            match &self.listen_v5 {
+                None => None,
+                Some(l) => Some(l.parse().map_err(|e| {
+                    Invalid::new("listen_v5", format!("{l:?} is not IP:PORT ({e})"))
+                })?),
+            };
+        if listen_v5 == Some(listen) {
+            return Err(Invalid::new(
+                "listen_v5",
+                format!("{listen} is `listen` already: MQTT 5 needs a port of its own"),
+            ));
+        }
         let tls = self.tls()?;
         // An open broker on a network interface lets anyone read and inject data.
-        let exposed = [Some(listen), tls.as_ref().map(|t| t.listen)]
-            .into_iter()
-            .flatten()
-            .find(|a| !a.ip().is_loopback());
-        if let Some(addr) = exposed
+        let exposed = [
+            ("listen", Some(listen)),
+            ("tls_listen", tls.as_ref().map(|t| t.listen)),
+            ("listen_v5", listen_v5),
+        ]
+        .into_iter()
+        .find_map(|(key, a)| a.filter(|a| !a.ip().is_loopback()).map(|a| (key, a)));
+        if let Some((key, addr)) = exposed
             && auth.is_none()
         {
             return Err(Invalid::new(
-                "listen",
+                key,
                 format!(
                     "the embedded broker would listen on {addr} without authentication: \
                      set broker.username and broker.password, or listen on 127.0.0.1"
@@ -254,6 +276,7 @@ impl BrokerConfig {
             auth,
             tls,
             listen,
+            listen_v5,
             max_connections: self.max_connections.max(1),
             max_payload_size: self.max_payload_size.max(1024),
             // A segment must hold the largest message.
@@ -405,5 +428,38 @@ impl BufferConfig {
             max_age: self.max_age.0,
             replay_rate: self.replay_rate,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(extra: &str) -> Result<Option<BrokerSettings>, Invalid> {
+        toml::from_str::<BrokerConfig>(&format!("enabled = true\n{extra}"))
+            .unwrap()
+            .resolve()
+    }
+
+    #[test]
+    fn an_mqtt_5_listener_is_off_by_default_and_checked_like_the_others() {
+        assert_eq!(broker("").unwrap().unwrap().listen_v5, None);
+        let s = broker("listen_v5 = \"127.0.0.1:1884\"").unwrap().unwrap();
+        assert_eq!(s.listen_v5, Some("127.0.0.1:1884".parse().unwrap()));
+        for (extra, key) in [
+            ("listen_v5 = \"1884\"", "listen_v5"),
+            ("listen_v5 = \"127.0.0.1:1883\"", "listen_v5"),
+            ("listen_v5 = \"0.0.0.0:1884\"", "listen_v5"),
+        ] {
+            assert_eq!(broker(extra).unwrap_err().key, key, "{extra}");
+        }
+        let open = broker("listen_v5 = \"0.0.0.0:1884\"").unwrap_err();
+        assert!(
+            open.message.contains("without authentication"),
+            "{}",
+            open.message
+        );
+        let with_login = "listen_v5 = \"0.0.0.0:1884\"\nusername = \"u\"\npassword = \"p\"";
+        assert!(broker(with_login).unwrap().is_some());
     }
 }

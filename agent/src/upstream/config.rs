@@ -11,6 +11,7 @@ use lookout_shared::secret::Secret;
 use lookout_shared::tls::TlsSettings;
 use serde::{Deserialize, Serialize};
 
+use super::client::Protocol;
 use super::route::{Rewrite, Route, overlap, valid_filter};
 use crate::link::ring::RingSettings;
 
@@ -64,6 +65,14 @@ pub struct UpstreamConfig {
     /// Where the buffer and the durable states live; empty: the state directory's
     /// `upstream/<name>`.
     pub dir: String,
+    /// `"auto"` (MQTT 5 where the broker speaks it, else 3.1.1), `"5"` or `"3.1.1"`.
+    pub protocol: Protocol,
+    /// MQTT 5: how long the broker may keep a score or metric for a subscriber that is
+    /// away; `"0s"`: as long as it likes. States (alarms) never expire.
+    pub message_expiry: HumanDuration,
+    /// MQTT 5: how long the broker keeps the forwarder's session (its subscriptions and
+    /// the messages they catch) after the connection ends; `"0s"`: a clean session.
+    pub session_expiry: HumanDuration,
 }
 
 impl Default for UpstreamConfig {
@@ -91,6 +100,9 @@ impl Default for UpstreamConfig {
             buffer_max_bytes: 64 * 1024 * 1024,
             buffer_max_age: HumanDuration::from_secs(24 * 3600),
             dir: String::new(),
+            protocol: Protocol::Auto,
+            message_expiry: HumanDuration::from_secs(3600),
+            session_expiry: HumanDuration::from_secs(0),
         }
     }
 }
@@ -115,6 +127,29 @@ pub struct UpstreamSettings {
     pub states_dir: PathBuf,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// The agent's topic prefix (the user properties name the host under it).
+    pub prefix: String,
+    pub protocol: Protocol,
+    /// Seconds, for scores and metrics; `None`: no expiry.
+    pub message_expiry: Option<u32>,
+    /// Zero: a clean session, as with 3.1.1.
+    pub session_expiry: Duration,
+}
+
+/// A duration MQTT 5 carries in whole seconds (a u32): zero is `None`.
+fn seconds(key: &str, d: Duration) -> Result<Option<u32>, Invalid> {
+    if d.is_zero() {
+        return Ok(None);
+    }
+    if d.subsec_nanos() != 0 {
+        return Err(Invalid::new(
+            key,
+            "must be whole seconds (MQTT 5 counts in seconds), or \"0s\"",
+        ));
+    }
+    u32::try_from(d.as_secs())
+        .map(Some)
+        .map_err(|_| Invalid::new(key, "must be at most 4294967295 s (about 136 years)"))
 }
 
 /// A forwarded message could come back down, and go up again, for ever.
@@ -180,6 +215,8 @@ impl UpstreamConfig {
                 "must be at least 1 MiB (1048576)",
             ));
         }
+        let message_expiry = seconds("message_expiry", self.message_expiry.0)?;
+        seconds("session_expiry", self.session_expiry.0)?;
         let dir = if self.dir.is_empty() {
             lookout_shared::config::state_dir("upstream").join(name)
         } else {
@@ -204,6 +241,10 @@ impl UpstreamConfig {
             states_dir: dir.join("states"),
             reconnect_min: reconnect.0,
             reconnect_max: reconnect.1,
+            prefix: prefix.to_owned(),
+            protocol: self.protocol,
+            message_expiry,
+            session_expiry: self.session_expiry.0,
         })
     }
 
@@ -368,6 +409,32 @@ mod tests {
         assert_eq!(s.brokers[0].client_id, "lookout-upstream-h-central");
         assert_eq!(s.local.client_id, "lookout-agent-h-upstream-central");
         assert_eq!(s.failover_after, Duration::from_secs(10));
+        assert_eq!(s.protocol, Protocol::Auto);
+        assert_eq!(s.message_expiry, Some(3600));
+        assert_eq!(s.session_expiry, Duration::ZERO);
+    }
+
+    #[test]
+    fn protocol_and_expiries_are_read_and_checked() {
+        let s = resolve(&table(
+            "name = \"c\"\nurls = [\"mqtt://a\"]\nprotocol = \"3.1.1\"\nmessage_expiry = \"0s\"\nsession_expiry = \"1d\"\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            s.protocol,
+            Protocol::Only(super::super::client::Version::V311)
+        );
+        assert_eq!(s.message_expiry, None);
+        assert_eq!(s.session_expiry, Duration::from_secs(86_400));
+        for (text, key) in [
+            ("message_expiry = \"1500ms\"", "message_expiry"),
+            ("session_expiry = \"200years\"", "session_expiry"),
+        ] {
+            let t = format!("name = \"c\"\nurls = [\"mqtt://a\"]\n{text}\n");
+            assert_eq!(resolve(&table(&t)).unwrap_err().key, key, "{text}");
+        }
+        let bad = toml::from_str::<UpstreamConfig>("protocol = \"6\"").unwrap_err();
+        assert!(bad.to_string().contains("protocol"), "{bad}");
     }
 
     #[test]

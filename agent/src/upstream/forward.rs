@@ -22,6 +22,12 @@
 //! Packet ids map to what each publish carried the way the agent's link does it
 //! (link/client.rs): rumqttc reports the packet id of each publish in the order they were
 //! handed to it.
+//!
+//! The connection speaks MQTT 5 or 3.1.1 ([`super::client`]); nothing here depends on
+//! which, except what MQTT 5 adds: a message expiry on scores and metrics, the `host` and
+//! `model` user properties, and PUBACK reason codes. A message the broker refuses with a
+//! reason code is counted (`refused`), logged, and settled: sending it again would be
+//! refused again.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -29,15 +35,17 @@ use std::time::{Duration, Instant};
 
 use lookout_shared::mqtt::{ClientConfig, SUBSCRIBER_PACKET_LIMIT, Session};
 use lookout_shared::time::Backoff;
-use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::client::{
+    Client, Connection, Event, Failure, Memory, Negotiation, Properties, Version, open,
+};
 use super::config::UpstreamSettings;
 use super::delivered::{Delivered, digest};
 use super::failover::{Decision, Failover};
-use super::route::{Route, matches};
+use super::route::{Route, matches, user_properties};
 use crate::link::outbox::Outbox;
 use crate::link::ring::Ring;
 
@@ -55,6 +63,9 @@ const PROBE_EVERY: Duration = Duration::from_secs(5);
 
 /// How long a stop waits for what is waiting to go up.
 const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// At most one log line a while about messages the broker refused.
+const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What a publish handed to rumqttc carried.
 #[derive(Clone, Debug)]
@@ -83,6 +94,8 @@ struct Counters {
     /// Scores and metrics lost because there was no buffer to keep them in.
     dropped: u64,
     down_dropped: u64,
+    /// Acknowledged with an MQTT 5 reason code that says the broker did not take them.
+    refused: u64,
 }
 
 /// What `stats` says about one upstream.
@@ -91,6 +104,9 @@ pub struct UpstreamReport {
     pub name: String,
     pub broker: String,
     pub connected: bool,
+    /// The MQTT version of the last connection (`"5"`, `"3.1.1"`); absent before one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<&'static str>,
     pub switches: u64,
     pub forwarded: u64,
     pub brought_down: u64,
@@ -101,12 +117,18 @@ pub struct UpstreamReport {
     pub buffer_downsampled: u64,
     pub buffer_dropped: u64,
     pub dropped: u64,
+    pub refused: u64,
 }
 
 struct Core {
     name: String,
     urls: Vec<String>,
     retained: Vec<String>,
+    /// For the MQTT 5 properties: the agent's prefix, the route (to find a topic's
+    /// local name), the expiry of scores and metrics.
+    prefix: String,
+    route: Route,
+    message_expiry: Option<u32>,
     states: Outbox,
     delivered: Delivered,
     ring: Option<Ring>,
@@ -114,8 +136,9 @@ struct Core {
     retry: VecDeque<Lossy>,
     direct: BTreeMap<u64, Lossy>,
     next_direct: u64,
-    fifo: VecDeque<Sent>,
-    by_pkid: HashMap<u16, Sent>,
+    /// What each publish carried, and its topic upstream.
+    fifo: VecDeque<(Sent, String)>,
+    by_pkid: HashMap<u16, (Sent, String)>,
     in_flight: usize,
     states_sent: u64,
     buffered_sent: u64,
@@ -124,8 +147,12 @@ struct Core {
     /// Acknowledged through this id, not yet told to the ring: the ring syncs its cursor
     /// on every acknowledgement, so they are told once a tick, not once a message.
     buffered_acked: Option<u64>,
-    up: Option<AsyncClient>,
+    up: Option<Client>,
     connected: bool,
+    version: Option<Version>,
+    /// When refused messages were last logged, and how many since.
+    refused_logged: Option<Instant>,
+    refused_unlogged: u64,
     failover: Failover,
     /// Sends of kept messages allowed now (refilled at `replay_rate`).
     budget: f64,
@@ -188,13 +215,17 @@ impl Core {
 
     fn send(&mut self, sent: Sent, topic: &str, payload: Vec<u8>, retain: bool) -> bool {
         let Some(up) = &self.up else { return false };
-        if up
-            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
-            .is_err()
-        {
+        let props = (up.version() == Version::V5).then(|| Properties {
+            expiry: match sent {
+                Sent::State { .. } => None,
+                Sent::Buffered(_) | Sent::Direct(_) => self.message_expiry,
+            },
+            user: user_properties(&self.prefix, &self.route.local_of(topic)),
+        });
+        if !up.try_publish(topic, retain, payload, props) {
             return false;
         }
-        self.fifo.push_back(sent);
+        self.fifo.push_back((sent, topic.to_owned()));
         self.in_flight += 1;
         true
     }
@@ -265,16 +296,23 @@ impl Core {
         }
     }
 
-    fn on_puback(&mut self, pkid: u16) {
-        let Some(sent) = self.by_pkid.remove(&pkid) else {
+    /// An acknowledgement; `refused` is the broker's reason code when it did not take
+    /// the message, which is then settled all the same.
+    fn on_puback(&mut self, pkid: u16, refused: Option<&str>) {
+        let Some((sent, up_topic)) = self.by_pkid.remove(&pkid) else {
             return;
         };
         self.in_flight = self.in_flight.saturating_sub(1);
-        self.counters.forwarded += 1;
+        match refused {
+            None => self.counters.forwarded += 1,
+            Some(reason) => self.refused(&up_topic, reason),
+        }
         match sent {
             Sent::State { seq, topic, digest } => {
                 self.states.ack(seq);
-                if let Some(d) = digest {
+                if let Some(d) = digest
+                    && refused.is_none()
+                {
                     self.delivered.record(&topic, d);
                 }
             }
@@ -284,6 +322,27 @@ impl Core {
             Sent::Buffered(id) => self.settle_buffered(id),
         }
         self.pump();
+    }
+
+    fn refused(&mut self, topic: &str, reason: &str) {
+        self.counters.refused += 1;
+        let now = Instant::now();
+        if self
+            .refused_logged
+            .is_some_and(|t| now.duration_since(t) < REFUSED_LOG_EVERY)
+        {
+            self.refused_unlogged += 1;
+            return;
+        }
+        tracing::warn!(
+            upstream = self.name,
+            topic,
+            reason,
+            also_refused_since_last_line = self.refused_unlogged,
+            "upstream broker refused a message (PUBACK reason code); it is not sent again"
+        );
+        self.refused_logged = Some(now);
+        self.refused_unlogged = 0;
     }
 
     /// The ring is acknowledged up to the oldest record still in flight, so a record is
@@ -308,9 +367,10 @@ impl Core {
         }
     }
 
-    /// A new connection, with a clean session: nothing is in flight any more.
-    fn on_connected(&mut self) {
+    /// A new connection: nothing of the last one is in flight any more.
+    fn on_connected(&mut self, version: Version) {
         self.connected = true;
+        self.version = Some(version);
         self.failover.connected();
         self.pump();
     }
@@ -351,6 +411,7 @@ impl Core {
             name: self.name.clone(),
             broker: self.urls[self.failover.current()].clone(),
             connected: self.connected,
+            protocol: self.version.map(Version::as_str),
             switches: self.failover.switches(),
             forwarded: self.counters.forwarded,
             brought_down: self.counters.brought_down,
@@ -361,6 +422,7 @@ impl Core {
             buffer_downsampled: ring.downsampled,
             buffer_dropped: ring.dropped,
             dropped: self.counters.dropped + self.counters.down_dropped,
+            refused: self.counters.refused,
         }
     }
 }
@@ -397,6 +459,9 @@ impl Forwarder {
             name: s.name.clone(),
             urls: s.brokers.iter().map(|b| b.url.display()).collect(),
             retained: s.retained.clone(),
+            prefix: s.prefix.clone(),
+            route: s.route.clone(),
+            message_expiry: s.message_expiry,
             states,
             delivered,
             ring,
@@ -412,6 +477,9 @@ impl Forwarder {
             buffered_acked: None,
             up: None,
             connected: false,
+            version: None,
+            refused_logged: None,
+            refused_unlogged: 0,
             failover: Failover::new(s.brokers.len(), s.failover_after, s.failback_after, now),
             budget: 0.0,
             counters: Counters::default(),
@@ -440,19 +508,16 @@ fn lock(core: &Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
 
 /// The control loop: owns the local client's and the upstream connection's tasks.
 async fn run(s: Arc<UpstreamSettings>, core: Arc<Mutex<Core>>, mut stopped: watch::Receiver<bool>) {
-    let session = Session {
-        max_incoming: SUBSCRIBER_PACKET_LIMIT,
-        max_outgoing: SUBSCRIBER_PACKET_LIMIT,
-        ..Session::default()
-    };
-    let (local, local_loop) = AsyncClient::new(s.local.options(&session), 256);
+    // The agent's broker: the embedded one serves 3.1.1 on `listen` (MQTT 5 only on
+    // `listen_v5`), so the forwarder reads it in 3.1.1 whatever broker it is.
+    let (local, local_loop) = open(&s.local, &session(), Duration::ZERO, Version::V311, 256);
     let local_task = tokio::spawn(drive_local(
         local_loop,
         local.clone(),
         Arc::clone(&s),
         Arc::clone(&core),
     ));
-    let mut upstream = connect(&s, 0, &core, &local, &session);
+    let mut upstream = connect(&s, 0, &core, &local);
     let probe: Arc<Mutex<Option<bool>>> = Arc::new(Mutex::new(None));
     let mut last_probe = Instant::now();
     let mut ticker = tokio::time::interval(TICK);
@@ -473,7 +538,7 @@ async fn run(s: Arc<UpstreamSettings>, core: Arc<Mutex<Core>>, mut stopped: watc
             c.pump();
             if c.failover.wants_probe() && now.duration_since(last_probe) >= PROBE_EVERY {
                 last_probe = now;
-                tokio::spawn(probe_primary(s.brokers[0].clone(), Arc::clone(&probe)));
+                tokio::spawn(probe_primary(Arc::clone(&s), Arc::clone(&probe)));
             }
             c.failover.decide(now)
         };
@@ -481,13 +546,13 @@ async fn run(s: Arc<UpstreamSettings>, core: Arc<Mutex<Core>>, mut stopped: watc
             tracing::warn!(upstream = s.name, to = %s.brokers[i].url.display(), "upstream: switching broker");
             upstream.abort();
             lock(&core).on_disconnected(now);
-            upstream = connect(&s, i, &core, &local, &session);
+            upstream = connect(&s, i, &core, &local);
         }
     }
     drain(&core).await;
     let up = lock(&core).up.take();
     if let Some(up) = up {
-        let _ = up.try_disconnect();
+        up.try_disconnect();
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     upstream.abort();
@@ -516,19 +581,23 @@ async fn drain(core: &Mutex<Core>) {
     }
 }
 
+/// Both connections read packets up to the agent's own limit.
+fn session() -> Session {
+    Session {
+        max_incoming: SUBSCRIBER_PACKET_LIMIT,
+        max_outgoing: SUBSCRIBER_PACKET_LIMIT,
+        ..Session::default()
+    }
+}
+
 /// Starts a connection to broker `i` of the upstream.
 fn connect(
     s: &Arc<UpstreamSettings>,
     i: usize,
     core: &Arc<Mutex<Core>>,
-    local: &AsyncClient,
-    session: &Session,
+    local: &Client,
 ) -> JoinHandle<()> {
-    let (client, eventloop) = AsyncClient::new(s.brokers[i].options(session), 256);
-    lock(core).up = Some(client.clone());
     tokio::spawn(drive_upstream(
-        eventloop,
-        client,
         i,
         Arc::clone(s),
         Arc::clone(core),
@@ -536,91 +605,138 @@ fn connect(
     ))
 }
 
-async fn drive_upstream(
-    mut eventloop: EventLoop,
-    client: AsyncClient,
-    i: usize,
-    s: Arc<UpstreamSettings>,
-    core: Arc<Mutex<Core>>,
-    local: AsyncClient,
-) {
+/// Says once per broker (and process) which version it speaks, with `auto`.
+fn log_version(name: &str, url: &str, version: Version, refusal: Option<&str>) {
+    match version {
+        Version::V5 => tracing::info!(
+            upstream = name,
+            broker = url,
+            "upstream broker speaks MQTT 5: scores and metrics go up with an expiry, every message with host and model properties"
+        ),
+        Version::V311 => tracing::info!(
+            upstream = name,
+            broker = url,
+            refused_mqtt5 = refusal.unwrap_or(""),
+            "upstream broker refused MQTT 5; falling back to MQTT 3.1.1 with it until the agent restarts (no expiry, no properties)"
+        ),
+    }
+}
+
+/// The connection to broker `i`, in the version [`Negotiation`] picks; a connection
+/// refused in MQTT 5 is made again at once in 3.1.1.
+async fn drive_upstream(i: usize, s: Arc<UpstreamSettings>, core: Arc<Mutex<Core>>, local: Client) {
     let url = s.brokers[i].url.display();
     let mut backoff = Backoff::new(s.reconnect_min, s.reconnect_max, &s.name);
     let mut failures: u64 = 0;
+    let mut negotiation = Negotiation::new(s.protocol, &url, Memory::global());
+    let mut refusal: Option<String> = None;
     loop {
-        match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                tracing::info!(
-                    upstream = s.name,
-                    broker = url,
-                    after_failures = failures,
-                    "upstream connected"
-                );
-                failures = 0;
-                backoff.reset();
-                for f in &s.subscribe {
-                    if let Err(e) = client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
-                        tracing::warn!(upstream = s.name, filter = f, error = %e, "upstream subscribe failed");
+        let version = negotiation.version();
+        let (client, mut conn) = open(&s.brokers[i], &session(), s.session_expiry, version, 256);
+        lock(&core).up = Some(client.clone());
+        loop {
+            let failure = match conn.poll().await {
+                Ok(Event::Connected) => {
+                    if negotiation.connected() {
+                        log_version(&s.name, &url, version, refusal.as_deref());
                     }
+                    tracing::info!(
+                        upstream = s.name,
+                        broker = url,
+                        protocol = version.as_str(),
+                        after_failures = failures,
+                        "upstream connected"
+                    );
+                    failures = 0;
+                    backoff.reset();
+                    for f in &s.subscribe {
+                        if let Err(e) = client.try_subscribe(f) {
+                            tracing::warn!(upstream = s.name, filter = f, error = %e, "upstream subscribe failed");
+                        }
+                    }
+                    lock(&core).on_connected(version);
+                    continue;
                 }
-                lock(&core).on_connected();
+                Ok(event) => {
+                    on_event(event, &s, &core, &local);
+                    continue;
+                }
+                Err(f) => f,
+            };
+            let was = lock(&core).connected;
+            lock(&core).on_disconnected(Instant::now());
+            if negotiation.failed(&failure) {
+                tracing::debug!(upstream = s.name, broker = url, error = %failure.text, "upstream refused MQTT 5; trying MQTT 3.1.1");
+                refusal = Some(failure.text);
+                break;
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                let topic = s.route.down(&p.topic);
-                let sent =
-                    local.try_publish(&topic, QoS::AtLeastOnce, p.retain, p.payload.to_vec());
-                let mut c = lock(&core);
-                match sent {
-                    Ok(()) => c.counters.brought_down += 1,
-                    Err(_) => c.counters.down_dropped += 1,
-                }
+            if was || failures == 0 {
+                let hint = lookout_shared::tls::hint(&failure.text).unwrap_or("");
+                tracing::warn!(upstream = s.name, broker = url, protocol = version.as_str(), error = %failure.text, hint, "upstream connection failed; what it should get is kept and sent when it is back");
             }
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => lock(&core).on_outgoing(pkid),
-            Ok(Event::Incoming(Packet::PubAck(ack))) => lock(&core).on_puback(ack.pkid),
-            Ok(_) => {}
-            Err(e) => {
-                let was = lock(&core).connected;
-                lock(&core).on_disconnected(Instant::now());
-                if was || failures == 0 {
-                    let text = e.to_string();
-                    let hint = lookout_shared::tls::hint(&text).unwrap_or("");
-                    tracing::warn!(upstream = s.name, broker = url, error = %text, hint, "upstream connection failed; what it should get is kept and sent when it is back");
-                }
-                failures += 1;
-                tokio::time::sleep(backoff.next_delay()).await;
+            failures += 1;
+            tokio::time::sleep(backoff.next_delay()).await;
+            if negotiation.version() != version {
+                break;
             }
         }
     }
 }
 
+/// An event of the upstream connection other than a new connection.
+fn on_event(event: Event, s: &UpstreamSettings, core: &Mutex<Core>, local: &Client) {
+    match event {
+        Event::Publish {
+            topic,
+            payload,
+            retain,
+        } => {
+            let topic = s.route.down(&topic);
+            let sent = local.try_publish(&topic, retain, payload, None);
+            let mut c = lock(core);
+            match sent {
+                true => c.counters.brought_down += 1,
+                false => c.counters.down_dropped += 1,
+            }
+        }
+        Event::Sent(pkid) => lock(core).on_outgoing(pkid),
+        Event::Acked { pkid, refused } => lock(core).on_puback(pkid, refused.as_deref()),
+        Event::Connected | Event::Other => {}
+    }
+}
+
 async fn drive_local(
-    mut eventloop: EventLoop,
-    client: AsyncClient,
+    mut conn: Connection,
+    client: Client,
     s: Arc<UpstreamSettings>,
     core: Arc<Mutex<Core>>,
 ) {
     let mut backoff = Backoff::new(s.reconnect_min, s.reconnect_max, &s.name);
     let mut failures: u64 = 0;
     loop {
-        match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+        match conn.poll().await {
+            Ok(Event::Connected) => {
                 failures = 0;
                 backoff.reset();
                 for f in &s.forward {
-                    if let Err(e) = client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
+                    if let Err(e) = client.try_subscribe(f) {
                         tracing::warn!(upstream = s.name, filter = f, error = %e, "subscribe on the local broker failed");
                     }
                 }
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
+            Ok(Event::Publish {
+                topic,
+                payload,
+                retain,
+            }) => {
                 let mut c = lock(&core);
-                c.take(&p.topic, &s.route, &p.payload, p.retain);
+                c.take(&topic, &s.route, &payload, retain);
                 c.pump();
             }
             Ok(_) => {}
             Err(e) => {
                 if failures == 0 {
-                    tracing::warn!(upstream = s.name, broker = %s.local.url.display(), error = %e, "upstream: cannot read from the agent's broker; retrying");
+                    tracing::warn!(upstream = s.name, broker = %s.local.url.display(), error = %e.text, "upstream: cannot read from the agent's broker; retrying");
                 }
                 failures += 1;
                 tokio::time::sleep(backoff.next_delay()).await;
@@ -629,27 +745,54 @@ async fn drive_local(
     }
 }
 
-/// One MQTT connect to the primary: healthy only if it accepts us (TCP alone is not
-/// enough: a broker that refuses the login would be failed back to for nothing).
-async fn probe_primary(primary: ClientConfig, result: Arc<Mutex<Option<bool>>>) {
+/// One MQTT connect to the primary, in the version the forwarder would use (MQTT 5 first
+/// with `auto`, then 3.1.1 if it is refused): healthy only if it accepts us (TCP alone
+/// is not enough: a broker that refuses the login would be failed back to for nothing).
+async fn probe_primary(s: Arc<UpstreamSettings>, result: Arc<Mutex<Option<bool>>>) {
+    let primary = &s.brokers[0];
     let probe = primary.with_client_id(format!("{}-probe", primary.client_id));
-    let (client, mut eventloop) = AsyncClient::new(probe.options(&Session::default()), 4);
-    let ok = tokio::time::timeout(Duration::from_secs(5), async {
+    let url = primary.url.display();
+    let mut negotiation = Negotiation::new(s.protocol, &url, Memory::global());
+    let mut refusal = None;
+    let ok = loop {
+        let version = negotiation.version();
+        match probe_once(&probe, version).await {
+            Ok(()) => {
+                if negotiation.connected() {
+                    log_version(&s.name, &url, version, refusal.as_deref());
+                }
+                break true;
+            }
+            Err(f) if negotiation.failed(&f) => refusal = Some(f.text),
+            Err(_) => break false,
+        }
+    };
+    if let Ok(mut r) = result.lock() {
+        *r = Some(ok);
+    }
+}
+
+async fn probe_once(probe: &ClientConfig, version: Version) -> Result<(), Failure> {
+    let (client, mut conn) = open(probe, &Session::default(), Duration::ZERO, version, 4);
+    let r = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => return true,
+            match conn.poll().await {
+                Ok(Event::Connected) => return Ok(()),
                 Ok(_) => {}
-                Err(_) => return false,
+                Err(f) => return Err(f),
             }
         }
     })
     .await
-    .unwrap_or(false);
-    if ok {
-        let _ = client.try_disconnect();
-        let _ = tokio::time::timeout(Duration::from_millis(500), eventloop.poll()).await;
+    .unwrap_or_else(|_| {
+        Err(Failure {
+            text: "no CONNACK within 5 s".into(),
+            wrong_version: false,
+        })
+    });
+    if r.is_ok() {
+        client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_millis(500), conn.poll()).await;
     }
-    if let Ok(mut r) = result.lock() {
-        *r = Some(ok);
-    }
+    r
 }

@@ -71,6 +71,47 @@ impl Route {
     }
 }
 
+impl Route {
+    /// The local name of a topic this route sent up: the `out` rewrite undone (the first
+    /// whose `to` the topic starts with), then the `remote_prefix` taken off. Used for
+    /// the MQTT 5 user properties, which name the host and model of the local topic.
+    pub fn local_of(&self, up: &str) -> String {
+        let mut t = up.to_owned();
+        for (from, to) in &self.out {
+            if let Some(rest) = t.strip_prefix(to.as_str()) {
+                t = format!("{from}{rest}");
+                break;
+            }
+        }
+        match t.strip_prefix(&self.prefix) {
+            Some(rest) if !self.prefix.is_empty() => rest.to_owned(),
+            _ => t,
+        }
+    }
+}
+
+/// The MQTT 5 user properties of a forwarded message, from its local topic:
+/// `<prefix>/<host>/scores/<model>` gives `host` and `model`,
+/// `<prefix>/<host>/alarms/<source>` gives `host` and the source as `model` (`cpu`,
+/// `host`, `rule/<ruleId>/<device>`), any other topic under a host (`<prefix>/<host>/x`)
+/// gives `host` alone; topics not under a host (`<prefix>/rules`) give none.
+pub fn user_properties(prefix: &str, local: &str) -> Vec<(String, String)> {
+    let mut levels = local.splitn(4, '/');
+    let (Some(p), Some(host), Some(kind)) = (levels.next(), levels.next(), levels.next()) else {
+        return Vec::new();
+    };
+    if p != prefix || host.is_empty() {
+        return Vec::new();
+    }
+    let mut out = vec![("host".to_owned(), host.to_owned())];
+    if let (Some(model), "scores" | "alarms") = (levels.next(), kind)
+        && !model.is_empty()
+    {
+        out.push(("model".to_owned(), model.to_owned()));
+    }
+    out
+}
+
 fn replace_first(rules: &[(String, String)], topic: String) -> String {
     for (from, to) in rules {
         if let Some(rest) = topic.strip_prefix(from.as_str()) {
@@ -174,6 +215,52 @@ mod tests {
         assert_eq!(r.up("lookout/h1/scores/cpu"), "plant/edge/h1/scores/cpu");
         assert_eq!(r.down("plant/control/rules"), "lookout/rules");
         assert_eq!(r.down("other/x"), "other/x");
+    }
+
+    #[test]
+    fn the_local_name_of_a_topic_sent_up_undoes_the_prefix_and_the_rewrite() {
+        let r = Route::new(
+            "site/b3",
+            &[Rewrite {
+                direction: Direction::Out,
+                from: "site/b3/lookout/".into(),
+                to: "plant/edge/".into(),
+            }],
+        );
+        let local = "lookout/h1/scores/cpu";
+        assert_eq!(r.local_of(&r.up(local)), local);
+        let plain = Route::new("site/b3", &[]);
+        assert_eq!(plain.local_of(&plain.up(local)), local);
+        assert_eq!(Route::default().local_of(local), local);
+    }
+
+    #[test]
+    fn user_properties_name_the_host_and_the_model_or_alarm_source() {
+        let props = |t: &str| user_properties("lookout", t);
+        let kv = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            props("lookout/h1/scores/cpu"),
+            kv(&[("host", "h1"), ("model", "cpu")])
+        );
+        assert_eq!(
+            props("lookout/h1/alarms/disk"),
+            kv(&[("host", "h1"), ("model", "disk")])
+        );
+        assert_eq!(
+            props("lookout/h1/alarms/rule/r7/pump-2"),
+            kv(&[("host", "h1"), ("model", "rule/r7/pump-2")])
+        );
+        assert_eq!(props("lookout/h1/metrics"), kv(&[("host", "h1")]));
+        assert_eq!(props("lookout/h1/agent/stats"), kv(&[("host", "h1")]));
+        assert_eq!(props("lookout/h1/scores"), kv(&[("host", "h1")]));
+        assert!(props("lookout/rules").is_empty());
+        assert!(props("other/h1/scores/cpu").is_empty());
+        assert!(props("lookout//metrics").is_empty());
     }
 
     #[test]
