@@ -29,6 +29,7 @@ import json
 import os
 import random
 import re
+import shutil
 import sys
 import threading
 import time
@@ -139,6 +140,9 @@ def main() -> int:
     a = ap.parse_args()
     out = Path(a.out)
     work = out / "work"
+    # A run starts from nothing: models, outbox and buffer left by an earlier run would
+    # resolve alarms whose firing this run never logged, and count them lost.
+    shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
 
     port = free_port()
