@@ -875,3 +875,135 @@ async fn messages_the_centre_refuses_by_reason_code_are_counted_logged_and_not_s
     );
     assert!(lines.len() <= 2, "rate-limited: {lines:?}");
 }
+
+// The agent's own link in MQTT 5 (`[mqtt] protocol`).
+
+/// On mosquitto with `protocol = "auto"` the agent speaks MQTT 5: scores carry the
+/// expiry and the `host` and `model` properties, alarms `host` and `model`, and its
+/// stats say `"5"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_on_mosquitto_with_protocol_auto_speaks_mqtt_5_with_expiry_and_properties() {
+    let dir = scratch("link-mqtt5");
+    let port = free_port();
+    let _broker = mosquitto(port, dir.path());
+    let mut sub = Subscriber5::connect(port, "lookout/#");
+    let mut sets = LEVEL_SHIFTS_ONLY.to_vec();
+    sets.extend(["mqtt.protocol=auto", "agent.stats_interval=1s"]);
+    let args = sim_run_args(port, 1, 60, &sets);
+    let agent = agent(&strs(&args), dir.path());
+    let score = sub
+        .wait_for("a score", Duration::from_secs(30), |m| {
+            m.topic.starts_with("lookout/sim-1/scores/")
+        })
+        .await;
+    let model = score.topic.rsplit('/').next().unwrap();
+    assert_eq!(score.user, pairs(&[("host", "sim-1"), ("model", model)]));
+    assert!(
+        score.expiry.is_some_and(|e| e > 3590 && e <= 3600),
+        "{:?}",
+        score.expiry
+    );
+    let alarm = sub
+        .wait_for("an alarm", Duration::from_secs(60), |m| {
+            m.topic.starts_with("lookout/sim-1/alarms/")
+        })
+        .await;
+    let source = alarm.topic.splitn(4, '/').nth(3).unwrap();
+    assert_eq!(alarm.user, pairs(&[("host", "sim-1"), ("model", source)]));
+    assert_eq!(alarm.expiry, None, "alarm states never expire");
+    let stats = sub
+        .wait_for("stats", Duration::from_secs(20), |m| {
+            m.topic == "lookout/sim-1/agent/stats"
+        })
+        .await;
+    assert_eq!(stats.user, pairs(&[("host", "sim-1")]));
+    let stats: serde_json::Value = serde_json::from_slice(&stats.payload).unwrap();
+    assert_eq!(stats["protocol"], "5", "{stats}");
+    assert_eq!(stats["reconnects"], 0, "{stats}");
+    agent
+        .wait_log("the broker speaks MQTT 5", Duration::from_secs(5))
+        .await;
+}
+
+/// The shipped config's embedded broker listens in 3.1.1 only; with `protocol = "auto"`
+/// the agent falls back once, quietly (no warning of its own, no reconnect counted), and
+/// works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_on_its_embedded_3_1_1_broker_with_protocol_auto_falls_back_once_and_works() {
+    let dir = scratch("link-auto-v311");
+    let local = free_port();
+    let config = config_with_upstream(dir.path(), "");
+    let args = run_args(&config, local, 60, &["mqtt.protocol=auto"]);
+    let agent = agent(&strs(&args), dir.path());
+    wait_for_port(local, Duration::from_secs(10));
+    let mut sub =
+        Subscriber::connect(local, &["lookout/+/agent/stats", "lookout/+/scores/#"]).await;
+    sub.wait_for("a score", Duration::from_secs(30), |m| {
+        m.topic.starts_with("lookout/sim-1/scores/")
+    })
+    .await;
+    let stats = sub
+        .wait_for("stats", Duration::from_secs(20), |m| {
+            m.topic == "lookout/sim-1/agent/stats"
+        })
+        .await
+        .json();
+    assert_eq!(stats["protocol"], "3.1.1", "{stats}");
+    assert_eq!(stats["reconnects"], 0, "{stats}");
+    let log = agent.log_text();
+    assert_eq!(
+        log.matches("the broker speaks MQTT 3.1.1 only").count(),
+        1,
+        "{log}"
+    );
+    // The agent's link says nothing alarming (rumqttd itself logs the refused CONNECT at
+    // error, `InvalidProtocolLevel(5)`: docs/config.md says so).
+    assert!(
+        !log.lines().any(|l| l.contains("MQTT connection")),
+        "the fallback is not an outage:\n{log}"
+    );
+    assert_eq!(log.matches("InvalidProtocolLevel(5)").count(), 1, "{log}");
+}
+
+/// `protocol = "5"` against the embedded broker's MQTT 5 listener: one agent runs the
+/// broker, another publishes to it in MQTT 5 and is killed (-9); its last will, the
+/// retained `offline`, arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_speaking_mqtt_5_to_the_embedded_v5_listener_works_and_its_last_will_arrives() {
+    let dir = scratch("link-v5-will");
+    let (local, v5) = (free_port(), free_port());
+    let config = config_with_upstream(dir.path(), "");
+    let listen_v5 = format!("broker.listen_v5=127.0.0.1:{v5}");
+    // The broker's own agent publishes under another prefix, out of the way.
+    let args = run_args(&config, local, 60, &[&listen_v5, "mqtt.prefix=site"]);
+    let _broker_agent = agent(&strs(&args), dir.path());
+    wait_for_port(v5, Duration::from_secs(10));
+    let mut sub = Subscriber5::connect(v5, "lookout/#");
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let args = sim_run_args(v5, 1, 60, &["mqtt.protocol=5", "agent.stats_interval=1s"]);
+    let mut publisher = agent(&strs(&args), &other);
+    let score = sub
+        .wait_for("a score in MQTT 5", Duration::from_secs(30), |m| {
+            m.topic.starts_with("lookout/sim-1/scores/")
+        })
+        .await;
+    assert_eq!(score.user[0], ("host".to_owned(), "sim-1".to_owned()));
+    assert!(score.expiry.is_some(), "{score:?}");
+    let stats = sub
+        .wait_for("stats", Duration::from_secs(20), |m| {
+            m.topic == "lookout/sim-1/agent/stats"
+        })
+        .await;
+    let stats: serde_json::Value = serde_json::from_slice(&stats.payload).unwrap();
+    assert_eq!(stats["protocol"], "5", "{stats}");
+    sub.wait_for("online", Duration::from_secs(5), |m| {
+        m.topic == "lookout/sim-1/status" && m.payload == b"online"
+    })
+    .await;
+    publisher.kill();
+    sub.wait_for("the last will", Duration::from_secs(30), |m| {
+        m.topic == "lookout/sim-1/status" && m.payload == b"offline"
+    })
+    .await;
+}

@@ -44,6 +44,10 @@ pub struct Report<'a> {
     pub inbox_dropped: u64,
     /// Connections ended by an incoming message over the packet limit (link/client.rs).
     pub oversize: u64,
+    /// QoS 1 publishes the broker refused with an MQTT 5 reason code (link/client.rs).
+    pub refused: u64,
+    /// The MQTT version the link speaks: `"5"` or `"3.1.1"` (`[mqtt] protocol`).
+    pub protocol: &'static str,
     pub outbox: OutboxReport,
     /// Scores and metrics kept while the broker was away (`[buffer]`); absent when off.
     #[serde(skip_serializing_if = "Option::is_none")]

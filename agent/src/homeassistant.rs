@@ -514,6 +514,8 @@ mod tests {
             reconnects: 0,
             inbox_dropped: 0,
             oversize: 0,
+            refused: 0,
+            protocol: "3.1.1",
             outbox: Default::default(),
             models: Default::default(),
             commands: Default::default(),

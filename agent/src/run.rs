@@ -429,6 +429,8 @@ impl Agent {
                 reconnects: self.stats.reconnects.load(Relaxed),
                 inbox_dropped: self.stats.inbox_dropped.load(Relaxed),
                 oversize: self.stats.oversize.load(Relaxed),
+                refused: self.stats.refused.load(Relaxed),
+                protocol: r.link.protocol().as_str(),
                 outbox: OutboxReport {
                     pending: o.pending,
                     bytes: o.bytes,

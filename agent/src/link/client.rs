@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Outgoing, Packet, Publish, QoS};
+use rumqttc::{LastWill, QoS};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -52,6 +52,10 @@ use super::config::MqttSettings;
 use super::outbox::{Outbox, OutboxStats};
 use super::ring::{Ring, RingSettings, RingStats};
 use super::sweep::{Sweep, Verdict};
+use super::version::{
+    Client, Connection, Event, Failure, Memory, Negotiation, Properties, Version, open,
+    user_properties,
+};
 use crate::out::Out;
 use lookout_shared::mqtt::Session;
 
@@ -67,10 +71,14 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 struct Qos1 {
     outbox: Outbox,
     transient: VecDeque<(String, Vec<u8>, bool)>,
-    /// One entry per QoS 1 publish handed to rumqttc, oldest first: what it carries.
-    fifo: VecDeque<Carried>,
-    /// Packet id → what it carries, for publishes on the wire that must be settled.
-    by_pkid: HashMap<u16, Carried>,
+    /// One entry per QoS 1 publish handed to rumqttc, oldest first: what it carries, and
+    /// its topic.
+    fifo: VecDeque<(Carried, String)>,
+    /// Packet id → what a publish on the wire carries, and its topic.
+    by_pkid: HashMap<u16, (Carried, String)>,
+    /// When a refusal (an MQTT 5 PUBACK reason code) was last logged, and those since.
+    refused_log: Option<std::time::Instant>,
+    refused_unlogged: u64,
     /// Scores and metrics kept while the broker is away (`[buffer]`).
     buffer: Option<Buffer>,
     /// The newest outbox record handed to rumqttc in this connection.
@@ -142,16 +150,6 @@ impl Pause {
     }
 }
 
-/// Whether a connection ended because a packet was over the limit; with its size.
-fn oversize(e: &rumqttc::ConnectionError) -> Option<usize> {
-    match e {
-        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
-            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(n),
-        )) => Some(*n),
-        _ => None,
-    }
-}
-
 /// A message from one of the link's subscriptions.
 #[derive(Clone, Debug)]
 pub struct Incoming {
@@ -198,11 +196,19 @@ pub struct LinkStats {
     pub inbox_dropped: AtomicU64,
     /// Connections ended by an incoming message over the packet limit.
     pub oversize: AtomicU64,
+    /// QoS 1 publishes the broker refused with an MQTT 5 PUBACK reason code (settled,
+    /// not sent again: it would refuse them again).
+    pub refused: AtomicU64,
 }
 
 #[derive(Clone)]
 pub struct Link {
-    client: AsyncClient,
+    /// Replaced when `protocol = "auto"` falls back to 3.1.1.
+    client: Arc<Mutex<Client>>,
+    host: Arc<str>,
+    prefix: Arc<str>,
+    /// On scores and metrics over MQTT 5.
+    message_expiry: Option<u32>,
     status_topic: String,
     retained: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
     stats: Arc<LinkStats>,
@@ -256,27 +262,26 @@ impl Link {
                 true,
             )),
         };
-        let opts = settings
-            .client
-            .with_client_id(client_id.to_owned())
-            .options(&session);
-        let (client, eventloop) = AsyncClient::new(opts, settings.queue);
-        let o = &settings.outbox;
-        let dir = o.dir.join(lookout_shared::topics::sanitize_level(host));
-        let outbox = Outbox::open(&dir, o.max_bytes, 64 * 1024, o.fsync).unwrap_or_else(|e| {
-            tracing::error!(host, error = %e, "outbox unusable: alarm states are kept in memory only and lost if the agent stops");
-            Outbox::in_memory(o.max_bytes)
-        });
-        let buffer = settings.buffer.as_ref().and_then(|b| {
-            let dir = b.dir.join(lookout_shared::topics::sanitize_level(host));
-            match Ring::open(RingSettings::new(dir, b.max_bytes, b.max_age)) {
-                Ok(ring) => Some(Buffer::new(ring, b.replay_rate)),
-                Err(e) => {
-                    tracing::error!(host, error = %e, "buffer unusable: scores and metrics are dropped (and counted) while the broker is away");
-                    None
-                }
-            }
-        });
+        let config = settings.client.with_client_id(client_id.to_owned());
+        let negotiation = Negotiation::new(
+            settings.protocol,
+            &settings.client.url.display(),
+            Memory::global(),
+        );
+        let (client, conn) = open(
+            &config,
+            &session,
+            Duration::ZERO,
+            negotiation.version(),
+            settings.queue,
+        );
+        let reopen = Reopen {
+            negotiation,
+            config,
+            session,
+            cap: settings.queue,
+        };
+        let (outbox, buffer) = open_stores(settings, host);
         let link = Self {
             qos1: Arc::new(Mutex::new(Qos1 {
                 outbox,
@@ -286,8 +291,13 @@ impl Link {
                 buffer,
                 last_sent: 0,
                 ready: false,
+                refused_log: None,
+                refused_unlogged: 0,
             })),
-            client,
+            client: Arc::new(Mutex::new(client)),
+            host: host.into(),
+            prefix: settings.prefix.as_str().into(),
+            message_expiry: settings.message_expiry,
             status_topic,
             retained: Arc::new(Mutex::new(BTreeMap::new())),
             stats,
@@ -308,7 +318,8 @@ impl Link {
             epoch: Arc::new(AtomicU64::new(0)),
         };
         let task = tokio::spawn(drive(
-            eventloop,
+            conn,
+            reopen,
             link.clone(),
             host.to_owned(),
             settings.client.url.display(),
@@ -318,13 +329,46 @@ impl Link {
         (link, task)
     }
 
-    fn try_send(&self, topic: &str, qos: QoS, retain: bool, payload: Vec<u8>) -> bool {
-        match self.client.try_publish(topic, qos, retain, payload) {
-            Ok(()) => {
+    /// The client of the current connection.
+    fn client(&self) -> Client {
+        match self.client.lock() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The version the link speaks (or offers, before it is connected).
+    pub fn protocol(&self) -> Version {
+        self.client().version()
+    }
+
+    /// What MQTT 5 adds to a message on `topic` (docs/topics.md): the `host` (this
+    /// link's) and `model` user properties, and on scores and metrics (`lossy`) the
+    /// expiry. `None` on a 3.1.1 connection.
+    fn properties(&self, client: &Client, topic: &str, lossy: bool) -> Option<Properties> {
+        if client.version() != Version::V5 {
+            return None;
+        }
+        let mut user = user_properties(&self.prefix, topic);
+        match user.first_mut() {
+            Some((_, host)) => *host = self.host.to_string(),
+            None => user.push(("host".to_owned(), self.host.to_string())),
+        }
+        Some(Properties {
+            expiry: if lossy { self.message_expiry } else { None },
+            user,
+        })
+    }
+
+    fn try_send(&self, topic: &str, lossy: bool, retain: bool, payload: Vec<u8>) -> bool {
+        let client = self.client();
+        let props = self.properties(&client, topic, lossy);
+        match client.try_publish_qos(topic, QoS::AtMostOnce, retain, payload, props) {
+            true => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
                 true
             }
-            Err(_) => {
+            false => {
                 let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if !self.drop_logged.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
@@ -379,7 +423,7 @@ impl Link {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        self.try_send(topic, QoS::AtMostOnce, false, payload)
+        self.try_send(topic, true, false, payload)
     }
 
     /// The buffer's counters, for the agent's own health (`None`: no buffer).
@@ -397,7 +441,7 @@ impl Link {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        self.try_send(topic, QoS::AtMostOnce, true, payload)
+        self.try_send(topic, false, true, payload)
     }
 
     /// Events worth an acknowledgement but not retention (simulator ground truth): QoS 1,
@@ -450,58 +494,48 @@ impl Link {
         if !q.ready {
             return;
         }
+        let client = self.client();
         while let Some((topic, payload, retain)) = q.transient.front().cloned() {
             // The FIFO entry goes in first: rumqttc reports the packet id when it takes
             // the request, which cannot happen before this function returns (the agent's
             // runtime is single-threaded, and the lock is held either way).
-            q.fifo.push_back(Carried::Transient);
-            match self
-                .client
-                .try_publish(topic, QoS::AtLeastOnce, retain, payload)
-            {
-                Ok(()) => {
-                    q.transient.pop_front();
-                }
-                Err(_) => {
-                    q.fifo.pop_back();
-                    return;
-                }
+            let props = self.properties(&client, &topic, false);
+            q.fifo.push_back((Carried::Transient, topic.clone()));
+            if client.try_publish(&topic, retain, payload, props) {
+                q.transient.pop_front();
+            } else {
+                q.fifo.pop_back();
+                return;
             }
         }
         while let Some(r) = q.outbox.next_after(q.last_sent) {
             let (seq, topic, payload, retain) =
                 (r.seq, r.topic.clone(), r.payload.clone(), r.retain);
-            q.fifo.push_back(Carried::State(seq));
-            if self
-                .client
-                .try_publish(topic, QoS::AtLeastOnce, retain, payload)
-                .is_err()
-            {
+            let props = self.properties(&client, &topic, false);
+            q.fifo.push_back((Carried::State(seq), topic.clone()));
+            if !client.try_publish(&topic, retain, payload, props) {
                 q.fifo.pop_back();
                 return;
             }
             q.last_sent = seq;
             self.stats.queued.fetch_add(1, Ordering::Relaxed);
         }
-        self.pump_buffered(&mut q);
+        self.pump_buffered(&mut q, &client);
     }
 
     /// What the buffer kept, oldest first, after the alarm states, at its replay rate.
-    fn pump_buffered(&self, q: &mut Qos1) {
+    fn pump_buffered(&self, q: &mut Qos1, client: &Client) {
         let Some(b) = q.buffer.as_mut() else { return };
         let batch = b.next(std::time::Instant::now());
         let mut handed = Vec::with_capacity(batch.len());
         for e in batch {
             let id = e.id;
-            if self
-                .client
-                .try_publish(e.topic, QoS::AtLeastOnce, false, e.payload)
-                .is_err()
-            {
+            let props = self.properties(client, &e.topic, true);
+            if !client.try_publish(&e.topic, false, e.payload, props) {
                 b.unsend(id);
                 break;
             }
-            handed.push(Carried::Buffered(id));
+            handed.push((Carried::Buffered(id), e.topic));
             self.stats.queued.fetch_add(1, Ordering::Relaxed);
         }
         q.fifo.extend(handed);
@@ -514,16 +548,22 @@ impl Link {
         }
         if let Ok(mut q) = self.qos1.lock()
             && let Some(carried) = q.fifo.pop_front()
-            && !matches!(carried, Carried::Transient)
         {
             q.by_pkid.insert(pkid, carried);
         }
     }
 
-    /// The broker acknowledged `pkid`.
-    fn on_puback(&self, pkid: u16) {
+    /// The broker acknowledged `pkid`; `refused` holds its reason code when it did not
+    /// take the message (MQTT 5). A refused message is settled all the same: sent again
+    /// it would be refused again, and the outbox would hold it for ever.
+    fn on_puback(&self, pkid: u16, refused: Option<&str>) {
         if let Ok(mut q) = self.qos1.lock() {
-            match q.by_pkid.remove(&pkid) {
+            let carried = q.by_pkid.remove(&pkid);
+            if let Some(reason) = refused {
+                let topic = carried.as_ref().map_or("", |(_, t)| t.as_str());
+                self.on_refused(&mut q, topic, reason);
+            }
+            match carried.map(|(c, _)| c) {
                 Some(Carried::State(seq)) => q.outbox.ack(seq),
                 Some(Carried::Buffered(id)) => {
                     if let Some(b) = q.buffer.as_mut() {
@@ -536,6 +576,27 @@ impl Link {
         self.pump();
     }
 
+    /// Counts a refused publish and logs it, at most every [`DROP_LOG_EVERY`].
+    fn on_refused(&self, q: &mut Qos1, topic: &str, reason: &str) {
+        let total = self.stats.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        q.refused_unlogged += 1;
+        let now = std::time::Instant::now();
+        if q.refused_log
+            .is_none_or(|t| now.duration_since(t) >= DROP_LOG_EVERY)
+        {
+            tracing::warn!(
+                host = %self.host,
+                topic,
+                reason,
+                refused = q.refused_unlogged,
+                total,
+                "the broker refused a QoS 1 publish (MQTT 5 PUBACK reason code); it is not sent again (logged at most every 10 s)"
+            );
+            q.refused_log = Some(now);
+            q.refused_unlogged = 0;
+        }
+    }
+
     fn states_waiting(&self) -> bool {
         self.qos1.lock().is_ok_and(|q| q.outbox.stats().pending > 0)
     }
@@ -543,7 +604,11 @@ impl Link {
     /// True when nothing of QoS 1 waits: the outbox is empty and every publish was acked.
     fn settled(&self) -> bool {
         self.qos1.lock().is_ok_and(|q| {
-            q.outbox.stats().pending == 0 && q.transient.is_empty() && q.by_pkid.is_empty()
+            q.outbox.stats().pending == 0
+                && q.transient.is_empty()
+                && q.by_pkid
+                    .values()
+                    .all(|(c, _)| matches!(c, Carried::Transient))
         })
     }
 
@@ -586,7 +651,7 @@ impl Link {
         {
             b.flush(std::time::Instant::now());
         }
-        let _ = self.client.try_disconnect();
+        self.client().try_disconnect();
     }
 
     /// Subscribes again, announces the host, re-sends every alarm state and whatever the
@@ -644,10 +709,7 @@ impl Link {
                     .then(|| s.filter().to_owned())
             });
             if let Some(filter) = &sweep
-                && let Err(e) = link
-                    .client
-                    .subscribe(filter.clone(), QoS::AtLeastOnce)
-                    .await
+                && let Err(e) = link.client().subscribe(filter).await
             {
                 tracing::warn!(filter, error = %e, "MQTT subscribe failed");
             }
@@ -668,11 +730,7 @@ impl Link {
 
     async fn subscribe_all(&self) {
         for filter in self.filters.iter() {
-            if let Err(e) = self
-                .client
-                .subscribe(filter.clone(), QoS::AtLeastOnce)
-                .await
-            {
+            if let Err(e) = self.client().subscribe(filter).await {
                 tracing::warn!(filter, error = %e, "MQTT subscribe failed");
             }
         }
@@ -743,7 +801,7 @@ impl Link {
             self.queue_transient(topic, Vec::new(), true);
         }
         self.pump();
-        if let Err(e) = self.client.unsubscribe(filter.clone()).await {
+        if let Err(e) = self.client().unsubscribe(&filter).await {
             tracing::debug!(filter, error = %e, "MQTT unsubscribe failed");
         }
         if !topics.is_empty() || skipped > 0 {
@@ -760,7 +818,7 @@ impl Link {
 
     /// A message arrived: `true` when it belongs to the sweep (and to no subscription of
     /// the inbox), so that it goes no further.
-    fn swept(&self, p: &Publish) -> bool {
+    fn swept(&self, p: &Incoming) -> bool {
         let Some(sweep) = &self.sweep else {
             return false;
         };
@@ -772,6 +830,28 @@ impl Link {
             .iter()
             .any(|f| super::sweep::matches(f, &p.topic))
     }
+}
+
+/// The link's outbox and, with `[buffer]`, its ring, in the host's directories; in
+/// memory (or none) when the disk says no, with an error logged.
+fn open_stores(settings: &MqttSettings, host: &str) -> (Outbox, Option<Buffer>) {
+    let o = &settings.outbox;
+    let dir = o.dir.join(lookout_shared::topics::sanitize_level(host));
+    let outbox = Outbox::open(&dir, o.max_bytes, 64 * 1024, o.fsync).unwrap_or_else(|e| {
+            tracing::error!(host, error = %e, "outbox unusable: alarm states are kept in memory only and lost if the agent stops");
+            Outbox::in_memory(o.max_bytes)
+        });
+    let buffer = settings.buffer.as_ref().and_then(|b| {
+            let dir = b.dir.join(lookout_shared::topics::sanitize_level(host));
+            match Ring::open(RingSettings::new(dir, b.max_bytes, b.max_age)) {
+                Ok(ring) => Some(Buffer::new(ring, b.replay_rate)),
+                Err(e) => {
+                    tracing::error!(host, error = %e, "buffer unusable: scores and metrics are dropped (and counted) while the broker is away");
+                    None
+                }
+            }
+        });
+    (outbox, buffer)
 }
 
 /// The receiving end of a link's event loop: hands messages to the inbox.
@@ -791,13 +871,8 @@ impl Receiving {
         }
     }
 
-    async fn deliver(&mut self, p: Publish, stats: &LinkStats) {
-        let reliable = self.inbox.reliable.contains(&p.topic);
-        let msg = Incoming {
-            topic: p.topic,
-            payload: p.payload.to_vec(),
-            retain: p.retain,
-        };
+    async fn deliver(&mut self, msg: Incoming, stats: &LinkStats) {
+        let reliable = self.inbox.reliable.contains(&msg.topic);
         if reliable {
             // Closed only at shutdown, when nothing is wanted any more.
             let _ = self.inbox.tx.send(msg).await;
@@ -827,53 +902,101 @@ impl Receiving {
     }
 }
 
+/// What a link needs to open its connection again in another version
+/// (`protocol = "auto"` against a broker that refuses MQTT 5).
+struct Reopen {
+    negotiation: Negotiation<'static>,
+    config: lookout_shared::mqtt::ClientConfig,
+    session: Session,
+    cap: usize,
+}
+
+impl Reopen {
+    /// A new client and connection in the version the negotiation picks now.
+    fn open(&self, link: &Link) -> Connection {
+        let version = self.negotiation.version();
+        let (client, conn) = open(
+            &self.config,
+            &self.session,
+            Duration::ZERO,
+            version,
+            self.cap,
+        );
+        match link.client.lock() {
+            Ok(mut c) => *c = client,
+            Err(poisoned) => *poisoned.into_inner() = client,
+        }
+        conn
+    }
+}
+
+/// The connection's state as the event loop sees it, for its log lines.
+struct Drive {
+    host: String,
+    broker: String,
+    connected: bool,
+    connected_at: Option<std::time::Instant>,
+    failures: u64,
+    /// Why the broker refused MQTT 5, told once when 3.1.1 is accepted.
+    refusal: Option<String>,
+}
+
 /// Polls the connection forever, sleeping with exponential backoff and jitter after an
 /// error (rumqttc retries at once otherwise; a broker that never answers CONNACK costs
 /// its 5 s connection timeout per attempt), logging each change of state once. The
 /// backoff starts over only after a connection that lasted [`STABLE_CONNECTION`]. Ends
-/// after a clean disconnect.
+/// after a clean disconnect. With `protocol = "auto"`, a broker that refuses MQTT 5 is
+/// asked again at once in 3.1.1, quietly (link/version.rs).
 async fn drive(
-    mut eventloop: EventLoop,
+    mut conn: Connection,
+    mut reopen: Reopen,
     link: Link,
     host: String,
     broker: String,
     mut backoff: Backoff,
     mut receiving: Option<Receiving>,
 ) {
-    let mut connected = false;
-    let mut connected_at: Option<std::time::Instant> = None;
-    let mut failures: u64 = 0;
+    let mut d = Drive {
+        host,
+        broker,
+        connected: false,
+        connected_at: None,
+        failures: 0,
+        refusal: None,
+    };
     loop {
-        match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                if failures > 0 {
-                    link.stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(
-                        host,
-                        broker,
-                        after_failures = failures,
-                        "MQTT connection restored"
-                    );
-                } else {
-                    tracing::info!(host, broker, "MQTT connected");
-                }
-                connected = true;
-                connected_at = Some(std::time::Instant::now());
-                failures = 0;
+        match conn.poll().await {
+            Ok(Event::Connected) => {
+                d.on_connack(&link, &mut reopen);
                 link.on_connected();
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                tracing::debug!(host, topic = %p.topic, bytes = p.payload.len(), retain = p.retain, "MQTT message in");
-                if link.swept(&p) {
+            Ok(Event::Publish {
+                topic,
+                payload,
+                retain,
+            }) => {
+                tracing::debug!(
+                    host = d.host,
+                    topic,
+                    bytes = payload.len(),
+                    retain,
+                    "MQTT message in"
+                );
+                let msg = Incoming {
+                    topic,
+                    payload,
+                    retain,
+                };
+                if link.swept(&msg) {
                     continue;
                 }
                 if let Some(r) = &mut receiving {
-                    r.deliver(p, &link.stats).await;
+                    r.deliver(msg, &link.stats).await;
                 }
             }
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => link.on_outgoing_publish(pkid),
-            Ok(Event::Incoming(Packet::PubAck(ack))) => link.on_puback(ack.pkid),
-            Ok(Event::Incoming(Packet::SubAck(_))) => {
+            Ok(Event::Sent(pkid)) => link.on_outgoing_publish(pkid),
+            Ok(Event::Acked { pkid, refused }) => link.on_puback(pkid, refused.as_deref()),
+            Ok(Event::SubAck) => {
                 if let Some(s) = &link.sweep
                     && let Ok(mut s) = s.lock()
                 {
@@ -883,49 +1006,105 @@ async fn drive(
                     );
                 }
             }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
-                tracing::debug!(host, "MQTT disconnected cleanly");
+            Ok(Event::Disconnected) => {
+                tracing::debug!(host = d.host, "MQTT disconnected cleanly");
                 return;
             }
-            Ok(_) => {}
-            Err(e) => {
+            Ok(Event::Other) => {}
+            Err(f) => {
                 link.connected.store(false, Ordering::Relaxed);
-                if let Some(bytes) = oversize(&e) {
-                    link.on_oversize(&host, bytes);
-                }
                 if let Ok(mut q) = link.qos1.lock() {
                     q.ready = false;
                 }
-                if connected || failures == 0 {
-                    let text = e.to_string();
-                    match lookout_shared::tls::hint(&text) {
-                        Some(hint) => {
-                            tracing::warn!(host, broker, error = %text, hint, "MQTT connection failed; retrying with backoff")
-                        }
-                        None => {
-                            tracing::warn!(host, broker, error = %text, "MQTT connection lost; retrying with backoff")
-                        }
-                    }
+                if reopen.negotiation.failed(&f) {
+                    // Not a failure of the broker: it speaks 3.1.1 only. Asked again at
+                    // once, and said at info when it answers.
+                    tracing::debug!(host = d.host, broker = d.broker, error = %f.text, "the broker refused MQTT 5; asking again in MQTT 3.1.1");
+                    d.refusal = Some(f.text);
+                    conn = reopen.open(&link);
+                    continue;
                 }
-                // Only a connection that held counts as a success: one dropped soon after
-                // its ConnAck (a broker that kicks every client, a retained message over
-                // the packet limit) keeps the backoff growing instead of a retry a second.
-                if connected_at
-                    .take()
-                    .is_some_and(|t| t.elapsed() >= STABLE_CONNECTION)
-                {
-                    backoff.reset();
-                    if let Ok(mut p) = link.pause.lock()
-                        && p.left().is_none()
-                    {
-                        p.next = PAUSE_FIRST;
-                    }
-                }
-                connected = false;
-                failures += 1;
+                d.on_failure(&link, &mut backoff, &f);
                 tokio::time::sleep(backoff.next_delay()).await;
+                if reopen.negotiation.version() != link.protocol() {
+                    conn = reopen.open(&link);
+                }
             }
         }
+    }
+}
+
+impl Drive {
+    fn on_connack(&mut self, link: &Link, reopen: &mut Reopen) {
+        let (host, broker) = (&self.host, &self.broker);
+        let protocol = reopen.negotiation.version();
+        if reopen.negotiation.connected() {
+            match protocol {
+                Version::V5 => tracing::info!(
+                    host,
+                    broker,
+                    "the broker speaks MQTT 5: scores and metrics go out with an expiry, messages with host and model properties"
+                ),
+                Version::V311 => tracing::info!(
+                    host,
+                    broker,
+                    refused_mqtt5 = self.refusal.as_deref().unwrap_or(""),
+                    "the broker speaks MQTT 3.1.1 only; the link speaks 3.1.1 with it until the agent restarts (no expiry, no properties)"
+                ),
+            }
+        }
+        if self.failures > 0 {
+            link.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                host,
+                broker,
+                protocol = protocol.as_str(),
+                after_failures = self.failures,
+                "MQTT connection restored"
+            );
+        } else {
+            tracing::info!(host, broker, protocol = protocol.as_str(), "MQTT connected");
+        }
+        self.connected = true;
+        self.connected_at = Some(std::time::Instant::now());
+        self.failures = 0;
+    }
+
+    /// A connection failed or ended: counts an oversized message, logs the first failure
+    /// of a run (MQTT 5 reason codes named), and decides whether the backoff starts over.
+    fn on_failure(&mut self, link: &Link, backoff: &mut Backoff, f: &Failure) {
+        let (host, broker) = (&self.host, &self.broker);
+        if let Some(bytes) = f.oversize {
+            link.on_oversize(host, bytes);
+        }
+        if self.connected || self.failures == 0 {
+            let text = &f.text;
+            match lookout_shared::tls::hint(text) {
+                Some(hint) => {
+                    tracing::warn!(host, broker, error = %text, hint, "MQTT connection failed; retrying with backoff")
+                }
+                None => {
+                    tracing::warn!(host, broker, error = %text, "MQTT connection lost; retrying with backoff")
+                }
+            }
+        }
+        // Only a connection that held counts as a success: one dropped soon after
+        // its ConnAck (a broker that kicks every client, a retained message over
+        // the packet limit) keeps the backoff growing instead of a retry a second.
+        if self
+            .connected_at
+            .take()
+            .is_some_and(|t| t.elapsed() >= STABLE_CONNECTION)
+        {
+            backoff.reset();
+            if let Ok(mut p) = link.pause.lock()
+                && p.left().is_none()
+            {
+                p.next = PAUSE_FIRST;
+            }
+        }
+        self.connected = false;
+        self.failures += 1;
     }
 }
 
@@ -944,15 +1123,5 @@ mod tests {
             left > Duration::from_secs(3590) && left <= PAUSE_MAX,
             "{left:?}"
         );
-    }
-
-    #[test]
-    fn only_a_packet_over_the_limit_counts_as_oversize() {
-        let over = rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
-            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(52_428_802),
-        ));
-        assert_eq!(oversize(&over), Some(52_428_802));
-        let reset = rumqttc::ConnectionError::Io(std::io::ErrorKind::ConnectionReset.into());
-        assert_eq!(oversize(&reset), None);
     }
 }

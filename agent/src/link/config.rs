@@ -13,6 +13,8 @@ use lookout_shared::secret::Secret;
 use lookout_shared::tls::TlsSettings;
 use serde::{Deserialize, Serialize};
 
+use super::version::{Protocol, Version, expiry_seconds};
+
 /// `[mqtt]`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -42,6 +44,11 @@ pub struct MqttConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
     pub insecure_skip_verify: bool,
+    /// `"3.1.1"`, `"5"`, or `"auto"`: MQTT 5 where the broker speaks it (link/version.rs).
+    pub protocol: Protocol,
+    /// How long a broker keeps a score or metrics message for a subscriber that is away
+    /// (MQTT 5 only); `"0s"`: as long as it likes.
+    pub message_expiry: HumanDuration,
 }
 
 impl Default for MqttConfig {
@@ -61,6 +68,9 @@ impl Default for MqttConfig {
             cert_file: None,
             key_file: None,
             insecure_skip_verify: false,
+            // Unchanged on the wire for existing setups; docs/config.md says why.
+            protocol: Protocol::Only(Version::V311),
+            message_expiry: HumanDuration::from_secs(3600),
         }
     }
 }
@@ -77,6 +87,9 @@ pub struct MqttSettings {
     pub outbox: OutboxSettings,
     /// Scores and metrics kept while the broker is away; `None`: dropped (and counted).
     pub buffer: Option<BufferSettings>,
+    pub protocol: Protocol,
+    /// Seconds, on scores and metrics over MQTT 5; `None`: no expiry.
+    pub message_expiry: Option<u32>,
 }
 
 impl MqttConfig {
@@ -134,6 +147,7 @@ impl MqttConfig {
             "agent",
         )
         .map_err(tls_err)?;
+        let message_expiry = expiry_seconds("message_expiry", self.message_expiry.0)?;
         Ok(MqttSettings {
             client,
             prefix: self.prefix.clone(),
@@ -142,6 +156,8 @@ impl MqttConfig {
             reconnect_max: self.reconnect_max.0.max(self.reconnect_min.0),
             outbox,
             buffer,
+            protocol: self.protocol,
+            message_expiry,
         })
     }
 }
@@ -439,6 +455,36 @@ mod tests {
         toml::from_str::<BrokerConfig>(&format!("enabled = true\n{extra}"))
             .unwrap()
             .resolve()
+    }
+
+    fn mqtt(toml_text: &str) -> Result<MqttSettings, Invalid> {
+        let outbox = OutboxSettings {
+            dir: PathBuf::from("/tmp/lookout-test-outbox"),
+            max_bytes: 1 << 20,
+            fsync: false,
+        };
+        toml::from_str::<MqttConfig>(toml_text)
+            .unwrap()
+            .resolve("h1", None, outbox, None)
+    }
+
+    #[test]
+    fn protocol_and_message_expiry_default_to_3_1_1_and_an_hour_and_are_checked() {
+        let s = mqtt("").unwrap();
+        assert_eq!(s.protocol, Protocol::Only(Version::V311));
+        assert_eq!(s.message_expiry, Some(3600));
+        let s = mqtt("protocol = \"auto\"\nmessage_expiry = \"0s\"").unwrap();
+        assert_eq!(s.protocol, Protocol::Auto);
+        assert_eq!(s.message_expiry, None);
+        let s = mqtt("protocol = \"5\"\nmessage_expiry = \"10m\"").unwrap();
+        assert_eq!(s.protocol, Protocol::Only(Version::V5));
+        assert_eq!(s.message_expiry, Some(600));
+        assert_eq!(
+            mqtt("message_expiry = \"1500ms\"").unwrap_err().key,
+            "message_expiry"
+        );
+        let e = toml::from_str::<MqttConfig>("protocol = \"4.0\"").unwrap_err();
+        assert!(e.to_string().contains("3.1.1"), "{e}");
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //!   unreachable (the agent's own link, and each `[[upstream]]`).
 //! - [`sweep`]: clearing retained messages an earlier run published and this one does not
 //!   (Home Assistant discovery configs).
+//! - [`version`]: a connection in MQTT 5 or 3.1.1 and which one a broker speaks (the link
+//!   and each `[[upstream]]` use it), and the user properties of the agent's messages.
 
 pub mod broker;
 pub mod buffer;
@@ -20,6 +22,7 @@ pub mod config;
 pub mod outbox;
 pub mod ring;
 pub mod sweep;
+pub mod version;
 
 pub use client::{Extras, Inbox, Incoming, Link, LinkStats};
 pub use config::{

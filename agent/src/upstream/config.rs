@@ -11,9 +11,9 @@ use lookout_shared::secret::Secret;
 use lookout_shared::tls::TlsSettings;
 use serde::{Deserialize, Serialize};
 
-use super::client::Protocol;
 use super::route::{Rewrite, Route, overlap, valid_filter};
 use crate::link::ring::RingSettings;
+use crate::link::version::{Protocol, expiry_seconds};
 
 /// One `[[upstream]]` table.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -136,22 +136,6 @@ pub struct UpstreamSettings {
     pub session_expiry: Duration,
 }
 
-/// A duration MQTT 5 carries in whole seconds (a u32): zero is `None`.
-fn seconds(key: &str, d: Duration) -> Result<Option<u32>, Invalid> {
-    if d.is_zero() {
-        return Ok(None);
-    }
-    if d.subsec_nanos() != 0 {
-        return Err(Invalid::new(
-            key,
-            "must be whole seconds (MQTT 5 counts in seconds), or \"0s\"",
-        ));
-    }
-    u32::try_from(d.as_secs())
-        .map(Some)
-        .map_err(|_| Invalid::new(key, "must be at most 4294967295 s (about 136 years)"))
-}
-
 /// A forwarded message could come back down, and go up again, for ever.
 fn check_loops(forward: &[String], subscribe: &[String], route: &Route) -> Result<(), Invalid> {
     for s in subscribe {
@@ -215,8 +199,8 @@ impl UpstreamConfig {
                 "must be at least 1 MiB (1048576)",
             ));
         }
-        let message_expiry = seconds("message_expiry", self.message_expiry.0)?;
-        seconds("session_expiry", self.session_expiry.0)?;
+        let message_expiry = expiry_seconds("message_expiry", self.message_expiry.0)?;
+        expiry_seconds("session_expiry", self.session_expiry.0)?;
         let dir = if self.dir.is_empty() {
             lookout_shared::config::state_dir("upstream").join(name)
         } else {
@@ -422,7 +406,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             s.protocol,
-            Protocol::Only(super::super::client::Version::V311)
+            Protocol::Only(crate::link::version::Version::V311)
         );
         assert_eq!(s.message_expiry, None);
         assert_eq!(s.session_expiry, Duration::from_secs(86_400));

@@ -23,7 +23,7 @@
 //! (link/client.rs): rumqttc reports the packet id of each publish in the order they were
 //! handed to it.
 //!
-//! The connection speaks MQTT 5 or 3.1.1 ([`super::client`]); nothing here depends on
+//! The connection speaks MQTT 5 or 3.1.1 ([`crate::link::version`]); nothing here depends on
 //! which, except what MQTT 5 adds: a message expiry on scores and metrics, the `host` and
 //! `model` user properties, and PUBACK reason codes. A message the broker refuses with a
 //! reason code is counted (`refused`), logged, and settled: sending it again would be
@@ -39,15 +39,16 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::client::{
-    Client, Connection, Event, Failure, Memory, Negotiation, Properties, Version, open,
-};
 use super::config::UpstreamSettings;
 use super::delivered::{Delivered, digest};
 use super::failover::{Decision, Failover};
-use super::route::{Route, matches, user_properties};
+use super::route::{Route, matches};
 use crate::link::outbox::Outbox;
 use crate::link::ring::Ring;
+use crate::link::version::{
+    Client, Connection, Event, Failure, Memory, Negotiation, Properties, Version, open,
+    user_properties,
+};
 
 /// How often the control loop runs.
 const TICK: Duration = Duration::from_millis(100);
@@ -701,7 +702,7 @@ fn on_event(event: Event, s: &UpstreamSettings, core: &Mutex<Core>, local: &Clie
         }
         Event::Sent(pkid) => lock(core).on_outgoing(pkid),
         Event::Acked { pkid, refused } => lock(core).on_puback(pkid, refused.as_deref()),
-        Event::Connected | Event::Other => {}
+        Event::Connected | Event::SubAck | Event::Disconnected | Event::Other => {}
     }
 }
 
@@ -788,6 +789,7 @@ async fn probe_once(probe: &ClientConfig, version: Version) -> Result<(), Failur
         Err(Failure {
             text: "no CONNACK within 5 s".into(),
             wrong_version: false,
+            oversize: None,
         })
     });
     if r.is_ok() {

@@ -2,8 +2,6 @@
 //! scores and metrics to a central broker, keep them while it is unreachable, fail over
 //! to another, and take the fleet's rules document down from it.
 //!
-//! - [`client`]: the upstream connection in MQTT 5 or 3.1.1, and which one a broker
-//!   speaks.
 //! - [`config`]: the `[[upstream]]` table and its checks (a forwarding that would loop is
 //!   refused).
 //! - [`route`]: topic names on each side (site prefix, rewrites) and filter matching.
@@ -12,7 +10,6 @@
 //! - [`failover`]: which broker of an upstream to use, and when to fail back.
 //! - [`delivered`]: which retained states the upstream already has, across restarts.
 
-pub mod client;
 pub mod config;
 pub mod delivered;
 pub mod failover;

@@ -90,28 +90,6 @@ impl Route {
     }
 }
 
-/// The MQTT 5 user properties of a forwarded message, from its local topic:
-/// `<prefix>/<host>/scores/<model>` gives `host` and `model`,
-/// `<prefix>/<host>/alarms/<source>` gives `host` and the source as `model` (`cpu`,
-/// `host`, `rule/<ruleId>/<device>`), any other topic under a host (`<prefix>/<host>/x`)
-/// gives `host` alone; topics not under a host (`<prefix>/rules`) give none.
-pub fn user_properties(prefix: &str, local: &str) -> Vec<(String, String)> {
-    let mut levels = local.splitn(4, '/');
-    let (Some(p), Some(host), Some(kind)) = (levels.next(), levels.next(), levels.next()) else {
-        return Vec::new();
-    };
-    if p != prefix || host.is_empty() {
-        return Vec::new();
-    }
-    let mut out = vec![("host".to_owned(), host.to_owned())];
-    if let (Some(model), "scores" | "alarms") = (levels.next(), kind)
-        && !model.is_empty()
-    {
-        out.push(("model".to_owned(), model.to_owned()));
-    }
-    out
-}
-
 fn replace_first(rules: &[(String, String)], topic: String) -> String {
     for (from, to) in rules {
         if let Some(rest) = topic.strip_prefix(from.as_str()) {
@@ -232,35 +210,6 @@ mod tests {
         let plain = Route::new("site/b3", &[]);
         assert_eq!(plain.local_of(&plain.up(local)), local);
         assert_eq!(Route::default().local_of(local), local);
-    }
-
-    #[test]
-    fn user_properties_name_the_host_and_the_model_or_alarm_source() {
-        let props = |t: &str| user_properties("lookout", t);
-        let kv = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect()
-        };
-        assert_eq!(
-            props("lookout/h1/scores/cpu"),
-            kv(&[("host", "h1"), ("model", "cpu")])
-        );
-        assert_eq!(
-            props("lookout/h1/alarms/disk"),
-            kv(&[("host", "h1"), ("model", "disk")])
-        );
-        assert_eq!(
-            props("lookout/h1/alarms/rule/r7/pump-2"),
-            kv(&[("host", "h1"), ("model", "rule/r7/pump-2")])
-        );
-        assert_eq!(props("lookout/h1/metrics"), kv(&[("host", "h1")]));
-        assert_eq!(props("lookout/h1/agent/stats"), kv(&[("host", "h1")]));
-        assert_eq!(props("lookout/h1/scores"), kv(&[("host", "h1")]));
-        assert!(props("lookout/rules").is_empty());
-        assert!(props("other/h1/scores/cpu").is_empty());
-        assert!(props("lookout//metrics").is_empty());
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The upstream connection in either MQTT version: the handful of operations the
-//! forwarder uses (publish, subscribe, disconnect, the next event) over rumqttc's MQTT 5
-//! and 3.1.1 clients, and which version to speak to a broker.
+//! An MQTT connection in either version: the handful of operations the agent's link
+//! (link/client.rs) and the `[[upstream]]` forwarder use (publish, subscribe,
+//! disconnect, the next event) over rumqttc's MQTT 5 and 3.1.1 clients, which version to
+//! speak to a broker, and what MQTT 5 adds to the agent's messages (user properties).
 //!
 //! With `protocol = "auto"` a connection first offers MQTT 5. A broker that refuses it
 //! (CONNACK "unsupported protocol version", a 3.1.1 CONNACK the MQTT 5 client cannot read,
@@ -13,13 +14,14 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use lookout_shared::config::Invalid;
 use lookout_shared::mqtt::{ClientConfig, Session};
-use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::v5::{
     ConnectReturnCode as Code5, Packet as Packet5, PubAckReason, PublishProperties,
 };
 use rumqttc::v5::mqttbytes::{Error as Bytes5Error, QoS as QoS5};
 use rumqttc::v5::{ConnectionError as Error5, StateError as State5};
+use rumqttc::{Outgoing, QoS};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A version of the protocol on the wire.
@@ -172,6 +174,8 @@ pub struct Failure {
     pub text: String,
     /// The failure looks like a refusal of the version offered.
     pub wrong_version: bool,
+    /// The connection ended on an incoming packet over the limit, of this size.
+    pub oversize: Option<usize>,
 }
 
 /// What the connection reports, in either version.
@@ -191,6 +195,10 @@ pub enum Event {
         pkid: u16,
         refused: Option<String>,
     },
+    /// The broker answered a SUBSCRIBE.
+    SubAck,
+    /// The client said goodbye (a DISCONNECT went out).
+    Disconnected,
     Other,
 }
 
@@ -251,31 +259,62 @@ impl Client {
         payload: Vec<u8>,
         props: Option<Properties>,
     ) -> bool {
+        self.try_publish_qos(topic, QoS::AtLeastOnce, retain, payload, props)
+    }
+
+    /// A publish at `qos` (0 or 1), without waiting; false when the request queue is
+    /// full. `props` go out only on an MQTT 5 connection.
+    pub fn try_publish_qos(
+        &self,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+        payload: Vec<u8>,
+        props: Option<Properties>,
+    ) -> bool {
         match self {
-            Client::V311(c) => c
-                .try_publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload)
-                .is_ok(),
+            Client::V311(c) => c.try_publish(topic, qos, retain, payload).is_ok(),
             Client::V5(c) => {
+                let qos = qos5(qos);
                 let Some(p) = props.filter(|p| p.expiry.is_some() || !p.user.is_empty()) else {
-                    return c
-                        .try_publish(topic, QoS5::AtLeastOnce, retain, payload)
-                        .is_ok();
+                    return c.try_publish(topic, qos, retain, payload).is_ok();
                 };
                 let properties = PublishProperties {
                     message_expiry_interval: p.expiry,
                     user_properties: p.user,
                     ..PublishProperties::default()
                 };
-                c.try_publish_with_properties(topic, QoS5::AtLeastOnce, retain, payload, properties)
+                c.try_publish_with_properties(topic, qos, retain, payload, properties)
                     .is_ok()
             }
+        }
+    }
+
+    /// A QoS 1 subscription, waiting for room in the request queue.
+    pub async fn subscribe(&self, filter: &str) -> Result<(), String> {
+        match self {
+            Client::V311(c) => c
+                .subscribe(filter, QoS::AtLeastOnce)
+                .await
+                .map_err(|e| e.to_string()),
+            Client::V5(c) => c
+                .subscribe(filter, QoS5::AtLeastOnce)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    pub async fn unsubscribe(&self, filter: &str) -> Result<(), String> {
+        match self {
+            Client::V311(c) => c.unsubscribe(filter).await.map_err(|e| e.to_string()),
+            Client::V5(c) => c.unsubscribe(filter).await.map_err(|e| e.to_string()),
         }
     }
 
     pub fn try_subscribe(&self, filter: &str) -> Result<(), String> {
         match self {
             Client::V311(c) => c
-                .try_subscribe(filter, rumqttc::QoS::AtLeastOnce)
+                .try_subscribe(filter, QoS::AtLeastOnce)
                 .map_err(|e| e.to_string()),
             Client::V5(c) => c
                 .try_subscribe(filter, QoS5::AtLeastOnce)
@@ -313,7 +352,16 @@ impl Connection {
 fn outgoing(o: Outgoing) -> Event {
     match o {
         Outgoing::Publish(pkid) => Event::Sent(pkid),
+        Outgoing::Disconnect => Event::Disconnected,
         _ => Event::Other,
+    }
+}
+
+fn qos5(q: QoS) -> QoS5 {
+    match q {
+        QoS::AtMostOnce => QoS5::AtMostOnce,
+        QoS::AtLeastOnce => QoS5::AtLeastOnce,
+        QoS::ExactlyOnce => QoS5::ExactlyOnce,
     }
 }
 
@@ -330,6 +378,7 @@ fn from_v311(e: rumqttc::Event) -> Event {
             pkid: a.pkid,
             refused: None,
         },
+        E::Incoming(P::SubAck(_)) => Event::SubAck,
         E::Outgoing(o) => outgoing(o),
         E::Incoming(_) => Event::Other,
     }
@@ -351,6 +400,7 @@ fn from_v5(e: rumqttc::v5::Event) -> Event {
                 r => Some(format!("{r:?}")),
             },
         },
+        E::Incoming(Packet5::SubAck(_)) => Event::SubAck,
         E::Outgoing(o) => outgoing(o),
         E::Incoming(_) => Event::Other,
     }
@@ -363,9 +413,16 @@ fn failure_v311(e: rumqttc::ConnectionError) -> Failure {
             rumqttc::ConnectReturnCode::RefusedProtocolVersion
         )
     );
+    let oversize = match &e {
+        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(n),
+        )) => Some(*n),
+        _ => None,
+    };
     Failure {
         text: e.to_string(),
         wrong_version,
+        oversize,
     }
 }
 
@@ -403,10 +460,56 @@ fn failure_v5(e: Error5) -> Failure {
         }
         _ => e.to_string(),
     };
+    let oversize = match e {
+        Error5::MqttState(State5::Deserialization(Bytes5Error::PayloadSizeLimitExceeded {
+            pkt_size,
+            ..
+        })) => Some(pkt_size),
+        _ => None,
+    };
     Failure {
         text,
         wrong_version,
+        oversize,
     }
+}
+
+/// The MQTT 5 user properties of a message, from its (local) topic:
+/// `<prefix>/<host>/scores/<model>` gives `host` and `model`,
+/// `<prefix>/<host>/alarms/<source>` gives `host` and the source as `model` (`cpu`,
+/// `host`, `rule/<ruleId>/<device>`), any other topic under a host (`<prefix>/<host>/x`)
+/// gives `host` alone; topics not under a host (`<prefix>/rules`) give none.
+pub fn user_properties(prefix: &str, local: &str) -> Vec<(String, String)> {
+    let mut levels = local.splitn(4, '/');
+    let (Some(p), Some(host), Some(kind)) = (levels.next(), levels.next(), levels.next()) else {
+        return Vec::new();
+    };
+    if p != prefix || host.is_empty() {
+        return Vec::new();
+    }
+    let mut out = vec![("host".to_owned(), host.to_owned())];
+    if let (Some(model), "scores" | "alarms") = (levels.next(), kind)
+        && !model.is_empty()
+    {
+        out.push(("model".to_owned(), model.to_owned()));
+    }
+    out
+}
+
+/// An expiry or interval as MQTT 5 counts it: whole seconds; zero is none.
+pub fn expiry_seconds(key: &str, d: Duration) -> Result<Option<u32>, Invalid> {
+    if d.is_zero() {
+        return Ok(None);
+    }
+    if d.subsec_nanos() != 0 {
+        return Err(Invalid::new(
+            key,
+            "must be whole seconds (MQTT 5 counts in seconds), or \"0s\"",
+        ));
+    }
+    u32::try_from(d.as_secs())
+        .map(Some)
+        .map_err(|_| Invalid::new(key, "must be at most 4294967295 s (about 136 years)"))
 }
 
 #[cfg(test)]
@@ -493,6 +596,28 @@ mod tests {
     }
 
     #[test]
+    fn a_packet_over_the_limit_is_told_in_either_version() {
+        let v5 = failure_v5(Error5::MqttState(State5::Deserialization(
+            Bytes5Error::PayloadSizeLimitExceeded {
+                pkt_size: 52_428_802,
+                max: 4_194_304,
+            },
+        )));
+        assert_eq!(v5.oversize, Some(52_428_802));
+        let v311 = failure_v311(rumqttc::ConnectionError::MqttState(
+            rumqttc::StateError::Deserialization(
+                rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(52_428_802),
+            ),
+        ));
+        assert_eq!(v311.oversize, Some(52_428_802));
+        assert_eq!(down().oversize, None);
+        let reset = failure_v311(rumqttc::ConnectionError::Io(
+            std::io::ErrorKind::ConnectionReset.into(),
+        ));
+        assert_eq!(reset.oversize, None);
+    }
+
+    #[test]
     fn protocol_reads_the_ways_people_write_it() {
         let p = |t: &str| toml::from_str::<HashMap<String, Protocol>>(t).map(|m| m["p"]);
         assert_eq!(p("p = \"auto\"").unwrap(), Protocol::Auto);
@@ -501,5 +626,34 @@ mod tests {
         assert_eq!(p("p = \"3.1.1\"").unwrap(), Protocol::Only(Version::V311));
         let e = p("p = \"3\"").unwrap_err().to_string();
         assert!(e.contains("3.1.1"), "{e}");
+    }
+
+    #[test]
+    fn user_properties_name_the_host_and_the_model_or_alarm_source() {
+        let props = |t: &str| user_properties("lookout", t);
+        let kv = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            props("lookout/h1/scores/cpu"),
+            kv(&[("host", "h1"), ("model", "cpu")])
+        );
+        assert_eq!(
+            props("lookout/h1/alarms/disk"),
+            kv(&[("host", "h1"), ("model", "disk")])
+        );
+        assert_eq!(
+            props("lookout/h1/alarms/rule/r7/pump-2"),
+            kv(&[("host", "h1"), ("model", "rule/r7/pump-2")])
+        );
+        assert_eq!(props("lookout/h1/metrics"), kv(&[("host", "h1")]));
+        assert_eq!(props("lookout/h1/agent/stats"), kv(&[("host", "h1")]));
+        assert_eq!(props("lookout/h1/scores"), kv(&[("host", "h1")]));
+        assert!(props("lookout/rules").is_empty());
+        assert!(props("other/h1/scores/cpu").is_empty());
+        assert!(props("lookout//metrics").is_empty());
     }
 }
