@@ -527,6 +527,8 @@ struct Msg5 {
     payload: Vec<u8>,
     user: Vec<(String, String)>,
     expiry: Option<u32>,
+    /// The QoS it was delivered with (the lower of the publisher's and the subscription's).
+    qos: u8,
 }
 
 /// An MQTT 5 client (rumqttc's v5) subscribed to `filter`, collecting what it receives;
@@ -569,6 +571,7 @@ impl Subscriber5 {
                             payload: p.payload.to_vec(),
                             user: props.user_properties,
                             expiry: props.message_expiry_interval,
+                            qos: p.qos as u8,
                         };
                         if tx.send(m).await.is_err() {
                             return;
@@ -1006,4 +1009,44 @@ async fn an_agent_speaking_mqtt_5_to_the_embedded_v5_listener_works_and_its_last
         m.topic == "lookout/sim-1/status" && m.payload == b"offline"
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_qos_0_live_scores_go_up_at_qos_0_and_alarm_states_still_at_qos_1() {
+    let dir = scratch("upstream-qos0");
+    let (central, local) = (free_port(), free_port());
+    let _central = mosquitto(central, dir.path());
+    let mut sub = Subscriber5::connect(central, "lookout/#");
+    let d = dir.path().display();
+    let upstream = format!(
+        "[[upstream]]\nname = \"central\"\nurls = [\"mqtt://127.0.0.1:{central}\"]\nqos = 0\ndir = \"{d}/upstream\"\n"
+    );
+    let config = config_with_upstream(dir.path(), &upstream);
+    let args = run_args(&config, local, 60, LEVEL_SHIFTS_ONLY);
+    let _agent = agent(&strs(&args), dir.path());
+    let score = sub
+        .wait_for("a score", Duration::from_secs(30), |m| {
+            m.topic.starts_with("lookout/sim-1/scores/")
+        })
+        .await;
+    assert_eq!(score.qos, 0);
+    let alarm = sub
+        .wait_for("a firing alarm", Duration::from_secs(40), |m| {
+            m.topic.starts_with("lookout/sim-1/alarms/") && !m.payload.is_empty()
+        })
+        .await;
+    assert_eq!(alarm.qos, 1, "states always go with QoS 1");
+    let stats = sub
+        .wait_for(
+            "stats with scores forwarded",
+            Duration::from_secs(20),
+            |m| m.topic == "lookout/sim-1/agent/stats",
+        )
+        .await;
+    let stats: serde_json::Value = serde_json::from_slice(&stats.payload).unwrap();
+    assert!(
+        stats["upstream"][0]["forwarded"].as_u64() > Some(10),
+        "{stats}"
+    );
+    assert_eq!(stats["upstream"][0]["buffered"], 0, "{stats}");
 }

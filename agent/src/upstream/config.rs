@@ -67,6 +67,10 @@ pub struct UpstreamConfig {
     pub dir: String,
     /// `"auto"` (MQTT 5 where the broker speaks it, else 3.1.1), `"5"` or `"3.1.1"`.
     pub protocol: Protocol,
+    /// QoS of live scores and metrics: 1 (the forwarder learns what arrived) or 0 (fewer
+    /// packets on a metered uplink; a message on the wire when the link drops is lost).
+    /// States, and what the buffer kept, always go with QoS 1.
+    pub qos: u8,
     /// MQTT 5: how long the broker may keep a score or metric for a subscriber that is
     /// away; `"0s"`: as long as it likes. States (alarms) never expire.
     pub message_expiry: HumanDuration,
@@ -101,6 +105,7 @@ impl Default for UpstreamConfig {
             buffer_max_age: HumanDuration::from_secs(24 * 3600),
             dir: String::new(),
             protocol: Protocol::Auto,
+            qos: 1,
             message_expiry: HumanDuration::from_secs(3600),
             session_expiry: HumanDuration::from_secs(0),
         }
@@ -132,6 +137,8 @@ pub struct UpstreamSettings {
     pub protocol: Protocol,
     /// Seconds, for scores and metrics; `None`: no expiry.
     pub message_expiry: Option<u32>,
+    /// Live scores and metrics at QoS 0.
+    pub qos0: bool,
     /// Zero: a clean session, as with 3.1.1.
     pub session_expiry: Duration,
 }
@@ -200,6 +207,12 @@ impl UpstreamConfig {
             ));
         }
         let message_expiry = expiry_seconds("message_expiry", self.message_expiry.0)?;
+        if self.qos > 1 {
+            return Err(Invalid::new(
+                "qos",
+                "must be 0 or 1 (states always go with QoS 1; QoS 2 is not offered)",
+            ));
+        }
         expiry_seconds("session_expiry", self.session_expiry.0)?;
         let dir = if self.dir.is_empty() {
             lookout_shared::config::state_dir("upstream").join(name)
@@ -228,6 +241,7 @@ impl UpstreamConfig {
             prefix: prefix.to_owned(),
             protocol: self.protocol,
             message_expiry,
+            qos0: self.qos == 0,
             session_expiry: self.session_expiry.0,
         })
     }
@@ -412,6 +426,7 @@ mod tests {
         assert_eq!(s.session_expiry, Duration::from_secs(86_400));
         for (text, key) in [
             ("message_expiry = \"1500ms\"", "message_expiry"),
+            ("qos = 2", "qos"),
             ("session_expiry = \"200years\"", "session_expiry"),
         ] {
             let t = format!("name = \"c\"\nurls = [\"mqtt://a\"]\n{text}\n");

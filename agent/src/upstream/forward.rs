@@ -130,6 +130,8 @@ struct Core {
     prefix: String,
     route: Route,
     message_expiry: Option<u32>,
+    /// Live scores and metrics at QoS 0 (`qos = 0`).
+    qos0: bool,
     states: Outbox,
     delivered: Delivered,
     ring: Option<Ring>,
@@ -177,7 +179,11 @@ impl Core {
             at_ms: lookout_shared::time::now_ms(),
         };
         let idle = self.retry.is_empty() && self.ring.as_ref().is_none_or(Ring::is_empty);
-        if self.connected && idle && self.in_flight < WINDOW {
+        if self.connected && idle && self.qos0 {
+            if self.send_qos0(&m.topic, m.payload.clone()) {
+                return;
+            }
+        } else if self.connected && idle && self.in_flight < WINDOW {
             let id = self.next_direct;
             if self.send(Sent::Direct(id), &m.topic, m.payload.clone(), false) {
                 self.next_direct += 1;
@@ -212,6 +218,21 @@ impl Core {
             Some(ring) => ring.push(&m.topic, &m.payload, m.at_ms),
             None => self.counters.dropped += 1,
         }
+    }
+
+    /// `qos = 0`: out and forgotten (rumqttc reports it with packet id 0, which nothing
+    /// waits for).
+    fn send_qos0(&mut self, topic: &str, payload: Vec<u8>) -> bool {
+        let Some(up) = &self.up else { return false };
+        let props = (up.version() == Version::V5).then(|| Properties {
+            expiry: self.message_expiry,
+            user: user_properties(&self.prefix, &self.route.local_of(topic)),
+        });
+        let sent = up.try_publish_qos(topic, rumqttc::QoS::AtMostOnce, false, payload, props);
+        if sent {
+            self.counters.forwarded += 1;
+        }
+        sent
     }
 
     fn send(&mut self, sent: Sent, topic: &str, payload: Vec<u8>, retain: bool) -> bool {
@@ -292,6 +313,9 @@ impl Core {
     }
 
     fn on_outgoing(&mut self, pkid: u16) {
+        if pkid == 0 {
+            return; // QoS 0: nothing to settle
+        }
         if let Some(sent) = self.fifo.pop_front() {
             self.by_pkid.insert(pkid, sent);
         }
@@ -463,6 +487,7 @@ impl Forwarder {
             prefix: s.prefix.clone(),
             route: s.route.clone(),
             message_expiry: s.message_expiry,
+            qos0: s.qos0,
             states,
             delivered,
             ring,
