@@ -73,6 +73,11 @@ const READ_BUFFER: usize = 16 * 1024;
 /// The file holding the highest id sent.
 const CURSOR: &str = "sent";
 
+/// Ids start at 1 and grow by one per record, so no ring comes near this; an id at or
+/// above it on disk (in a record, a file name or the cursor) is damage, and taking it
+/// would overflow the next id (found by `fuzz/`, target `ring_segment`).
+const MAX_ID: u64 = 1 << 62;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RingSettings {
     pub dir: PathBuf,
@@ -333,7 +338,7 @@ fn scan(
             }
             Err(e) => return Err(io(&s.segment.path)(e)),
         };
-        if e.id <= prev {
+        if e.id <= prev || e.id >= MAX_ID {
             break;
         }
         prev = e.id;
@@ -371,8 +376,12 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, bool, PathBuf)>, Error> {
             Some(s) => (s, true),
             None => (stem, false),
         };
-        if let Ok(first) = stem.parse::<u64>() {
-            files.push((first, downsampled, path));
+        match stem.parse::<u64>() {
+            Ok(first) if (1..MAX_ID).contains(&first) => files.push((first, downsampled, path)),
+            Ok(_) => {
+                tracing::warn!(path = %path.display(), "buffer: a segment named outside the ids a ring can have is ignored");
+            }
+            Err(_) => {}
         }
     }
     files.sort();
@@ -393,7 +402,7 @@ fn read_cursor(dir: &Path) -> Result<u64, Error> {
     let path = dir.join(CURSOR);
     match std::fs::read(&path) {
         Ok(b) => match <[u8; 8]>::try_from(b.as_slice()) {
-            Ok(b) if u64::from_le_bytes(b) < 1 << 62 => Ok(u64::from_le_bytes(b)),
+            Ok(b) if u64::from_le_bytes(b) < MAX_ID => Ok(u64::from_le_bytes(b)),
             _ => {
                 tracing::warn!(path = %path.display(), "buffer: unreadable cursor file, sending everything on disk again");
                 Ok(0)
@@ -1537,6 +1546,31 @@ mod tests {
         let s = ring.stats();
         assert!(s.write_errors > 0, "{s:?}");
         assert!(s.written < 200, "{s:?}");
+    }
+
+    #[test]
+    fn ids_at_the_end_of_u64_on_disk_are_damage_not_an_overflow() {
+        // The fuzzer's input (`ring_segment`): a framed record whose id is u64::MAX.
+        let d = tempfile::tempdir().unwrap();
+        let entry = Entry {
+            id: u64::MAX,
+            topic: "t".into(),
+            payload: b"x".to_vec(),
+            at_ms: 0,
+        };
+        let body = postcard::to_allocvec(&entry).unwrap();
+        let mut file = Vec::new();
+        file.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        file.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        file.extend_from_slice(&body);
+        std::fs::write(d.path().join("00000000000000000001.seg"), &file).unwrap();
+        std::fs::write(d.path().join("18446744073709551615.seg"), &file).unwrap();
+        let mut ring = open(d.path(), 1 << 20, 64 << 10);
+        assert!(ring.peek(10).is_empty());
+        ring.push("t", b"after", 1000);
+        let got = ring.peek(10);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].id < MAX_ID);
     }
 
     #[test]
