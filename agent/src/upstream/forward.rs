@@ -42,9 +42,10 @@ use tokio::task::JoinHandle;
 use super::config::UpstreamSettings;
 use super::delivered::{Delivered, digest};
 use super::failover::{Decision, Failover};
-use super::route::{Route, matches};
+use super::route::Route;
 use crate::link::outbox::Outbox;
 use crate::link::ring::Ring;
+use crate::link::sweep::matches;
 use crate::link::version::{
     Client, Connection, Event, Failure, Memory, Negotiation, Properties, Version, open,
     user_properties,

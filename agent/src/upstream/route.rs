@@ -115,21 +115,6 @@ pub fn overlap(a: &str, b: &str) -> bool {
     }
 }
 
-/// Whether `topic` (no wildcards) matches `filter`.
-pub fn matches(filter: &str, topic: &str) -> bool {
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(p), Some(q)) if p == q => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
 /// A filter MQTT accepts: non-empty, `#` only as the last level, wildcards alone in their
 /// level.
 pub fn valid_filter(filter: &str) -> Result<(), String> {
@@ -239,6 +224,7 @@ mod tests {
 
     #[test]
     fn topics_match_filters_as_mqtt_says() {
+        use crate::link::sweep::matches;
         assert!(matches("lookout/+/alarms/#", "lookout/h/alarms/cpu"));
         assert!(matches("lookout/#", "lookout"));
         assert!(!matches("lookout/+/metrics", "lookout/h/metrics/x"));
