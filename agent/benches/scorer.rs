@@ -217,6 +217,7 @@ fn replay_throughput(c: &mut Criterion) {
         accept_after_ms: 0,
         young_for_ms: 0,
         hold_firing: false,
+        gate_after_ms: 300_000,
         picture_points: 0,
     };
     g.bench_function("notebook_detector_200k_rows", |b| {

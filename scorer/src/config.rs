@@ -182,6 +182,11 @@ pub struct TrainConfig {
     /// the price of more normal bursts reaching severity 2 and 3 (BENCHMARKS.md); off by
     /// default for that price.
     pub hold_firing: bool,
+    /// With the gate: how long a firing episode must have been anomalous before it is a
+    /// fault that training leaves out (its ticks so far too, and the fits that took in its
+    /// start dropped). Unset: `alarm.escalate`, the time after which it pages at level 3.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate_after: Option<HumanDuration>,
 }
 
 impl Default for TrainConfig {
@@ -202,6 +207,7 @@ impl Default for TrainConfig {
             gate: true,
             accept_after: HumanDuration::from_secs(3 * 3600),
             hold_firing: false,
+            gate_after: None,
         }
     }
 }

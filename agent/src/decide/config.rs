@@ -130,6 +130,9 @@ impl DetectorConfig {
                 .unwrap_or(i64::MAX),
             young_for_ms: i64::try_from(self.alarm.young_for.0.as_millis()).unwrap_or(i64::MAX),
             hold_firing: self.train.hold_firing,
+            gate_after_ms: self.train.gate_after.map_or(alarm.calm.escalate_ms, |d| {
+                i64::try_from(d.0.as_millis()).unwrap_or(i64::MAX)
+            }),
             picture_points: self.picture_points,
         })
     }
@@ -153,6 +156,8 @@ pub struct Detector {
     pub young_for_ms: i64,
     /// `train.hold_firing`.
     pub hold_firing: bool,
+    /// `train.gate_after` in ms (`alarm.escalate` when unset).
+    pub gate_after_ms: i64,
     /// Ticks a firing alarm's window holds (0: none).
     pub picture_points: usize,
 }

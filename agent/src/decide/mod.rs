@@ -357,10 +357,7 @@ impl Decider {
             e.anomalous += 1;
             e.anomalous_ms = e.anomalous_ms.saturating_add(dt);
         }
-        if !e.fault
-            && e.anomalous >= GATE_AFTER
-            && e.anomalous_ms >= self.detector.alarm.calm.escalate_ms
-        {
+        if !e.fault && e.anomalous >= GATE_AFTER && e.anomalous_ms >= self.detector.gate_after_ms {
             e.fault = true;
             self.model.mark_recent(e.ticks as usize);
             self.model.forget_fits_within(e.ticks as usize);
@@ -541,9 +538,10 @@ mod tests {
 
     /// Share of the ticks of a 4-minute step of +30 (shorter than the 5 minutes after
     /// which an episode is a fault) that fire, with a refit in the middle of it.
-    fn firing_share_of_a_4_minute_fault(hold_firing: bool) -> f64 {
+    fn firing_share_of_a_4_minute_fault(hold_firing: bool, gate_after_s: Option<u64>) -> f64 {
         let mut c = DetectorConfig::default();
         c.train.hold_firing = hold_firing;
+        c.train.gate_after = gate_after_s.map(lookout_shared::duration::HumanDuration::from_secs);
         let d = c.resolve_at(std::time::Duration::from_secs(1)).unwrap();
         let mut dec = Decider::new(&d, 1);
         let mut fit = Inline::for_model(dec.model());
@@ -564,13 +562,22 @@ mod tests {
 
     #[test]
     fn with_hold_firing_an_open_episode_is_not_learned_by_a_refit_in_its_middle() {
-        let held = firing_share_of_a_4_minute_fault(true);
+        let held = firing_share_of_a_4_minute_fault(true, None);
         assert!(held > 0.95, "fired on {:.0} % of the fault", held * 100.0);
-        let learned = firing_share_of_a_4_minute_fault(false);
+        let learned = firing_share_of_a_4_minute_fault(false, None);
         assert!(
             learned < held,
             "without it the refit learns the fault: {learned} {held}"
         );
+    }
+
+    #[test]
+    fn a_fault_gated_after_30_s_is_not_learned_by_a_refit_in_its_middle() {
+        let gated = firing_share_of_a_4_minute_fault(false, Some(30));
+        assert!(gated > 0.95, "fired on {:.0} % of the fault", gated * 100.0);
+        // Unset, the gate waits for `alarm.escalate` (5 min): longer than this fault.
+        let learned = firing_share_of_a_4_minute_fault(false, None);
+        assert!(learned < gated, "{learned} {gated}");
     }
 
     #[test]
