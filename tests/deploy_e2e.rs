@@ -7,15 +7,12 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 /// The files docs/deploy.md shows, each of which must appear there verbatim.
 const EXAMPLES: &[&str] = &[
@@ -228,104 +225,6 @@ fn retained_alarms_over_tls(d: &Path, tls: u16) -> Vec<String> {
         .collect()
 }
 
-/// A subscriber with a persistent session (clean session off, QoS 1): what arrives at
-/// the broker while it is away is kept for it, across a restart of a persistent broker.
-struct Persistent {
-    rx: mpsc::Receiver<Msg>,
-    seen: Vec<Msg>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Persistent {
-    async fn connect(port: u16, id: &str, filters: &[&str]) -> Self {
-        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
-        opts.set_keep_alive(Duration::from_secs(10));
-        opts.set_clean_session(false);
-        opts.set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut eventloop) = AsyncClient::new(opts, 64);
-        let filters: Vec<String> = filters.iter().map(|s| s.to_string()).collect();
-        let (tx, rx) = mpsc::channel(100_000);
-        let subscribed = std::sync::Arc::new(tokio::sync::Notify::new());
-        let on_suback = subscribed.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        for f in &filters {
-                            let _ = client.subscribe(f.clone(), QoS::AtLeastOnce).await;
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => on_suback.notify_one(),
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let m = Msg {
-                            topic: p.topic.clone(),
-                            payload: p.payload.to_vec(),
-                            retain: p.retain,
-                            at: Instant::now(),
-                        };
-                        if tx.send(m).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-        tokio::time::timeout(Duration::from_secs(10), subscribed.notified())
-            .await
-            .expect("the central broker never acknowledged the subscription");
-        Self {
-            rx,
-            seen: Vec::new(),
-            task,
-        }
-    }
-
-    fn drain(&mut self) {
-        while let Ok(m) = self.rx.try_recv() {
-            self.seen.push(m);
-        }
-    }
-
-    async fn wait_for(
-        &mut self,
-        what: &str,
-        timeout: Duration,
-        pred: impl Fn(&Msg) -> bool,
-    ) -> Msg {
-        if let Some(m) = self.seen.iter().find(|m| pred(m)) {
-            return m.clone();
-        }
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(m)) => {
-                    let hit = pred(&m);
-                    self.seen.push(m.clone());
-                    if hit {
-                        return m;
-                    }
-                }
-                _ => panic!(
-                    "timed out after {timeout:?} waiting for {what} on the central broker; {} messages seen, topics: {:?}",
-                    self.seen.len(),
-                    self.seen
-                        .iter()
-                        .map(|m| m.topic.as_str())
-                        .collect::<BTreeSet<_>>()
-                ),
-            }
-        }
-    }
-}
-
-impl Drop for Persistent {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 #[test]
 fn docs_deploy_md_shows_each_example_file_exactly_as_shipped() {
     let doc = example("docs/deploy.md");
@@ -476,7 +375,7 @@ async fn a_gateway_mosquitto_bridges_agents_to_the_central_one_brings_rules_down
     let central_cfg = central_conf(d, &central_dir, central_plain, central_tls);
     let mut central = start_mosquitto("central", &central_cfg, &central_dir, central_plain);
     wait_for_port(central_tls, Duration::from_secs(10));
-    let mut watch = Persistent::connect(
+    let mut watch = Subscriber::persistent(
         central_plain,
         "deploy-e2e-central-watch",
         &["lookout/#", "$SYS/broker/connection/#"],

@@ -12,7 +12,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 
 /// The shipped config with `upstream` (TOML) appended.
@@ -123,64 +122,6 @@ async fn an_embedded_broker_forwards_over_tls_under_the_site_prefix_and_takes_th
     );
 }
 
-/// A subscriber whose session outlives the broker's restart (mosquitto persists it), so
-/// that what the forwarder sends as soon as the broker is back is kept for it.
-struct Persistent {
-    rx: mpsc::Receiver<Msg>,
-    seen: Vec<Msg>,
-    _task: tokio::task::JoinHandle<()>,
-}
-
-impl Persistent {
-    fn connect(port: u16, filter: &str) -> Self {
-        let mut opts = MqttOptions::new(
-            format!("e2e-persistent-{}", std::process::id()),
-            "127.0.0.1",
-            port,
-        );
-        opts.set_keep_alive(Duration::from_secs(10))
-            .set_clean_session(false)
-            .set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut eventloop) = AsyncClient::new(opts, 64);
-        let (tx, rx) = mpsc::channel(1_000_000);
-        let filter = filter.to_owned();
-        let task = tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(ack))) if !ack.session_present => {
-                        let _ = client.subscribe(filter.clone(), QoS::AtLeastOnce).await;
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let m = Msg {
-                            topic: p.topic.clone(),
-                            payload: p.payload.to_vec(),
-                            retain: p.retain,
-                            at: Instant::now(),
-                        };
-                        if tx.send(m).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-        Self {
-            rx,
-            seen: Vec::new(),
-            _task: task,
-        }
-    }
-
-    async fn collect_for(&mut self, d: Duration) {
-        let deadline = tokio::time::Instant::now() + d;
-        while let Ok(Some(m)) = tokio::time::timeout_at(deadline, self.rx.recv()).await {
-            self.seen.push(m);
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_minutes_without_the_centre_and_a_drop_mid_replay_lose_nothing_and_send_no_alarm_twice()
  {
@@ -189,7 +130,7 @@ async fn five_minutes_without_the_centre_and_a_drop_mid_replay_lose_nothing_and_
     let central_dir = dir.path().join("central");
     std::fs::create_dir_all(&central_dir).unwrap();
     let mut central = mosquitto_persistent(central_port, &central_dir);
-    let mut sub = Persistent::connect(central_port, "lookout/#");
+    let mut sub = Subscriber::persistent(central_port, "e2e-upstream-outage", &["lookout/#"]).await;
     let d = dir.path().display();
     let upstream = format!(
         "[[upstream]]\nname = \"central\"\nurls = [\"mqtt://127.0.0.1:{central_port}\"]\nreplay_rate = 1000\ndir = \"{d}/upstream\"\n"
@@ -462,7 +403,7 @@ async fn an_agent_publishing_straight_to_its_broker_keeps_scores_and_metrics_thr
     let broker_dir = dir.path().join("broker");
     std::fs::create_dir_all(&broker_dir).unwrap();
     let mut broker = mosquitto_persistent(port, &broker_dir);
-    let mut sub = Persistent::connect(port, "lookout/#");
+    let mut sub = Subscriber::persistent(port, "e2e-buffer-outage", &["lookout/#"]).await;
     let args = sim_run_args(
         port,
         1,

@@ -322,20 +322,39 @@ impl Subscriber {
             std::process::id(),
             N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
+        Self::start(&id, port, filters, false).await
+    }
+
+    /// A subscriber with a persistent session (clean session off, QoS 1) under `id`: what
+    /// arrives at the broker while it is away, or while a persistent broker restarts, is
+    /// kept for it. It subscribes only when the broker holds no session for it (a
+    /// subscription again would make the broker send the retained messages twice), and
+    /// returns once the first subscription is acknowledged.
+    pub async fn persistent(port: u16, id: &str, filters: &[&str]) -> Self {
+        Self::start(id, port, filters, true).await
+    }
+
+    async fn start(id: &str, port: u16, filters: &[&str], persistent: bool) -> Self {
         let mut opts = MqttOptions::new(id, "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(10));
+        opts.set_clean_session(!persistent);
         opts.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut eventloop) = AsyncClient::new(opts, 64);
         let filters: Vec<String> = filters.iter().map(|s| s.to_string()).collect();
-        let (tx, rx) = mpsc::channel(100_000);
+        let (tx, rx) = mpsc::channel(1_000_000);
+        let subscribed = std::sync::Arc::new(tokio::sync::Notify::new());
+        let on_suback = subscribed.clone();
         let task = tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    Ok(Event::Incoming(Packet::ConnAck(ack)))
+                        if !(persistent && ack.session_present) =>
+                    {
                         for f in &filters {
                             let _ = client.subscribe(f.clone(), QoS::AtLeastOnce).await;
                         }
                     }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => on_suback.notify_one(),
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let m = Msg {
                             topic: p.topic.clone(),
@@ -352,10 +371,23 @@ impl Subscriber {
                 }
             }
         });
+        if persistent {
+            tokio::time::timeout(Duration::from_secs(10), subscribed.notified())
+                .await
+                .unwrap_or_else(|_| panic!("no SUBACK for {id} on port {port} within 10 s"));
+        }
         Self {
             rx,
             seen: Vec::new(),
             _task: task,
+        }
+    }
+
+    /// Collects whatever arrives for `d`.
+    pub async fn collect_for(&mut self, d: Duration) {
+        let deadline = tokio::time::Instant::now() + d;
+        while let Ok(Some(m)) = tokio::time::timeout_at(deadline, self.rx.recv()).await {
+            self.seen.push(m);
         }
     }
 
