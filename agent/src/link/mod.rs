@@ -19,6 +19,7 @@ pub mod broker;
 pub mod buffer;
 pub mod client;
 pub mod config;
+pub mod error_log;
 pub mod outbox;
 pub mod ring;
 pub mod sweep;

@@ -22,7 +22,7 @@
 //! counted; the agent never stops for it. What part of the frame reached the file is cut
 //! off again at once (a full disk takes the first bytes of a write), so a segment written
 //! through a disk-full spell holds whole frames only and a restart finds nothing torn.
-//! Write errors are logged at most once per [`ERROR_LOG_EVERY`], with the number
+//! Write errors are logged at most once per [`ERROR_LOG_EVERY`](super::error_log::ERROR_LOG_EVERY), with the number
 //! unlogged. The in-memory copy of unacknowledged records is bounded by the same
 //! `max_bytes`.
 
@@ -38,9 +38,7 @@ use crate::Error;
 /// Bytes a frame adds to its record: length and checksum.
 const FRAME: u64 = 8;
 
-/// A full disk fails every append and every acknowledgement: one log line a minute says
-/// so, with the count, instead of one per alarm.
-pub const ERROR_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+use super::error_log::ErrorLog;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -86,8 +84,7 @@ pub struct Outbox {
     acked: u64,
     stats: OutboxStats,
     /// When a write error was last logged, and the errors since.
-    error_logged: Option<std::time::Instant>,
-    unlogged_errors: u64,
+    errors: ErrorLog,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -112,8 +109,7 @@ impl Outbox {
             next_seq: 1,
             acked: 0,
             stats: OutboxStats::default(),
-            error_logged: None,
-            unlogged_errors: 0,
+            errors: ErrorLog::default(),
         }
     }
 
@@ -352,24 +348,10 @@ impl Outbox {
         }
     }
 
-    /// Counts a failed write and logs it, at most once per [`ERROR_LOG_EVERY`].
+    /// Counts a failed write and logs it, at most once per [`ERROR_LOG_EVERY`](super::error_log::ERROR_LOG_EVERY).
     fn write_error(&mut self, e: &Error, what: &'static str) {
         self.stats.write_errors += 1;
-        self.unlogged_errors += 1;
-        let now = std::time::Instant::now();
-        if self
-            .error_logged
-            .is_none_or(|t| now.duration_since(t) >= ERROR_LOG_EVERY)
-        {
-            tracing::error!(
-                error = %e,
-                errors = self.unlogged_errors,
-                write_errors = self.stats.write_errors,
-                "{what}; logged at most once a minute"
-            );
-            self.error_logged = Some(now);
-            self.unlogged_errors = 0;
-        }
+        self.errors.record(e, what, self.stats.write_errors);
     }
 
     fn remove_acked_segments(&mut self) {

@@ -43,13 +43,13 @@
 //!
 //! Failures never stop the agent: a failed write loses that message and is counted in
 //! `write_errors` (as are failed reads, renames and removals), logged at most once per
-//! [`ERROR_LOG_EVERY`] with the number unlogged.
+//! [`ERROR_LOG_EVERY`](super::error_log::ERROR_LOG_EVERY) with the number unlogged.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -59,9 +59,7 @@ use crate::Error;
 /// Bytes a frame adds to its record: length and checksum.
 const FRAME: u64 = 8;
 
-/// A full or vanished disk fails every push: one log line a minute says so, with the
-/// count, instead of one per message.
-pub const ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
+use super::error_log::ErrorLog;
 
 /// Downsampling merges records of one topic within one UTC minute.
 const MINUTE_MS: i64 = 60_000;
@@ -198,8 +196,7 @@ pub struct Ring {
     /// bound, until a restart finds them again.
     leftover: u64,
     stats: RingStats,
-    error_logged: Option<Instant>,
-    unlogged_errors: u64,
+    errors: ErrorLog,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -431,8 +428,7 @@ impl Ring {
             now_ms: None,
             leftover: 0,
             stats: RingStats::default(),
-            error_logged: None,
-            unlogged_errors: 0,
+            errors: ErrorLog::default(),
         };
         let mut last = 0;
         for (first, downsampled, path) in list_segments(&dir)? {
@@ -862,24 +858,10 @@ impl Ring {
         }
     }
 
-    /// Counts a failed disk operation and logs it, at most once per [`ERROR_LOG_EVERY`].
+    /// Counts a failed disk operation and logs it, at most once per [`ERROR_LOG_EVERY`](super::error_log::ERROR_LOG_EVERY).
     fn io_error(&mut self, e: &Error, what: &'static str) {
         self.stats.write_errors += 1;
-        self.unlogged_errors += 1;
-        let now = Instant::now();
-        if self
-            .error_logged
-            .is_none_or(|t| now.duration_since(t) >= ERROR_LOG_EVERY)
-        {
-            tracing::error!(
-                error = %e,
-                errors = self.unlogged_errors,
-                write_errors = self.stats.write_errors,
-                "{what}; logged at most once a minute"
-            );
-            self.error_logged = Some(now);
-            self.unlogged_errors = 0;
-        }
+        self.errors.record(e, what, self.stats.write_errors);
     }
 
     fn disk_bytes(&self) -> u64 {
