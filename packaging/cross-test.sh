@@ -26,6 +26,17 @@ what=${2:-all}
 need_root
 host_tools qemu-aarch64=qemu-user qemu-arm=qemu-user flock=util-linux mosquitto_sub=mosquitto-clients
 
+# Unit tests that cannot pass under qemu-user for a reason of the emulator, not of ARM;
+# each is skipped by its full name (libtest's --skip with --exact) and named in the
+# output. Never a test that is only slow: those run.
+#   lookout-bridge notify::exec::tests::a_missing_program_is_permanent: glibc's
+#     posix_spawn (which Rust's Command uses) reports a failed execve to the parent through
+#     memory shared with the child, a clone(CLONE_VM|CLONE_VFORK); qemu-user (7.2, Debian
+#     12) runs that clone as a plain fork, so the parent sees a child that exited with
+#     status 127 instead of spawn() failing with ENOENT (seen with qemu-aarch64 -strace).
+#     On a device, and on x86_64 in `cargo test`, the test runs and passes.
+qemu_skips=(notify::exec::tests::a_missing_program_is_permanent)
+
 unit_tests() {
   mkdir -p "$(dirname "$chroot_dir")"
   exec 9>"$chroot_dir.lock"
@@ -46,13 +57,16 @@ unit_tests() {
     exit 1
   }
   local passed=0 failed=0 manifest exe out began logs=$host_target_dir/cross-test-$triple
+  local skip=(--exact) name
+  for name in "${qemu_skips[@]}"; do skip+=(--skip "$name"); done
+  echo "skipped under $qemu (the emulator's limits, above): ${qemu_skips[*]}"
   mkdir -p "$logs"
   while read -r manifest exe; do
     echo "== $qemu: $(basename "$exe") (in $(dirname "$manifest"))"
     began=$SECONDS
     # cargo runs unit tests in the package's directory; so does this.
     # The whole output is kept: $logs/<binary>.log.
-    if out=$(cd "$(dirname "$manifest")" && timeout 1800 "$qemu" -L "$sysroot" "$chroot_dir$exe" 2>&1); then
+    if out=$(cd "$(dirname "$manifest")" && timeout 1800 "$qemu" -L "$sysroot" "$chroot_dir$exe" "${skip[@]}" 2>&1); then
       printf '%s\n' "$out" >"$logs/$(basename "$exe").log"
     else
       printf '%s\n' "$out" >"$logs/$(basename "$exe").log"
