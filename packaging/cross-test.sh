@@ -2,8 +2,10 @@
 # Tests an ARM build under emulation (qemu-user), on an x86_64 Debian machine, as root:
 #   bash packaging/cross-test.sh aarch64|armv7 [unit|smoke|all]     (default: all)
 # unit:  builds the unit tests of all four crates (`cargo test --lib --bins`) for the
-#        target in the cross-build chroot (packaging/cross-env.sh) and runs each test
-#        binary under qemu-aarch64 / qemu-arm with -L the target's sysroot. The
+#        target in the cross-build chroot (packaging/cross-env.sh), in the workspace's
+#        `cross-test` profile (optimised, with debug assertions and overflow checks on),
+#        and runs each test binary under qemu-aarch64 / qemu-arm with -L the target's
+#        sysroot, printing each one's wall time. The
 #        integration tests (agent/tests/, tests/) are left out: they start mosquitto and the
 #        binaries as child processes and take minutes natively; the smoke test covers the
 #        cross-built binaries end to end instead.
@@ -24,40 +26,60 @@ what=${2:-all}
 need_root
 host_tools qemu-aarch64=qemu-user qemu-arm=qemu-user flock=util-linux mosquitto_sub=mosquitto-clients
 
+# Unit tests that cannot pass under qemu-user for a reason of the emulator, not of ARM;
+# each is skipped by its full name (libtest's --skip with --exact) and named in the
+# output. Never a test that is only slow: those run.
+#   lookout-bridge notify::exec::tests::a_missing_program_is_permanent: glibc's
+#     posix_spawn (which Rust's Command uses) reports a failed execve to the parent through
+#     memory shared with the child, a clone(CLONE_VM|CLONE_VFORK); qemu-user (7.2, Debian
+#     12) runs that clone as a plain fork, so the parent sees a child that exited with
+#     status 127 instead of spawn() failing with ENOENT (seen with qemu-aarch64 -strace).
+#     On a device, and on x86_64 in `cargo test`, the test runs and passes.
+qemu_skips=(notify::exec::tests::a_missing_program_is_permanent)
+
 unit_tests() {
   mkdir -p "$(dirname "$chroot_dir")"
   exec 9>"$chroot_dir.lock"
   flock 9
   ensure_chroot
   mount_for_build
-  echo "== building the unit tests for $triple"
+  echo "== building the unit tests for $triple (profile cross-test), after $SECONDS s"
   local list
-  list=$(in_chroot "cargo test --locked --target $triple --workspace --lib --bins --no-run \
+  list=$(in_chroot "cargo test --locked --profile cross-test --target $triple --workspace --lib --bins --no-run \
     --message-format=json-render-diagnostics" |
     grep '"executable":"/' |
     sed -n 's/.*"manifest_path":"\([^"]*\)".*"executable":"\([^"]*\)".*/\1 \2/p')
   unmount_all
   exec 9>&-
+  echo "   built after $SECONDS s"
   [ -n "$list" ] || {
     echo "no test binaries were built" >&2
     exit 1
   }
-  local passed=0 failed=0 manifest exe out
+  local passed=0 failed=0 manifest exe out began logs=$host_target_dir/cross-test-$triple
+  local skip=(--exact) name
+  for name in "${qemu_skips[@]}"; do skip+=(--skip "$name"); done
+  echo "skipped under $qemu (the emulator's limits, above): ${qemu_skips[*]}"
+  mkdir -p "$logs"
   while read -r manifest exe; do
     echo "== $qemu: $(basename "$exe") (in $(dirname "$manifest"))"
+    began=$SECONDS
     # cargo runs unit tests in the package's directory; so does this.
-    if out=$(cd "$(dirname "$manifest")" && timeout 1800 "$qemu" -L "$sysroot" "$chroot_dir$exe" 2>&1); then
-      :
+    # The whole output is kept: $logs/<binary>.log.
+    if out=$(cd "$(dirname "$manifest")" && timeout 1800 "$qemu" -L "$sysroot" "$chroot_dir$exe" "${skip[@]}" 2>&1); then
+      printf '%s\n' "$out" >"$logs/$(basename "$exe").log"
     else
+      printf '%s\n' "$out" >"$logs/$(basename "$exe").log"
       failed=$((failed + 1))
       printf '%s\n' "$out" | grep -vE '^test .* \.\.\. ok$' | tail -n 60
-      echo "FAILED: $exe"
+      echo "FAILED after $((SECONDS - began)) s: $exe (whole output: $logs/$(basename "$exe").log)"
       continue
     fi
     printf '%s\n' "$out" | grep -E '^test result:'
+    echo "   $((SECONDS - began)) s"
     passed=$((passed + 1))
   done <<<"$list"
-  echo "unit tests under $qemu: $passed binaries passed, $failed failed"
+  echo "unit tests under $qemu: $passed binaries passed, $failed failed, after $SECONDS s"
   [ "$failed" -eq 0 ]
 }
 
