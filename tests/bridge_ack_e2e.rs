@@ -54,14 +54,6 @@ repeat_interval = "1s"
     cfg
 }
 
-fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
-
 fn count(path: &Path, state: &str) -> usize {
     lines(path).iter().filter(|a| a["state"] == state).count()
 }

@@ -48,14 +48,6 @@ targets = ["alarms_file", "console"]
     cfg
 }
 
-fn lines(path: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_injected_anomaly_reaches_the_file_target_firing_then_resolved_once_each() {
     let dir = scratch("bridge-e2e");

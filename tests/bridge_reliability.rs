@@ -61,14 +61,6 @@ fn out(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("out-{name}.log"))
 }
 
-fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
-
 async fn wait_lines(path: &Path, n: usize, timeout: Duration, bridge: &Proc) {
     let deadline = Instant::now() + timeout;
     while lines(path).len() < n {

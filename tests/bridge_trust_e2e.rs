@@ -12,14 +12,6 @@ use common::http::{Reply, TestServer};
 use common::*;
 use serde_json::Value;
 
-fn lines(path: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
-
 /// Waits until the file target's lines satisfy `done`; panics after `timeout`.
 async fn wait_lines(
     path: &std::path::Path,

@@ -438,6 +438,18 @@ impl Drop for Subscriber {
     }
 }
 
+/// The whole lines of a file a bridge's `file` target writes, each parsed as JSON. A last
+/// line without its newline is one being written at this moment (a read may land between
+/// the pages of one `write`), not yet a line; a line left torn for good keeps the count
+/// short, and the test waiting for it fails.
+pub fn lines(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text[..text.rfind('\n').map_or(0, |i| i + 1)]
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
 pub fn scratch(name: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix(&format!("lookout-{name}-"))
