@@ -22,8 +22,8 @@
 //! counted; the agent never stops for it. What part of the frame reached the file is cut
 //! off again at once (a full disk takes the first bytes of a write), so a segment written
 //! through a disk-full spell holds whole frames only and a restart finds nothing torn.
-//! Write errors are logged at most once per [`ERROR_LOG_EVERY`](super::error_log::ERROR_LOG_EVERY), with the number
-//! unlogged. The in-memory copy of unacknowledged records is bounded by the same
+//! Write errors are logged at most once a minute ([`super::error_log`]), with the
+//! number unlogged. The in-memory copy of unacknowledged records is bounded by the same
 //! `max_bytes`.
 
 use std::collections::VecDeque;
@@ -33,12 +33,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::error_log::ErrorLog;
 use crate::Error;
 
 /// Bytes a frame adds to its record: length and checksum.
 const FRAME: u64 = 8;
-
-use super::error_log::ErrorLog;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -83,7 +82,6 @@ pub struct Outbox {
     /// Everything at or below this was acknowledged (0: nothing yet; sequences start at 1).
     acked: u64,
     stats: OutboxStats,
-    /// When a write error was last logged, and the errors since.
     errors: ErrorLog,
 }
 
@@ -348,7 +346,7 @@ impl Outbox {
         }
     }
 
-    /// Counts a failed write and logs it, at most once per [`ERROR_LOG_EVERY`](super::error_log::ERROR_LOG_EVERY).
+    /// Counts a failed write and logs it, at most once a minute ([`ErrorLog`]).
     fn write_error(&mut self, e: &Error, what: &'static str) {
         self.stats.write_errors += 1;
         self.errors.record(e, what, self.stats.write_errors);

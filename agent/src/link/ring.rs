@@ -43,7 +43,7 @@
 //!
 //! Failures never stop the agent: a failed write loses that message and is counted in
 //! `write_errors` (as are failed reads, renames and removals), logged at most once per
-//! [`ERROR_LOG_EVERY`](super::error_log::ERROR_LOG_EVERY) with the number unlogged.
+//! minute ([`super::error_log`]) with the number unlogged.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -54,12 +54,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::error_log::ErrorLog;
 use crate::Error;
 
 /// Bytes a frame adds to its record: length and checksum.
 const FRAME: u64 = 8;
-
-use super::error_log::ErrorLog;
 
 /// Downsampling merges records of one topic within one UTC minute.
 const MINUTE_MS: i64 = 60_000;
@@ -858,7 +857,7 @@ impl Ring {
         }
     }
 
-    /// Counts a failed disk operation and logs it, at most once per [`ERROR_LOG_EVERY`](super::error_log::ERROR_LOG_EVERY).
+    /// Counts a failed disk operation and logs it, at most once a minute ([`ErrorLog`]).
     fn io_error(&mut self, e: &Error, what: &'static str) {
         self.stats.write_errors += 1;
         self.errors.record(e, what, self.stats.write_errors);
