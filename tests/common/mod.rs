@@ -19,13 +19,24 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port that was free a moment ago on 127.0.0.1, and never handed to another test of
+/// this process. Tests stop and restart their brokers on the same port; while one is
+/// down the kernel may offer its port to a test starting beside it, whose broker would
+/// then take it, and both agents (`sim-1` alike) would end up publishing into one broker.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// `--set`s for simulated hosts that alarm within seconds and stay alarmed: level shifts
@@ -190,8 +201,17 @@ fn spawn_mosquitto(port: u16, dir: &Path, global: &str, extra: &str) -> Proc {
         .expect("mosquitto is not installed (apt-get install -y mosquitto); .ci/run installs it");
     let mut cmd = Command::new(bin);
     cmd.arg("-c").arg(&conf);
-    let p = spawn_logged("mosquitto", cmd, dir);
+    let mut p = spawn_logged("mosquitto", cmd, dir);
     wait_for_port(port, Duration::from_secs(10));
+    // Something listens; make sure it is this mosquitto and not a process that took the
+    // port meanwhile (a mosquitto that cannot bind exits at once, naming the port).
+    std::thread::sleep(Duration::from_millis(100));
+    if let Ok(Some(status)) = p.child.try_wait() {
+        panic!(
+            "mosquitto on 127.0.0.1:{port} exited ({status}):\n{}",
+            p.log_text()
+        );
+    }
     p
 }
 
@@ -287,6 +307,8 @@ pub struct Msg {
     pub topic: String,
     pub payload: Vec<u8>,
     pub retain: bool,
+    /// The QoS it was delivered with: MQTT keeps order only among messages of one QoS.
+    pub qos: u8,
     pub at: Instant,
 }
 
@@ -360,6 +382,7 @@ impl Subscriber {
                             topic: p.topic.clone(),
                             payload: p.payload.to_vec(),
                             retain: p.retain,
+                            qos: p.qos as u8,
                             at: Instant::now(),
                         };
                         if tx.send(m).await.is_err() {

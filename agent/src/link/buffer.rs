@@ -2,9 +2,11 @@
 //! [`Ring`] on disk, sent again oldest first, at a bounded rate, once it is back.
 //!
 //! While the ring holds anything not yet handed out, new scores and metrics go behind it
-//! rather than straight out, so each topic's messages arrive in order. Replayed records go out with
-//! QoS 1 (the link learns which arrived); the ring is told what arrived at most every
-//! [`ACK_EVERY`], because it syncs its cursor each time.
+//! rather than straight out, so each topic's messages reach the broker in order (a
+//! subscriber sees that order within each QoS only: MQTT promises no more, and the
+//! broker may hand it a live QoS 0 message before replayed ones still queued for it).
+//! Replayed records go out with QoS 1 (the link learns which arrived); the ring is told
+//! what arrived at most every [`ACK_EVERY`], because it syncs its cursor each time.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
