@@ -466,6 +466,17 @@ fn nearest_counts_and_distances(
 #[inline(always)]
 fn weighted_distance(kind: Distance, x: &[f64], centres: &[f32], k: usize, weights: &[f64]) -> f64 {
     match *weights {
+        // The shipped five lags: fixed-size blocks the compiler unrolls, the same sums.
+        [w] if x.len() == 6 => {
+            let x6 = lags6(x);
+            over_centres(kind, x, centres, k, |_, c| w * dist2_6(x6, lags6_32(c)))
+        }
+        [w0, w1] if x.len() == 12 => {
+            let (x0, x1) = (lags6(&x[..6]), lags6(&x[6..]));
+            over_centres(kind, x, centres, k, |_, c| {
+                w0 * dist2_6(x0, lags6_32(&c[..6])) + w1 * dist2_6(x1, lags6_32(&c[6..]))
+            })
+        }
         [w] => over_centres(kind, x, centres, k, |x, c| w * dist2_32(x, c)),
         [w0, w1] => {
             let lag_w = x.len() / 2;
@@ -509,6 +520,25 @@ fn wdist2(x: &[f64], c: &[f32], weights: &[f64]) -> f64 {
         .zip(weights)
         .map(|((x, c), w)| w * dist2_32(x, c))
         .sum()
+}
+
+fn lags6(x: &[f64]) -> &[f64; 6] {
+    x.try_into().expect("a block of six lags")
+}
+
+fn lags6_32(c: &[f32]) -> &[f32; 6] {
+    c.try_into().expect("a block of six lags")
+}
+
+/// [`dist2_32`] for six values, summed in the same order (four lanes, then the two
+/// left over), so that each score keeps its bits.
+#[inline(always)]
+fn dist2_6(a: &[f64; 6], b: &[f32; 6]) -> f64 {
+    let t = |i: usize| {
+        let t = a[i] - f64::from(b[i]);
+        t * t
+    };
+    ((t(0) + t(2)) + (t(1) + t(3))) + t(4) + t(5)
 }
 
 /// `kmeans::dist2` to an `f32` centre, summed in `f64` in the same four lanes.
