@@ -85,6 +85,11 @@ mounted=()
 mount_in() {
   local dst=$chroot_dir$2
   mkdir -p "$dst"
+  # A run killed before its EXIT trap leaves its mounts; one over a directory since
+  # deleted or replaced (a clone made again at the same path) would hide the new one.
+  if mountpoint -q "$dst" && [ "$(stat -Lc %d:%i "$1")" != "$(stat -Lc %d:%i "$dst")" ]; then
+    umount -l "$dst"
+  fi
   if ! mountpoint -q "$dst"; then
     mount --bind "$1" "$dst"
     mounted+=("$dst")
