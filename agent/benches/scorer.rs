@@ -209,6 +209,7 @@ fn replay_throughput(c: &mut Criterion) {
     // so this is mostly parsing and formatting.
     let notebook = Detector {
         params: ModelParams::notebook(),
+        rough_window: 0,
         alarm: lookout_agent::alarm::AlarmParams::with_threshold(3.0),
         down_limit: None,
         upper_limit: None,

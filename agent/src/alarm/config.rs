@@ -54,6 +54,11 @@ pub struct AlarmConfig {
     /// A dimension unchanged for at least this long, and for more than twice its longest
     /// normal run, is stuck (`alarm::flat`); "0s": off.
     pub flat: HumanDuration,
+    /// A dimension whose mean change over this window is more than 2.5 times that of a
+    /// typical hour's roughest minute, for half the window, is restless (`alarm::rough`):
+    /// an oscillation inside the normal range. Off when the window holds fewer than 10
+    /// ticks at the model's interval; at most 600 ticks. "0s": off.
+    pub rough: HumanDuration,
     /// Graded severity (seed `003`): tolerance band and step beyond the learned bound.
     pub t2: f64,
     pub step: f64,
@@ -80,6 +85,7 @@ impl Default for AlarmConfig {
             settle_for: HumanDuration::from_secs(3600),
             young_for: HumanDuration::from_secs(86_400),
             flat: HumanDuration::from_secs(60),
+            rough: HumanDuration::from_secs(60),
             t2: 0.2,
             step: 0.2,
             confirm: HumanDuration::from_secs(30),

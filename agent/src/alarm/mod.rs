@@ -17,6 +17,7 @@ pub mod calm;
 pub mod config;
 pub mod flat;
 pub mod publish;
+pub mod rough;
 pub mod saturation;
 pub mod severity;
 
@@ -50,6 +51,8 @@ pub struct Tick {
     pub value: f64,
     /// A dimension has not changed for far longer than it normally does (`flat`).
     pub flat: bool,
+    /// A dimension moves far more than in a typical hour's roughest minute (`rough`).
+    pub rough: bool,
 }
 
 /// Per-tick decision: anomalous or not, and at which level.
@@ -91,6 +94,11 @@ impl Judge {
         let p = &self.params;
         // A stuck reading is a fault whichever side of normal it stopped on.
         if t.flat {
+            return Some(2);
+        }
+        // So is a series swinging within its normal range (the score sees each value as
+        // ordinary); it pages only once it has lasted, as any level 2 does.
+        if t.rough {
             return Some(2);
         }
         let by_score = t.score >= p.threshold;
@@ -236,13 +244,29 @@ impl Hysteresis {
         level: Option<u8>,
         agreed: bool,
     ) -> Option<Transition> {
+        self.step_lasting(ts, score, level, agreed, false)
+    }
+
+    /// [`Hysteresis::step_agreed`]; `lasting`: the tick's anomaly has already lasted by
+    /// its own measure (a restless series, [`rough`]), so it is not a wobble of the score
+    /// around the threshold and `suppress` does not hold it back. Without this, a swing
+    /// that began with a blip of the score stayed silent for the 288 ticks after it.
+    pub fn step_lasting(
+        &mut self,
+        ts: i64,
+        score: f64,
+        level: Option<u8>,
+        agreed: bool,
+        lasting: bool,
+    ) -> Option<Transition> {
         let tick = self.ticks;
         self.ticks += 1;
         let dt = self.last_ts.map_or(0, |t| (ts - t).max(0));
         self.last_ts = Some(ts);
-        let quiet = self
-            .last_fired
-            .is_some_and(|t| tick - t < u64::from(self.params.suppress));
+        let quiet = !lasting
+            && self
+                .last_fired
+                .is_some_and(|t| tick - t < u64::from(self.params.suppress));
         let calm = self.params.calm;
         match level {
             Some(sev) => {
@@ -457,6 +481,7 @@ mod tests {
             deviation,
             value: 0.0,
             flat: false,
+            rough: false,
         }
     }
 
@@ -527,6 +552,7 @@ mod tests {
             deviation,
             value,
             flat: false,
+            rough: false,
         };
         // Anomalous but steady and far from the limit: not saturation.
         assert_eq!(j.judge(&at(0, 20.0, 1.0)), None);

@@ -12,7 +12,8 @@ use lookout_shared::config::Invalid;
 use serde::{Deserialize, Serialize};
 
 use super::trace;
-use crate::alarm::{AlarmConfig, AlarmParams, SaturationConfig};
+use crate::alarm::{AlarmConfig, AlarmParams, SaturationConfig, rough};
+use crate::scorer::config::Span;
 use crate::scorer::model::Distance;
 use crate::scorer::{ContextConfig, ModelParams, ScaleKind, Scaling, ScorerConfig, TrainConfig};
 
@@ -119,8 +120,28 @@ impl DetectorConfig {
                 format!("at most {} ticks (0 sends no picture)", trace::MAX_POINTS),
             ));
         }
+        let rough_window = Span::Time(self.alarm.rough).ticks(interval);
+        if rough_window > rough::MAX_WINDOW && self.alarm.rough.0 > Duration::ZERO {
+            return Err(Invalid::new(
+                "alarm.rough",
+                format!(
+                    "{} is {rough_window} ticks at this interval; at most {}",
+                    self.alarm.rough,
+                    rough::MAX_WINDOW
+                ),
+            ));
+        }
+        // A saturation model judges against its limit, not against what it learned; a
+        // quick fill is rough too, and a restless alarm at its start would take the
+        // `suppress` slot of the saturation alarm that should follow.
+        let rough_window = if alarm.saturation.is_some() {
+            0
+        } else {
+            rough_window
+        };
         Ok(Detector {
             params,
+            rough_window,
             alarm,
             down_limit: self.down_limit,
             upper_limit: self.upper_limit,
@@ -143,6 +164,8 @@ impl DetectorConfig {
 pub struct Detector {
     pub params: ModelParams,
     pub alarm: AlarmParams,
+    /// `alarm.rough` in ticks at the model's interval (below `rough::MIN_WINDOW`: off).
+    pub rough_window: usize,
     /// Values outside `[down_limit, upper_limit]` are invalid: counted, not scored.
     pub down_limit: Option<f64>,
     pub upper_limit: Option<f64>,

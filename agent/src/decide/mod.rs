@@ -28,6 +28,7 @@ use lookout_shared::payload::AlarmState;
 
 use crate::alarm::flat::Flat;
 use crate::alarm::publish::Episode;
+use crate::alarm::rough::Rough;
 use crate::alarm::{Hysteresis, Judge, Tick, Transition};
 use crate::scorer::Model;
 use crate::scorer::fit::Fitter;
@@ -70,6 +71,7 @@ pub struct Decider {
     judge: Judge,
     hysteresis: Hysteresis,
     flat: Flat,
+    rough: Rough,
     profile: Profile,
     detector: Detector,
     /// Ticks refused because a value was outside the detector's limits.
@@ -146,6 +148,7 @@ impl Decider {
             judge: Judge::new(detector.alarm),
             hysteresis: Hysteresis::new(detector.alarm),
             flat: Flat::new(detector.alarm.flat_ms, n_dims),
+            rough: Rough::new(detector.rough_window, n_dims),
             profile: Profile::default(),
             detector: detector.clone(),
             invalid: 0,
@@ -207,6 +210,7 @@ impl Decider {
             + std::mem::size_of::<Self>()
             + self.profile.heap_bytes()
             + self.flat.heap_bytes()
+            + self.rough.heap_bytes()
             + self.trace.heap_bytes()
     }
 
@@ -232,6 +236,7 @@ impl Decider {
             return (Decision::Skipped, false);
         };
         let flat = self.flat.observe(ts, values, !self.hysteresis.is_firing());
+        let rough = self.rough.observe(ts, values);
         let fitted = train_due && fitter.fit(key, &mut self.model);
         let Some(score) = self.model.score() else {
             self.trace.push(ts, None, 0, &self.model);
@@ -249,6 +254,7 @@ impl Decider {
             },
             value: values[0],
             flat,
+            rough,
         });
         // The long horizon keeps only what was judged normal: a fault remembered for a day
         // would be normal to every fit of that day.
@@ -280,7 +286,10 @@ impl Decider {
         let level = level.map(|l| if young { 1 } else { l });
         self.trace
             .push(ts, Some(score), level.unwrap_or(0), &self.model);
-        let mut transition = self.hysteresis.step_agreed(ts, score, level, self.agreed);
+        let lasting = rough && level.is_some();
+        let mut transition = self
+            .hysteresis
+            .step_lasting(ts, score, level, self.agreed, lasting);
         let learn = self.gate(ts, level.is_some(), flat);
         self.model.judged(sample, learn);
         let accept = self.detector.accept_after_ms;
@@ -370,6 +379,7 @@ impl Decider {
     /// its notice says it was relearned). For `train.accept_after` and the relearn command.
     pub fn relearn(&mut self, ts: i64, score: f64) -> Option<Transition> {
         self.model.accept_new_normal();
+        self.rough.forget();
         self.sustained = Sustained::default();
         self.relearned_at = Some(ts);
         self.hysteresis.resolve_now(ts, score)
@@ -406,6 +416,11 @@ impl Decider {
         let summary = match state {
             AlarmState::Firing if score >= threshold => format!(
                 "{name}: anomaly score {score:.2} >= {threshold:.2} on {host} (severity {severity}){}",
+                self.young_note(ts)
+            ),
+            AlarmState::Firing if self.rough.ratio() > crate::alarm::rough::FACTOR => format!(
+                "{name}: swinging on {host}: it moves {:.1} times as much as in the roughest minute of a typical hour (score {score:.2}, severity {severity}){}",
+                self.rough.ratio(),
                 self.young_note(ts)
             ),
             AlarmState::Firing => format!(
@@ -809,7 +824,66 @@ mod tests {
 mod seasonal {
     use super::*;
     use crate::scorer::fit::Inline;
+    use crate::scorer::testing::noise;
     use lookout_shared::rng::Rng;
+
+    /// Every tick of a 1-dimension model at 2 s that wanders over 40..60 in two hours:
+    /// four hours of that, a blip that fires and resolves, then from `swing_at` a swing of
+    /// ±6 every 20 s for 5 minutes, inside the normal range. The alarm changes during the
+    /// swing, as (severity, summary).
+    fn swing_alarms(rough: &str) -> Vec<(u8, String)> {
+        let mut c = DetectorConfig::default();
+        c.alarm.young_for = lookout_shared::duration::HumanDuration::from_secs(0);
+        c.alarm.rough = rough.parse().unwrap();
+        c.context.levels = 0;
+        let d = c.resolve_at(std::time::Duration::from_secs(2)).unwrap();
+        let mut dec = Decider::new(&d, 1);
+        let mut fit = Inline::for_model(dec.model());
+        let (blip, swing_at) = (4 * 3600, 4 * 3600 + 60);
+        let mut out = Vec::new();
+        for i in 0..(swing_at + 600) / 2 {
+            let t = i * 2;
+            let wander = 10.0 * (std::f64::consts::TAU * t as f64 / 7200.0).sin();
+            let extra = if (blip..blip + 6).contains(&t) {
+                30.0
+            } else if (swing_at..swing_at + 300).contains(&t) {
+                6.0 * (std::f64::consts::TAU * (t - swing_at) as f64 / 20.0).sin()
+            } else {
+                0.0
+            };
+            let v = 50.0 + wander + 0.5 * noise(i as u64, 4) + extra;
+            let ts = t * 1000;
+            if let (Decision::Scored(s), _) = dec.step(ts, &[v], (0, 0), &mut fit)
+                && let Some(tr) = s.transition
+                && t >= blip
+            {
+                let e = dec.episode("m", "h", ts, tr);
+                if t >= swing_at && e.state == AlarmState::Firing {
+                    out.push((e.severity, e.summary));
+                } else if t < swing_at {
+                    out.push((0, format!("{:?}", e.state)));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_swing_inside_the_normal_range_pages_even_right_after_another_alarm() {
+        let alarms = swing_alarms("1m");
+        assert!(
+            alarms.starts_with(&[(0, "Firing".into()), (0, "Resolved".into())]),
+            "the blip fires and resolves: {alarms:?}"
+        );
+        // The score sees some of the swing's ticks too; what matters is that it pages
+        // though the blip's alarm fired a minute before.
+        assert!(alarms.iter().any(|(sev, _)| *sev == 2), "{alarms:?}");
+        let without = swing_alarms("0s");
+        assert!(
+            without.iter().all(|(sev, _)| *sev < 2),
+            "without the check the swing does not page: {without:?}"
+        );
+    }
 
     /// Issue 17: a backup that runs every night at 02:00 must stop alarming by the third
     /// night. Four days at a 10 s interval: noise around 20 with a small daily cycle, and

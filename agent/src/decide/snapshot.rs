@@ -14,10 +14,14 @@
 //! snapshot (an agent before the attribution of anomalies) still reads: the model keeps
 //! everything it learned and fits at its next tick, which measures the ranges from the
 //! restored training ring.
+//!
+//! Format 5 appends the restless-series memory (`alarm::rough`) after the normal ranges;
+//! formats 3 and 4 still read, and that memory starts afresh.
 
 use serde::{Deserialize, Serialize};
 
 use crate::alarm::flat::Flat;
+use crate::alarm::rough::Rough;
 use crate::alarm::{Hysteresis, Judge};
 use crate::scorer::Model;
 use crate::scorer::profile::Profile;
@@ -25,9 +29,10 @@ use crate::scorer::profile::Profile;
 use super::{Decider, Detector};
 
 /// The snapshot layout; a change to any serialized type bumps it.
-pub const FORMAT: u32 = 4;
+pub const FORMAT: u32 = 5;
 
-/// The oldest layout still read: format 3 is format 4 without the normal ranges.
+/// The oldest layout still read: format 3 is format 4 without the normal ranges, and
+/// format 4 is format 5 without the restless-series memory.
 pub const OLDEST_READ: u32 = 3;
 
 /// What every snapshot starts with, so that any other file is told apart from a snapshot
@@ -49,6 +54,8 @@ struct Out<'a> {
     first_scored: Option<i64>,
     /// Format 4's addition, last so that format 3 is a prefix of it.
     normal: Option<&'a [f64]>,
+    /// Format 5's addition.
+    rough: &'a Rough,
 }
 
 /// The fields formats 3 and 4 share; format 4's `normal` follows them.
@@ -116,6 +123,7 @@ impl Decider {
             scored: self.scored,
             first_scored: self.first_scored,
             normal: self.model.normal_range(),
+            rough: &self.rough,
         };
         // Serializing owned in-memory data cannot fail with postcard's Vec flavour.
         let mut bytes = MAGIC.to_vec();
@@ -138,8 +146,14 @@ impl Decider {
         }
         let (s, rest): (In, _) =
             postcard::take_from_bytes(bytes).map_err(|e| Refused::Corrupt(e.to_string()))?;
-        let normal: Option<Vec<f64>> = if s.format >= 4 {
-            postcard::from_bytes(rest).map_err(|e| Refused::Corrupt(e.to_string()))?
+        let corrupt = |e: postcard::Error| Refused::Corrupt(e.to_string());
+        let (normal, rest): (Option<Vec<f64>>, _) = if s.format >= 4 {
+            postcard::take_from_bytes(rest).map_err(corrupt)?
+        } else {
+            (None, rest)
+        };
+        let rough: Option<Rough> = if s.format >= 5 {
+            Some(postcard::from_bytes(rest).map_err(corrupt)?)
         } else {
             None
         };
@@ -156,6 +170,11 @@ impl Decider {
         self.judge = s.judge.adopt(self.detector.alarm);
         self.hysteresis = s.hysteresis.adopt(self.detector.alarm);
         self.flat = s.flat.adopt(self.detector.alarm.flat_ms);
+        let n_dims_rough = self.model.n_dims();
+        self.rough = rough.filter(|r| r.n_dims() == n_dims_rough).map_or_else(
+            || Rough::new(self.detector.rough_window, n_dims_rough),
+            |r| r.adopt(self.detector.rough_window),
+        );
         self.profile = s.profile;
         self.sustained = s.sustained;
         self.scored = s.scored;
@@ -266,10 +285,11 @@ mod tests {
         let mut original = trained(&d, 600);
         let mut bytes = original.snapshot(shape, 42);
         let tail = postcard::to_allocvec(&original.model().normal_range()).unwrap();
-        bytes.truncate(bytes.len() - tail.len());
+        let rough = postcard::to_allocvec(&original.rough).unwrap();
+        bytes.truncate(bytes.len() - tail.len() - rough.len());
         assert_eq!(
             bytes[MAGIC.len()],
-            4,
+            5,
             "the format is the first byte after the magic"
         );
         bytes[MAGIC.len()] = 3;
@@ -288,6 +308,33 @@ mod tests {
         assert!(matches!(a[0], Decision::Scored(_)));
         let top = restored.attribution("m").unwrap().dimensions;
         assert!(top.iter().all(|d| d.normal.is_some()), "{top:?}");
+    }
+
+    /// Format 4 is format 5 without the restless-series memory: it reads, keeps the
+    /// ranges, and that memory starts afresh; format 5 brings it back whole.
+    #[test]
+    fn a_format_4_snapshot_reads_and_format_5_keeps_the_restless_memory() {
+        let d = detector();
+        let shape = 7;
+        let original = trained(&d, 600);
+        let full = original.snapshot(shape, 42);
+        let rough = postcard::to_allocvec(&original.rough).unwrap();
+        let mut bytes = full[..full.len() - rough.len()].to_vec();
+        bytes[MAGIC.len()] = 4;
+        let mut restored = Decider::new(&d, 2);
+        assert_eq!(restored.restore(&bytes, shape), Ok(42));
+        assert_eq!(
+            restored.model().normal_range(),
+            original.model().normal_range()
+        );
+        assert_eq!(
+            postcard::to_allocvec(&restored.rough).unwrap(),
+            postcard::to_allocvec(&Rough::new(d.rough_window, 2)).unwrap(),
+            "afresh"
+        );
+        let mut whole = Decider::new(&d, 2);
+        assert_eq!(whole.restore(&full, shape), Ok(42));
+        assert_eq!(postcard::to_allocvec(&whole.rough).unwrap(), rough);
     }
 
     #[test]
