@@ -8,7 +8,11 @@
 //! values in more than 1 % of its normal ticks (an idle disk writing 0 bytes, a rounded
 //! percentage, an error counter at 0 for hours) repeats by nature, and a long repeat is
 //! nothing new for it. A run that ends while the model alarms is not learned, so a stuck
-//! period does not teach that being stuck is normal.
+//! period does not teach that being stuck is normal; nor is a run that was flat at any of
+//! its ticks, even if no alarm was firing when it ended (its alarm was held back by
+//! `suppress`, or resolved): one missed stuck sensor or collector dropout would otherwise
+//! teach a run twice as long is normal, and the next would be missed too. Only an operator
+//! (or `train.accept_after`) makes such a run normal, through [`Flat::accept`].
 
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +27,17 @@ struct Dim {
     /// Ticks while not alarming, and how many of them repeated the previous value.
     ticks: u64,
     repeats: u64,
+    /// The current run was flat at some tick. Kept out of `Dim`'s serialized layout, which
+    /// snapshot formats 3 and 4 fix; a snapshot carries it in [`Flat::marks`].
+    #[serde(skip)]
+    flagged: bool,
+    /// The operator accepted the current run as normal: not flat until it ends, then learned.
+    #[serde(skip)]
+    accepted: bool,
 }
+
+const FLAGGED: u8 = 1;
+const ACCEPTED: u8 = 2;
 
 /// Share of repeated values above which a dimension repeats by nature.
 const REPEATS_BY_NATURE: f64 = 0.01;
@@ -53,6 +67,8 @@ impl Flat {
                     normal_ms: 0,
                     ticks: 0,
                     repeats: 0,
+                    flagged: false,
+                    accepted: false,
                 };
                 n_dims
             ],
@@ -69,6 +85,34 @@ impl Flat {
         Self { flat_ms, ..self }
     }
 
+    /// Each dimension's current run's marks (flat at some tick, accepted), for a snapshot.
+    pub fn marks(&self) -> Vec<u8> {
+        self.dims
+            .iter()
+            .map(|d| (u8::from(d.flagged) * FLAGGED) | (u8::from(d.accepted) * ACCEPTED))
+            .collect()
+    }
+
+    /// Takes back [`Flat::marks`]; marks for another number of dimensions are ignored.
+    pub fn set_marks(&mut self, marks: &[u8]) {
+        if marks.len() != self.dims.len() {
+            return;
+        }
+        for (d, &m) in self.dims.iter_mut().zip(marks) {
+            d.flagged = m & FLAGGED != 0;
+            d.accepted = m & ACCEPTED != 0;
+        }
+    }
+
+    /// What every dimension repeats now is normal (a relearn order): the current runs are
+    /// not flat however long they last, and are learned when they end.
+    pub fn accept(&mut self) {
+        for d in &mut self.dims {
+            d.flagged = false;
+            d.accepted = true;
+        }
+    }
+
     /// Feeds one tick's values; `learn`: runs that end now may teach what is normal (the
     /// model is not alarming). Returns whether a dimension is flat.
     pub fn observe(&mut self, ts: i64, values: &[f64], learn: bool) -> bool {
@@ -82,21 +126,32 @@ impl Flat {
                 d.run_repeats += 1;
                 let run = ts - d.since;
                 let changes_by_nature = (d.repeats as f64) < REPEATS_BY_NATURE * d.ticks as f64;
-                flat |= self.flat_ms > 0
+                let stuck = self.flat_ms > 0
+                    && !d.accepted
                     && changes_by_nature
                     && run >= self.flat_ms
                     && run >= MIN_TICKS * dt
                     && run > 2 * d.normal_ms;
+                d.flagged |= stuck;
+                flat |= stuck;
                 continue;
             }
-            // A run is learned when it ends, so that a stuck run, alarming by then, is not.
-            if d.last.is_finite() && learn {
-                d.normal_ms = d.normal_ms.max(self.prev_ts - d.since);
-                d.repeats += d.run_repeats;
+            // A run is learned when it ends, so that a stuck run, alarming by then or flat
+            // at some tick, is not. Its repeats still count towards the share that tells a
+            // series repeating by nature (its first long run is flat, and must not stay so).
+            if d.last.is_finite() {
+                if d.accepted || (learn && !d.flagged) {
+                    d.normal_ms = d.normal_ms.max(self.prev_ts - d.since);
+                }
+                if d.accepted || learn {
+                    d.repeats += d.run_repeats;
+                }
             }
             d.last = v;
             d.since = ts;
             d.run_repeats = 0;
+            d.flagged = false;
+            d.accepted = false;
         }
         self.prev_ts = ts;
         flat
@@ -155,6 +210,51 @@ mod tests {
         }
         let flat_at = (600..800).find(|&t| g.observe(t * S, &[5.0], true));
         assert_eq!(flat_at, Some(660));
+    }
+
+    /// The seed-2 fleet's misses: a collector dropout (zeros for 90 s) whose alarm was held
+    /// back taught that 90 s of one value is normal, and the stuck sensor of 150 s after it
+    /// was never flat.
+    #[test]
+    fn a_flat_run_is_not_learned_even_when_no_alarm_fired() {
+        let mut f = Flat::new(60 * S, 1);
+        // Five hours of a value that changes at every tick: 90 repeats are well under 1 %.
+        let day = 5 * 3600;
+        for t in 0..day {
+            f.observe(t * S, &[t as f64], true);
+        }
+        // The dropout: flat from its 60th second, ending while nothing fires.
+        let hits = (day..day + 90)
+            .filter(|&t| f.observe(t * S, &[0.0], true))
+            .count();
+        assert_eq!(hits, 30);
+        for t in day + 90..day + 600 {
+            f.observe(t * S, &[t as f64], true);
+        }
+        let start = day + 600;
+        let flat_at = (start..start + 200).find(|&t| f.observe(t * S, &[7.0], true));
+        assert_eq!(flat_at, Some(start + 60), "the dropout was not learned");
+        // Across a snapshot, the mark of the run in progress is kept.
+        let marks = f.marks();
+        let mut g = Flat::new(60 * S, 1);
+        g.set_marks(&marks);
+        assert_eq!(g.marks(), marks);
+    }
+
+    #[test]
+    fn an_accepted_run_is_not_flat_and_is_learned_when_it_ends() {
+        let mut f = Flat::new(60 * S, 1);
+        for t in 0..600 {
+            f.observe(t * S, &[t as f64], true);
+        }
+        assert!((600..700).any(|t| f.observe(t * S, &[3.0], true)));
+        f.accept();
+        assert!((700..2000).all(|t| !f.observe(t * S, &[3.0], true)));
+        for t in 2000..2100 {
+            f.observe(t * S, &[t as f64], true);
+        }
+        // A run up to twice the accepted one (1,400 s) is normal now.
+        assert!((2100..3000).all(|t| !f.observe(t * S, &[4.0], true)));
     }
 
     #[test]

@@ -248,9 +248,10 @@ impl Hysteresis {
     }
 
     /// [`Hysteresis::step_agreed`]; `lasting`: the tick's anomaly has already lasted by
-    /// its own measure (a restless series, [`rough`]), so it is not a wobble of the score
-    /// around the threshold and `suppress` does not hold it back. Without this, a swing
-    /// that began with a blip of the score stayed silent for the 288 ticks after it.
+    /// its own measure (a restless series, [`rough`], or a stuck one, [`flat`]), so it is
+    /// not a wobble of the score around the threshold and `suppress` does not hold it
+    /// back. Without this, a swing or a dropout that began with a blip of the score stayed
+    /// silent for the 288 ticks after it.
     pub fn step_lasting(
         &mut self,
         ts: i64,

@@ -286,7 +286,9 @@ impl Decider {
         let level = level.map(|l| if young { 1 } else { l });
         self.trace
             .push(ts, Some(score), level.unwrap_or(0), &self.model);
-        let lasting = rough && level.is_some();
+        // A stuck or restless dimension has lasted by its own measure (a minute at least),
+        // so `suppress`, meant for a score wobbling around its threshold, does not hold it.
+        let lasting = (rough || flat) && level.is_some();
         let mut transition = self
             .hysteresis
             .step_lasting(ts, score, level, self.agreed, lasting);
@@ -380,6 +382,7 @@ impl Decider {
     pub fn relearn(&mut self, ts: i64, score: f64) -> Option<Transition> {
         self.model.accept_new_normal();
         self.rough.forget();
+        self.flat.accept();
         self.sustained = Sustained::default();
         self.relearned_at = Some(ts);
         self.hysteresis.resolve_now(ts, score)

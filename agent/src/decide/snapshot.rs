@@ -32,7 +32,7 @@ use super::{Decider, Detector};
 pub const FORMAT: u32 = 5;
 
 /// The oldest layout still read: format 3 is format 4 without the normal ranges, and
-/// format 4 is format 5 without the restless-series memory.
+/// format 4 is format 5 without the restless-series memory and the flat-run marks.
 pub const OLDEST_READ: u32 = 3;
 
 /// What every snapshot starts with, so that any other file is told apart from a snapshot
@@ -54,8 +54,9 @@ struct Out<'a> {
     first_scored: Option<i64>,
     /// Format 4's addition, last so that format 3 is a prefix of it.
     normal: Option<&'a [f64]>,
-    /// Format 5's addition.
+    /// Format 5's additions.
     rough: &'a Rough,
+    flat_marks: Vec<u8>,
 }
 
 /// The fields formats 3 and 4 share; format 4's `normal` follows them.
@@ -124,6 +125,7 @@ impl Decider {
             first_scored: self.first_scored,
             normal: self.model.normal_range(),
             rough: &self.rough,
+            flat_marks: self.flat.marks(),
         };
         // Serializing owned in-memory data cannot fail with postcard's Vec flavour.
         let mut bytes = MAGIC.to_vec();
@@ -152,10 +154,11 @@ impl Decider {
         } else {
             (None, rest)
         };
-        let rough: Option<Rough> = if s.format >= 5 {
-            Some(postcard::from_bytes(rest).map_err(corrupt)?)
+        let (rough, flat_marks): (Option<Rough>, Vec<u8>) = if s.format >= 5 {
+            let (rough, rest) = postcard::take_from_bytes(rest).map_err(corrupt)?;
+            (Some(rough), postcard::from_bytes(rest).map_err(corrupt)?)
         } else {
-            None
+            (None, Vec::new())
         };
         if s.shape != shape {
             return Err(Refused::Shape);
@@ -170,6 +173,7 @@ impl Decider {
         self.judge = s.judge.adopt(self.detector.alarm);
         self.hysteresis = s.hysteresis.adopt(self.detector.alarm);
         self.flat = s.flat.adopt(self.detector.alarm.flat_ms);
+        self.flat.set_marks(&flat_marks);
         let n_dims_rough = self.model.n_dims();
         self.rough = rough.filter(|r| r.n_dims() == n_dims_rough).map_or_else(
             || Rough::new(self.detector.rough_window, n_dims_rough),
