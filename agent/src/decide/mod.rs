@@ -888,6 +888,49 @@ mod seasonal {
         );
     }
 
+    /// A collector dropout right after a blip: the blip fires and resolves, and 40 s later
+    /// the value reads 0 for three minutes, then a stuck sensor of two minutes an hour
+    /// later. Both page (level 2) although the first is within `suppress` of the blip, and
+    /// the second is not missed for the dropout having been learned as a normal run.
+    #[test]
+    fn a_dropout_within_suppress_of_a_blip_pages_and_is_not_learned() {
+        let mut c = DetectorConfig::default();
+        c.alarm.young_for = lookout_shared::duration::HumanDuration::from_secs(0);
+        let d = c.resolve_at(std::time::Duration::from_secs(1)).unwrap();
+        let mut dec = Decider::new(&d, 1);
+        let mut fit = Inline::for_model(dec.model());
+        let blip = 2 * 3600;
+        let (dropout, stuck) = (blip + 40, blip + 3600);
+        let mut paged = Vec::new();
+        for t in 0..stuck + 400 {
+            let v = if (blip..blip + 4).contains(&t) {
+                90.0
+            } else if (dropout..dropout + 180).contains(&t) {
+                0.0
+            } else if (stuck..stuck + 120).contains(&t) {
+                37.5
+            } else {
+                40.0 + 3.0 * noise(t as u64, 9)
+            };
+            if let (Decision::Scored(s), _) = dec.step(t * 1000, &[v], (0, 0), &mut fit)
+                && let Some(tr) = s.transition
+            {
+                let e = dec.episode("m", "h", t * 1000, tr);
+                if e.state == AlarmState::Firing && e.severity >= 2 {
+                    paged.push(t);
+                }
+            }
+        }
+        assert!(
+            paged.iter().any(|t| (dropout..dropout + 180).contains(t)),
+            "the dropout pages: {paged:?}"
+        );
+        assert!(
+            paged.iter().any(|t| (stuck..stuck + 120).contains(t)),
+            "the stuck value pages: {paged:?}"
+        );
+    }
+
     /// Issue 17: a backup that runs every night at 02:00 must stop alarming by the third
     /// night. Four days at a 10 s interval: noise around 20 with a small daily cycle, and
     /// a job raising the value by 30 from 02:00 to 02:30 every night.
