@@ -49,6 +49,8 @@ pub struct Host {
     rate_topic: String,
     /// Models anomalous at this tick (reused).
     anomalous: Vec<usize>,
+    /// Of those, the models whose alarm fires at level 2 or more: the host's witnesses.
+    confirmed: Vec<usize>,
 }
 
 impl Host {
@@ -84,6 +86,7 @@ impl Host {
             judge: HostJudge::new(host, models.len(), alarm),
             rate_topic: topics::anomaly_rate(prefix, name),
             anomalous: Vec::with_capacity(models.len()),
+            confirmed: Vec::with_capacity(models.len()),
             models,
         }
     }
@@ -117,14 +120,21 @@ impl Host {
         }
         let agreed = self.judge.agreed(frame.ts);
         self.anomalous.clear();
+        self.confirmed.clear();
         for (mi, mr) in self.models.iter_mut().enumerate() {
             if !mr.take_values(&self.name, frame) {
                 continue;
             }
             mr.decider.set_agreed(agreed);
             let (decision, _) = mr.decider.step(frame.ts, &mr.values, (index, mi), fitter);
-            if matches!(decision, Decision::Scored(s) if s.level.is_some() && !s.young) {
+            if let Decision::Scored(s) = &decision
+                && s.level.is_some()
+                && !s.young
+            {
                 self.anomalous.push(mi);
+                if s.severity >= 2 {
+                    self.confirmed.push(mi);
+                }
             }
             mr.publish(decision, frame.ts, &self.alarms, &self.labels, out);
         }
@@ -133,7 +143,9 @@ impl Host {
 
     /// The host-level judgement of this tick: its anomaly rate, and its alarm's change.
     fn judge_host(&mut self, ts: i64, out: &mut Vec<Out>) {
-        let h = self.judge.tick(ts, self.anomalous.iter().copied());
+        let h = self
+            .judge
+            .tick(ts, self.anomalous.iter().copied(), &self.confirmed);
         let names: Vec<&str> = h
             .anomalous
             .iter()

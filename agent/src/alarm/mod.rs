@@ -190,6 +190,11 @@ impl Hysteresis {
         self.params
     }
 
+    /// The firing episode's announced severity, if one is firing.
+    pub fn severity(&self) -> Option<u8> {
+        self.firing.as_ref().map(|f| f.level.announced())
+    }
+
     /// When the firing episode started, if one is.
     pub fn firing_since(&self) -> Option<i64> {
         self.firing.as_ref().map(|f| f.started_at)

@@ -8,6 +8,12 @@
 //! its models counted so; with at least `min_models` of them the host is anomalous, and
 //! its own alarm (`<prefix>/<host>/alarms/host`) goes through the same hysteresis and calm
 //! severity as a model's, its graded level being the number of models agreeing (at most 4).
+//!
+//! Letting the models' own alarms escalate to levels 3–4 early takes more: at least
+//! `min_models` of them must be *confirmed* within the window, their alarms firing at level
+//! 2 or more (anomalous for `confirm` each). A level-1 blip of a chatty model (an error
+//! rate near zero, a CPU blip that resolved) is information for the anomaly rate, not a
+//! witness that turns another model's 50-second burst into a level-3 page.
 
 use lookout_shared::config::Invalid;
 use lookout_shared::duration::HumanDuration;
@@ -28,6 +34,8 @@ struct SnapOut<'a> {
     saved_at: i64,
     last_anomalous: &'a [Option<i64>],
     hysteresis: &'a Hysteresis,
+    /// Format 5's addition.
+    last_confirmed: &'a [Option<i64>],
 }
 
 #[derive(Deserialize)]
@@ -83,6 +91,8 @@ pub struct HostJudge {
     alarm: bool,
     /// Per model, the time of its last anomalous tick.
     last_anomalous: Vec<Option<i64>>,
+    /// Per model, the time of its last anomalous tick with its alarm at level 2 or more.
+    last_confirmed: Vec<Option<i64>>,
     hysteresis: Hysteresis,
 }
 
@@ -112,6 +122,7 @@ impl HostJudge {
             min_models: config.min_models,
             alarm: config.alarm,
             last_anomalous: vec![None; n_models],
+            last_confirmed: vec![None; n_models],
             hysteresis: Hysteresis::new(params),
         }
     }
@@ -128,6 +139,7 @@ impl HostJudge {
             saved_at: now,
             last_anomalous: &self.last_anomalous,
             hysteresis: &self.hysteresis,
+            last_confirmed: &self.last_confirmed,
         };
         let mut bytes = MAGIC.to_vec();
         bytes.extend(postcard::to_allocvec(&out).unwrap_or_default());
@@ -139,38 +151,57 @@ impl HostJudge {
         let Some(bytes) = bytes.strip_prefix(MAGIC) else {
             return Err(Refused::Corrupt("not a Lookout host snapshot".into()));
         };
-        let s: SnapIn = postcard::from_bytes(bytes).map_err(|e| Refused::Corrupt(e.to_string()))?;
-        // Its layout is the same in every format read.
+        let corrupt = |e: postcard::Error| Refused::Corrupt(e.to_string());
+        let (s, rest): (SnapIn, _) = postcard::take_from_bytes(bytes).map_err(corrupt)?;
+        // Formats 3 and 4 are format 5 without the confirmed models.
         if !(OLDEST_READ..=FORMAT).contains(&s.format) {
             return Err(Refused::Format { found: s.format });
         }
+        let confirmed: Option<Vec<Option<i64>>> = if s.format >= 5 {
+            Some(postcard::from_bytes(rest).map_err(corrupt)?)
+        } else {
+            None
+        };
         if s.last_anomalous.len() != n_models {
             return Err(Refused::Shape);
         }
+        self.last_confirmed = confirmed
+            .filter(|c| c.len() == n_models)
+            .unwrap_or_else(|| vec![None; n_models]);
         self.last_anomalous = s.last_anomalous;
         let params = self.hysteresis.params();
         self.hysteresis = s.hysteresis.adopt(params);
         Ok(s.saved_at)
     }
 
-    /// Whether the host was anomalous at its last tick: the models' alarms escalate sooner.
+    /// Whether at least `min_models` models were confirmed (alarm at level 2 or more)
+    /// within the window at `now`: the models' alarms escalate to 3–4 after `confirm`
+    /// instead of `escalate`.
     pub fn agreed(&self, now: i64) -> bool {
-        self.count(now) >= self.min_models
-    }
-
-    fn count(&self, now: i64) -> usize {
-        self.last_anomalous
+        self.last_confirmed
             .iter()
             .filter(|t| t.is_some_and(|t| now - t <= self.window_ms))
             .count()
+            >= self.min_models
     }
 
     /// One tick: which models were anomalous at `ts`. The host is anomalous at a tick
     /// when at least `min_models` models were anomalous within the window and one of them
     /// is at this tick: the window lets models agree whose anomalies are a little apart,
     /// but only fresh evidence counts as anomalous time (a window that merely has not
-    /// expired yet is not evidence).
-    pub fn tick(&mut self, ts: i64, anomalous: impl IntoIterator<Item = usize>) -> HostTick {
+    /// expired yet is not evidence). `confirmed`: those of them whose alarm fires at level 2
+    /// or more.
+    pub fn tick(
+        &mut self,
+        ts: i64,
+        anomalous: impl IntoIterator<Item = usize>,
+        confirmed: &[usize],
+    ) -> HostTick {
+        for &i in confirmed {
+            if let Some(t) = self.last_confirmed.get_mut(i) {
+                *t = Some(ts);
+            }
+        }
         let mut fresh = false;
         for i in anomalous {
             if let Some(t) = self.last_anomalous.get_mut(i) {
@@ -269,13 +300,13 @@ mod tests {
     #[test]
     fn one_model_is_not_the_host_two_within_the_window_are() {
         let mut j = judge();
-        let t = j.tick(0, [0]);
+        let t = j.tick(0, [0], &[]);
         assert!(!t.agreed && t.transition.is_none());
         assert_eq!(t.rate, 0.2);
         for s in 1..40 {
-            assert!(!j.tick(s * 1000, []).agreed);
+            assert!(!j.tick(s * 1000, [], &[]).agreed);
         }
-        let t = j.tick(40_000, [3]);
+        let t = j.tick(40_000, [3], &[]);
         assert!(
             t.agreed,
             "model 0 counts for a minute after its last anomalous tick"
@@ -289,7 +320,7 @@ mod tests {
         // number of models agreeing), at confirm.
         let mut last = None;
         for s in 41..=75 {
-            let t = j.tick(s * 1000, [0, 3]);
+            let t = j.tick(s * 1000, [0, 3], &[]);
             if t.transition.is_some() {
                 last = t.transition;
             }
@@ -302,11 +333,33 @@ mod tests {
         let mut resolved = false;
         for s in 76..200 {
             resolved |= matches!(
-                j.tick(s * 1000, []).transition,
+                j.tick(s * 1000, [], &[]).transition,
                 Some(Transition::Resolved { .. })
             );
         }
         assert!(resolved);
+    }
+
+    /// Models agreeing make the host anomalous (its rate and its own alarm) at once, but
+    /// let the models' alarms escalate only once two of them fire at level 2 or more.
+    #[test]
+    fn escalation_needs_two_confirmed_models_and_survives_a_restart() {
+        let mut j = judge();
+        let t = j.tick(0, [0, 1], &[]);
+        assert!(t.agreed, "the host is anomalous");
+        assert!(!j.agreed(0), "but nothing is confirmed yet");
+        j.tick(1000, [0, 1], &[0]);
+        assert!(!j.agreed(1000), "one confirmed model is one witness");
+        j.tick(2000, [0, 1], &[1]);
+        assert!(j.agreed(2000), "two within the window");
+        assert!(
+            j.agreed(61_000) && !j.agreed(62_000),
+            "model 0 for a minute after"
+        );
+        let bytes = j.snapshot(2000);
+        let mut k = judge();
+        k.restore(&bytes, 5).unwrap();
+        assert!(k.agreed(2000));
     }
 
     #[test]

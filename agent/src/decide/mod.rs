@@ -62,6 +62,8 @@ pub struct Scored {
     pub young: bool,
     /// The alarm episode's change at this tick, if any.
     pub transition: Option<Transition>,
+    /// The firing alarm's announced severity after this tick (0: none firing).
+    pub severity: u8,
 }
 
 /// One model's decision state: the model, its judge and its hysteresis.
@@ -312,6 +314,7 @@ impl Decider {
             firing: self.hysteresis.is_firing(),
             young,
             transition,
+            severity: self.hysteresis.severity().unwrap_or(0),
         };
         (Decision::Scored(scored), fitted)
     }

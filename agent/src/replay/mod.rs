@@ -789,6 +789,7 @@ mod tests {
                 firing,
                 young: false,
                 transition,
+                severity: 0,
             })
         };
         a.follow(&scored(
