@@ -120,17 +120,12 @@ impl DetectorConfig {
                 format!("at most {} ticks (0 sends no picture)", trace::MAX_POINTS),
             ));
         }
-        let rough_window = Span::Time(self.alarm.rough).ticks(interval);
-        if rough_window > rough::MAX_WINDOW && self.alarm.rough.0 > Duration::ZERO {
-            return Err(Invalid::new(
-                "alarm.rough",
-                format!(
-                    "{} is {rough_window} ticks at this interval; at most {}",
-                    self.alarm.rough,
-                    rough::MAX_WINDOW
-                ),
-            ));
-        }
+        // At most MAX_WINDOW ticks, which bounds the memory: under a 100 ms interval the
+        // shipped minute is the last 600 ticks. Clamped, not refused, so that a fast
+        // interval with the shipped config still starts.
+        let rough_window = Span::Time(self.alarm.rough)
+            .ticks(interval)
+            .min(rough::MAX_WINDOW);
         // A saturation model judges against its limit, not against what it learned; a
         // quick fill is rough too, and a restless alarm at its start would take the
         // `suppress` slot of the saturation alarm that should follow.
@@ -164,7 +159,8 @@ impl DetectorConfig {
 pub struct Detector {
     pub params: ModelParams,
     pub alarm: AlarmParams,
-    /// `alarm.rough` in ticks at the model's interval (below `rough::MIN_WINDOW`: off).
+    /// `alarm.rough` in ticks at the model's interval, at most `rough::MAX_WINDOW` (below
+    /// `rough::MIN_WINDOW`: off).
     pub rough_window: usize,
     /// Values outside `[down_limit, upper_limit]` are invalid: counted, not scored.
     pub down_limit: Option<f64>,
@@ -223,6 +219,21 @@ pub struct ModelSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shipped minute at a 50 ms interval (the end-to-end tests run so) is 1,200 ticks:
+    /// the window holds the last 600, and the agent starts.
+    #[test]
+    fn a_fast_interval_clamps_the_restless_window_instead_of_refusing() {
+        let at = |ms| {
+            DetectorConfig::default()
+                .resolve_at(Duration::from_millis(ms))
+                .unwrap()
+                .rough_window
+        };
+        assert_eq!(at(50), rough::MAX_WINDOW);
+        assert_eq!(at(1000), 60);
+        assert_eq!(at(10_000), 6, "below MIN_WINDOW, which Rough turns off");
+    }
 
     #[test]
     fn the_builtin_default_resolves_and_every_check_names_its_key() {
