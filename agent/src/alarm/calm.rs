@@ -4,9 +4,9 @@
 //! - **Evidence caps the level.** An episode starts at level 1 (information). It may reach
 //!   level 2 once it has been anomalous for `confirm` in total, and levels 3–4 once it has
 //!   been anomalous for `escalate`, or for `confirm` while at least two of the host's
-//!   models (this one included) fire at level 2 or more (`decide::host`). A single short excursion is therefore level 1 however
-//!   high its score was; the graded level (seed `003`) says how bad, the evidence says how
-//!   sure.
+//!   models (this one included) fire at level 2 or more (`decide::host`). A single short
+//!   excursion is therefore level 1 however high its score was; the graded level (seed
+//!   `003`) says how bad, the evidence says how sure.
 //! - **Evidence must be recent to raise.** A gap of normal ticks longer than `hold`
 //!   restarts the evidence a rise needs: an alarm kept open across a dip (`resolve_for`)
 //!   does not climb to level 2 on blips minutes apart, each too short to mean anything.

@@ -122,17 +122,16 @@ impl DetectorConfig {
         }
         // At most MAX_WINDOW ticks, which bounds the memory: under a 100 ms interval the
         // shipped minute is the last 600 ticks. Clamped, not refused, so that a fast
-        // interval with the shipped config still starts.
-        let rough_window = Span::Time(self.alarm.rough)
-            .ticks(interval)
-            .min(rough::MAX_WINDOW);
-        // A saturation model judges against its limit, not against what it learned; a
-        // quick fill is rough too, and a restless alarm at its start would take the
-        // `suppress` slot of the saturation alarm that should follow.
+        // interval with the shipped config still starts. Off for a saturation model: it
+        // judges against its limit, not against what it learned; a quick fill is rough
+        // too, and a restless alarm at its start would take the `suppress` slot of the
+        // saturation alarm that should follow.
         let rough_window = if alarm.saturation.is_some() {
             0
         } else {
-            rough_window
+            Span::Time(self.alarm.rough)
+                .ticks(interval)
+                .min(rough::MAX_WINDOW)
         };
         Ok(Detector {
             params,

@@ -15,8 +15,9 @@
 //! everything it learned and fits at its next tick, which measures the ranges from the
 //! restored training ring.
 //!
-//! Format 5 appends the restless-series memory (`alarm::rough`) after the normal ranges;
-//! formats 3 and 4 still read, and that memory starts afresh.
+//! Format 5 appends the restless-series memory (`alarm::rough`) and the marks of the
+//! flat-line runs in progress (`alarm::flat`) after the normal ranges; formats 3 and 4
+//! still read, and those start afresh.
 
 use serde::{Deserialize, Serialize};
 
@@ -174,9 +175,8 @@ impl Decider {
         self.hysteresis = s.hysteresis.adopt(self.detector.alarm);
         self.flat = s.flat.adopt(self.detector.alarm.flat_ms);
         self.flat.set_marks(&flat_marks);
-        let n_dims_rough = self.model.n_dims();
-        self.rough = rough.filter(|r| r.n_dims() == n_dims_rough).map_or_else(
-            || Rough::new(self.detector.rough_window, n_dims_rough),
+        self.rough = rough.filter(|r| r.n_dims() == n_dims).map_or_else(
+            || Rough::new(self.detector.rough_window, n_dims),
             |r| r.adopt(self.detector.rough_window),
         );
         self.profile = s.profile;
@@ -280,6 +280,12 @@ mod tests {
         assert_eq!(restored.attribution("m"), original.attribution("m"));
     }
 
+    /// The bytes format 5 appends to format 4: the restless memory and the flat-run marks.
+    fn format_5_tail(d: &Decider) -> usize {
+        postcard::to_allocvec(&d.rough).unwrap().len()
+            + postcard::to_allocvec(&d.flat.marks()).unwrap().len()
+    }
+
     /// Format 3 is format 4 without the ranges at its end: such a snapshot keeps all the
     /// model learned, and the fit at its next tick measures the ranges.
     #[test]
@@ -289,8 +295,7 @@ mod tests {
         let mut original = trained(&d, 600);
         let mut bytes = original.snapshot(shape, 42);
         let tail = postcard::to_allocvec(&original.model().normal_range()).unwrap();
-        let rough = postcard::to_allocvec(&original.rough).unwrap();
-        bytes.truncate(bytes.len() - tail.len() - rough.len());
+        bytes.truncate(bytes.len() - tail.len() - format_5_tail(&original));
         assert_eq!(
             bytes[MAGIC.len()],
             5,
@@ -323,7 +328,7 @@ mod tests {
         let original = trained(&d, 600);
         let full = original.snapshot(shape, 42);
         let rough = postcard::to_allocvec(&original.rough).unwrap();
-        let mut bytes = full[..full.len() - rough.len()].to_vec();
+        let mut bytes = full[..full.len() - format_5_tail(&original)].to_vec();
         bytes[MAGIC.len()] = 4;
         let mut restored = Decider::new(&d, 2);
         assert_eq!(restored.restore(&bytes, shape), Ok(42));
